@@ -1,0 +1,1 @@
+"""Passes over a traced graph; each returns a :class:`~symbert.analysis.breakdown.Breakdown`."""

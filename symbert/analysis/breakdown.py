@@ -1,0 +1,93 @@
+"""The result every pass returns: per-node contributions grouped into components, as sympy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import sympy
+
+from symbert.ir import Graph, Node
+from symbert.models import MODELS, Component
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One term's origin: ``expr`` per run of ``node``, which runs (or is copied) ``count`` times."""
+
+    node: str
+    component: str
+    what: str
+    expr: sympy.Expr
+    count: sympy.Expr = sympy.Integer(1)
+
+    @property
+    def total(self) -> sympy.Expr:
+        return self.expr * self.count
+
+
+@dataclass(frozen=True)
+class ComponentTotal:
+    """A component's total, and its per-layer expression when it lies in a repeated block."""
+
+    name: str
+    total: sympy.Expr
+    per_layer: sympy.Expr | None
+    count: sympy.Expr | None
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """A quantity (parameters, bytes, FLOPs) as sympy, with the node behind every term."""
+
+    quantity: str
+    unit: str
+    contributions: tuple[Contribution, ...]
+    order: tuple[str, ...]
+    substitutions: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+
+    @property
+    def total(self) -> sympy.Expr:
+        return sympy.expand(sympy.Add(*(c.total for c in self.contributions)))
+
+    def components(self) -> list[ComponentTotal]:
+        """Components in model order, skipping those with nothing in them."""
+        out = []
+        for name in self.order:
+            parts = [c for c in self.contributions if c.component == name]
+            if not parts:
+                continue
+            counts = {c.count for c in parts}
+            count = counts.pop() if len(counts) == 1 and parts[0].count != 1 else None
+            per_layer = sympy.expand(sympy.Add(*(c.expr for c in parts))) if count is not None else None
+            out.append(ComponentTotal(name, sympy.expand(sympy.Add(*(c.total for c in parts))), per_layer, count))
+        return out
+
+    def substituted(self, expr: sympy.Expr) -> sympy.Expr:
+        """``expr`` with the model family's conventions applied (BERT: E = H, I = 4H)."""
+        return sympy.expand(expr.subs(self.substitutions))
+
+    def evaluate(self, expr: sympy.Expr, values: Mapping[sympy.Symbol, int]) -> int:
+        """``expr`` at concrete values; every symbol in it must be given."""
+        value = sympy.sympify(expr).subs(values)
+        if not value.is_Integer:
+            missing = ", ".join(sorted(s.name for s in value.free_symbols)) or str(value)
+            raise ValueError(f"{self.quantity} needs values for: {missing}")
+        return int(value)
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {sympy.latex(self.total)}$"
+
+
+def component_of(node: Node, components: Iterable[Component]) -> str:
+    """The first component whose rule matches ``node``, else ``other``."""
+    return next((c.name for c in components if c.matches(node)), "other")
+
+
+def component_order(components: Iterable[Component]) -> tuple[str, ...]:
+    names = list(dict.fromkeys(c.name for c in components))
+    return (*names, "other")
+
+
+def model_of(graph: Graph):
+    return MODELS[graph.model]

@@ -1,0 +1,150 @@
+"""The intermediate representation: a static graph of ops over tensors with symbolic shapes.
+
+A :class:`Graph` holds :class:`Node` s (one per op) in trace order, the :class:`Tensor` s they read and
+write, and the :class:`Block` s that repeat a traced body a symbolic number of times (BERT's L
+encoder layers). The networkx graph behind it links producer to consumer, one edge per tensor use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import networkx as nx
+import sympy
+
+Shape = tuple[sympy.Expr, ...]
+
+
+class Role(StrEnum):
+    """What a tensor is for, which decides how analyses treat it."""
+
+    ACTIVATION = "activation"
+    INDEX = "index"
+    MASK = "mask"
+    STATISTICS = "statistics"
+    BUFFER = "buffer"
+
+
+#: Dtype classes a backend policy resolves; every other dtype string is a concrete torch dtype name.
+ACT, MASK_DTYPE, STATS_DTYPE = "act", "mask", "stats"
+
+
+def numel(shape: Shape) -> sympy.Expr:
+    """Number of elements of a symbolic shape."""
+    return sympy.Mul(*shape)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A value flowing between ops. ``base`` names the tensor whose storage a view shares."""
+
+    name: str
+    shape: Shape
+    dtype: str
+    role: Role
+    requires_grad: bool
+    producer: str
+    block: str | None = None
+    base: str | None = None
+
+    @property
+    def numel(self) -> sympy.Expr:
+        return numel(self.shape)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable parameter, named like its Hugging Face counterpart (layer index dropped)."""
+
+    name: str
+    shape: Shape
+
+    @property
+    def numel(self) -> sympy.Expr:
+        return numel(self.shape)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op: its kind, where it sits (scope, block, regions), what it reads, writes and owns."""
+
+    name: str
+    op: str
+    scope: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: tuple[Param, ...] = ()
+    attrs: tuple[tuple[str, object], ...] = ()
+    block: str | None = None
+    regions: tuple[str, ...] = ()
+
+    def attr(self, key: str, default: object = None) -> object:
+        return dict(self.attrs).get(key, default)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A body traced once that runs ``count`` times, each run reading the previous run's output.
+
+    ``input`` is the tensor each run reads, ``source`` the outside tensor the first run reads, and
+    ``output`` the tensor each run returns; together they form the chain x_0 … x_count, where x_0 is
+    ``source`` and run k reads x_k and returns x_(k+1).
+    """
+
+    name: str
+    count: sympy.Expr
+    shares_params: bool
+    input: str
+    source: str
+    output: str
+
+
+@dataclass
+class Graph:
+    """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph."""
+
+    model: str
+    nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    blocks: dict[str, Block] = field(default_factory=dict)
+    options: dict[str, object] = field(default_factory=dict)
+
+    def add_node(self, node: Node, outputs: list[Tensor]) -> None:
+        for t in outputs:
+            self.tensors[t.name] = t
+        self.nx.add_node(node.name, node=node)
+        for t in node.inputs:
+            self.nx.add_edge(self.tensors[t].producer, node.name, key=t)
+
+    @property
+    def nodes(self) -> Iterator[Node]:
+        for _, data in self.nx.nodes(data=True):
+            yield data["node"]
+
+    def node(self, name: str) -> Node:
+        return self.nx.nodes[name]["node"]
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def storage(self, name: str) -> Tensor:
+        """The tensor owning the storage ``name`` lives in (itself unless it is a view)."""
+        t = self.tensors[name]
+        while t.base is not None:
+            t = self.tensors[t.base]
+        return t
+
+    def multiplicity(self, node: Node) -> sympy.Expr:
+        """How many times the node runs: its block's count, or 1."""
+        return self.blocks[node.block].count if node.block else sympy.Integer(1)
+
+    def param_multiplicity(self, node: Node) -> sympy.Expr:
+        """How many distinct copies of the node's parameters exist."""
+        if node.block and not self.blocks[node.block].shares_params:
+            return self.blocks[node.block].count
+        return sympy.Integer(1)
+
+    def op_kinds(self) -> list[str]:
+        return sorted({n.op for n in self.nodes})

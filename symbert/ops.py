@@ -1,0 +1,210 @@
+"""The op set: one registered entry per op kind, and the function model code calls to record it.
+
+Each entry states, once, what the analyses need to know about the op:
+
+* ``saves``: which of its tensors PyTorch autograd keeps for backward (``in0`` is the first input,
+  ``out1`` the second output). Their dtypes and whether some are ignored is the backend policy's call.
+* ``flops_per_element``: the non-matmul cost convention, operations per output element.
+* ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
+  gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
+
+The recording function computes output shapes and declares parameters. Adding an op is adding one
+function here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Graph, Node, Role, Shape, Tensor, numel
+from symbert.tracer import TraceError, active
+
+MatmulDims = tuple[sympy.Expr, sympy.Expr, sympy.Expr, sympy.Expr, tuple[bool, ...]]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """What the analyses know about one op kind."""
+
+    kind: str
+    doc: str
+    saves: tuple[str, ...] = ()
+    flops_per_element: int = 0
+    matmul: Callable[[Node, Graph], MatmulDims] | None = None
+    view: bool = False
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _op(
+    kind: str,
+    *,
+    saves: tuple[str, ...] = (),
+    flops_per_element: int = 0,
+    matmul: Callable[[Node, Graph], MatmulDims] | None = None,
+    view: bool = False,
+) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    def register(fn: Callable[..., object]) -> Callable[..., object]:
+        doc = (fn.__doc__ or kind).strip().splitlines()[0]
+        OPS[kind] = OpDef(kind, doc, saves, flops_per_element, matmul, view)
+        return fn
+
+    return register
+
+
+# Placeholders are recorded by symbert.tracer; they are registered here so every kind has an entry.
+OPS["input"] = OpDef("input", "A tensor the caller provides.")
+OPS["buffer"] = OpDef("buffer", "A non-trainable tensor the model owns.")
+OPS["output"] = OpDef("output", "A model output.")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise TraceError(message)
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    t = active()
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b, strict=True):
+        _check(x == 1 or y == 1 or t.same(x, y), f"cannot broadcast {list(a)} with {list(b)}")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def _linear_dims(node: Node, graph: Graph) -> MatmulDims:
+    x = graph.tensor(node.inputs[0])
+    k, n = node.attr("in_features"), node.attr("out_features")
+    return sympy.Integer(1), numel(x.shape) / x.shape[-1], k, n, (x.requires_grad, True)
+
+
+def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
+    a, b = (graph.tensor(t) for t in node.inputs)
+    return numel(a.shape[:-2]), a.shape[-2], a.shape[-1], b.shape[-1], (a.requires_grad, b.requires_grad)
+
+
+@_op("embedding", saves=("in0",))
+def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Expr) -> Tensor:
+    """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor."""
+    _check(ids.role in (Role.INDEX, Role.BUFFER), f"{name}: embedding indices must be an index tensor")
+    return active().record(
+        "embedding", name, [ids], [((*ids.shape, dim), ACT, Role.ACTIVATION, None)], [("weight", (num_embeddings, dim))]
+    )[0]
+
+
+@_op("linear", saves=("in0",), matmul=_linear_dims)
+def linear(
+    name: str, x: Tensor, out_features: sympy.Expr, in_features: sympy.Expr | None = None, bias: bool = True
+) -> Tensor:
+    """Fully connected layer x·Wᵀ + b over the last dimension."""
+    t = active()
+    k = x.shape[-1] if in_features is None else in_features
+    _check(t.same(k, x.shape[-1]), f"{name}: expects last dimension {k}, got {x.shape[-1]}")
+    params = [("weight", (out_features, k))] + ([("bias", (out_features,))] if bias else [])
+    out = ((*x.shape[:-1], out_features), ACT, Role.ACTIVATION, None)
+    return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
+
+
+@_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims)
+def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
+    """Batched matrix product [..., m, k] @ [..., k, n]."""
+    t = active()
+    _check(t.same(a.shape[-1], b.shape[-2]), f"{name}: cannot multiply {list(a.shape)} by {list(b.shape)}")
+    batch = _broadcast(a.shape[:-2], b.shape[:-2])
+    return t.record("matmul", name, [a, b], [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("add", flops_per_element=1)
+def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
+    """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
+    return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("scale", flops_per_element=1)
+def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
+    """Multiplication by a constant."""
+    return active().record("scale", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"factor": factor})[0]
+
+
+@_op("softmax", saves=("out0",), flops_per_element=5)
+def softmax(x: Tensor, name: str = "softmax") -> Tensor:
+    """Softmax over the last dimension (max, subtract, exp, sum, divide)."""
+    return active().record("softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("dropout", saves=("out1",), flops_per_element=2)
+def dropout(x: Tensor, p: float, name: str = "dropout") -> Tensor:
+    """Training-mode dropout; its mask is an explicit second output (draw the mask, multiply)."""
+    outs = [(x.shape, ACT, Role.ACTIVATION, None), (x.shape, MASK_DTYPE, Role.MASK, None)]
+    return active().record("dropout", name, [x], outs, attrs={"p": p})[0]
+
+
+@_op("layernorm", saves=("in0", "out1", "out2"), flops_per_element=7)
+def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Layer normalisation over the last dimension; mean and rstd are explicit outputs.
+
+    Per element: sum for the mean, subtract, square and sum for the variance, scale by rstd, affine
+    multiply and add.
+    """
+    stats = (*x.shape[:-1], 1)
+    outs = [
+        (x.shape, ACT, Role.ACTIVATION, None),
+        (stats, STATS_DTYPE, Role.STATISTICS, None),
+        (stats, STATS_DTYPE, Role.STATISTICS, None),
+    ]
+    dim = x.shape[-1]
+    return active().record("layernorm", name, [x], outs, [("weight", (dim,)), ("bias", (dim,))], {"eps": eps})[0]
+
+
+@_op("gelu", saves=("in0",), flops_per_element=5)
+def gelu(x: Tensor, name: str = "gelu") -> Tensor:
+    """Exact GELU, x·½·(1 + erf(x/√2))."""
+    return active().record("gelu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("tanh", saves=("out0",), flops_per_element=1)
+def tanh(x: Tensor, name: str = "tanh") -> Tensor:
+    """Hyperbolic tangent."""
+    return active().record("tanh", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("reshape", view=True)
+def reshape(x: Tensor, shape: Shape, name: str = "reshape") -> Tensor:
+    """View with a new shape of the same number of elements."""
+    t = active()
+    _check(t.same(numel(shape), x.numel), f"{name}: cannot view {list(x.shape)} as {list(shape)}")
+    return t.record("reshape", name, [x], [(shape, x.dtype, x.role, x.name)])[0]
+
+
+@_op("transpose", view=True)
+def transpose(x: Tensor, dim0: int, dim1: int, name: str = "transpose") -> Tensor:
+    """View with two dimensions swapped."""
+    shape = list(x.shape)
+    shape[dim0], shape[dim1] = shape[dim1], shape[dim0]
+    return active().record("transpose", name, [x], [(tuple(shape), x.dtype, x.role, x.name)], attrs={"dims": (dim0, dim1)})[0]
+
+
+@_op("select", view=True)
+def select(x: Tensor, dim: int, index: int, name: str = "select") -> Tensor:
+    """View of one index along a dimension (the pooler's first token)."""
+    shape = x.shape[:dim] + x.shape[dim + 1 :]
+    return active().record("select", name, [x], [(shape, x.dtype, x.role, x.name)], attrs={"dim": dim, "index": index})[0]
+
+
+@_op("contiguous")
+def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
+    """Copy into a fresh row-major tensor (after a transpose)."""
+    return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
+
+
+@_op("mask_bias")
+def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
+    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
+    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]

@@ -1,0 +1,215 @@
+"""Records op calls made by model code into a :class:`~symbert.ir.Graph`.
+
+Model code calls the functions in :mod:`symbert.ops`; each appends one node to the tracer that is
+active. Scopes name nodes (``encoder/layer/attention/self/query``), regions tag groups of nodes that a
+policy may treat as one (the attention core, recomputed or fused), and :func:`repeat` traces a body
+once and marks it to run a symbolic number of times.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import sympy
+
+from symbert.ir import Block, Graph, Node, Param, Role, Shape, Tensor
+
+
+class TraceError(ValueError):
+    """Model code did something inconsistent: mismatched shapes, bad nesting."""
+
+
+@dataclass
+class _Frame:
+    name: str
+    in_param_name: bool = True
+
+
+@dataclass
+class Tracer:
+    """The state of one trace: graph under construction, scope, block and region stacks."""
+
+    graph: Graph
+    identities: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    unroll: Mapping[sympy.Symbol, int] | None = None
+    _scope: list[_Frame] = field(default_factory=list)
+    _block: str | None = None
+    _regions: list[str] = field(default_factory=list)
+    _used: Counter[str] = field(default_factory=Counter)
+
+    def path(self, leaf: str = "") -> str:
+        parts = [f.name for f in self._scope] + ([leaf] if leaf else [])
+        return "/".join(parts)
+
+    def param_prefix(self, leaf: str) -> str:
+        return ".".join([f.name for f in self._scope if f.in_param_name] + [leaf])
+
+    def unique(self, name: str) -> str:
+        self._used[name] += 1
+        n = self._used[name]
+        return name if n == 1 else f"{name}.{n - 1}"
+
+    def same(self, a: sympy.Expr, b: sympy.Expr) -> bool:
+        """Whether two sizes are equal under the model's identities (BERT: E = H)."""
+        return sympy.expand(sympy.sympify(a).subs(self.identities) - sympy.sympify(b).subs(self.identities)) == 0
+
+    def record(
+        self,
+        op: str,
+        name: str,
+        inputs: list[Tensor],
+        outputs: list[tuple[Shape, str, Role, str | None]],
+        params: list[tuple[str, Shape]] = (),
+        attrs: Mapping[str, object] | None = None,
+    ) -> list[Tensor]:
+        """Append one node. ``outputs`` are (shape, dtype, role, base) with base naming a viewed input."""
+        node_name = self.unique(self.path(name))
+        owns = [Param(f"{self.param_prefix(name)}.{p}", shape) for p, shape in params]
+        grad = bool(owns) or any(t.requires_grad for t in inputs)
+        made = [
+            Tensor(
+                name=f"{node_name}:{i}",
+                shape=tuple(sympy.sympify(d) for d in shape),
+                dtype=dtype,
+                role=role,
+                requires_grad=grad and role == Role.ACTIVATION,
+                producer=node_name,
+                block=self._block,
+                base=base,
+            )
+            for i, (shape, dtype, role, base) in enumerate(outputs)
+        ]
+        node = Node(
+            name=node_name,
+            op=op,
+            scope=self.path(),
+            inputs=tuple(t.name for t in inputs),
+            outputs=tuple(t.name for t in made),
+            params=tuple(owns),
+            attrs=tuple(sorted((attrs or {}).items())),
+            block=self._block,
+            regions=tuple(self._regions),
+        )
+        self.graph.add_node(node, made)
+        return made
+
+
+_active: contextvars.ContextVar[Tracer] = contextvars.ContextVar("symbert_tracer")
+
+
+def active() -> Tracer:
+    try:
+        return _active.get()
+    except LookupError:
+        raise TraceError("symbert ops must be called inside symbert.trace()") from None
+
+
+@contextmanager
+def tracing(tracer: Tracer) -> Iterator[Tracer]:
+    token = _active.set(tracer)
+    try:
+        yield tracer
+    finally:
+        _active.reset(token)
+
+
+@contextmanager
+def scope(name: str, *, in_param_name: bool = True) -> Iterator[None]:
+    """Name the nodes recorded inside ``name/...`` (and their parameters ``name.…``)."""
+    t = active()
+    t._scope.append(_Frame(name, in_param_name))
+    try:
+        yield
+    finally:
+        t._scope.pop()
+
+
+@contextmanager
+def region(name: str) -> Iterator[None]:
+    """Tag the nodes recorded inside, so a policy can recompute or fuse them as a unit."""
+    t = active()
+    t._regions.append(name)
+    try:
+        yield
+    finally:
+        t._regions.pop()
+
+
+def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:
+    """A tensor the caller provides (input_ids, attention_mask, …)."""
+    return active().record("input", name, [], [(shape, dtype, role, None)])[0]
+
+
+def buffer(name: str, shape: Shape, dtype: str) -> Tensor:
+    """A non-trainable tensor the model owns (position ids); never counted as an activation."""
+    return active().record("buffer", name, [], [(shape, dtype, Role.BUFFER, None)])[0]
+
+
+def graph_output(name: str, x: Tensor) -> None:
+    """Mark ``x`` as a model output (its loss gradient flows back through the graph)."""
+    active().record("output", name, [x], [])
+
+
+def repeat(
+    name: str,
+    count: sympy.Expr,
+    body: Callable[[Tensor], Tensor],
+    x: Tensor,
+    shape: Shape,
+    *,
+    shares_params: bool = False,
+) -> Tensor:
+    """Run ``body`` ``count`` times, each run on the previous run's output, under scope ``name``.
+
+    The body is traced once and the block carries ``count`` symbolically, so tracing cost does not grow
+    with it; when the tracer unrolls, ``count`` must evaluate to an integer and the body is traced per
+    run under ``name/<i>``. ``shape`` is the shape every run reads and returns.
+    """
+    t = active()
+    if t._block is not None:
+        raise TraceError(f"repeat {name!r} is nested inside block {t._block!r}")
+    if len(shape) != len(x.shape) or not all(t.same(a, b) for a, b in zip(shape, x.shape, strict=True)):
+        raise TraceError(f"repeat {name!r} reads shape {list(shape)} but is given {list(x.shape)}")
+    carry = Tensor(
+        name=f"{t.path(name)}:input",
+        shape=tuple(sympy.sympify(d) for d in shape),
+        dtype=x.dtype,
+        role=x.role,
+        requires_grad=x.requires_grad,
+        producer=x.producer,
+        base=x.name,
+    )
+    if t.unroll is not None:
+        runs = sympy.sympify(count).subs(t.unroll)
+        if not runs.is_Integer:
+            raise TraceError(f"cannot unroll {name!r}: {count} has no value")
+        t.graph.tensors[carry.name] = carry
+        y = carry
+        with scope(name):
+            for i in range(int(runs)):
+                with scope(str(i), in_param_name=not shares_params):
+                    y = body(y)
+        return y
+    carry = Tensor(**{**carry.__dict__, "block": t.path(name), "base": None})
+    t.graph.tensors[carry.name] = carry
+    t._block = t.path(name)
+    try:
+        with scope(name):
+            y = body(carry)
+    finally:
+        t._block = None
+    if len(y.shape) != len(shape) or not all(t.same(a, b) for a, b in zip(shape, y.shape, strict=True)):
+        raise TraceError(f"repeat {name!r} returns shape {list(y.shape)}, not {list(shape)}")
+    t.graph.blocks[t.path(name)] = Block(
+        name=t.path(name),
+        count=sympy.sympify(count),
+        shares_params=shares_params,
+        input=carry.name,
+        source=x.name,
+        output=y.name,
+    )
+    return y
