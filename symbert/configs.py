@@ -124,9 +124,7 @@ def validated(config: Config) -> Config:
             raise ConfigError(f"{key} must be a positive integer, got {value}")
     for whole, part in config.spec.divides:
         if config.values[whole] % config.values[part]:
-            raise ConfigError(
-                f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}"
-            )
+            raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
     return config
 
 

@@ -188,14 +188,18 @@ def transpose(x: Tensor, dim0: int, dim1: int, name: str = "transpose") -> Tenso
     """View with two dimensions swapped."""
     shape = list(x.shape)
     shape[dim0], shape[dim1] = shape[dim1], shape[dim0]
-    return active().record("transpose", name, [x], [(tuple(shape), x.dtype, x.role, x.name)], attrs={"dims": (dim0, dim1)})[0]
+    return active().record(
+        "transpose", name, [x], [(tuple(shape), x.dtype, x.role, x.name)], attrs={"dims": (dim0, dim1)}
+    )[0]
 
 
 @_op("select", view=True)
 def select(x: Tensor, dim: int, index: int, name: str = "select") -> Tensor:
     """View of one index along a dimension (the pooler's first token)."""
     shape = x.shape[:dim] + x.shape[dim + 1 :]
-    return active().record("select", name, [x], [(shape, x.dtype, x.role, x.name)], attrs={"dim": dim, "index": index})[0]
+    return active().record("select", name, [x], [(shape, x.dtype, x.role, x.name)], attrs={"dim": dim, "index": index})[
+        0
+    ]
 
 
 @_op("contiguous")

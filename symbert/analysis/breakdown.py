@@ -19,7 +19,7 @@ class Contribution:
     component: str
     what: str
     expr: sympy.Expr
-    count: sympy.Expr = sympy.Integer(1)
+    count: sympy.Expr = sympy.S.One
 
     @property
     def total(self) -> sympy.Expr:

@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench lint docs system-deps clean
+
+run: $(VENV)/.installed system-deps
+	$(BIN)/symbert params --preset bert-base --by-component
+
+test: $(VENV)/.installed-validate system-deps
+	$(BIN)/ruff check symbert tests
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench.py
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check symbert tests benchmarks
+
+# Graphviz's `dot` draws the diagrams; installed from Debian/Ubuntu packages where it is missing.
+system-deps:
+	@command -v dot >/dev/null || { command -v apt-get >/dev/null \
+		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz >/dev/null; } \
+		|| echo "symbert: install Graphviz (the 'dot' program) for diagrams: https://graphviz.org/download/"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+# The validate extra: torch pinned to 2.13.0 (the CPU build) and Hugging Face transformers.
+$(VENV)/.installed-validate: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev,validate]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from symbert.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Renderers: they read graphs and breakdowns, and never re-derive a quantity."""

@@ -1,0 +1,97 @@
+"""Terminal and JSON output for the CLI commands."""
+
+from __future__ import annotations
+
+import sympy
+from rich.console import Console
+from rich.table import Table
+
+from symbert.analysis.breakdown import Breakdown
+from symbert.analysis.params import params
+from symbert.api import trace
+from symbert.configs import Config
+from symbert.ir import Graph
+from symbert.render.formula import human, text
+
+
+def console() -> Console:
+    """A console that never wraps formulas when output goes to a file or pipe."""
+    c = Console(highlight=False, soft_wrap=True, markup=False)
+    return c if c.is_terminal else Console(highlight=False, soft_wrap=True, markup=False, width=1000, color_system=None)
+
+
+def describe(config: Config) -> str:
+    values = " ".join(f"{k}={v}" for k, v in config.values.items())
+    off = [k for k, v in config.structure().items() if not v]
+    return f"{config.name} ({config.model}): {values}" + (f"; without {', '.join(off)}" if off else "")
+
+
+def substitution_label(breakdown: Breakdown) -> str:
+    return ", ".join(f"{k} = {human(v)}" for k, v in breakdown.substitutions.items())
+
+
+def params_breakdown(config: Config) -> Breakdown:
+    return params(trace(config))
+
+
+def params_json(config: Config, breakdown: Breakdown) -> dict[str, object]:
+    values = config.symbols()
+    return {
+        "config": config.as_dict(),
+        "params": breakdown.evaluate(breakdown.total, values),
+        "formula": text(breakdown.total),
+        "formula_substituted": text(breakdown.substituted(breakdown.total)),
+        "substitutions": {str(k): text(v) for k, v in breakdown.substitutions.items()},
+        "components": [
+            {
+                "name": c.name,
+                "formula": text(c.total),
+                "per_layer": text(c.per_layer) if c.per_layer is not None else None,
+                "count": text(c.count) if c.count is not None else None,
+                "params": breakdown.evaluate(c.total, values),
+            }
+            for c in breakdown.components()
+        ],
+    }
+
+
+def print_params(config: Config, breakdown: Breakdown, by_component: bool) -> None:
+    out = console()
+    values = config.symbols()
+    out.print(describe(config))
+    out.print(f"\nparameters = {human(breakdown.total)}")
+    out.print(f"  with {substitution_label(breakdown)}: {human(breakdown.substituted(breakdown.total))}")
+    out.print(f"  = {breakdown.evaluate(breakdown.total, values):,}")
+    if not by_component:
+        return
+    table = Table(title="parameters by component", title_justify="left")
+    for col in ("component", "per layer", "total", "value"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for c in breakdown.components():
+        per_layer = f"{human(c.per_layer)}  (× {human(c.count)})" if c.per_layer is not None else ""
+        table.add_row(c.name, per_layer, human(c.total), f"{breakdown.evaluate(c.total, values):,}")
+    table.add_row("total", "", human(breakdown.total), f"{breakdown.evaluate(breakdown.total, values):,}")
+    out.print(table)
+
+
+def _shapes(graph: Graph, names: tuple[str, ...]) -> str:
+    shown = []
+    for name in names:
+        t = graph.tensor(name)
+        shape = "[" + ", ".join(human(sympy.sympify(d)) for d in t.shape) + "]"
+        shown.append(shape if t.role == "activation" else f"{shape} {t.role}")
+    return "  ".join(shown)
+
+
+def print_graph(config: Config) -> None:
+    graph = trace(config)
+    table = Table(title=f"{describe(config)}: {sum(1 for _ in graph.nodes)} nodes", title_justify="left")
+    for col in ("node", "op", "block", "inputs", "outputs", "parameters"):
+        table.add_column(col)
+    for node in graph.nodes:
+        block = f"× {human(graph.blocks[node.block].count)}" if node.block else ""
+        owned = "  ".join(f"{p.name.rsplit('.', 1)[-1]}[{', '.join(human(d) for d in p.shape)}]" for p in node.params)
+        table.add_row(node.name, node.op, block, _shapes(graph, node.inputs), _shapes(graph, node.outputs), owned)
+    console().print(table)
+    kinds = ", ".join(graph.op_kinds())
+    console().print(f"op kinds: {kinds}")

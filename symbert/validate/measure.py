@@ -1,0 +1,255 @@
+"""Ground-truth measurements on real Hugging Face models: parameters, saved activations and FLOPs.
+
+Everything here runs real PyTorch; ``torch`` and ``transformers`` (the ``validate`` extra) are imported
+inside the functions so that this module imports without them.
+
+Conventions shared by all functions:
+
+* models are built from a Hugging Face config dict, with random weights from a fixed seed, in train
+  mode (dropout active) and with eager attention;
+* "saved for backward" means the tensors that autograd nodes reachable from the model's outputs hold
+  for the backward pass, counted by storage: a saved view keeps its whole base storage alive, and a
+  storage saved several times is counted once. Parameter and buffer storages are not activations and
+  are left out of the totals; the model inputs (token ids kept by embedding lookups) are counted;
+* FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products only), for one
+  forward and for the backward of a scalar loss that depends on every floating output of the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+SEED = 0
+"""Seed for the random weights and the random token ids."""
+
+MODEL_CLASSES: dict[str, str] = {
+    "bert": "BertModel",
+    "albert": "AlbertModel",
+    "roberta": "RobertaModel",
+    "distilbert": "DistilBertModel",
+    "gpt2": "GPT2Model",
+}
+"""Supported ``model_type`` values and the bare ``transformers`` model class built for each."""
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""Supported parameter / activation dtypes."""
+
+
+@dataclass(frozen=True)
+class SavedTensorRecord:
+    """One tensor saved for backward by one autograd node."""
+
+    node: str
+    """Class name of the autograd node that saved it, e.g. ``AddmmBackward0``."""
+    slot: str
+    """Attribute of the node that holds it, e.g. ``_saved_mat1`` or ``_saved_result``."""
+    module: str
+    """Qualified name of the innermost module running when it was saved (``""`` for the root)."""
+    shape: tuple[int, ...]
+    dtype: str
+    storage: int
+    """Index of its storage; records that share a storage share the index."""
+    storage_nbytes: int
+    """Size of the whole storage the tensor lives in."""
+    is_view: bool
+    """Whether the tensor is a view of another tensor (``tensor._base`` is set)."""
+    source: str
+    """What owns the storage: ``"activation"``, ``"input"``, ``"parameter"`` or ``"buffer"``."""
+
+
+def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
+    """Build the ``transformers`` config object for ``model_type`` from a config dict."""
+    import transformers
+
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(f"unsupported model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    return transformers.AutoConfig.for_model(model_type, **config)
+
+
+def build_model(model_type: str, config: Mapping[str, Any], dtype: str, pooler: bool = True) -> torch.nn.Module:
+    """Build a bare Hugging Face model with random weights, in train mode, with eager attention.
+
+    ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s); unspecified keys take the
+    library defaults. The KV cache is switched off (``use_cache=False``), as in training. ``pooler``
+    chooses whether models that have a pooling layer (``add_pooling_layer``: BERT, ALBERT, RoBERTa)
+    get one; models without one ignore it. Weights are drawn from :data:`SEED` without disturbing the
+    global random state.
+    """
+    import torch
+    import transformers
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
+    hf_config = _hf_config(model_type, {**config, "use_cache": False})
+    model_class = getattr(transformers, MODEL_CLASSES[model_type])
+    extra = {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        extra["add_pooling_layer"] = pooler
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        model = model_class._from_config(hf_config, attn_implementation="eager", dtype=getattr(torch, dtype), **extra)
+    return model.train()
+
+
+def make_inputs(model_type: str, config: Mapping[str, Any], batch: int, seq_len: int) -> dict[str, torch.Tensor]:
+    """Random token ids of shape ``(batch, seq_len)`` with an all-ones ``attention_mask`` (int64).
+
+    Models with a token-type embedding table (a ``type_vocab_size`` in their config: BERT, ALBERT,
+    RoBERTa) also get all-zeros ``token_type_ids`` (int64), so that they all take the same explicit
+    path. GPT-2's forward accepts ``token_type_ids`` too, but looks them up in the word embeddings,
+    which is not part of the standard model, so it gets none; DistilBERT has no token types.
+    """
+    import torch
+
+    hf_config = _hf_config(model_type, config)
+    generator = torch.Generator().manual_seed(SEED)
+    shape = (batch, seq_len)
+    inputs = {
+        "input_ids": torch.randint(0, hf_config.vocab_size, shape, generator=generator),
+        "attention_mask": torch.ones(shape, dtype=torch.int64),
+    }
+    if getattr(hf_config, "type_vocab_size", 0):
+        inputs["token_type_ids"] = torch.zeros(shape, dtype=torch.int64)
+    return inputs
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameter elements, each shared (tied) parameter counted once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _grad_outputs(output: Any) -> list[torch.Tensor]:
+    """The outputs of a model call that autograd can differentiate (e.g. last_hidden_state, pooler_output)."""
+    import torch
+
+    values = output.values() if isinstance(output, Mapping) else output
+    return [v for v in values if isinstance(v, torch.Tensor) and v.requires_grad]
+
+
+def _graph_nodes(roots: list[torch.Tensor]) -> Iterator[Any]:
+    """Every autograd node reachable from the ``grad_fn`` of ``roots``, each once."""
+    seen: set[Any] = set()
+    stack = [t.grad_fn for t in roots]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        yield node
+        stack.extend(fn for fn, _ in node.next_functions)
+
+
+def saved_tensor_records(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> list[SavedTensorRecord]:
+    """Run one forward and describe every tensor saved for backward, in the order they were saved.
+
+    Only tensors held by autograd nodes reachable from the model's outputs are reported (anything
+    saved by a part of the graph that was already freed does not occupy memory at backward time).
+    Parameter and buffer storages are reported too, with their ``source``, but not counted by
+    :func:`saved_bytes`.
+    """
+    import torch
+
+    packed: list[tuple[str, torch.Tensor]] = []
+    module_stack = [""]
+
+    def enter(name: str) -> Callable[..., None]:
+        return lambda *_: module_stack.append(name)
+
+    def leave(*_: object) -> None:
+        module_stack.pop()
+
+    hooks = []
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(enter(name)))
+        hooks.append(module.register_forward_hook(leave))
+
+    def pack(tensor: torch.Tensor) -> int:
+        packed.append((module_stack[-1], tensor))
+        return len(packed) - 1
+
+    holders: dict[int, tuple[str, str]] = {}
+    current = ("", "")
+
+    def unpack(handle: int) -> torch.Tensor:
+        holders.setdefault(handle, current)
+        return packed[handle][1]
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            output = model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    # Reading a node's saved attribute runs ``unpack``, which tells which node holds which tensor.
+    for node in _graph_nodes(_grad_outputs(output)):
+        for slot in dir(node):
+            if slot.startswith("_saved_") or slot == "saved_tensors":
+                current = (type(node).__name__, slot)
+                getattr(node, slot)
+
+    owners = {t.untyped_storage().data_ptr(): "input" for t in inputs.values()}
+    owners |= {t.untyped_storage().data_ptr(): "buffer" for t in model.buffers()}
+    owners |= {p.untyped_storage().data_ptr(): "parameter" for p in model.parameters()}
+    storage_index: dict[int, int] = {}
+    records = []
+    for handle in sorted(holders):
+        module, tensor = packed[handle]
+        node, slot = holders[handle]
+        storage = tensor.untyped_storage()
+        records.append(
+            SavedTensorRecord(
+                node=node,
+                slot=slot,
+                module=module,
+                shape=tuple(tensor.shape),
+                dtype=str(tensor.dtype).removeprefix("torch."),
+                storage=storage_index.setdefault(storage.data_ptr(), len(storage_index)),
+                storage_nbytes=storage.nbytes(),
+                is_view=tensor._base is not None,
+                source=owners.get(storage.data_ptr(), "activation"),
+            )
+        )
+    return records
+
+
+def saved_bytes(records: list[SavedTensorRecord]) -> int:
+    """Bytes held for backward by ``records``: each non-parameter, non-buffer storage counted once."""
+    storages = {r.storage: r.storage_nbytes for r in records if r.source in ("activation", "input")}
+    return sum(storages.values())
+
+
+def measure_saved_bytes(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+    """Bytes of activation memory one forward of ``model`` saves for backward (see module docstring)."""
+    return saved_bytes(saved_tensor_records(model, inputs))
+
+
+def flop_breakdown(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> tuple[dict[str, int], dict[str, int]]:
+    """FLOPs per aten op (e.g. ``"aten.addmm"``) of one forward and of the backward that follows it.
+
+    The backward is that of the sum of every differentiable output, so that every output's
+    gradient flows. Forward and backward are counted by two separate ``FlopCounterMode`` contexts.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def by_op(counter: FlopCounterMode) -> dict[str, int]:
+        return {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+
+    with FlopCounterMode(display=False) as forward:
+        output = model(**inputs)
+    loss = sum(t.sum() for t in _grad_outputs(output))
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    return by_op(forward), by_op(backward)
+
+
+def measure_flops(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """Total forward and backward FLOPs (matrix products, as ``FlopCounterMode`` counts them)."""
+    forward, backward = flop_breakdown(model, inputs)
+    return sum(forward.values()), sum(backward.values())
