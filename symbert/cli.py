@@ -10,9 +10,11 @@ from typing import Any
 
 import click
 
+from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE
 from symbert.configs import Config, ConfigError, preset_names, resolve
 
 EXIT_USAGE = 2
+POLICY_NAMES = tuple(POLICIES)
 
 
 def _fail(message: str) -> None:
@@ -76,6 +78,37 @@ def graph(config: Config) -> None:
     from symbert.render import reports
 
     reports.print_graph(config)
+
+
+@cli.command()
+@config_options
+@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
+@click.option("--seq-len", "-s", type=int, default=128, show_default=True, help="Sequence length.")
+@click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
+@click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
+@click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON contract documented in the README.")
+def report(
+    config: Config,
+    batch: int,
+    seq_len: int,
+    policy: str,
+    dtype: str | None,
+    attention: str,
+    recompute: str,
+    as_json: bool,
+) -> None:
+    """Parameters, activation memory and FLOPs of one config at one shape, by component."""
+    from symbert.analysis.policy import MemoryOptions
+    from symbert.analysis.report import report as build_report
+    from symbert.render import reports
+
+    r = build_report(config, batch, seq_len, MemoryOptions(policy, dtype, attention, recompute))
+    if as_json:
+        click.echo(json.dumps(reports.report_json(r), indent=2))
+    else:
+        reports.print_report(r)
 
 
 @cli.command()

@@ -129,6 +129,11 @@ class Graph:
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]
 
+    def consumers(self, name: str) -> list[str]:
+        """Names of the nodes that read tensor ``name``."""
+        producer = self.tensors[name].producer
+        return [v for _, v, key in self.nx.out_edges(producer, keys=True) if key == name]
+
     def storage(self, name: str) -> Tensor:
         """The tensor owning the storage ``name`` lives in (itself unless it is a view)."""
         t = self.tensors[name]

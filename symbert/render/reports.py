@@ -8,10 +8,11 @@ from rich.table import Table
 
 from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.params import params
+from symbert.analysis.report import Report
 from symbert.api import trace
 from symbert.configs import Config
 from symbert.ir import Graph
-from symbert.render.formula import human, text
+from symbert.render.formula import human, quantity, text
 
 
 def console() -> Console:
@@ -34,6 +35,20 @@ def params_breakdown(config: Config) -> Breakdown:
     return params(trace(config))
 
 
+def components_json(breakdown: Breakdown, values: dict, key: str = "value") -> list[dict[str, object]]:
+    """Each component's formula (total and per layer) and value."""
+    return [
+        {
+            "name": c.name,
+            "formula": text(c.total),
+            "per_layer": text(c.per_layer) if c.per_layer is not None else None,
+            "count": text(c.count) if c.count is not None else None,
+            key: breakdown.evaluate(c.total, values),
+        }
+        for c in breakdown.components()
+    ]
+
+
 def params_json(config: Config, breakdown: Breakdown) -> dict[str, object]:
     values = config.symbols()
     return {
@@ -42,17 +57,64 @@ def params_json(config: Config, breakdown: Breakdown) -> dict[str, object]:
         "formula": text(breakdown.total),
         "formula_substituted": text(breakdown.substituted(breakdown.total)),
         "substitutions": {str(k): text(v) for k, v in breakdown.substitutions.items()},
+        "components": components_json(breakdown, values, "params"),
+    }
+
+
+def report_json(r: Report) -> dict[str, object]:
+    """The documented ``symbert report --json`` contract."""
+    values = r.values
+    return {
+        "config": r.config.as_dict(),
+        "batch": r.batch,
+        "seq_len": r.seq_len,
+        "policy": r.options.policy,
+        "dtype": r.options.activation_dtype,
+        "attention": r.options.attention,
+        "recompute": r.options.recompute,
+        "params": r.value("params"),
+        "activation_bytes": r.value("activation_bytes"),
+        "flops": {
+            "forward": r.value("flops_forward"),
+            "backward": r.value("flops_backward"),
+            "non_matmul_forward": r.value("non_matmul_forward"),
+        },
+        "formulas": {key: text(b.total) for key, b in r.breakdowns.items()},
         "components": [
-            {
-                "name": c.name,
-                "formula": text(c.total),
-                "per_layer": text(c.per_layer) if c.per_layer is not None else None,
-                "count": text(c.count) if c.count is not None else None,
-                "params": breakdown.evaluate(c.total, values),
-            }
-            for c in breakdown.components()
+            {"quantity": key, **entry}
+            for key, b in r.breakdowns.items()
+            for entry in components_json(b, values)
         ],
     }
+
+
+def print_report(r: Report) -> None:
+    out = console()
+    out.print(describe(r.config))
+    out.print(f"batch B={r.batch}, seq_len={r.seq_len}; {r.options.describe()}")
+    values = r.values
+    for key, title in (
+        ("activation_bytes", "activation memory kept for backward"),
+        ("flops_forward", "forward matmul FLOPs"),
+        ("params", "parameters"),
+    ):
+        b = r.breakdowns[key]
+        table = Table(title=title, title_justify="left")
+        for col in ("component", "per layer", "total", "value"):
+            table.add_column(col, justify="right" if col == "value" else "left")
+        for c in b.components():
+            per_layer = f"{human(c.per_layer)}  (× {human(c.count)})" if c.per_layer is not None else ""
+            table.add_row(c.name, per_layer, human(c.total), quantity(b.evaluate(c.total, values), b.unit))
+        table.add_row("total", "", human(b.total), quantity(b.evaluate(b.total, values), b.unit))
+        out.print(table)
+    flops_total = r.value("flops_forward") + r.value("flops_backward")
+    out.print(
+        f"totals: {r.value('params'):,} parameters; "
+        f"{quantity(r.value('activation_bytes'), 'bytes')} of activations kept for backward; "
+        f"matmul FLOPs {quantity(r.value('flops_forward'), 'FLOPs')} forward + "
+        f"{quantity(r.value('flops_backward'), 'FLOPs')} backward = {quantity(flops_total, 'FLOPs')}; "
+        f"other ops {quantity(r.value('non_matmul_forward'), 'FLOPs')} forward"
+    )
 
 
 def print_params(config: Config, breakdown: Breakdown, by_component: bool) -> None:

@@ -1,0 +1,137 @@
+"""Saved-tensor pass: the bytes autograd keeps for backward after one training-mode forward.
+
+Each op names what its backward needs (:mod:`symbert.ops`), the policy says in what dtype it is kept
+(:mod:`symbert.analysis.policy`). Saved tensors are deduplicated by storage: a tensor saved by several
+ops counts once, and a saved view keeps its whole base alive. Inside a repeated block every tensor
+exists once per run, except the chain x_0 … x_L of layer inputs and outputs, which runs share: run k's
+output is run k+1's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
+from symbert.analysis.policy import ATTENTION_CORE, MemoryOptions
+from symbert.ir import Graph, Node, Role, Tensor, numel
+from symbert.ops import OPS
+
+NOT_SAVED = frozenset({Role.BUFFER})
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One thing a node keeps: a graph tensor, or (``tensor`` None) an extra buffer of ``nbytes``."""
+
+    node: Node
+    what: str
+    tensor: Tensor | None = None
+    nbytes: sympy.Expr = sympy.S.Zero
+
+
+def _region_key(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
+    """The fused or recomputed region a node belongs to, with what happens to it."""
+    if options.recompute == "full" and node.block:
+        return node.block, "recompute"
+    if ATTENTION_CORE in node.regions:
+        if options.recompute == "selective":
+            return f"{node.block}/{ATTENTION_CORE}", "recompute"
+        if options.attention == "flash":
+            return f"{node.block}/{ATTENTION_CORE}", "flash"
+    return None
+
+
+def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[Saved]:
+    """What the op's autograd formula keeps, less what the policy ignores."""
+    if not any(graph.tensor(t).requires_grad for t in node.outputs):
+        return
+    for slot in OPS[node.op].saves:
+        names = node.inputs if slot.startswith("in") else node.outputs
+        tensor = graph.tensor(names[int(slot[-1])])
+        if tensor.role not in NOT_SAVED | options.backend.ignored:
+            yield Saved(node, f"{tensor.role} {slot}", tensor)
+
+
+def _kept_by_region(graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions) -> Iterator[Saved]:
+    """A recomputed region keeps its activation inputs; a flash region also its outputs and logsumexp."""
+    inside = {n.name for n in nodes}
+    produced = [t for n in nodes for t in n.outputs]
+    inputs = dict.fromkeys(t for n in nodes for t in n.inputs if t not in produced)
+    for name in inputs:
+        tensor = graph.tensor(name)
+        if tensor.role == Role.ACTIVATION and tensor.requires_grad:
+            yield Saved(nodes[0], f"{mode} input", tensor)
+    if mode != "flash":
+        return
+    outputs = [t for t in produced if any(c not in inside for c in graph.consumers(t))]
+    for name in outputs:
+        tensor = graph.tensor(name)
+        if tensor.role == Role.ACTIVATION:
+            yield Saved(nodes[0], "flash output", tensor)
+            yield Saved(nodes[0], "flash logsumexp (float32)", None, numel(tensor.shape[:-1]) * 4)
+
+
+def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
+    """Everything kept for backward, in node order, regions kept where their first node stands."""
+    regions: dict[str, tuple[str, list[Node]]] = {}
+    for node in graph.nodes:
+        key = _region_key(node, options)
+        if key:
+            regions.setdefault(key[0], (key[1], []))[1].append(node)
+    emitted: set[str] = set()
+    for node in graph.nodes:
+        key = _region_key(node, options)
+        if key is None:
+            yield from _kept_by_node(graph, node, options)
+        elif key[0] not in emitted:
+            emitted.add(key[0])
+            mode, nodes = regions[key[0]]
+            yield from _kept_by_region(graph, nodes, mode, options)
+
+
+def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str, sympy.Expr]], Tensor]:
+    """The storage instances a reference keeps alive: (key, how many) pairs, and the tensor sizing them."""
+    root = graph.storage(tensor.name)
+    for block in graph.blocks.values():
+        inside = node.block == block.name
+        if root.name == block.input:
+            parts = ["first", "middle"] if inside else ["first"]
+        elif root.name == graph.storage(block.source).name:
+            parts = ["first"]
+        elif root.name == block.output:
+            parts = ["middle", "last"] if inside else ["last"]
+        else:
+            continue
+        counts = {"first": sympy.S.One, "middle": block.count - 1, "last": sympy.S.One}
+        return [(f"{block.name}:chain:{p}", counts[p]) for p in parts], graph.tensor(block.output)
+    if root.block is None:
+        return [(root.name, sympy.S.One)], root
+    if node.block != root.block:
+        raise ValueError(f"{node.name} keeps {root.name} from inside block {root.block}; unsupported")
+    return [(root.name, graph.blocks[root.block].count)], root
+
+
+def activations(graph: Graph, options: MemoryOptions | None = None) -> Breakdown:
+    """Bytes kept for backward, by component, each term traced to the node that keeps it."""
+    options = options or MemoryOptions()
+    spec = model_of(graph)
+    claimed: set[str] = set()
+    parts = []
+    for item in saved(graph, options):
+        component = component_of(item.node, spec.activation_components)
+        if item.tensor is None:
+            parts.append(Contribution(item.node.name, component, item.what, item.nbytes, graph.multiplicity(item.node)))
+            continue
+        instances, sizing = _instances(graph, item.node, item.tensor)
+        new = [(key, count) for key, count in instances if key not in claimed]
+        if not new:
+            continue
+        claimed.update(key for key, _ in new)
+        size = sizing.numel * options.bytes_of(sizing.dtype)
+        what = f"{item.what}: {graph.storage(item.tensor.name).name} ({options.dtype_of(sizing.dtype)})"
+        parts.append(Contribution(item.node.name, component, what, size, sympy.Add(*(c for _, c in new))))
+    order = component_order(spec.activation_components)
+    return Breakdown("activation_bytes", "bytes", tuple(parts), order, spec.substitutions)

@@ -1,0 +1,43 @@
+"""FLOPs pass: matmul FLOPs forward and backward as torch.utils.flop_counter counts them, and the rest.
+
+A product [b, m, k] @ [b, k, n] costs 2·b·m·k·n forward; backward computes one such product per operand
+that needs a gradient (for a linear layer: the input's, and always the weight's). Other ops cost their
+registered operations per output element (:mod:`symbert.ops`), reported apart.
+"""
+
+from __future__ import annotations
+
+
+from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
+from symbert.ir import Graph
+from symbert.ops import OPS
+
+
+def flops(graph: Graph) -> dict[str, Breakdown]:
+    """``forward`` and ``backward`` matmul FLOPs, and ``non_matmul_forward`` by the per-element convention."""
+    spec = model_of(graph)
+    terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
+    for node in graph.nodes:
+        op = OPS[node.op]
+        component = component_of(node, spec.activation_components)
+        count = graph.multiplicity(node)
+        if op.matmul:
+            b, m, k, n, grads = op.matmul(node, graph)
+            product = 2 * b * m * k * n
+            terms["forward"].append(Contribution(node.name, component, "matmul", product, count))
+            if any(grads):
+                what = f"{sum(grads)} gradient product(s)"
+                terms["backward"].append(Contribution(node.name, component, what, sum(grads) * product, count))
+        elif op.flops_per_element:
+            elements = graph.tensor(node.outputs[0]).numel
+            what = f"{op.flops_per_element} per element"
+            terms["non_matmul_forward"].append(
+                Contribution(node.name, component, what, op.flops_per_element * elements, count)
+            )
+    order = component_order(spec.activation_components)
+    return {
+        key: Breakdown(f"flops_{key}", "FLOPs", tuple(parts), order, spec.substitutions)
+        for key, parts in terms.items()
+    }
+
+

@@ -1,0 +1,106 @@
+"""Backend policies: which of the tensors an op's autograd formula keeps are stored, and in what dtype.
+
+Ops say what autograd keeps (:mod:`symbert.ops`); a policy resolves the dtype classes (``act``,
+``mask``, ``stats``) to bytes and may ignore whole roles. Modifiers change the activation dtype, fuse
+the attention core (flash) or recompute regions instead of keeping what they save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Role
+
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("eager", "flash")
+RECOMPUTE = ("none", "selective", "full")
+
+#: The region model code marks around softmax(Q·Kᵀ)·V; flash attention and selective recompute act on it.
+ATTENTION_CORE = "attention_core"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one backend stores what autograd keeps.
+
+    ``mask`` and ``stats`` give the dtype of dropout masks and normalisation statistics; ``None`` means
+    the activation dtype.
+    """
+
+    name: str
+    summary: str
+    default_dtype: str
+    mask: str | None
+    stats: str | None
+    ignored: frozenset[Role] = field(default_factory=frozenset)
+
+
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy(
+            "torch-cpu",
+            "PyTorch eager on CPU: dropout keeps a noise tensor in the activation dtype; layernorm keeps "
+            "its input, mean and rstd",
+            "float32",
+            mask=None,
+            stats=None,
+        ),
+        Policy(
+            "torch-cuda",
+            "PyTorch eager on CUDA: fused dropout keeps a 1-byte bool mask; layernorm keeps float32 mean and rstd",
+            "float32",
+            mask="bool",
+            stats="float32",
+        ),
+        Policy(
+            "megatron",
+            "Korthikanti et al. 2022: 2-byte activations, 1-byte dropout masks, layernorm statistics ignored",
+            "bfloat16",
+            mask="bool",
+            stats=None,
+            ignored=frozenset({Role.STATISTICS}),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """A policy with its modifiers: activation dtype, attention kind and recomputation."""
+
+    policy: str = "torch-cpu"
+    dtype: str | None = None
+    attention: str = "eager"
+    recompute: str = "none"
+
+    def __post_init__(self) -> None:
+        for value, allowed, what in (
+            (self.policy, tuple(POLICIES), "policy"),
+            (self.dtype or "float32", DTYPES, "dtype"),
+            (self.attention, ATTENTION, "attention"),
+            (self.recompute, RECOMPUTE, "recompute"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
+
+    @property
+    def backend(self) -> Policy:
+        return POLICIES[self.policy]
+
+    @property
+    def activation_dtype(self) -> str:
+        return self.dtype or self.backend.default_dtype
+
+    def dtype_of(self, dtype: str) -> str:
+        """The concrete dtype a tensor of dtype (class) ``dtype`` is stored in."""
+        act = self.activation_dtype
+        resolved = {ACT: act, MASK_DTYPE: self.backend.mask or act, STATS_DTYPE: self.backend.stats or act}
+        return resolved.get(dtype, dtype)
+
+    def bytes_of(self, dtype: str) -> int:
+        return BYTES[self.dtype_of(dtype)]
+
+    def describe(self) -> str:
+        return f"{self.policy}, {self.activation_dtype}, {self.attention} attention, recompute {self.recompute}"

@@ -1,0 +1,57 @@
+"""Every quantity for one config at one shape: the data behind ``symbert report`` and its JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.analysis.activations import activations
+from symbert.analysis.breakdown import Breakdown
+from symbert.analysis.flops import flops
+from symbert.analysis.params import params
+from symbert.analysis.policy import MemoryOptions
+from symbert.api import trace
+from symbert.configs import Config, ConfigError
+from symbert.symbols import B, position_size, seq_len
+
+
+@dataclass(frozen=True)
+class Report:
+    """Breakdowns of every quantity, and the values that evaluate them."""
+
+    config: Config
+    batch: int
+    seq_len: int
+    options: MemoryOptions
+    breakdowns: dict[str, Breakdown]
+
+    @property
+    def values(self) -> dict[sympy.Symbol, int]:
+        return {**self.config.symbols(), B: self.batch, seq_len: self.seq_len}
+
+    def value(self, quantity: str) -> int:
+        b = self.breakdowns[quantity]
+        return b.evaluate(b.total, self.values)
+
+
+def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:
+    """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``."""
+    options = options or MemoryOptions()
+    if batch < 1:
+        raise ConfigError(f"batch must be a positive integer, got {batch}")
+    if length < 1:
+        raise ConfigError(f"seq_len must be a positive integer, got {length}")
+    positions = config.symbols().get(position_size)
+    if positions is not None and length > positions:
+        raise ConfigError(f"seq_len={length} exceeds the model's {positions} positions")
+    graph = trace(config)
+    f = flops(graph)
+    breakdowns = {
+        "params": params(graph),
+        "activation_bytes": activations(graph, options),
+        "flops_forward": f["forward"],
+        "flops_backward": f["backward"],
+        "non_matmul_forward": f["non_matmul_forward"],
+    }
+    return Report(config, batch, length, options, breakdowns)
