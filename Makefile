@@ -10,7 +10,7 @@ run: $(VENV)/.installed system-deps
 	$(BIN)/symbert params --preset bert-base --by-component
 
 test: $(VENV)/.installed-validate system-deps
-	$(BIN)/ruff check symbert tests
+	$(BIN)/ruff check symbert tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

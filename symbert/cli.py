@@ -112,6 +112,22 @@ def report(
 
 
 @cli.command()
+@config_options
+@click.option("--batch", "-b", type=int, default=2, show_default=True, help="Batch size B.")
+@click.option("--seq-len", "-s", type=int, default=16, show_default=True, help="Sequence length.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+def validate(config: Config, batch: int, seq_len: int, dtype: str) -> None:
+    """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
+    from symbert.render import reports
+    from symbert.validate.compare import validate as run_validation
+
+    checks = run_validation(config, batch, seq_len, dtype)
+    reports.print_checks(config, batch, seq_len, dtype, checks)
+    if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+@cli.command()
 def presets() -> None:
     """List preset names."""
     for name in preset_names():

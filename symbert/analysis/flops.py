@@ -7,7 +7,6 @@ registered operations per output element (:mod:`symbert.ops`), reported apart.
 
 from __future__ import annotations
 
-
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.ir import Graph
 from symbert.ops import OPS
@@ -36,8 +35,5 @@ def flops(graph: Graph) -> dict[str, Breakdown]:
             )
     order = component_order(spec.activation_components)
     return {
-        key: Breakdown(f"flops_{key}", "FLOPs", tuple(parts), order, spec.substitutions)
-        for key, parts in terms.items()
+        key: Breakdown(f"flops_{key}", "FLOPs", tuple(parts), order, spec.substitutions) for key, parts in terms.items()
     }
-
-

@@ -81,9 +81,7 @@ def report_json(r: Report) -> dict[str, object]:
         },
         "formulas": {key: text(b.total) for key, b in r.breakdowns.items()},
         "components": [
-            {"quantity": key, **entry}
-            for key, b in r.breakdowns.items()
-            for entry in components_json(b, values)
+            {"quantity": key, **entry} for key, b in r.breakdowns.items() for entry in components_json(b, values)
         ],
     }
 
@@ -157,3 +155,19 @@ def print_graph(config: Config) -> None:
     console().print(table)
     kinds = ", ".join(graph.op_kinds())
     console().print(f"op kinds: {kinds}")
+
+
+def print_checks(config: Config, batch: int, seq_len: int, dtype: str, checks: list) -> None:
+    """Predicted against measured, one row per quantity."""
+    table = Table(title=f"{describe(config)}; B={batch}, seq_len={seq_len}, {dtype}, torch-cpu", title_justify="left")
+    for col in ("quantity", "predicted", "measured", "difference", ""):
+        table.add_column(col, justify="right")
+    for c in checks:
+        table.add_row(
+            c.quantity,
+            f"{c.predicted:,}",
+            f"{c.measured:,}",
+            f"{c.predicted - c.measured:+,}",
+            "ok" if c.ok else "MISMATCH",
+        )
+    console().print(table)
