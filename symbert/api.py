@@ -10,7 +10,7 @@ from symbert.models import MODELS
 from symbert.tracer import Tracer, tracing
 
 
-def trace(model: str | Config = "bert", *, unroll: bool = False, **options: bool) -> Graph:
+def trace(model: str | Config = "bert", *, unroll: bool = False, **options: object) -> Graph:
     """Trace a model family (or a config's family and options) into a symbolic graph.
 
     The encoder layer is traced once and repeated L times symbolically; ``unroll=True`` with a config
@@ -25,11 +25,11 @@ def trace(model: str | Config = "bert", *, unroll: bool = False, **options: bool
         raise ValueError("unroll needs a Config that gives L")
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r} (known: {', '.join(MODELS)})")
-    return _trace(model, tuple(sorted({**MODELS[model].options, **options}.items())), None)
+    return _trace(model, tuple(sorted({**MODELS[model].defaults, **options}.items())), None)
 
 
 @lru_cache(maxsize=32)
-def _trace(model: str, options: tuple[tuple[str, bool], ...], unroll: tuple | None) -> Graph:
+def _trace(model: str, options: tuple[tuple[str, object], ...], unroll: tuple | None) -> Graph:
     spec = MODELS[model]
     graph = Graph(model=model, options=dict(options))
     tracer = Tracer(graph, identities=spec.derived, unroll=dict(unroll) if unroll is not None else None)

@@ -15,6 +15,7 @@ from pathlib import Path
 import sympy
 
 from symbert.models import MODELS, ModelSpec
+from symbert.symbols import position_size
 
 
 class ConfigError(ValueError):
@@ -28,7 +29,7 @@ class Config:
     model: str
     values: Mapping[str, int]
     name: str = "custom"
-    options: Mapping[str, bool] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def spec(self) -> ModelSpec:
@@ -40,9 +41,14 @@ class Config:
         values.update({sym: int(expr.subs(values)) for sym, expr in self.spec.derived.items()})
         return values
 
-    def structure(self) -> dict[str, bool]:
+    def structure(self) -> dict[str, object]:
         """The structural options passed to the model's build function."""
-        return {**self.spec.options, **self.options}
+        return {**self.spec.defaults, **self.options}
+
+    @property
+    def max_length(self) -> int | None:
+        positions = self.symbols().get(position_size)
+        return None if positions is None else positions - self.spec.position_offset
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "model_type": self.model, **self.values, **self.structure()}
@@ -53,12 +59,29 @@ def preset_names() -> list[str]:
     return [name for spec in MODELS.values() for name in (*spec.presets, *spec.aliases)]
 
 
+def _split(spec: ModelSpec, data: Mapping[str, object], where: str) -> Config:
+    """Fields and config-read options from a mapping, the family's default preset filling gaps."""
+    base = spec.presets[spec.default_preset]
+    for key, required in spec.constraints:
+        if key in data and data[key] != required:
+            raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {data[key]!r}")
+    values = {key: _integer(key, data[key] if key in data else base[key]) for key in spec.fields}
+    options = {}
+    for option in spec.options:
+        if option.from_config:
+            try:
+                options[option.name] = option.parse(data.get(option.name, base.get(option.name, option.default)))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    return Config(spec.name, values, where, options)
+
+
 def preset(name: str) -> Config:
     """The named preset (or alias); unknown names suggest the nearest ones."""
     for spec in MODELS.values():
         target = spec.aliases.get(name, name)
         if target in spec.presets:
-            return validated(Config(spec.name, dict(spec.presets[target]), name))
+            return validated(replace(_split(spec, spec.presets[target], name), name=name))
     near = difflib.get_close_matches(name, preset_names(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(near)}?" if near else "; see `symbert presets`"
     raise ConfigError(f"unknown preset {name!r}{hint}")
@@ -78,36 +101,51 @@ def from_file(path: str | Path) -> Config:
     model = data.get("model_type", "bert")
     if model not in MODELS:
         raise ConfigError(f"{path}: unsupported model_type {model!r} (supported: {', '.join(MODELS)})")
-    spec = MODELS[model]
-    base = _defaults(spec)
-    values = {key: _integer(key, data[key]) if key in data else base[key] for key in spec.fields}
-    return validated(Config(model, values, path.stem))
-
-
-def _defaults(spec: ModelSpec) -> Mapping[str, int]:
-    """Values Hugging Face would use for keys a config.json leaves out: the family's base preset."""
-    return spec.presets.get(f"{spec.name}-base") or next(iter(spec.presets.values()))
+    return validated(replace(_split(MODELS[model], data, str(path)), name=path.stem))
 
 
 _INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _parse_raw(raw: str) -> object:
+    """A ``--set`` value as JSON would read it: true/false, an integer, a number or a plain name."""
+    if raw in ("true", "false"):
+        return raw == "true"
+    if _INT.fullmatch(raw):
+        return int(raw)
+    if _FLOAT.fullmatch(raw):
+        return float(raw)
+    if _NAME.fullmatch(raw):
+        return raw
+    raise ConfigError(f"cannot read value {raw!r}")
 
 
 def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
-    """Apply ``key=value`` overrides; values are parsed as integers, never evaluated."""
-    values = dict(config.values)
+    """Apply ``key=value`` overrides; values are parsed with regular expressions, never evaluated."""
+    values, options = dict(config.values), dict(config.options)
+    settable = [*config.spec.fields, *(o.name for o in config.spec.options if o.from_config)]
     for item in assignments:
         key, sep, raw = item.partition("=")
         key, raw = key.strip(), raw.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in config.spec.fields:
-            near = difflib.get_close_matches(key, config.spec.fields, n=1)
-            hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(config.spec.fields)}"
+        option = config.spec.option(key)
+        if key in config.spec.fields:
+            if not _INT.fullmatch(raw):
+                raise ConfigError(f"{key} must be a positive integer, got {raw!r}")
+            values[key] = int(raw)
+        elif option is not None and option.from_config:
+            try:
+                options[key] = option.parse(_parse_raw(raw))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        else:
+            near = difflib.get_close_matches(key, settable, n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(settable)}"
             raise ConfigError(f"unknown config key {key!r} for {config.model}{hint}")
-        if not _INT.fullmatch(raw):
-            raise ConfigError(f"{key} must be a positive integer, got {raw!r}")
-        values[key] = int(raw)
-    return validated(replace(config, values=values))
+    return validated(replace(config, values=values, options=options))
 
 
 def _integer(key: str, value: object) -> int:
@@ -125,16 +163,20 @@ def validated(config: Config) -> Config:
     for whole, part in config.spec.divides:
         if config.values[whole] % config.values[part]:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
+    if config.max_length is not None and config.max_length < 1:
+        raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
     return config
 
 
-def resolve(preset_name: str | None, config_file: str | None, overrides: Iterable[str] = (), **options: bool) -> Config:
+def resolve(
+    preset_name: str | None, config_file: str | None, overrides: Iterable[str] = (), **options: object
+) -> Config:
     """The config a command asks for: a preset or a file (bert-base if neither), then overrides."""
     if preset_name and config_file:
         raise ConfigError("give either --preset or --config, not both")
     config = from_file(config_file) if config_file else preset(preset_name or "bert-base")
     config = with_overrides(config, overrides)
-    unknown = set(options) - set(config.spec.options)
+    unknown = [name for name in options if config.spec.option(name) is None]
     if unknown:
-        raise ConfigError(f"{config.model} has no option {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{config.model} has no option {unknown[0]!r}")
     return replace(config, options={**config.options, **options})

@@ -100,14 +100,12 @@ def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Exp
 
 
 @_op("linear", saves=("in0",), matmul=_linear_dims)
-def linear(
-    name: str, x: Tensor, out_features: sympy.Expr, in_features: sympy.Expr | None = None, bias: bool = True
-) -> Tensor:
-    """Fully connected layer x·Wᵀ + b over the last dimension."""
+def linear(name: str, x: Tensor, out_features: sympy.Expr, bias: bool = True, in_out: bool = False) -> Tensor:
+    """Fully connected layer x·Wᵀ + b over the last dimension (``in_out``: weight stored [in, out], GPT-2's Conv1D)."""
     t = active()
-    k = x.shape[-1] if in_features is None else in_features
-    _check(t.same(k, x.shape[-1]), f"{name}: expects last dimension {k}, got {x.shape[-1]}")
-    params = [("weight", (out_features, k))] + ([("bias", (out_features,))] if bias else [])
+    k = x.shape[-1]
+    weight = (k, out_features) if in_out else (out_features, k)
+    params = [("weight", weight)] + ([("bias", (out_features,))] if bias else [])
     out = ((*x.shape[:-1], out_features), ACT, Role.ACTIVATION, None)
     return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
 
@@ -125,6 +123,24 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
 def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
     """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
     return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("mul", saves=("in0", "in1"), flops_per_element=1)
+def mul(a: Tensor, b: Tensor, name: str = "mul") -> Tensor:
+    """Element-wise product of two tensors, with broadcasting."""
+    return active().record("mul", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("pow", saves=("in0",), flops_per_element=1)
+def pow(x: Tensor, exponent: float, name: str = "pow") -> Tensor:
+    """Element-wise power by a constant exponent."""
+    return active().record("pow", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"exponent": exponent})[0]
+
+
+@_op("shift", flops_per_element=1)
+def shift(x: Tensor, constant: float, name: str = "shift") -> Tensor:
+    """Addition of a constant."""
+    return active().record("shift", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"constant": constant})[0]
 
 
 @_op("scale", flops_per_element=1)
@@ -206,6 +222,12 @@ def select(x: Tensor, dim: int, index: int, name: str = "select") -> Tensor:
 def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     """Copy into a fresh row-major tensor (after a transpose)."""
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
+
+
+@_op("positions")
+def positions(shape: Shape, source: Tensor | None = None, name: str = "position_ids") -> Tensor:
+    """Position indices computed at run time: an arange, or counted from the token ids (RoBERTa)."""
+    return active().record("positions", name, [source] if source else [], [(shape, "int64", Role.INDEX, None)])[0]
 
 
 @_op("mask_bias")

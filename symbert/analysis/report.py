@@ -13,7 +13,7 @@ from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
-from symbert.symbols import B, position_size, seq_len
+from symbert.symbols import B, seq_len
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,8 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
         raise ConfigError(f"batch must be a positive integer, got {batch}")
     if length < 1:
         raise ConfigError(f"seq_len must be a positive integer, got {length}")
-    positions = config.symbols().get(position_size)
-    if positions is not None and length > positions:
-        raise ConfigError(f"seq_len={length} exceeds the model's {positions} positions")
+    if config.max_length is not None and length > config.max_length:
+        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     graph = trace(config)
     f = flops(graph)
     breakdowns = {

@@ -1,10 +1,20 @@
-"""Model families symbert can trace, by Hugging Face ``model_type``."""
+"""Model families symbert can trace, by Hugging Face ``model_type``; :func:`register` adds your own."""
 
 from __future__ import annotations
 
-from symbert.models import bert
-from symbert.models.spec import Component, ModelSpec
+from symbert.models import albert, bert, distilbert
+from symbert.models.spec import Component, ModelSpec, Option
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (bert.SPEC,)}
+MODELS: dict[str, ModelSpec] = {}
 
-__all__ = ["MODELS", "Component", "ModelSpec"]
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Make a model family available to every command and API function, under ``spec.name``."""
+    MODELS[spec.name] = spec
+    return spec
+
+
+for _spec in (bert.SPEC, bert.ROBERTA, albert.SPEC, distilbert.SPEC):
+    register(_spec)
+
+__all__ = ["MODELS", "Component", "ModelSpec", "Option", "register"]

@@ -12,7 +12,7 @@ from symbert.ir import Node
 
 @dataclass(frozen=True)
 class Component:
-    """A named group of nodes: those under ``scope``, optionally only some op kinds or one region."""
+    """A named group of nodes: those named ``scope`` or under it, optionally only some op kinds or one region."""
 
     name: str
     scope: str
@@ -21,10 +21,36 @@ class Component:
 
     def matches(self, node: Node) -> bool:
         return (
-            (node.scope == self.scope or node.scope.startswith(self.scope + "/"))
+            (node.name == self.scope or node.name.startswith(self.scope + "/"))
             and (self.ops is None or node.op in self.ops)
             and (self.region is None or self.region in node.regions)
         )
+
+
+@dataclass(frozen=True)
+class Option:
+    """A structural choice passed to the build function: a flag, a probability or one of some names.
+
+    Options read from a Hugging Face config are named by their config key (``hidden_act``).
+    """
+
+    name: str
+    default: bool | float | str
+    choices: tuple[str, ...] = ()
+    from_config: bool = False
+
+    def parse(self, value: object) -> bool | float | str:
+        """Check a value from a config file or ``--set``; raise ValueError naming what is wrong."""
+        if isinstance(self.default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be true or false, got {value!r}")
+        elif isinstance(self.default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ValueError(f"{self.name} must be a probability in [0, 1), got {value!r}")
+            value = float(value)
+        elif value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -34,17 +60,28 @@ class ModelSpec:
     ``fields`` maps Hugging Face config keys to the symbols they set and ``divides`` lists pairs of keys
     (a, b) where b must divide a. ``derived`` gives symbols the structure ties to others (BERT's E = H),
     used both to evaluate and to check shapes; ``substitutions`` are the family's conventions shown in
-    its substituted formulas (BERT's E = H, I = 4H).
+    its substituted formulas (BERT's E = H, I = 4H). ``position_offset`` is how many positions the
+    model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it.
     """
 
     name: str
     build: Callable[..., None]
-    options: Mapping[str, bool]
+    options: tuple[Option, ...]
     param_components: tuple[Component, ...]
     activation_components: tuple[Component, ...]
     fields: Mapping[str, sympy.Symbol] = field(default_factory=dict)
     divides: tuple[tuple[str, str], ...] = ()
     derived: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     substitutions: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
-    presets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    default_preset: str = ""
+    position_offset: int = 0
+    constraints: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def defaults(self) -> dict[str, object]:
+        return {o.name: o.default for o in self.options}
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)

@@ -31,11 +31,14 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -
     except ImportError:
         raise ConfigError("validate needs the validate extra: pip install 'symbert[validate]'") from None
     structure = config.structure()
-    if not structure.get("token_types", True) and config.model == "bert":
-        raise ConfigError("Hugging Face BertModel always has token-type embeddings; drop --no-token-types")
+    if not structure.get("token_types", True):
+        raise ConfigError(
+            f"Hugging Face's {config.model} model always has token-type embeddings; drop --no-token-types"
+        )
+    hf_config = {**config.values, **{o.name: structure[o.name] for o in config.spec.options if o.from_config}}
     predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))
-    model = measure.build_model(config.model, dict(config.values), dtype, pooler=structure.get("pooler", True))
-    inputs = measure.make_inputs(config.model, dict(config.values), batch, seq_len)
+    model = measure.build_model(config.model, hf_config, dtype, pooler=structure.get("pooler", True))
+    inputs = measure.make_inputs(config.model, hf_config, batch, seq_len)
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
     return [

@@ -1,0 +1,108 @@
+"""ALBERT: factorised embeddings (width E, projected to H) and one layer's parameters shared by all L.
+
+Parameters stop growing with L while activations do not. Scopes and parameter names follow Hugging
+Face's AlbertModel with one layer group of one layer (its released configurations).
+"""
+
+from __future__ import annotations
+
+from symbert import ops as F
+from symbert.ir import Role, Tensor
+from symbert.models.bert import embeddings
+from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
+from symbert.models.spec import Component, ModelSpec, Option
+from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, type_size, vocab_size
+from symbert.tracer import graph_input, graph_output, repeat, scope
+
+
+def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
+    """AlbertLayer: post-LN attention, then a feed-forward with no dropout before its residual."""
+    with scope("albert_layers"):
+        with scope("attention"):
+            q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
+            context = merge_heads(attention_core(q, k, v, mask, p_attention))
+            attended = F.layernorm("LayerNorm", F.add(x, dropout(F.linear("dense", context, H), p)))
+        hidden = F.linear("ffn_output", ACTIVATIONS[act](F.linear("ffn", attended, I)), H)
+        return F.layernorm("full_layer_layer_norm", F.add(hidden, attended))
+
+
+def build(
+    pooler: bool = True,
+    token_types: bool = True,
+    hidden_act: str = "gelu_new",
+    hidden_dropout_prob: float = 0.0,
+    attention_probs_dropout_prob: float = 0.0,
+) -> None:
+    """Trace AlbertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
+    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
+    token_type_ids = graph_input("token_type_ids", (B, seq_len), "int64", Role.INDEX) if token_types else None
+    attention_mask = graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+    x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False)
+    with scope("encoder"):
+        mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))
+        x = F.linear("embedding_hidden_mapping_in", x, H)
+        body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
+        x = repeat("albert_layer_groups", L, body, x, (B, seq_len, H), shares_params=True)
+    graph_output("last_hidden_state", x)
+    if pooler:
+        pooled = F.tanh(F.linear("pooler", F.select(x, 1, 0), H), name="pooler_activation")
+        graph_output("pooler_output", pooled)
+
+
+def _config(hidden: int, layers: int, heads: int) -> dict[str, object]:
+    return {
+        "vocab_size": 30000,
+        "embedding_size": 128,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": 4 * hidden,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+    }
+
+
+LAYER = "encoder/albert_layer_groups"
+SPEC = ModelSpec(
+    name="albert",
+    build=build,
+    options=(
+        Option("pooler", True),
+        Option("token_types", True),
+        Option("hidden_act", "gelu_new", ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_dropout_prob", 0.0, from_config=True),
+        Option("attention_probs_dropout_prob", 0.0, from_config=True),
+    ),
+    param_components=(
+        Component("embeddings", "embeddings"),
+        Component("embedding projection", "encoder/embedding_hidden_mapping_in"),
+        Component("layernorms", LAYER, ops=("layernorm",)),
+        Component("attention", f"{LAYER}/albert_layers/attention"),
+        Component("feed-forward", LAYER),
+        Component("pooler", "pooler"),
+    ),
+    activation_components=(
+        Component("embeddings", "embeddings"),
+        Component("embedding projection", "encoder/embedding_hidden_mapping_in"),
+        Component("attention scores", LAYER, region="attention_core"),
+        Component("layernorms", LAYER, ops=("layernorm",)),
+        Component("rest of attention", f"{LAYER}/albert_layers/attention"),
+        Component("feed-forward", LAYER),
+        Component("pooler", "pooler"),
+    ),
+    fields={
+        "vocab_size": vocab_size,
+        "embedding_size": E,
+        "hidden_size": H,
+        "num_hidden_layers": L,
+        "num_attention_heads": A,
+        "intermediate_size": I,
+        "max_position_embeddings": position_size,
+        "type_vocab_size": type_size,
+    },
+    divides=(("hidden_size", "num_attention_heads"),),
+    substitutions={I: 4 * H},
+    presets={"albert-base-v2": _config(768, 12, 12), "albert-large-v2": _config(1024, 24, 16)},
+    default_preset="albert-base-v2",
+    constraints=(("num_hidden_groups", 1), ("inner_group_num", 1)),
+)
