@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from symbert import Config
+from symbert import symbols as s
+from symbert.models import MODELS
 
 
 def hf():
@@ -19,23 +21,31 @@ def hf():
     )
 
 
-def random_bert_configs(n: int, seed: int = 0) -> list[Config]:
-    """Small random BERT configs, odd sizes included (heads of width 5, one head, one layer)."""
+def random_configs(model: str, n: int, seed: int = 0) -> list[Config]:
+    """Small random configs of a model family, odd sizes included (heads of width 5, one head, one layer)."""
     rng = random.Random(seed)
+    spec = MODELS[model]
     configs = []
     for i in range(n):
         heads = rng.randint(1, 4)
-        values = {
-            "vocab_size": rng.randint(5, 120),
-            "hidden_size": heads * rng.choice((2, 5, 8, 12, 16)),
-            "num_hidden_layers": rng.randint(1, 3),
-            "num_attention_heads": heads,
-            "intermediate_size": rng.randint(3, 70),
-            "max_position_embeddings": rng.randint(8, 40),
-            "type_vocab_size": rng.randint(1, 3),
+        by_symbol = {
+            s.vocab_size: rng.randint(5, 120),
+            s.E: rng.randint(2, 40),
+            s.H: heads * rng.choice((2, 5, 8, 12, 16)),
+            s.L: rng.randint(1, 3),
+            s.A: heads,
+            s.I: rng.randint(3, 70),
+            s.position_size: rng.randint(8, 40),
+            s.type_size: rng.randint(1, 3),
         }
-        configs.append(Config("bert", values, f"random-{i}", {"pooler": rng.random() < 0.7}))
+        values = {key: by_symbol[symbol] for key, symbol in spec.fields.items()}
+        options = {"pooler": rng.random() < 0.7} if spec.option("pooler") else {}
+        configs.append(Config(model, values, f"{model}-random-{i}", options))
     return configs
+
+
+def random_bert_configs(n: int, seed: int = 0) -> list[Config]:
+    return random_configs("bert", n, seed)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
