@@ -100,12 +100,23 @@ def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Exp
 
 
 @_op("linear", saves=("in0",), matmul=_linear_dims)
-def linear(name: str, x: Tensor, out_features: sympy.Expr, bias: bool = True, in_out: bool = False) -> Tensor:
-    """Fully connected layer x·Wᵀ + b over the last dimension (``in_out``: weight stored [in, out], GPT-2's Conv1D)."""
+def linear(
+    name: str,
+    x: Tensor,
+    out_features: sympy.Expr,
+    bias: bool = True,
+    in_out: bool = False,
+    tied_to: str | None = None,
+) -> Tensor:
+    """Fully connected layer x·Wᵀ + b over the last dimension.
+
+    ``in_out`` stores the weight as [in, out] (GPT-2's Conv1D); ``tied_to`` names another parameter the
+    weight is (a tied LM head), which then counts once.
+    """
     t = active()
     k = x.shape[-1]
     weight = (k, out_features) if in_out else (out_features, k)
-    params = [("weight", weight)] + ([("bias", (out_features,))] if bias else [])
+    params = [(tied_to or "weight", weight)] + ([("bias", (out_features,))] if bias else [])
     out = ((*x.shape[:-1], out_features), ACT, Role.ACTIVATION, None)
     return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
 
@@ -207,6 +218,15 @@ def transpose(x: Tensor, dim0: int, dim1: int, name: str = "transpose") -> Tenso
     return active().record(
         "transpose", name, [x], [(tuple(shape), x.dtype, x.role, x.name)], attrs={"dims": (dim0, dim1)}
     )[0]
+
+
+@_op("narrow", view=True)
+def narrow(x: Tensor, dim: int, start: sympy.Expr, length: sympy.Expr, name: str = "narrow") -> Tensor:
+    """View of ``length`` entries from ``start`` along a dimension (splitting a fused QKV projection)."""
+    shape = list(x.shape)
+    shape[dim] = length
+    attrs = {"dim": dim, "start": start}
+    return active().record("narrow", name, [x], [(tuple(shape), x.dtype, x.role, x.name)], attrs=attrs)[0]
 
 
 @_op("select", view=True)

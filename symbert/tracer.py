@@ -66,9 +66,10 @@ class Tracer:
         params: list[tuple[str, Shape]] = (),
         attrs: Mapping[str, object] | None = None,
     ) -> list[Tensor]:
-        """Append one node. ``outputs`` are (shape, dtype, role, base) with base naming a viewed input."""
+        """Append one node. ``outputs`` are (shape, dtype, role, base) with base naming a viewed input;
+        ``params`` are (name, shape), a name with a dot being a full name (a tied parameter)."""
         node_name = self.unique(self.path(name))
-        owns = [Param(f"{self.param_prefix(name)}.{p}", shape) for p, shape in params]
+        owns = [Param(p if "." in p else f"{self.param_prefix(name)}.{p}", shape) for p, shape in params]
         grad = bool(owns) or any(t.requires_grad for t in inputs)
         made = [
             Tensor(
