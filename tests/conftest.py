@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 
 import pytest
+import sympy
 
-from symbert import Config
+from symbert import Config, trace
 from symbert import symbols as s
 from symbert.models import MODELS
 
@@ -51,3 +53,18 @@ def random_bert_configs(n: int, seed: int = 0) -> list[Config]:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "symbert", *args], capture_output=True, text=True, timeout=120)
+
+
+def traced_param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """Every traced parameter's name and shape at ``config``."""
+    values = config.symbols()
+    return {
+        p.name: tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
+        for node in trace(config).nodes
+        for p in node.params
+    }
+
+
+def hf_param_shapes(model) -> dict[str, tuple[int, ...]]:
+    """A torch model's parameter names, layer indices dropped, and shapes."""
+    return {re.sub(r"\.\d+(?=\.)", "", name): tuple(p.shape) for name, p in model.named_parameters()}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import sympy
-from conftest import hf, random_bert_configs
+from conftest import hf, hf_param_shapes, random_bert_configs, traced_param_shapes
 
 import symbert
 from symbert.symbols import E, H, I, L, position_size, type_size, vocab_size
@@ -71,14 +69,7 @@ def test_random_configs_match_hugging_face(config: symbert.Config) -> None:
 def test_every_parameter_shape_matches_hugging_face(config: symbert.Config) -> None:
     """Each traced parameter has the name (layer index aside) and shape of one in BertModel."""
     model = _hf_model(config)
-    values = config.symbols()
-    ours = {
-        p.name: tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
-        for node in symbert.trace(config).nodes
-        for p in node.params
-    }
-    theirs = {re.sub(r"\.\d+\.", ".", name): tuple(p.shape) for name, p in model.named_parameters()}
-    assert ours == theirs
+    assert traced_param_shapes(config) == hf_param_shapes(model)
 
 
 @pytest.mark.parametrize("name", ["bert-base", "bert-large", "bert-tiny"])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import sympy
-from conftest import hf, random_configs, run_cli
+from conftest import hf, hf_param_shapes, random_configs, run_cli, traced_param_shapes
 
 import symbert
 from symbert.analysis.activations import activations
@@ -44,14 +43,7 @@ CASES = [c for model in HF_CLASSES for c in random_configs(model, 8, seed=11)]
 @pytest.mark.parametrize("config", CASES, ids=lambda c: c.name)
 def test_parameters_match_hugging_face(config: symbert.Config) -> None:
     model = _hf_model(config)
-    values = config.symbols()
-    ours = {
-        p.name: tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
-        for node in symbert.trace(config).nodes
-        for p in node.params
-    }
-    theirs = {re.sub(r"\.\d+(?=\.)", "", name): tuple(p.shape) for name, p in model.named_parameters()}
-    assert ours == theirs
+    assert traced_param_shapes(config) == hf_param_shapes(model)
     assert count(config) == sum(p.numel() for p in model.parameters())
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models.bert import embeddings
+from symbert.models.bert import FIELDS, activation_components, embeddings, options
 from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
-from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, type_size, vocab_size
+from symbert.models.spec import Component, ModelSpec
+from symbert.symbols import B, E, H, I, L, seq_len
 from symbert.tracer import graph_input, graph_output, repeat, scope
 
 
@@ -63,43 +63,23 @@ def _config(hidden: int, layers: int, heads: int) -> dict[str, object]:
 
 
 LAYER = "encoder/albert_layer_groups"
+PROJECTION = "encoder/embedding_hidden_mapping_in"
 SPEC = ModelSpec(
     name="albert",
     build=build,
-    options=(
-        Option("pooler", True),
-        Option("token_types", True),
-        Option("hidden_act", "gelu_new", ("gelu", "gelu_new"), from_config=True),
-        Option("hidden_dropout_prob", 0.0, from_config=True),
-        Option("attention_probs_dropout_prob", 0.0, from_config=True),
-    ),
+    options=options("gelu_new", 0.0),
     param_components=(
         Component("embeddings", "embeddings"),
-        Component("embedding projection", "encoder/embedding_hidden_mapping_in"),
+        Component("embedding projection", PROJECTION),
         Component("layernorms", LAYER, ops=("layernorm",)),
         Component("attention", f"{LAYER}/albert_layers/attention"),
         Component("feed-forward", LAYER),
         Component("pooler", "pooler"),
     ),
-    activation_components=(
-        Component("embeddings", "embeddings"),
-        Component("embedding projection", "encoder/embedding_hidden_mapping_in"),
-        Component("attention scores", LAYER, region="attention_core"),
-        Component("layernorms", LAYER, ops=("layernorm",)),
-        Component("rest of attention", f"{LAYER}/albert_layers/attention"),
-        Component("feed-forward", LAYER),
-        Component("pooler", "pooler"),
+    activation_components=activation_components(
+        LAYER, f"{LAYER}/albert_layers/attention", Component("embedding projection", PROJECTION)
     ),
-    fields={
-        "vocab_size": vocab_size,
-        "embedding_size": E,
-        "hidden_size": H,
-        "num_hidden_layers": L,
-        "num_attention_heads": A,
-        "intermediate_size": I,
-        "max_position_embeddings": position_size,
-        "type_vocab_size": type_size,
-    },
+    fields={**FIELDS, "embedding_size": E},
     divides=(("hidden_size", "num_attention_heads"),),
     substitutions={I: 4 * H},
     presets={"albert-base-v2": _config(768, 12, 12), "albert-large-v2": _config(1024, 24, 16)},

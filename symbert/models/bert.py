@@ -98,13 +98,33 @@ FIELDS = {
     "max_position_embeddings": position_size,
     "type_vocab_size": type_size,
 }
-OPTIONS = (
-    Option("pooler", True),
-    Option("token_types", True),
-    Option("hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
-    Option("hidden_dropout_prob", 0.1, from_config=True),
-    Option("attention_probs_dropout_prob", 0.1, from_config=True),
-)
+
+
+def options(hidden_act: str, dropout: float) -> tuple[Option, ...]:
+    """The options of BertConfig-style families, with the family's default activation and dropout."""
+    return (
+        Option("pooler", True),
+        Option("token_types", True),
+        Option("hidden_act", hidden_act, ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_dropout_prob", dropout, from_config=True),
+        Option("attention_probs_dropout_prob", dropout, from_config=True),
+    )
+
+
+def activation_components(layer: str, attention: str, *extra: Component) -> tuple[Component, ...]:
+    """Activation components of an encoder whose repeated layer is ``layer``: embeddings (then ``extra``),
+    per layer the attention scores, layernorms, rest of attention, feed-forward; the pooler."""
+    return (
+        Component("embeddings", "embeddings"),
+        *extra,
+        Component("attention scores", layer, region="attention_core"),
+        Component("layernorms", layer, ops=("layernorm",)),
+        Component("rest of attention", attention),
+        Component("feed-forward", layer),
+        Component("pooler", "pooler"),
+    )
+
+
 PARAM_COMPONENTS = (
     Component("embeddings", "embeddings"),
     Component("self-attention", "encoder/layer/attention/self"),
@@ -114,21 +134,13 @@ PARAM_COMPONENTS = (
     Component("output", "encoder/layer/output"),
     Component("pooler", "pooler"),
 )
-ACTIVATION_COMPONENTS = (
-    Component("embeddings", "embeddings"),
-    Component("attention scores", "encoder/layer", region="attention_core"),
-    Component("layernorms", "encoder/layer", ops=("layernorm",)),
-    Component("rest of attention", "encoder/layer/attention"),
-    Component("feed-forward", "encoder/layer"),
-    Component("pooler", "pooler"),
-)
 
 SPEC = ModelSpec(
     name="bert",
     build=build,
-    options=OPTIONS,
+    options=options("gelu", 0.1),
     param_components=PARAM_COMPONENTS,
-    activation_components=ACTIVATION_COMPONENTS,
+    activation_components=activation_components("encoder/layer", "encoder/layer/attention"),
     fields=FIELDS,
     divides=(("hidden_size", "num_attention_heads"),),
     derived={E: H},

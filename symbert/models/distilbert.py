@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models.bert import embeddings
+from symbert.models.bert import activation_components, embeddings
 from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, vocab_size
@@ -50,13 +50,7 @@ SPEC = ModelSpec(
         Component("layernorms", "transformer/layer", ops=("layernorm",)),
         Component("feed-forward", "transformer/layer/ffn"),
     ),
-    activation_components=(
-        Component("embeddings", "embeddings"),
-        Component("attention scores", "transformer/layer", region="attention_core"),
-        Component("layernorms", "transformer/layer", ops=("layernorm",)),
-        Component("rest of attention", "transformer/layer/attention"),
-        Component("feed-forward", "transformer/layer"),
-    ),
+    activation_components=activation_components("transformer/layer", "transformer/layer/attention"),
     fields={
         "vocab_size": vocab_size,
         "dim": H,
