@@ -19,6 +19,11 @@ bench: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks
 
+# The diagram gallery, drawn from the code: docs/gallery.md and docs/diagrams/*.dot, *.svg (a test checks they are fresh).
+docs: $(VENV)/.installed system-deps
+	$(BIN)/python scripts/make_docs.py
+	$(BIN)/python -m symbert.render.reference docs/formulas.md
+
 # Graphviz's `dot` draws the diagrams; installed from Debian/Ubuntu packages where it is missing.
 system-deps:
 	@command -v dot >/dev/null || { command -v apt-get >/dev/null \

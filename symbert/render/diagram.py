@@ -1,0 +1,468 @@
+"""Architecture diagrams drawn from the traced graph by Graphviz's ``dot``, never from a hand-drawn copy.
+
+A level groups the graph's nodes into drawn boxes by scope:
+
+* ``overview`` collapses each top-level scope and each repeated block into one box;
+* ``layer`` draws every op, except that the scope holding a region (BERT's attention core) is one box;
+* ``ops`` draws every op.
+
+Edges are the tensors flowing between boxes, labelled with their symbolic shapes. Outside the overview,
+scopes are clusters and the repeated block is drawn once, in a cluster labelled with its count (× L).
+Boxes can show their parameter formula (and its value, given a config), and heat mode colours each box
+by its share of the parameters, activation memory or forward FLOPs. Looks are data in
+:mod:`symbert.render.theme`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import graphviz
+import sympy
+
+from symbert.analysis.params import params as params_pass
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
+from symbert.api import trace
+from symbert.configs import Config
+from symbert.ir import Graph, Node, Role
+from symbert.render.formula import human, quantity
+from symbert.render.theme import KINDS, THEMES, Theme, kind_of
+
+FORMATS = ("dot", "svg", "png", "pdf")
+INSTALL_HINT = (
+    "Graphviz's `dot` program draws diagrams and is not installed: `apt-get install graphviz` (Debian, Ubuntu), "
+    "`brew install graphviz` (macOS), or see https://graphviz.org/download/"
+)
+
+#: The seed write-up's names for BERT's scopes and outputs; everything else is labelled with its own name.
+NAMES: dict[str, str] = {
+    "embeddings": "Embedding Layer",
+    "encoder/layer": "Transformer",
+    "encoder/layer/attention/self": "Multi-head Attention",
+    "last_hidden_state": "sequence_output",
+    "pooler/pooler_output": "pooled_output",
+}
+
+#: Heat modes: the report quantity each colours by, and how the legend names it.
+HEATS: dict[str, tuple[str, str]] = {
+    "activations": ("activation_bytes", "activation memory"),
+    "params": ("params", "parameters"),
+    "flops": ("flops_forward", "forward matmul FLOPs"),
+}
+
+#: Placeholder ops that stay boxes of their own at every level: the diagram's ends.
+ENDPOINTS = frozenset({"input", "output"})
+
+
+class DotNotFound(RuntimeError):
+    """Graphviz's ``dot`` is not on PATH; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """How nodes group into boxes: by scope depth, by repeated block, or by the scopes holding regions."""
+
+    name: str
+    doc: str
+    depth: int | None = None
+    blocks: bool = False
+    regions: bool = False
+
+    def boxes_of(self, graph: Graph) -> dict[str, str]:
+        """Each node's box: the scope it collapses into, or its own name."""
+        collapsed = list(dict.fromkeys(n.scope for n in graph.nodes if n.regions)) if self.regions else []
+        out = {}
+        for node in graph.nodes:
+            key = node.name
+            if node.op in ENDPOINTS:
+                pass
+            elif self.blocks and node.block:
+                key = node.block
+            elif self.depth and node.scope:
+                key = "/".join(node.scope.split("/")[: self.depth])
+            else:
+                key = next((s for s in collapsed if _within(node.scope, s)), key)
+            out[node.name] = key
+        return out
+
+
+LEVELS: dict[str, Level] = {
+    level.name: level
+    for level in (
+        Level("overview", "one box per top-level module and per repeated block", depth=1, blocks=True),
+        Level("layer", "every op, the attention core's scope as one box", regions=True),
+        Level("ops", "every op"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Box:
+    """One drawn node: the graph nodes it stands for, its kind and labels, and the scope it sits in."""
+
+    id: str
+    nodes: tuple[Node, ...]
+    kind: str
+    title: str
+    subtitle: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Heat:
+    """Each box's share of one quantity, evaluated at a config and shape."""
+
+    name: str
+    unit: str
+    values: dict[str, int]
+    total: int
+    caption: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """A diagram's DOT source; ``dot`` renders it to SVG, PNG or PDF, and Jupyter shows it inline."""
+
+    source: str
+
+    def render(self, format: str = "svg") -> bytes:
+        """The diagram in ``format`` (one of :data:`FORMATS`); DOT is the source itself."""
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
+        if format == "dot":
+            return self.source.encode()
+        try:
+            return graphviz.pipe("dot", format, self.source.encode())
+        except graphviz.ExecutableNotFound:
+            raise DotNotFound(INSTALL_HINT) from None
+
+    def save(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the diagram; the format defaults to the file's suffix."""
+        path = Path(path)
+        path.write_bytes(self.render(format or path.suffix.lstrip(".")))
+        return path
+
+    def _repr_svg_(self) -> str:
+        return self.render("svg").decode()
+
+
+def diagram(
+    model: Config | Graph,
+    level: str = "layer",
+    *,
+    theme: str = "seed",
+    params: bool = False,
+    heat: str | None = None,
+    batch: int = 1,
+    seq_len: int = 128,
+    memory: MemoryOptions | None = None,
+) -> Diagram:
+    """Draw a traced graph (or a config's) at ``level``.
+
+    ``params`` labels boxes with their parameter formula, and its value when ``model`` is a config. ``heat``
+    (``activations``, ``params`` or ``flops``) colours boxes by their share of that quantity for the config
+    at ``batch`` × ``seq_len``, activation memory under ``memory`` options.
+    """
+    for value, allowed, what in ((level, LEVELS, "level"), (theme, THEMES, "theme"), (heat or "params", HEATS, "heat")):
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
+    config = model if isinstance(model, Config) else None
+    graph = trace(config) if config else model
+    if heat and config is None:
+        raise ValueError("heat mode needs a Config to evaluate at")
+    boxes = _boxes(graph, LEVELS[level])
+    heat_data = _heat(boxes, config, heat, batch, seq_len, memory) if heat else None
+    formulas = _param_formulas(graph, boxes, config) if params else {}
+    return Diagram(_dot(graph, boxes, LEVELS[level], THEMES[theme], config, formulas, heat_data).source)
+
+
+def _within(scope: str, prefix: str) -> bool:
+    return scope == prefix or scope.startswith(prefix + "/")
+
+
+def _leaf(name: str) -> str:
+    """The last path part, less the ``.N`` the tracer appends to repeated names."""
+    return re.sub(r"\.\d+$", "", name.rsplit("/", 1)[-1])
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _repeats(graph: Graph, scope: str, title: str) -> str:
+    """A title, with its block's count (× L) and whether the runs share weights if ``scope`` is a block."""
+    block = graph.blocks.get(scope)
+    if block is None:
+        return title
+    return f"{title} × {human(block.count)}" + (", shared weights" if block.shares_params else "")
+
+
+def _boxes(graph: Graph, level: Level) -> list[Box]:
+    """The drawn boxes, in trace order of their first node."""
+    groups: dict[str, list[Node]] = {}
+    for node_name, key in level.boxes_of(graph).items():
+        groups.setdefault(key, []).append(graph.node(node_name))
+    boxes = []
+    for key, nodes in groups.items():
+        if len(nodes) == 1 and key not in graph.blocks:
+            node = nodes[0]
+            title = NAMES.get(node.name, _leaf(node.name))
+            kind = kind_of(node)
+            renamed = node.name in NAMES
+            subtitle = _leaf(node.name) if renamed else "" if kind == "io" or node.op == title else node.op
+            boxes.append(Box(node.name, (node,), kind, title, subtitle, node.scope))
+        else:
+            title = _repeats(graph, key, NAMES.get(key, _leaf(key)))
+            boxes.append(Box(key, tuple(nodes), "module", title, key if key != title else "", _parent(key)))
+    return boxes
+
+
+def _param_formulas(graph: Graph, boxes: list[Box], config: Config | None) -> dict[str, str]:
+    """Each box's parameters per copy (per layer inside a repeated block), with the value at ``config``."""
+    per_node: dict[str, sympy.Expr] = {}
+    for c in params_pass(graph).contributions:
+        per_node[c.node] = per_node.get(c.node, sympy.S.Zero) + c.expr
+    out = {}
+    for box in boxes:
+        expr = sympy.expand(sympy.Add(*(per_node.get(n.name, sympy.S.Zero) for n in box.nodes)))
+        if expr != 0:
+            value = f" = {int(expr.subs(config.symbols())):,}" if config else ""
+            out[box.id] = human(expr) + value
+    return out
+
+
+def _heat(boxes: list[Box], config: Config, which: str, batch: int, seq_len: int, memory: MemoryOptions | None) -> Heat:
+    """Each box's amount of the heat quantity, from the same passes ``symbert report`` runs."""
+    key, name = HEATS[which]
+    r = report(config, batch, seq_len, memory)
+    breakdown = r.breakdowns[key]
+    box_of = {n.name: box.id for box in boxes for n in box.nodes}
+    values: dict[str, int] = {}
+    for c in breakdown.contributions:
+        values[box_of[c.node]] = values.get(box_of[c.node], 0) + breakdown.evaluate(c.total, r.values)
+    total = sum(values.values())
+    caption = (
+        f"fill: share of {name}",
+        f"{config.name}, B={batch}, seq_len={seq_len}",
+        *([r.options.describe()] if which == "activations" else []),
+        f"{quantity(total, breakdown.unit)} in all",
+    )
+    return Heat(name, breakdown.unit, values, total, caption)
+
+
+def _ramp(colors: tuple[str, ...], t: float) -> str:
+    """The colour a fraction ``t`` of the way along a ramp of hex colours."""
+    t = min(max(t, 0.0), 1.0) * (len(colors) - 1)
+    i = min(int(t), len(colors) - 2)
+    a, b = (tuple(int(c[k : k + 2], 16) for k in (1, 3, 5)) for c in colors[i : i + 2])
+    return "#" + "".join(f"{round(x + (y - x) * (t - i)):02x}" for x, y in zip(a, b, strict=True))
+
+
+def _dark(color: str) -> bool:
+    r, g, b = (int(color[k : k + 2], 16) for k in (1, 3, 5))
+    return 0.299 * r + 0.587 * g + 0.114 * b < 140
+
+
+def _label(lines: list[tuple[str, int | None, bool]], muted: str | None) -> str:
+    """An HTML-like label: (text, point size or None, bold) lines; small lines in the muted colour."""
+    out = []
+    for text, size, bold in lines:
+        s = html.escape(text)
+        s = f"<B>{s}</B>" if bold else s
+        if size:
+            color = f' COLOR="{muted}"' if muted else ""
+            s = f'<FONT POINT-SIZE="{size}"{color}>{s}</FONT>'
+        out.append(s)
+    if len(out) == 1:
+        return f"<{out[0]}>"
+    # Table rows, unlike <BR/>, keep lines of different sizes from touching.
+    rows = "".join(f"<TR><TD>{s}</TD></TR>" for s in out)
+    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">{rows}</TABLE>>'
+
+
+def _shape(graph: Graph, tensor: str) -> str:
+    return "[" + ", ".join(human(d) for d in graph.tensor(tensor).shape) + "]"
+
+
+def _tensor_id(tensor: str) -> str:
+    """A tensor label's node id: the tensor's name, its ``:`` (a port separator in DOT) made ``#``."""
+    return tensor.replace(":", "#")
+
+
+def _box_attrs(box: Box, theme: Theme, formulas: dict[str, str], heat: Heat | None, peak: int) -> dict[str, str]:
+    """A box's Graphviz attributes: its kind's style, and title, subtitle, formula and heat share as label."""
+    attrs = theme.styles[box.kind].attrs()
+    lines = [(box.title, None, box.kind == "module")]
+    if box.subtitle:
+        lines.append((box.subtitle, 9, False))
+    if box.id in formulas:
+        lines.append((formulas[box.id], 10, False))
+    muted: str | None = theme.muted
+    if heat and box.kind != "io":
+        value = heat.values.get(box.id, 0)
+        attrs["fillcolor"] = _ramp(theme.heat, value / peak) if value else "#ffffff"
+        if _dark(attrs["fillcolor"]):
+            attrs["fontcolor"], muted = "white", None
+        if value:
+            lines.append((f"{value / heat.total:.1%} · {quantity(value, heat.unit)}", 10, False))
+    return {"label": _label(lines, muted), **attrs}
+
+
+def _clusters(graph: Graph, boxes: list[Box], level: Level) -> list[str]:
+    """Scopes drawn as clusters, in order of their first box: each holding two or more boxes, and each block."""
+    if level.depth is not None:
+        return []
+    counts = Counter(box.scope for box in boxes)
+    drawn = [s for s, n in counts.items() if s and n >= 2]
+    drawn += [b for b in graph.blocks if b not in drawn and any(_within(s, b) for s in counts)]
+    return sorted(drawn, key=lambda s: next(i for i, box in enumerate(boxes) if _within(box.scope, s)))
+
+
+Placed = dict[str, list[tuple[str, dict[str, str]]]]
+Links = list[tuple[str, str, dict[str, str]]]
+
+
+def _dot(
+    graph: Graph,
+    boxes: list[Box],
+    level: Level,
+    theme: Theme,
+    config: Config | None,
+    formulas: dict[str, str],
+    heat: Heat | None,
+) -> graphviz.Digraph:
+    """The DOT graph: boxes, tensor labels and cluster titles placed in their clusters, edges, the legend."""
+    name = config.name if config else graph.model
+    g = graphviz.Digraph(name)
+    font = {"fontname": theme.font}
+    title = f"{name} · {level.name} level: {level.doc}"
+    g.attr("graph", rankdir="TB", nodesep="0.3", ranksep="0.3", labelloc="t", label=title, fontsize="16", **font)
+    g.attr("node", fontsize="12", margin="0.12,0.05", height="0.35", **font)
+    g.attr("edge", color=theme.muted, arrowsize="0.6")
+    drawn = _clusters(graph, boxes, level)
+
+    def home(scope: str) -> str:
+        return max((s for s in drawn if _within(scope, s)), key=len, default="")
+
+    # A cluster's title is a node on its top rank, so edges entering the cluster go round it, not through it.
+    placed: Placed = {}
+    for scope in drawn:
+        block = scope in graph.blocks
+        text = _repeats(graph, scope, NAMES.get(scope, scope.removeprefix(home(_parent(scope)) + "/")))
+        attrs = {"label": _label([(text, 14, block)], None), "shape": "plaintext"}
+        placed[scope] = [(f"{scope}#title", {**attrs, "fontcolor": theme.ink if block else theme.muted})]
+    peak = max(heat.values.values(), default=0) if heat else 0
+    for box in boxes:
+        placed.setdefault(home(box.scope), []).append((box.id, _box_attrs(box, theme, formulas, heat, peak)))
+    links = _tensor_links(graph, boxes, theme, home, placed)
+    links += _title_links(drawn, placed, links)
+
+    def emit(target: graphviz.Digraph, scope: str) -> None:
+        for item, attrs in placed.get(scope, []):
+            target.node(item, **attrs)
+        for child in drawn:
+            if home(_parent(child)) == scope:
+                block = child in graph.blocks
+                with target.subgraph(name=f"cluster_{child}") as sub:
+                    sub.attr(
+                        label="",
+                        style="solid" if block else "rounded,dashed",
+                        color=theme.ink if block else theme.cluster,
+                        penwidth="1.5" if block else "1",
+                    )
+                    emit(sub, child)
+
+    emit(g, "")
+    for a, b, attrs in links:
+        g.edge(a, b, **attrs)
+    _legend(g, boxes, theme, heat, peak)
+    return g
+
+
+def _tensor_links(graph: Graph, boxes: list[Box], theme: Theme, home: Callable[[str], str], placed: Placed) -> Links:
+    """Each tensor passing between boxes as a small label node on its edge, fanning out to its consumers.
+
+    The label sits in its producer's cluster, or in its block's when a block reads it from outside.
+    """
+    by_id = {box.id: box for box in boxes}
+    box_of = {n.name: box.id for box in boxes for n in box.nodes}
+    fanout: dict[tuple[str, str], list[str]] = {}
+    for u, v, t in graph.nx.edges(keys=True):
+        src, dst = box_of[u], box_of[v]
+        if src != dst and dst not in fanout.get((src, t), []):
+            fanout.setdefault((src, t), []).append(dst)
+    label = {"shape": "plaintext", "fontsize": "9", "fontcolor": theme.muted, "height": "0.2", "margin": "0.03"}
+    links: Links = []
+    for (src, t), dsts in fanout.items():
+        tensor, node = graph.tensor(t), _tensor_id(t)
+        scope = tensor.block if tensor.block and not _within(by_id[src].scope, tensor.block) else by_id[src].scope
+        placed.setdefault(home(scope), []).append((node, {"label": _shape(graph, t), **label}))
+        style = "dashed" if tensor.role == Role.MASK else "solid"
+        links.append((src, node, {"arrowhead": "none", "style": style}))
+        links.extend((node, dst, {"style": style}) for dst in dsts)
+    return links
+
+
+def _title_links(drawn: list[str], placed: Placed, links: Links) -> Links:
+    """Invisible edges from each cluster's title to the cluster's own items that nothing inside it feeds."""
+    where = {item: scope for scope, items in placed.items() for item, _ in items}
+    out: Links = []
+    for scope in drawn:
+        title = f"{scope}#title"
+        inside = {item for item, s in where.items() if _within(s, scope)}
+        fed = {b for a, b, _ in links if a in inside} | {title}
+        out.extend((title, item, {"style": "invis"}) for item, s in where.items() if s == scope and item not in fed)
+    return out
+
+
+def _legend(g: graphviz.Digraph, boxes: list[Box], theme: Theme, heat: Heat | None, peak: int) -> None:
+    """A legend box: a sample of each kind drawn, naming its op kinds; what shading and edges mean; heat scale."""
+    ops: dict[str, dict[str, None]] = {}
+    for box in boxes:
+        ops.setdefault(box.kind, {}).update(dict.fromkeys(n.op for n in box.nodes if box.kind != "module"))
+    rows = []
+    with g.subgraph(name="cluster_legend") as legend:
+        legend.attr(label=_label([("Legend", None, True)], None), labeljust="l", style="rounded", color=theme.cluster)
+        for kind, description in KINDS.items():
+            if kind not in ops:
+                continue
+            sample = ", ".join(ops[kind]) or kind
+            style = {**theme.styles[kind].attrs(), **({"fillcolor": "#ffffff"} if heat else {})}
+            with legend.subgraph() as row:
+                row.attr(rank="same")
+                row.node(f"legend/{kind}", label=_label([(sample, 10, False)], None), **style)
+                row.node(f"legend/{kind}/text", label=_label([(description, 10, False)], None), shape="plaintext")
+                row.edge(f"legend/{kind}", f"legend/{kind}/text", style="invis")
+            rows.append(f"legend/{kind}")
+        notes = [heat.caption[0] if heat else theme.note, "edge labels: tensor shapes", "dashed edges: masks"]
+        legend.node("legend/notes", label=_label([(n, 10, False) for n in notes], None), shape="plaintext")
+        rows.append("legend/notes")
+        if heat:
+            legend.node("legend/heat", label=_heat_scale(theme, heat, peak), shape="plaintext")
+            rows.append("legend/heat")
+        for a, b in pairwise(rows):
+            legend.edge(a, b, style="invis")
+
+
+def _heat_scale(theme: Theme, heat: Heat, peak: int) -> str:
+    """The heat colour scale: swatches from no share to the largest box's share, and what is measured."""
+    steps = 5
+    cells = []
+    for i in range(steps):
+        color = _ramp(theme.heat, i / (steps - 1))
+        share = peak * i / (steps - 1) / heat.total if heat.total else 0.0
+        ink = ' COLOR="white"' if _dark(color) else ""
+        cells.append(f'<TD BGCOLOR="{color}" WIDTH="44"><FONT POINT-SIZE="9"{ink}>{share:.0%}</FONT></TD>')
+    caption = "<BR/>".join(html.escape(line) for line in heat.caption[1:])
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">'
+        f'<TR><TD COLSPAN="{steps}" BORDER="0"><FONT POINT-SIZE="10">{caption}</FONT></TD></TR>'
+        f"<TR>{''.join(cells)}</TR></TABLE>>"
+    )
