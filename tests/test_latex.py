@@ -1,0 +1,146 @@
+"""LaTeX: the Korthikanti form, degree order, notations and renames, and documents pdflatex compiles."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import sympy
+from conftest import run_cli
+
+import symbert
+from symbert.analysis.compare import compare
+from symbert.analysis.explain import explain
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
+from symbert.configs import ConfigError
+from symbert.render import latex, tables
+from symbert.symbols import A, B, H, L, seq_len
+
+S = seq_len
+MEGATRON = MemoryOptions("megatron")
+
+
+def lines(block: str) -> list[str]:
+    return [line.rstrip(" \\") for line in block.splitlines()]
+
+
+def test_factored_gives_korthikanti_form() -> None:
+    """Korthikanti et al. 2022, eq. (2): sbh(34 + 5as/h) bytes per layer."""
+    factor, cofactor = latex.factored(34 * S * B * H + 5 * A * S**2 * B)
+    assert factor == S * B * H
+    assert sympy.expand(cofactor - (34 + 5 * A * S / H)) == 0
+
+
+def test_megatron_activation_latex_is_korthikanti() -> None:
+    r = report(symbert.preset("bert-base"), 32, 512, MEGATRON)
+    block = latex.align(r.breakdowns["activation_bytes"], latex.notation("megatron"))
+    assert r"M_{\mathrm{layer}} &= s b h \left(34 + \frac{5 a s}{h}\right)" in lines(block)
+    # the whole model: L layers, embeddings (two int64 id tensors, LN input, 1-byte mask), pooler.
+    assert r"M &= 5 a s^{2} b L + 34 s b h L + 5 s b h + 16 s b + 2 b h" in lines(block)
+
+
+def test_terms_ordered_by_degree_in_seed_notation() -> None:
+    """The published count 12H²L + H² + 13HL + H(V + T + P) + 3H, highest degree first."""
+    block = latex.align(symbert.params(symbert.trace()))
+    expected = (
+        r"N &= 12 H^{2} L + H^{2} + 13 H L + H \mathit{vocab}_{\mathrm{size}} + H \mathit{type}_{\mathrm{size}} "
+        r"+ H \mathit{position}_{\mathrm{size}} + 3 H"
+    )
+    assert expected in lines(block)
+    assert r"N_{\text{self-attention}} &= L \left(3 H^{2} + 3 H\right)" in lines(block)
+
+
+def test_values_at_named_configs() -> None:
+    b = symbert.params(symbert.trace())
+    at = [(name, symbert.preset(name).symbols()) for name in ("bert-base", "bert-large")]
+    block = latex.align(b, at=at)
+    assert r"109{,}482{,}240 \approx \text{109.48 M} \quad (\text{bert-base}) \notag" in block
+    assert r"335{,}141{,}888" in block
+
+
+@pytest.mark.parametrize(
+    ("renames", "expr", "expected"),
+    [
+        (["seq_len=n"], S**2 * B, "n^{2} b"),
+        (["seq_len=n_{ctx}"], S * B * H, r"n_{\mathrm{ctx}} b h"),
+        (["seq_len=n_ctx", "H=d"], S * H, r"n_{\mathrm{ctx}} d"),
+        (["L=N_2"], L * H, "h N_{2}"),
+    ],
+)
+def test_renames(renames: list[str], expr: sympy.Expr, expected: str) -> None:
+    assert latex.notation("megatron", renames).latex(expr) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "renames", "message"),
+    [
+        ("paper", [], "unknown notation 'paper' (choose from seed, megatron)"),
+        ("seed", ["seq_len"], "--rename expects NAME=NEW"),
+        ("seed", ["foo=x"], "--rename: unknown symbol 'foo'"),
+        ("seed", [r"seq_len=\input{x}"], "is not a valid symbol name"),
+        ("seed", ["seq_len=__import__('os')"], "is not a valid symbol name"),
+        ("seed", ["seq_len=n_{a}{b}"], "is not a valid symbol name"),
+        ("seed", ["H=A"], "--rename: A and H would both print as A"),
+    ],
+)
+def test_bad_notation_or_rename(name: str, renames: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        latex.notation(name, renames)
+
+
+def test_cli_bad_arguments_get_one_line_and_exit_2() -> None:
+    for args, message in (
+        (("--notation", "paper"), "unknown notation 'paper'"),
+        (("--rename", "seq_len=n}"), "--rename: 'n}' is not a valid symbol name"),
+    ):
+        result = run_cli("latex", *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_cli_output_is_deterministic() -> None:
+    args = ("latex", "bert-base", "--notation", "megatron", "--policy", "megatron", "--rename", "L=N")
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    assert r"\left(34 + \frac{5 a s}{h}\right)" in first.stdout
+
+
+def snippets() -> list[str]:
+    """Every kind of LaTeX symbert writes: equations in both notations, general and substituted, with
+    values and renames; component, explain and comparison tables."""
+    configs = [symbert.preset(n) for n in ("bert-base", "bert-large")]
+    out = []
+    for options in (MemoryOptions(), MEGATRON, MemoryOptions("torch-cuda", attention="flash")):
+        reports = [report(c, 4, 512, options) for c in configs]
+        at = [(f"{r.config.name} 100% & more_", r.values) for r in reports]
+        for general, notation in ((False, latex.notation("megatron")), (True, latex.notation("seed", ["H=d_{m}"]))):
+            out.append(latex.equations(reports[0].breakdowns, notation, general=general, at=at, note="x"))
+            out.extend(
+                tables.to_latex(tables.component_table(reports, key, general), notation)
+                for key in reports[0].breakdowns
+            )
+        terms = explain(reports[0].breakdowns["activation_bytes"])
+        out.append(tables.to_latex(tables.explain_table(terms, reports[0], "activation_bytes")))
+    albert = report(symbert.preset("albert-base-v2"), 2, 128, MEGATRON)
+    out.append(latex.equations(albert.breakdowns, latex.notation("megatron")))
+    comparison = compare(configs[0], symbert.preset("albert-base-v2"), 2, 128, MEGATRON)
+    out.append(tables.render(tables.comparison_tables(comparison), "latex"))
+    return out
+
+
+def test_every_snippet_compiles(tmp_path) -> None:
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed (CI installs texlive-latex-base and texlive-latex-recommended)")
+    (tmp_path / "formulas.tex").write_text(latex.document(*snippets()))
+    result = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "formulas.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "formulas.pdf").stat().st_size > 0

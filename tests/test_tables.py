@@ -1,0 +1,98 @@
+"""Component tables as CSV, Markdown and LaTeX, checked against the published parameter formula."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import sympy
+from conftest import run_cli
+
+import symbert
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
+from symbert.configs import ConfigError
+from symbert.render import tables
+from symbert.render.reference import reference
+from symbert.symbols import B, H, L, position_size, seq_len, type_size, vocab_size
+
+MINIATURES = [f"bert-L{layers}-H{hidden}" for layers in (2, 4, 6, 8, 10, 12) for hidden in (128, 256, 512, 768)]
+
+
+def bert_params(layers: int, hidden: int) -> int:
+    """12H²L + H² + 13HL + H(V + T + P) + 3H with Google's vocabulary (30522), 2 types, 512 positions."""
+    return 12 * hidden**2 * layers + hidden**2 + 13 * hidden * layers + hidden * (30522 + 2 + 512) + 3 * hidden
+
+
+def test_csv_of_the_24_miniatures() -> None:
+    result = run_cli("table", "bert-L*-H*", "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["component", "formula", *MINIATURES]
+    total = rows[-1]
+    assert total[0] == "total"
+    by_hand = 12 * H**2 * L + H**2 + 13 * H * L + H * (vocab_size + type_size + position_size) + 3 * H
+    assert sympy.expand(sympy.sympify(total[1], locals=symbert.symbols.BY_NAME) - by_hand) == 0
+    for name, value in zip(MINIATURES, total[2:], strict=True):
+        layers, hidden = (int(part[1:]) for part in name.split("-")[1:])
+        assert int(value) == bert_params(layers, hidden)
+    assert int(total[2]) == 4_385_920  # BERT-Tiny, published as 4.4M
+    assert sum(int(row[-1]) for row in rows[1:-1]) == int(total[-1]) == 109_482_240
+
+
+def table_for(*names: str, quantity: str = "params", options: MemoryOptions | None = None) -> tables.Table:
+    return tables.component_table([report(symbert.preset(n), 2, 64, options) for n in names], quantity)
+
+
+def test_markdown_table() -> None:
+    out = tables.to_markdown(table_for("bert-base", "bert-large"))
+    lines = out.splitlines()
+    assert lines[2] == "| component | formula | bert-base | bert-large |"
+    assert lines[3] == "| --- | --- | ---: | ---: |"
+    assert r"| self-attention | $L \left(3 H^{2} + 3 H\right)$ | 21,261,312 | 75,571,200 |" in lines
+    assert lines[-1].startswith("| total |") and lines[-1].endswith("| 109,482,240 | 335,141,888 |")
+
+
+def test_latex_booktabs_table() -> None:
+    out = tables.to_latex(table_for("bert-tiny"))
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llr}", r"\caption{params"):
+        assert command in out
+    assert r"self-attention & $L \left(3 H^{2} + 3 H\right)$ & 99,072 \\" in out  # 2·(3·128² + 3·128)
+
+
+def test_text_cells_are_escaped() -> None:
+    config = symbert.Config("bert", symbert.preset("bert-tiny").values, "my_model 50% & co|x")
+    t = tables.component_table([report(config, 1, 8)], "params")
+    assert r"my\_model 50\% \& co|x" in tables.to_latex(t)
+    assert r"my_model 50% & co\|x" in tables.to_markdown(t)
+
+
+def test_activation_values_by_hand() -> None:
+    """megatron per layer sbh(34 + 5as/h) at bert-tiny (L=2, H=128, A=2), B=2, seq_len=64."""
+    t = table_for("bert-tiny", quantity="activation_bytes", options=MemoryOptions("megatron"))
+    layers = sum(row[2] for row in t.rows if row[0] not in ("embeddings", "pooler", "total"))
+    s, b, h, a = 64, 2, 128, 2
+    assert layers == 2 * s * b * h * (34 + 5 * a * s // h)
+    formulas = {row[0]: row[1] for row in t.rows}
+    assert (
+        sympy.expand(formulas["attention scores"] - L * (5 * symbert.symbols.A * B * seq_len**2 + 6 * B * H * seq_len))
+        == 0
+    )
+
+
+def test_configs_of_different_structure_are_refused() -> None:
+    with pytest.raises(ConfigError, match="different formulas"):
+        table_for("bert-base", "albert-base-v2")
+
+
+def test_csv_round_trips_through_the_csv_module() -> None:
+    t = tables.Table("t", ("a", "b"), (('x, "y"', 1), ("z", sympy.Integer(2) * H)))
+    assert list(csv.reader(io.StringIO(tables.to_csv(t)))) == [["a", "b"], ['x, "y"', "1"], ["z", "2*H"]]
+
+
+def test_formula_reference_page_is_fresh() -> None:
+    """docs/formulas.md is what `make docs` writes from the current code."""
+    page = Path(__file__).parent.parent / "docs" / "formulas.md"
+    assert page.read_text() == reference(), "run `make docs` to regenerate docs/formulas.md"
