@@ -45,8 +45,9 @@ def build(
         x = repeat("albert_layer_groups", L, body, x, (B, seq_len, H), shares_params=True)
     graph_output("last_hidden_state", x)
     if pooler:
-        pooled = F.tanh(F.linear("pooler", F.select(x, 1, 0), H), name="pooler_activation")
-        graph_output("pooler_output", pooled)
+        with scope("pooler", in_param_name=False):
+            pooled = F.tanh(F.linear("pooler", F.select(x, 1, 0), H), name="pooler_activation")
+            graph_output("pooler_output", pooled)
 
 
 def _config(hidden: int, layers: int, heads: int) -> dict[str, object]:
