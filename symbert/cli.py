@@ -26,6 +26,11 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
+def structure(no_pooler: bool, no_token_types: bool) -> dict[str, bool]:
+    """The structural options the --no-pooler and --no-token-types flags switch off."""
+    return {key: False for key, off in (("pooler", no_pooler), ("token_types", no_token_types)) if off}
+
+
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--preset / --config / --set / structural flags, resolved into a ``config`` argument."""
 
@@ -43,13 +48,24 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         no_token_types: bool,
         **kwargs: Any,
     ) -> Any:
-        options = {}
-        if no_pooler:
-            options["pooler"] = False
-        if no_token_types:
-            options["token_types"] = False
-        config = resolve(preset_name, config_file, overrides, **options)
+        config = resolve(preset_name, config_file, overrides, **structure(no_pooler, no_token_types))
         return fn(config=config, **kwargs)
+
+    return wrapper
+
+
+def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
+
+    @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
+    @click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="Sequence length.")
+    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
+    @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
+    @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
+    @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @wraps(fn)
+    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, **kwargs: Any) -> Any:
+        return fn(options=MemoryOptions(policy, dtype, attention, recompute), **kwargs)
 
     return wrapper
 
@@ -86,29 +102,14 @@ def graph(config: Config) -> None:
 
 @cli.command()
 @config_options
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
-@click.option("--seq-len", "-s", type=int, default=128, show_default=True, help="Sequence length.")
-@click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
-@click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
-@click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+@memory_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract documented in the README.")
-def report(
-    config: Config,
-    batch: int,
-    seq_len: int,
-    policy: str,
-    dtype: str | None,
-    attention: str,
-    recompute: str,
-    as_json: bool,
-) -> None:
+def report(config: Config, batch: int, length: int, options: MemoryOptions, as_json: bool) -> None:
     """Parameters, activation memory and FLOPs of one config at one shape, by component."""
-    from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.report import report as build_report
     from symbert.render import reports
 
-    r = build_report(config, batch, seq_len, MemoryOptions(policy, dtype, attention, recompute))
+    r = build_report(config, batch, length, options)
     if as_json:
         click.echo(json.dumps(reports.report_json(r), indent=2))
     else:
@@ -139,12 +140,7 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str) -> None:
 @click.option("--theme", type=click.Choice(("seed", "mono")), default="seed", show_default=True)
 @click.option("--params/--no-params", "show_params", default=False, help="Show parameter formulas and values.")
 @click.option("--heat", type=click.Choice(("activations", "params", "flops")), help="Colour boxes by their share.")
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B, for --heat.")
-@click.option("--seq-len", "-s", type=int, default=128, show_default=True, help="Sequence length, for --heat.")
-@click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
-@click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
-@click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+@memory_options
 def diagram(
     config: Config,
     level: str,
@@ -154,16 +150,12 @@ def diagram(
     show_params: bool,
     heat: str | None,
     batch: int,
-    seq_len: int,
-    policy: str,
-    dtype: str | None,
-    attention: str,
-    recompute: str,
+    length: int,
+    options: MemoryOptions,
 ) -> None:
     """Architecture diagram drawn from the traced graph; Graphviz's dot renders svg, png and pdf."""
     from pathlib import Path
 
-    from symbert.analysis.policy import MemoryOptions
     from symbert.render.diagram import FORMATS, DotNotFound
     from symbert.render.diagram import diagram as draw
 
@@ -172,8 +164,7 @@ def diagram(
         raise ConfigError(f"cannot tell the format from {output!r}; give --format ({', '.join(FORMATS)})")
     if output is None and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise ConfigError(f"{fmt} output is binary; give -o FILE or redirect standard output")
-    memory = MemoryOptions(policy, dtype, attention, recompute)
-    drawn = draw(config, level, theme=theme, params=show_params, heat=heat, batch=batch, seq_len=seq_len, memory=memory)
+    drawn = draw(config, level, theme=theme, params=show_params, heat=heat, batch=batch, seq_len=length, memory=options)
     try:
         data = drawn.render(fmt)
     except DotNotFound as exc:
@@ -227,7 +218,7 @@ def config_specs(
         def wrapper(
             configs: tuple[str, ...], overrides: tuple[str, ...], no_pooler: bool, no_token_types: bool, **kwargs: Any
         ) -> Any:
-            options = {key: False for key, off in (("pooler", no_pooler), ("token_types", no_token_types)) if off}
+            options = structure(no_pooler, no_token_types)
             if template:
                 kwargs["template"] = None if configs else resolve(None, None, overrides, **options)
             return fn(configs=_configs(configs, overrides, options), **kwargs)
@@ -235,22 +226,6 @@ def config_specs(
         return wrapper
 
     return decorate
-
-
-def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
-
-    @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
-    @click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="Sequence length.")
-    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
-    @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
-    @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
-    @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
-    @wraps(fn)
-    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, **kwargs: Any) -> Any:
-        return fn(options=MemoryOptions(policy, dtype, attention, recompute), **kwargs)
-
-    return wrapper
 
 
 def notation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
