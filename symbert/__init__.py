@@ -1,50 +1,56 @@
-"""symbert: BERT as a symbolic computation graph, and exact closed forms derived from it."""
+"""symbert: BERT as a symbolic computation graph, and exact closed forms derived from it.
 
-from symbert import symbols
-from symbert.analysis.activations import activations
-from symbert.analysis.breakdown import Breakdown
-from symbert.analysis.compare import Comparison, compare
-from symbert.analysis.explain import explain
-from symbert.analysis.flops import flops
-from symbert.analysis.params import params
-from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.report import Report, report
-from symbert.api import trace
-from symbert.configs import Config, ConfigError, from_file, preset, preset_names, resolve, with_overrides
-from symbert.ir import Graph
-from symbert.models import ModelSpec, register
-from symbert.render.diagram import Diagram, diagram
-from symbert.render.latex import Notation, equations, notation
-from symbert.render.tables import Table, component_table
+The names below are imported on first use, so that ``import symbert`` (and every command) starts fast.
+"""
 
-__all__ = [
-    "Breakdown",
-    "Comparison",
-    "Config",
-    "ConfigError",
-    "Diagram",
-    "Graph",
-    "MemoryOptions",
-    "ModelSpec",
-    "Notation",
-    "Report",
-    "Table",
-    "activations",
-    "compare",
-    "component_table",
-    "diagram",
-    "equations",
-    "explain",
-    "flops",
-    "from_file",
-    "notation",
-    "params",
-    "preset",
-    "preset_names",
-    "register",
-    "report",
-    "resolve",
-    "symbols",
-    "trace",
-    "with_overrides",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "symbols": "symbert.symbols",
+    "activations": "symbert.analysis.activations",
+    "Breakdown": "symbert.analysis.breakdown",
+    "Comparison": "symbert.analysis.compare",
+    "compare": "symbert.analysis.compare",
+    "explain": "symbert.analysis.explain",
+    "flops": "symbert.analysis.flops",
+    "params": "symbert.analysis.params",
+    "MemoryOptions": "symbert.analysis.policy",
+    "Report": "symbert.analysis.report",
+    "report": "symbert.analysis.report",
+    "trace": "symbert.api",
+    "Config": "symbert.configs",
+    "ConfigError": "symbert.configs",
+    "from_file": "symbert.configs",
+    "preset": "symbert.configs",
+    "preset_names": "symbert.configs",
+    "resolve": "symbert.configs",
+    "with_overrides": "symbert.configs",
+    "Graph": "symbert.ir",
+    "ModelSpec": "symbert.models",
+    "register": "symbert.models",
+    "Diagram": "symbert.render.diagram",
+    "diagram": "symbert.render.diagram",
+    "Notation": "symbert.render.latex",
+    "equations": "symbert.render.latex",
+    "notation": "symbert.render.latex",
+    "Table": "symbert.render.tables",
+    "component_table": "symbert.render.tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'symbert' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if name == "symbols" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
