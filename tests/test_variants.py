@@ -104,8 +104,34 @@ def test_distilbert_has_no_pooler_option() -> None:
     assert result.returncode == 2 and "distilbert has no option 'pooler'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["albert-base-v2", "roberta-base", "distilbert-base-uncased"])
-@pytest.mark.parametrize("command", ["params", "report", "graph"])
+VARIANTS = {
+    "albert-base-v2": "num_hidden_layers",
+    "roberta-base": "num_hidden_layers",
+    "distilbert-base-uncased": "n_layers",
+}
+COMMANDS = {
+    "params": ["params", "--preset", "{name}"],
+    "report": ["report", "--preset", "{name}"],
+    "graph": ["graph", "--preset", "{name}"],
+    "diagram": ["diagram", "--level", "overview", "--preset", "{name}"],
+    "latex": ["latex", "{name}"],
+    "table": ["table", "{name}", "--format", "csv"],
+    "explain": ["explain", "activation_bytes", "--preset", "{name}"],
+    "compare": ["compare", "bert-base", "{name}", "--json"],
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_commands_work_for_every_variant(name: str, command: str) -> None:
-    result = run_cli(command, "--preset", name)
+    result = run_cli(*(arg.format(name=name) for arg in COMMANDS[command]))
     assert result.returncode == 0, result.stderr
+    assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_validate_command_for_every_variant(name: str) -> None:
+    hf()
+    result = run_cli("validate", "--preset", name, "--set", f"{VARIANTS[name]}=1", "--batch", "1", "--seq-len", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" ok ") == 4
