@@ -8,6 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 run: $(VENV)/.installed system-deps
 	$(BIN)/symbert params --preset bert-base --by-component
+	$(BIN)/symbert report --preset bert-base --batch 32 --seq-len 512
 
 test: $(VENV)/.installed-validate system-deps
 	$(BIN)/ruff check symbert tests benchmarks
