@@ -372,6 +372,298 @@ def compare(
         _emit(comparison_tables(comparison), fmt, notation)
 
 
+OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+PRECISION_NAMES = ("fp32", "mixed")
+
+
+def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The memory flags of report plus --optimizer and --precision, resolved into ``training``.
+
+    The GPU planner defaults to the torch-cuda policy.
+    """
+
+    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cuda", show_default=True)
+    @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's; mixed: bf16).")
+    @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
+    @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adamw", show_default=True)
+    @click.option(
+        "--precision",
+        type=click.Choice(PRECISION_NAMES),
+        default="fp32",
+        show_default=True,
+        help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter).",
+    )
+    @wraps(fn)
+    def wrapper(
+        policy: str, dtype: str | None, attention: str, recompute: str, optimizer: str, precision: str, **kwargs: Any
+    ) -> Any:
+        from symbert.analysis.training import Training
+
+        memory = MemoryOptions(policy, dtype, attention, recompute)
+        return fn(training=Training(optimizer, precision, memory), **kwargs)
+
+    return wrapper
+
+
+@cli.command()
+@config_options
+@click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("--batch", "-b", type=int, help="Batch size B; leave out to solve for it.")
+@click.option("--seq-len", "-s", "length", type=int, help="Sequence length; leave out to solve for it.")
+@training_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def fit(
+    config: Config, gpu_memory: str | None, batch: int | None, length: int | None, training: Any, as_json: bool
+) -> None:
+    """The largest batch or seq_len whose training-step peak fits the GPU, or the memory a shape needs.
+
+    Give --gpu-memory and one of --batch and --seq-len to solve for the other: it is solved from the
+    peak's closed form and checked at the answer and one above it. Give both for the memory they need.
+    When nothing fits, says what is over the budget and which single change helps most.
+    """
+    from symbert.analysis.fit import fit as solve
+    from symbert.analysis.fit import fit_json, parse_bytes
+    from symbert.render.formula import human, quantity
+    from symbert.render.reports import console, describe
+
+    budget = parse_bytes(gpu_memory) if gpu_memory is not None else None
+    result = solve(config, training, budget, batch, length)
+    if as_json:
+        click.echo(json.dumps(fit_json(result), indent=2))
+        return
+    out = console()
+    out.print(describe(config))
+    out.print(training.describe() + (f"; GPU memory {quantity(budget, 'bytes')}" if budget else ""))
+    peak = result.peak
+    parts = ", ".join(f"{name} {quantity(peak.bytes[c], 'bytes')}" for c, name in _categories().items())
+    if result.unknown and result.value is None:
+        shape = f"batch {result.batch or 1}, seq_len {result.seq_len or 1}"
+        out.print(f"nothing fits: at {shape} the peak is {quantity(peak.total, 'bytes')} ({peak.where})")
+        out.print(f"  over budget: {result.over_budget()}; {parts}")
+    elif result.unknown:
+        other = f"seq_len={result.seq_len}" if result.unknown == "batch" else f"batch={result.batch}"
+        limit = " (all the model's positions)" if result.capped else ""
+        out.print(f"largest {result.unknown} that fits at {other}: {result.value}{limit}")
+        out.print(f"  peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}")
+        out.print(f"  {parts}")
+        if result.above is not None:
+            out.print(f"  {result.unknown} {result.value + 1} would need {result.above.total:,} bytes")
+        out.print(f"  peak formula: {human(result.formula)}")
+    else:
+        verdict = "" if budget is None else ("; fits" if result.fits else "; does NOT fit")
+        out.print(f"batch {batch}, seq_len {length}: peak {quantity(peak.total, 'bytes')}{verdict} at {peak.where}")
+        out.print(f"  {parts}")
+        out.print(f"  peak formula: {human(result.formula)}")
+        if not result.fits:
+            out.print(f"  over budget: {result.over_budget()}")
+    if result.knobs:
+        out.print("single changes, lowest peak first:")
+        for k in result.knobs:
+            verdict = "" if budget is None else ("  fits" if k.peak.total <= budget else "")
+            out.print(f"  {k.change:<45} {quantity(k.peak.total, 'bytes'):>12}{verdict}")
+
+
+def _categories() -> dict[str, str]:
+    from symbert.analysis.training import CATEGORIES
+
+    return CATEGORIES
+
+
+@cli.command()
+@config_options
+@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
+@click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="Sequence length.")
+@training_options
+@click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def timeline(
+    config: Config,
+    batch: int,
+    length: int,
+    training: Any,
+    gpu_memory: str | None,
+    plot_file: str | None,
+    as_json: bool,
+) -> None:
+    """Memory over two training steps, phase by phase: model states, each phase's peak, the step's peak.
+
+    Step 1 creates the optimizer states at its update; step 2 starts with them.
+    """
+    import sympy
+    from rich.table import Table
+
+    from symbert.analysis.fit import parse_bytes
+    from symbert.analysis.training import phases, step_memory
+    from symbert.api import trace
+    from symbert.render.formula import human, quantity, text
+    from symbert.render.reports import console, describe
+    from symbert.symbols import B
+    from symbert.symbols import seq_len as S
+
+    budget = parse_bytes(gpu_memory) if gpu_memory is not None else None
+    if batch < 1 or length < 1:
+        raise ConfigError(f"batch and seq_len must be positive integers, got {batch} and {length}")
+    if config.max_length is not None and length > config.max_length:
+        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    values = {**config.symbols(), B: batch, S: length}
+    graph = trace(config)
+    memory = step_memory(graph, training, values, full=True)
+    steps = phases(memory.timeline(values))
+    peak = max((p.peak for p in steps), key=lambda p: p.total)
+    formula = step_memory(graph, training, values).formula(values)
+    states = {k: memory.states[k] for k in ("weights", "gradients", "optimizer")}
+    if plot_file:
+        from symbert.render.plots import plot_timeline
+
+        plot_timeline(config, training, batch, length, plot_file, budget)
+    if as_json:
+        doc = {
+            "config": config.as_dict(),
+            "batch": batch,
+            "seq_len": length,
+            "policy": training.memory.policy,
+            "dtype": training.memory.activation_dtype,
+            "attention": training.memory.attention,
+            "recompute": training.memory.recompute,
+            "optimizer": training.optimizer,
+            "precision": training.precision,
+            "model_states": {
+                k: {"formula": text(v), "bytes": int(v.subs(config.symbols()))} for k, v in states.items()
+            },
+            "phases": [
+                {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end}
+                for p in steps
+            ],
+            "peak": {
+                "bytes": peak.total,
+                "where": peak.where,
+                "components": dict(peak.bytes),
+                "formula": text(formula),
+            },
+            "gpu_memory": budget,
+            "fits": None if budget is None else peak.total <= budget,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    out = console()
+    out.print(describe(config))
+    out.print(f"batch B={batch}, seq_len={length}; {training.describe()}")
+    for k, v in states.items():
+        out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(config.symbols())), 'bytes')}")
+    table = Table(title="memory over two training steps", title_justify="left")
+    for col in ("step", "phase", "peak", "where", "end"):
+        table.add_column(col, justify="right" if col in ("peak", "end") else "left")
+    for p in steps:
+        where = p.peak.where.split(": ", 1)[1]
+        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), where, quantity(p.end, "bytes"))
+    out.print(table)
+    verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
+    out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
+    conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
+    out.print(f"  = {human(sympy.expand(formula.subs(config.spec.substitutions)))}  (with {conventions})")
+
+
+@cli.command()
+@config_options
+@click.option("--x", "axis", type=click.Choice(("seq_len", "batch")), default="seq_len", show_default=True)
+@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size when x is seq_len.")
+@click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="seq_len when x is batch.")
+@click.option("--max", "upto", type=int, help="Largest x (default: every position for seq_len, 64 for batch).")
+@training_options
+@click.option("--budget", metavar="SIZE", help="Draw the GPU budget: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("-o", "--output", metavar="FILE", required=True, help="The plot: .png, .svg or .pdf.")
+def plot(
+    config: Config,
+    axis: str,
+    batch: int,
+    length: int,
+    upto: int | None,
+    training: Any,
+    budget: str | None,
+    output: str,
+) -> None:
+    """Peak memory of a training step against seq_len or batch, stacked by category, with the budget."""
+    from symbert.analysis.fit import parse_bytes
+    from symbert.render.plots import plot_memory
+
+    fixed = batch if axis == "seq_len" else length
+    upto = upto or (config.max_length or 512 if axis == "seq_len" else 64)
+    if fixed < 1 or upto < 2:
+        raise ConfigError("the fixed batch or seq_len must be positive and --max at least 2")
+    if axis == "seq_len" and config.max_length is not None and upto > config.max_length:
+        raise ConfigError(f"--max {upto} exceeds the model's {config.max_length} positions")
+    if axis == "batch" and config.max_length is not None and length > config.max_length:
+        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    limit = parse_bytes(budget) if budget is not None else None
+    click.echo(plot_memory(config, training, axis, fixed, range(1, upto + 1), output, limit))
+
+
+@cli.command()
+@config_specs(-1)
+@click.option("--batch", "-b", "batches", default="1:32", show_default=True, help="Values: 8, 1,2,4, 1:64, 1:64:4.")
+@click.option("--seq-len", "-s", "lengths", default="128,256,512", show_default=True, help="Values, as for --batch.")
+@click.option("--quantity", "-q", "quantities", multiple=True, help="A column to compute (default: all).")
+@click.option("--policy", "policies", type=click.Choice(POLICY_NAMES), multiple=True, help="Default: torch-cuda.")
+@click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True, help="Default: the policy's.")
+@click.option("--attention", "attentions", type=click.Choice(ATTENTION), multiple=True, help="Default: eager.")
+@click.option("--recompute", "recomputes", type=click.Choice(RECOMPUTE), multiple=True, help="Default: none.")
+@click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZER_NAMES), multiple=True, help="Default: adamw.")
+@click.option("--precision", "precisions", type=click.Choice(PRECISION_NAMES), multiple=True, help="Default: fp32.")
+@click.option("-o", "--output", metavar="FILE", default="-", show_default=True, help="The CSV file (-: stdout).")
+def sweep(
+    configs: list[Config],
+    batches: str,
+    lengths: str,
+    quantities: tuple[str, ...],
+    policies: tuple[str, ...],
+    dtypes: tuple[str, ...],
+    attentions: tuple[str, ...],
+    recomputes: tuple[str, ...],
+    optimizers: tuple[str, ...],
+    precisions: tuple[str, ...],
+    output: str,
+) -> None:
+    """Quantities over a grid of CONFIGs × setups × batch × seq_len, as CSV.
+
+    CONFIGs are presets, preset patterns such as 'bert-L*', or config.json paths. Repeating a setup
+    flag adds its values to the grid. Quantities: params, activation_bytes, flops_forward,
+    flops_backward, non_matmul_forward, weights, gradients, optimizer_states (model states) and peak
+    (of a training step). A progress bar shows on long grids when standard error is a terminal.
+    """
+    import itertools
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from symbert.analysis import sweep as sweeps
+    from symbert.analysis.training import Training
+
+    trainings = [
+        Training(o, p, MemoryOptions(policy, d, a, r))
+        for policy, d, a, r, o, p in itertools.product(
+            policies or ("torch-cuda",),
+            dtypes or (None,),
+            attentions or ("eager",),
+            recomputes or ("none",),
+            optimizers or ("adamw",),
+            precisions or ("fp32",),
+        )
+    ]
+    grid = (configs, trainings, sweeps.parse_values(batches, "batch"), sweeps.parse_values(lengths, "seq_len"))
+    columns = quantities or sweeps.QUANTITIES
+    total = sweeps.grid_size(*grid)
+    errors = Console(stderr=True)
+    show = errors.is_terminal and total >= sweeps.PROGRESS_FROM
+    with (
+        click.open_file(output, "wb") as out,
+        Progress(console=errors, transient=True, disable=not show) as progress,
+    ):
+        task = progress.add_task("sweep", total=total)
+        sweeps.sweep(*grid, columns, out, lambda n: progress.advance(task, n))
+
+
 @cli.command()
 def presets() -> None:
     """List preset names."""

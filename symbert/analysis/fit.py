@@ -1,0 +1,204 @@
+"""Fit a GPU budget: the largest batch or sequence length whose training-step peak fits, and what helps.
+
+At a fixed config the peak is the largest of a few polynomials in B and seq_len
+(:meth:`symbert.analysis.training.StepMemory.polynomials`), each increasing in both. With one of the
+two fixed, each polynomial is solved exactly (sympy) for where it meets the budget, the roots are
+floored, and the smallest is the largest value that fits. It is then checked numerically with the
+same polynomials, and against the replayed timeline: within the budget at the answer, over it at the
+answer + 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import sympy
+
+from symbert.analysis.training import CATEGORIES, Point, Training, step_memory
+from symbert.api import trace
+from symbert.configs import Config, ConfigError
+from symbert.render.formula import text
+from symbert.symbols import B, seq_len
+
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def parse_bytes(text: str) -> int:
+    """``16GiB``, ``16GB``, ``16000MiB``, ``1.5GiB`` or plain bytes, read with a regular expression."""
+    match = _SIZE.fullmatch(text)
+    if not match or match.group(2).upper() not in UNITS:
+        raise ConfigError(f"cannot read memory size {text!r} (examples: 16GiB, 16GB, 16000MiB, 17179869184)")
+    value = Decimal(match.group(1)) * UNITS[match.group(2).upper()]
+    if value != value.to_integral_value() or value <= 0:
+        raise ConfigError(f"memory size {text!r} is not a positive whole number of bytes")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One change to the setup, and the peak it gives."""
+
+    change: str
+    peak: Point
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted or given shape and its peak.
+
+    ``unknown`` is ``batch`` or ``seq_len`` when it was solved for (None when both were given);
+    ``capped`` says the model's positions, not memory, stopped seq_len. When nothing fits, the solved
+    value is None and ``peak`` is the peak at 1. ``above`` is the peak at the solved value + 1.
+    ``formula`` is the polynomial that gives the peak there, in the unknown (or in B and seq_len).
+    ``knobs`` lists single changes, lowest peak first, when the shape does not fit.
+    """
+
+    config: Config
+    training: Training
+    budget: int | None
+    batch: int | None
+    seq_len: int | None
+    unknown: str | None
+    capped: bool
+    peak: Point
+    above: Point | None
+    formula: sympy.Expr
+    knobs: tuple[Knob, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        solved = self.unknown is None or self.value is not None
+        return solved and (self.budget is None or self.peak.total <= self.budget)
+
+    @property
+    def value(self) -> int | None:
+        return {"batch": self.batch, "seq_len": self.seq_len}.get(self.unknown or "")
+
+    def over_budget(self) -> str:
+        """What is over the budget at the peak: the model states alone, else the largest component."""
+        states = sum(self.peak.bytes[c] for c in ("weights", "gradients", "optimizer"))
+        if self.budget is not None and states > self.budget:
+            return "model states (weights, gradients and optimizer states)"
+        return CATEGORIES[max(self.peak.bytes, key=lambda c: self.peak.bytes[c])]
+
+
+def _largest(poly: sympy.Expr, x: sympy.Symbol, budget: int) -> int | None:
+    """The largest integer n ≥ 0 with poly(n) ≤ budget (poly increases for n > 0); −1 if none, None if all."""
+    p = sympy.Poly(poly - budget, x)
+    if p.degree() <= 0:
+        return None if p.eval(0) <= 0 else -1
+    roots = [r for r in p.real_roots() if r >= 0]
+    return int(sympy.floor(max(roots))) if roots else -1
+
+
+def fit(
+    config: Config,
+    training: Training,
+    budget: int | None,
+    batch: int | None = None,
+    length: int | None = None,
+) -> Fit:
+    """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given."""
+    for name, value in (("batch", batch), ("seq_len", length)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if length is not None and config.max_length is not None and length > config.max_length:
+        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    memory = step_memory(trace(config), training, config.symbols())
+    if batch is not None and length is not None:
+        values = {**config.symbols(), B: batch, seq_len: length}
+        peak = memory.peak(values)
+        top = memory.polynomials(config.symbols(), (B, seq_len)).top(batch, length)
+        result = Fit(config, training, budget, batch, length, None, False, peak, None, top)
+        return result if result.fits else replace(result, knobs=knobs(config, training, batch, length))
+    if budget is None:
+        raise ConfigError("give --gpu-memory to solve for batch or seq_len, or give both --batch and --seq-len")
+    if batch is None and length is None:
+        raise ConfigError("give --batch or --seq-len (or both); fit solves for the one left out")
+    x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
+    values = {**config.symbols(), (seq_len if x is B else B): fixed}
+    polys = memory.polynomials(values, (x,))
+    answers = [a for a in (_largest(polys.expr(i), x, budget) for i in range(len(polys.candidates))) if a is not None]
+    if not answers:
+        raise ConfigError(f"the peak does not grow with {unknown}")
+    n = min(answers)
+    limit = config.max_length if unknown == "seq_len" else None
+    capped = limit is not None and n > limit
+    n = limit if capped else n
+    at = max(n, 1)
+    peak = memory.peak({**values, x: at})
+    above = memory.peak({**values, x: n + 1}) if n >= 1 and not capped else None
+    closed = max(polys.exact(at))
+    if closed != peak.total or (above is not None and max(polys.exact(n + 1)) != above.total):
+        raise AssertionError("the closed form and the replay disagree")
+    if n >= 1 and (closed > budget or (above is not None and above.total <= budget)):
+        raise AssertionError(f"{unknown}={n} is not the largest that fits")
+    top = polys.top(at)
+    solved = n if n >= 1 else None
+    b, s = (solved, fixed) if unknown == "batch" else (fixed, solved)
+    result = Fit(config, training, budget, b, s, unknown, capped, peak, above, top)
+    return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
+
+
+def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[Knob, ...]:
+    """The peak at (batch, length) after each single change to the setup, lowest first."""
+    m = training.memory
+    changes: list[tuple[str, Training, int, int]] = []
+    if training.precision == "fp32":
+        mixed = replace(training, precision="mixed", memory=replace(m, dtype=None))
+        changes.append(("mixed precision", mixed, batch, length))
+    if training.optimizer != "sgd":
+        changes.append(
+            ("SGD without momentum (no optimizer states)", replace(training, optimizer="sgd"), batch, length)
+        )
+    for recompute in ("selective", "full"):
+        if m.recompute != recompute:
+            setup = replace(training, memory=replace(m, recompute=recompute))
+            changes.append((f"recompute {recompute}", setup, batch, length))
+    if m.attention != "flash":
+        changes.append(("flash attention", replace(training, memory=replace(m, attention="flash")), batch, length))
+    if batch > 1:
+        changes.append((f"batch {batch // 2}", training, batch // 2, length))
+    if length > 1:
+        changes.append((f"seq_len {length // 2}", training, batch, length // 2))
+    graph = trace(config)
+    out = []
+    for change, setup, b, s in changes:
+        peak = step_memory(graph, setup, config.symbols()).peak({**config.symbols(), B: b, seq_len: s})
+        out.append(Knob(change, peak))
+    return tuple(sorted(out, key=lambda k: k.peak.total))
+
+
+def fit_json(result: Fit) -> dict[str, object]:
+    """The ``symbert fit --json`` document."""
+    m = result.training.memory
+    peak = result.peak
+    return {
+        "config": result.config.as_dict(),
+        "gpu_memory": result.budget,
+        "policy": m.policy,
+        "dtype": m.activation_dtype,
+        "attention": m.attention,
+        "recompute": m.recompute,
+        "optimizer": result.training.optimizer,
+        "precision": result.training.precision,
+        "solved_for": result.unknown,
+        "batch": result.batch,
+        "seq_len": result.seq_len,
+        "fits": result.fits,
+        "capped_by_positions": result.capped,
+        "memory": peak.total,
+        "memory_above": result.above.total if result.above else None,
+        "peak": {"step": peak.step, "phase": peak.phase, "where": peak.where, "components": dict(peak.bytes)},
+        "formula": text(result.formula),
+        "over_budget": None if result.fits else result.over_budget(),
+        "knobs": [{"change": k.change, "memory": k.peak.total, "fits": _fits(k, result)} for k in result.knobs],
+    }
+
+
+def _fits(knob: Knob, result: Fit) -> bool | None:
+    return None if result.budget is None else knob.peak.total <= result.budget

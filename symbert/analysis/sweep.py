@@ -1,0 +1,235 @@
+"""Sweeps: quantities over grids of configs × setups × batch × seq_len, evaluated with numpy.
+
+Every quantity at a config is a polynomial in B and seq_len with integer coefficients, or, for the
+training-step peak, the largest of a few (:meth:`~symbert.analysis.training.StepMemory.polynomials`).
+Each is compiled once per config and setup into a matrix of coefficients over the monomials
+B^i·seq_len^j, then evaluated for a whole block of the grid at once: the largest polynomial is picked
+in float64 and its value recomputed exactly in int64. Rows are written as CSV by a vectorized
+integer formatter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+import sympy
+
+from symbert.analysis.activations import activations
+from symbert.analysis.flops import flops
+from symbert.analysis.params import params
+from symbert.analysis.training import StepMemory, Training, model_states, step_memory
+from symbert.api import trace
+from symbert.configs import Config, ConfigError
+from symbert.symbols import B, seq_len
+
+#: Quantities a sweep can evaluate, in column order.
+QUANTITIES = (
+    "params",
+    "activation_bytes",
+    "flops_forward",
+    "flops_backward",
+    "non_matmul_forward",
+    "weights",
+    "gradients",
+    "optimizer_states",
+    "peak",
+)
+SETUP_COLUMNS = ("config", "policy", "dtype", "attention", "recompute", "optimizer", "precision")
+FREE = (B, seq_len)
+CHUNK = 1 << 16
+#: Grids of at least this many points show a progress bar (on a terminal).
+PROGRESS_FROM = 200_000
+POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
+#: Text of 0 … 999 as three digits and a filler byte, and of the separators, as little-endian uint32.
+DIGIT_GROUPS = np.frombuffer("".join(f"{i:03d}_" for i in range(1000)).encode(), dtype="<u4")
+SEPARATOR, NEWLINE = (np.frombuffer(c.encode() * 4, dtype="<u4")[0] for c in ",\n")
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """The largest of some polynomials in B and seq_len: ``coefficients[i, t]`` of term ``exponents[t]``."""
+
+    exponents: tuple[tuple[int, int], ...]
+    coefficients: np.ndarray
+
+    @classmethod
+    def of(cls, expr: sympy.Expr) -> Compiled:
+        """One polynomial; every symbol but B and seq_len must already have its value."""
+        poly = sympy.Poly(sympy.expand(expr), *FREE).as_dict()
+        if any(not c.is_Integer for c in poly.values()):
+            raise ValueError(f"not a polynomial in B and seq_len with integer coefficients: {expr}")
+        exponents = tuple(sorted(poly))
+        return cls(exponents, np.array([[int(poly[k]) for k in exponents]], dtype=np.int64))
+
+    @property
+    def constant(self) -> int | None:
+        """The value, when it depends on neither B nor seq_len."""
+        return int(self.coefficients[0, 0]) if self.exponents == ((0, 0),) else None
+
+    def __call__(self, batch: np.ndarray, length: np.ndarray) -> np.ndarray:
+        terms = np.stack([batch**i * length**j for i, j in self.exponents], axis=-1)
+        if len(self.coefficients) == 1:
+            return terms @ self.coefficients[0]
+        winner = (terms.astype(np.float64) @ self.coefficients.T.astype(np.float64)).argmax(axis=-1)
+        return np.einsum("pt,pt->p", terms, self.coefficients[winner])
+
+
+def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
+    """Every quantity of :data:`QUANTITIES` at ``config``, compiled; ``memory`` may reuse a replay."""
+    graph = trace(config)
+    values = config.symbols()
+    f = flops(graph)
+    exprs = {
+        "params": params(graph).total,
+        "activation_bytes": activations(graph, training.memory).total,
+        "flops_forward": f["forward"].total,
+        "flops_backward": f["backward"].total,
+        "non_matmul_forward": f["non_matmul_forward"].total,
+    }
+    states = model_states(graph, training)
+    exprs |= {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"]}
+    out = {k: Compiled.of(sympy.sympify(v).subs(values)) for k, v in exprs.items()}
+    polys = (memory or step_memory(graph, training, values)).polynomials(values, FREE)
+    out["peak"] = Compiled(polys.exponents, polys.totals)
+    return out
+
+
+_RANGE = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?")
+
+
+def parse_values(text: str, name: str) -> list[int]:
+    """``8``, ``1,2,4``, ``1:64`` (inclusive) or ``16:512:16`` (with a step), read with regular expressions."""
+    out: list[int] = []
+    for part in text.split(","):
+        match = _RANGE.fullmatch(part.strip())
+        if not match:
+            raise ConfigError(f"cannot read {name} {part.strip()!r} (examples: 8, 1,2,4, 1:64, 16:512:16)")
+        start, stop, step = (int(g) if g else None for g in match.groups())
+        if start < 1 or (step is not None and step < 1) or (stop is not None and stop < start):
+            raise ConfigError(f"{name} {part.strip()!r} must count up from 1 or more")
+        out.extend(range(start, (stop if stop is not None else start) + 1, step or 1))
+    return sorted(set(out))
+
+
+def format_rows(prefix: bytes, columns: Sequence[np.ndarray | int]) -> bytes:
+    """CSV rows: ``prefix``, then the non-negative integer columns, each row ending in a newline.
+
+    A column given as one integer is the same on every row and is formatted once. Every other cell is
+    cut into groups of three digits, as many as its column needs, each group is looked up as four bytes
+    of text (three digits and a filler), and the fillers and leading zeros are dropped by one boolean
+    selection over the block.
+    """
+    n = next((len(c) for c in columns if not isinstance(c, int)), None)
+    if n is None:
+        raise ValueError("format_rows needs at least one column of values")
+    parts: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    text = prefix
+    for i, column in enumerate(columns):
+        end = NEWLINE if i == len(columns) - 1 else SEPARATOR
+        if isinstance(column, int):
+            if column < 0:
+                raise ValueError("format_rows writes non-negative integers only")
+            text += f"{column}".encode() + end.tobytes()[:1]
+            continue
+        head = np.frombuffer(text, dtype=np.uint8)
+        parts.append(np.broadcast_to(head, (n, len(head))))
+        masks.append(np.ones((n, len(head)), dtype=bool))
+        text = b""
+        values = np.asarray(column, dtype=np.int64)
+        if (values < 0).any():
+            raise ValueError("format_rows writes non-negative integers only")
+        digits = np.maximum(1, np.searchsorted(POWERS_OF_TEN, values, side="right"))
+        groups = -(-int(digits.max(initial=1)) // 3)
+        cells = np.empty((n, groups + 1), dtype="<u4")
+        rest = values
+        for g in range(groups - 1, -1, -1):
+            rest, limb = np.divmod(rest, 1000)
+            cells[:, g] = np.take(DIGIT_GROUPS, limb)
+        cells[:, groups] = end
+        position = np.arange(4 * groups) % 4
+        exponent = np.repeat(np.arange(3 * groups - 1, 0, -3), 4) - position
+        keep = np.zeros((n, 4 * groups + 4), dtype=bool)
+        keep[:, : 4 * groups] = (position < 3) & (exponent < digits[:, None])
+        keep[:, 4 * groups] = True
+        parts.append(cells.view(np.uint8))
+        masks.append(keep)
+    parts.append(np.broadcast_to(np.frombuffer(text, dtype=np.uint8), (n, len(text))))
+    masks.append(np.ones((n, len(text)), dtype=bool))
+    return np.concatenate(parts, axis=1)[np.concatenate(masks, axis=1)].tobytes()
+
+
+def sweep(
+    configs: Sequence[Config],
+    trainings: Sequence[Training],
+    batches: Sequence[int],
+    lengths: Sequence[int],
+    quantities: Sequence[str] = QUANTITIES,
+    out: BinaryIO | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> int:
+    """Write the header and one CSV row per grid point to ``out``; returns the number of points.
+
+    Lengths beyond a config's positions are left out for that config.
+    """
+    unknown = [q for q in quantities if q not in QUANTITIES]
+    if unknown:
+        raise ConfigError(f"unknown quantity {unknown[0]!r} (choose from {', '.join(QUANTITIES)})")
+    if out is not None:
+        out.write((",".join((*SETUP_COLUMNS, "batch", "seq_len", *quantities)) + "\n").encode())
+    memories: dict[tuple, StepMemory] = {}
+    total = 0
+    for config in configs:
+        usable = [s for s in lengths if config.max_length is None or s <= config.max_length]
+        for training in trainings:
+            memory = _memory(config, training, memories) if "peak" in quantities else None
+            compiled = compile_quantities(config, training, memory)
+            m = training.memory
+            setup = (config.name, m.policy, m.activation_dtype, m.attention, m.recompute)
+            prefix = (",".join((*setup, training.optimizer, training.precision)) + ",").encode()
+            for batch, length in grid_blocks(batches, usable):
+                values = [compiled[q].constant for q in quantities]
+                values = [
+                    compiled[q](batch, length) if v is None else v for q, v in zip(quantities, values, strict=True)
+                ]
+                columns = [batch, length, *values]
+                if out is not None:
+                    out.write(format_rows(prefix, columns))
+                total += len(batch)
+                if advance:
+                    advance(len(batch))
+    return total
+
+
+def grid_size(
+    configs: Sequence[Config], trainings: Sequence[Training], batches: Sequence[int], lengths: Sequence[int]
+) -> int:
+    """How many points :func:`sweep` writes."""
+    usable = sum(len([s for s in lengths if c.max_length is None or s <= c.max_length]) for c in configs)
+    return usable * len(trainings) * len(batches)
+
+
+def _memory(config: Config, training: Training, cache: dict[tuple, StepMemory]) -> StepMemory:
+    """One replay per model, structure, setup and replayed run count, shared by the configs that match."""
+    graph = trace(config)
+    runs = tuple((n, min(int(sympy.sympify(b.count).subs(config.symbols())), 3)) for n, b in graph.blocks.items())
+    key = (config.model, tuple(sorted(config.structure().items())), training, runs)
+    if key not in cache:
+        cache[key] = step_memory(graph, training, config.symbols())
+    return cache[key]
+
+
+def grid_blocks(batches: Sequence[int], lengths: Sequence[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The grid batch × length, batch-major, in blocks of about :data:`CHUNK` points."""
+    b = np.asarray(batches, dtype=np.int64)
+    s = np.asarray(lengths, dtype=np.int64)
+    if not len(b) or not len(s):
+        return
+    rows = max(1, CHUNK // len(s))
+    for i in range(0, len(b), rows):
+        part = b[i : i + rows]
+        yield np.repeat(part, len(s)), np.tile(s, len(part))

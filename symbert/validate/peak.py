@@ -1,0 +1,163 @@
+"""Measured memory of real training steps on CPU: a Hugging Face model, its optimizer, torch.profiler.
+
+Like :mod:`symbert.validate.measure`, this runs real PyTorch and imports it inside the functions.
+
+A step is ``loss = sum of every differentiable output; loss.backward(); optimizer.step();
+optimizer.zero_grad(set_to_none=True)``, the outputs dropped after backward. The profiler's memory
+events give every allocation and free of the CPU allocator; memory at any moment is what was alive
+when profiling started (the parameters and the inputs, counted from their storages) plus the running
+sum of those events. Model buffers (position ids) are left out, as symbert's prediction leaves them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from symbert.configs import Config
+from symbert.validate import measure
+
+OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "adam": ("Adam", {"lr": 1e-4}),
+    "adamw": ("AdamW", {"lr": 1e-4}),
+}
+"""Each optimizer's ``torch.optim`` class and arguments; everything else is PyTorch's default."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Memory over one phase of one step, in bytes."""
+
+    step: int
+    name: str
+    start: int
+    peak: int
+    end: int
+
+
+@dataclass(frozen=True)
+class MeasuredSteps:
+    """Memory over training steps: the phases in order, and the highest point."""
+
+    baseline: int
+    phases: tuple[Phase, ...]
+
+    @property
+    def peak(self) -> int:
+        return max(p.peak for p in self.phases)
+
+    @property
+    def where(self) -> Phase:
+        return max(self.phases, key=lambda p: p.peak)
+
+
+def measure_steps(
+    model_type: str,
+    config: Mapping[str, Any],
+    batch: int,
+    seq_len: int,
+    optimizer: str = "adamw",
+    steps: int = 2,
+    pooler: bool = True,
+) -> MeasuredSteps:
+    """Profile ``steps`` float32 training steps of a Hugging Face model built from ``config``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    model = measure.build_model(model_type, config, "float32", pooler=pooler)
+    inputs = measure.make_inputs(model_type, config, batch, seq_len)
+    name, kwargs = OPTIMIZERS[optimizer]
+    opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
+    storages |= {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    baseline = sum(storages.values())
+
+    def phase(label: str, fn: Callable[[], Any]) -> Any:
+        with record_function(f"symbert::{label}"):
+            return fn()
+
+    def forward() -> tuple[Any, torch.Tensor]:
+        output = model(**inputs)
+        return output, sum(t.sum() for t in measure._grad_outputs(output))
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for step in range(1, steps + 1):
+            output, loss = phase(f"{step}:forward", forward)
+            phase(f"{step}:backward", loss.backward)
+            del output, loss
+            phase(f"{step}:optimizer", opt.step)
+            phase(f"{step}:zero_grad", lambda: opt.zero_grad(set_to_none=True))
+    events = list(prof.profiler.kineto_results.events())
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    spans = sorted((e.start_ns(), e.end_ns(), e.name()) for e in events if e.name().startswith("symbert::"))
+    phases = []
+    current, i = baseline, 0
+    for begin, end, label in spans:
+        while i < len(memory) and memory[i][0] < begin:
+            current += memory[i][1]
+            i += 1
+        start = high = current
+        while i < len(memory) and memory[i][0] <= end:
+            current += memory[i][1]
+            high = max(high, current)
+            i += 1
+        step, name = label.removeprefix("symbert::").split(":")
+        phases.append(Phase(int(step), name, start, high, current))
+    return MeasuredSteps(baseline, tuple(phases))
+
+
+@dataclass(frozen=True)
+class PeakCheck:
+    """symbert's predicted peak over two training steps next to PyTorch's, on CPU in float32."""
+
+    config: str
+    batch: int
+    seq_len: int
+    optimizer: str
+    predicted: int
+    predicted_where: str
+    measured: MeasuredSteps
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction."""
+        return (self.predicted - self.measured.peak) / self.measured.peak
+
+
+def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw") -> PeakCheck:
+    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``."""
+    from symbert.analysis.policy import MemoryOptions
+    from symbert.analysis.training import Training, step_memory
+    from symbert.api import trace
+    from symbert.symbols import B
+    from symbert.symbols import seq_len as S
+
+    structure = config.structure()
+    hf_config = {**config.values, **{o.name: structure[o.name] for o in config.spec.options if o.from_config}}
+    values = {**config.symbols(), B: batch, S: seq_len}
+    graph = trace(config)
+    peak = step_memory(graph, Training(optimizer, "fp32", MemoryOptions("torch-cpu")), values).peak(values)
+    measured = measure_steps(config.model, hf_config, batch, seq_len, optimizer, pooler=structure.get("pooler", True))
+    return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured)
+
+
+def main() -> None:
+    """``python -m symbert.validate.peak PRESET BATCH SEQ_LEN [OPTIMIZER]``: one line, predicted and measured."""
+    import sys
+
+    from symbert.configs import preset
+
+    name, batch, length, *rest = sys.argv[1:]
+    c = check_peak(preset(name), int(batch), int(length), *rest)
+    print(
+        f"{c.config} B={c.batch} seq_len={c.seq_len} {c.optimizer}: predicted {c.predicted:,} ({c.predicted_where}); "
+        f"measured {c.measured.peak:,} (step {c.measured.where.step} {c.measured.where.name}); "
+        f"error {100 * c.error:+.3f}%"
+    )
+
+
+if __name__ == "__main__":
+    main()

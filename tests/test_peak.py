@@ -1,0 +1,42 @@
+"""The training-step peak against PyTorch: torch.profiler's memory events over two real steps on CPU."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import hf
+
+import symbert
+
+CASES = [
+    (symbert.preset("bert-tiny"), 2, 16, "adamw"),
+    (symbert.preset("bert-tiny"), 4, 128, "sgd"),
+    (
+        symbert.Config(
+            "bert",
+            {
+                "vocab_size": 97,
+                "hidden_size": 96,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 3,
+                "intermediate_size": 200,
+                "max_position_embeddings": 40,
+                "type_vocab_size": 2,
+            },
+            "h96-a3-l3",
+        ),
+        3,
+        20,
+        "momentum",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "batch", "length", "optimizer"), CASES, ids=lambda v: getattr(v, "name", v))
+def test_peak_within_two_percent_of_pytorch(config: symbert.Config, batch: int, length: int, optimizer: str) -> None:
+    hf()
+    from symbert.validate.peak import check_peak
+
+    check = check_peak(config, batch, length, optimizer)
+    assert abs(check.error) <= 0.02, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    where = check.measured.where
+    assert check.predicted_where.startswith(f"step {where.step} {where.name}")

@@ -1,0 +1,85 @@
+"""Sweeps: grids, CSV text against Python's own formatting, values against the passes and the replay."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+import symbert
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
+from symbert.analysis.sweep import QUANTITIES, format_rows, parse_values, sweep
+from symbert.analysis.training import Training, step_memory
+from symbert.configs import ConfigError
+from symbert.symbols import B, seq_len
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [("8", [8]), ("1,2,4", [1, 2, 4]), ("1:4", [1, 2, 3, 4]), ("16:64:16", [16, 32, 48, 64]), ("4,1:2", [1, 2, 4])],
+)
+def test_parse_values(text: str, values: list[int]) -> None:
+    assert parse_values(text, "batch") == values
+
+
+@pytest.mark.parametrize("text", ["0", "4:2", "1:8:0", "a", "1-4", "", "1e3"])
+def test_parse_values_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_values(text, "batch")
+
+
+def test_rows_match_python_formatting() -> None:
+    rng = np.random.default_rng(1)
+    edges = np.array([0, 1, 9, 10, 99, 100, 999, 1000, 10**9 - 1, 10**9, 10**18 - 1, 10**18, 2**63 - 1])
+    columns = [rng.integers(0, 10**k, size=len(edges) * 50) for k in (1, 4, 13)] + [np.tile(edges, 50)]
+    expected = "".join("a,b," + ",".join(str(int(c[i])) for c in columns) + ",0,1000\n" for i in range(len(edges) * 50))
+    assert format_rows(b"a,b,", [*columns, 0, 1000]) == expected.encode()
+
+
+def _rows(configs, trainings, batches, lengths, quantities=QUANTITIES) -> list[dict[str, str]]:
+    out = io.BytesIO()
+    sweep(configs, trainings, batches, lengths, quantities, out)
+    return list(csv.DictReader(io.StringIO(out.getvalue().decode())))
+
+
+def test_values_agree_with_report_and_replay() -> None:
+    configs = [symbert.preset("bert-tiny"), symbert.preset("bert-base")]
+    trainings = [Training("adamw", memory=MemoryOptions("torch-cuda")), Training("sgd", "mixed")]
+    rows = _rows(configs, trainings, [1, 3], [1, 64, 512])
+    assert len(rows) == 2 * 2 * 2 * 3
+    for row in rows:
+        config = symbert.preset(row["config"])
+        training = next(t for t in trainings if (t.optimizer, t.precision) == (row["optimizer"], row["precision"]))
+        batch, length = int(row["batch"]), int(row["seq_len"])
+        r = report(config, batch, length, training.memory)
+        for q in ("params", "activation_bytes", "flops_forward", "flops_backward", "non_matmul_forward"):
+            assert int(row[q]) == r.value(q), q
+        values = {**config.symbols(), B: batch, seq_len: length}
+        peak = step_memory(symbert.trace(config), training, config.symbols(), full=True).peak(values)
+        assert int(row["peak"]) == peak.total
+    assert {int(r["params"]) for r in rows if r["config"] == "bert-base"} == {109482240}
+
+
+def test_lengths_past_the_positions_are_left_out() -> None:
+    rows = _rows([symbert.preset("bert-tiny")], [Training()], [1], [256, 512, 1024], ("params",))
+    assert [r["seq_len"] for r in rows] == ["256", "512"]
+
+
+def test_cli_sweep_csv(tmp_path) -> None:
+    out = tmp_path / "grid.csv"
+    args = ("sweep", "bert-tiny", "bert-L4-H1*", "-b", "1:3", "-s", "8,16", "-q", "peak", "--optimizer", "sgd")
+    result = run_cli(*args, "--optimizer", "adamw", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0].keys() == {
+        *["config", "policy", "dtype", "attention", "recompute", "optimizer", "precision"],
+        "batch",
+        "seq_len",
+        "peak",
+    }
+    assert len(rows) == 2 * 2 * 3 * 2 and result.stderr == ""
+    assert run_cli("sweep", "bert-tiny", "-q", "nothing").returncode == 2
