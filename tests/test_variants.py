@@ -118,6 +118,9 @@ COMMANDS = {
     "table": ["table", "{name}", "--format", "csv"],
     "explain": ["explain", "activation_bytes", "--preset", "{name}"],
     "compare": ["compare", "bert-base", "{name}", "--json"],
+    "fit": ["fit", "--preset", "{name}", "--gpu-memory", "16GiB", "--seq-len", "128", "--json"],
+    "timeline": ["timeline", "--preset", "{name}"],
+    "sweep": ["sweep", "{name}", "--batch", "1,2", "--seq-len", "64"],
 }
 
 
