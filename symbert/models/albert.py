@@ -7,12 +7,12 @@ Face's AlbertModel with one layer group of one layer (its released configuration
 from __future__ import annotations
 
 from symbert import ops as F
-from symbert.ir import Role, Tensor
-from symbert.models.bert import FIELDS, activation_components, embeddings, options
+from symbert.ir import Tensor
+from symbert.models.bert import FIELDS, activation_components, embeddings, inputs, options
 from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
 from symbert.models.spec import Component, ModelSpec
 from symbert.symbols import B, E, H, I, L, seq_len
-from symbert.tracer import graph_input, graph_output, repeat, scope
+from symbert.tracer import graph_output, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
@@ -34,9 +34,7 @@ def build(
     attention_probs_dropout_prob: float = 0.0,
 ) -> None:
     """Trace AlbertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
-    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
-    token_type_ids = graph_input("token_type_ids", (B, seq_len), "int64", Role.INDEX) if token_types else None
-    attention_mask = graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+    input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False)
     with scope("encoder"):
         mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))

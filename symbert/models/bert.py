@@ -19,6 +19,13 @@ from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, type_size,
 from symbert.tracer import buffer, graph_input, graph_output, repeat, scope
 
 
+def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    """input_ids, token_type_ids (None without token types) and attention_mask, each [B, seq_len]."""
+    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
+    token_type_ids = graph_input("token_type_ids", (B, seq_len), "int64", Role.INDEX) if token_types else None
+    return input_ids, token_type_ids, graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+
+
 def embeddings(input_ids: Tensor, token_type_ids: Tensor | None, p: float, positions_from_ids: bool) -> Tensor:
     """Word + token-type + position lookups → sum → LayerNorm → dropout, each of width E."""
     with scope("embeddings"):
@@ -61,9 +68,7 @@ def build(
     positions_from_ids: bool = False,
 ) -> None:
     """Trace BertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
-    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
-    token_type_ids = graph_input("token_type_ids", (B, seq_len), "int64", Role.INDEX) if token_types else None
-    attention_mask = graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+    input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids)
     with scope("encoder"):
         mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))

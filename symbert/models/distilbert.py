@@ -6,12 +6,12 @@ Scopes and parameter names follow Hugging Face's DistilBertModel.
 from __future__ import annotations
 
 from symbert import ops as F
-from symbert.ir import Role, Tensor
-from symbert.models.bert import activation_components, embeddings
+from symbert.ir import Tensor
+from symbert.models.bert import activation_components, embeddings, inputs
 from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, vocab_size
-from symbert.tracer import graph_input, graph_output, repeat, scope
+from symbert.tracer import graph_output, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
@@ -27,8 +27,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
 
 def build(activation: str = "gelu", dropout: float = 0.1, attention_dropout: float = 0.1) -> None:
     """Trace DistilBertModel.forward(input_ids, attention_mask) in training mode."""
-    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
-    attention_mask = graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+    input_ids, _, attention_mask = inputs(token_types=False)
     x = embeddings(input_ids, None, dropout, positions_from_ids=False)
     with scope("transformer"):
         mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))
