@@ -64,8 +64,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 def sweep_throughput(batches: int = 2048, lengths: int = 512) -> None:
     """`symbert sweep` on one core: compile once, evaluate the grid with numpy, and write it as CSV."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from symbert.analysis.states import Training
     from symbert.analysis.sweep import QUANTITIES, compile_quantities, grid_blocks, sweep
-    from symbert.analysis.training import Training
 
     config, training = symbert.preset("bert-base"), Training()
     grid = (range(1, batches + 1), range(1, lengths + 1))

@@ -398,7 +398,7 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         policy: str, dtype: str | None, attention: str, recompute: str, optimizer: str, precision: str, **kwargs: Any
     ) -> Any:
-        from symbert.analysis.training import Training
+        from symbert.analysis.states import Training
 
         memory = MemoryOptions(policy, dtype, attention, recompute)
         return fn(training=Training(optimizer, precision, memory), **kwargs)
@@ -465,7 +465,7 @@ def fit(
 
 
 def _categories() -> dict[str, str]:
-    from symbert.analysis.training import CATEGORIES
+    from symbert.analysis.states import CATEGORIES
 
     return CATEGORIES
 
@@ -638,7 +638,7 @@ def sweep(
     from rich.progress import Progress
 
     from symbert.analysis import sweep as sweeps
-    from symbert.analysis.training import Training
+    from symbert.analysis.states import Training
 
     trainings = [
         Training(o, p, MemoryOptions(policy, d, a, r))

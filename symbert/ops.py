@@ -7,6 +7,11 @@ Each entry states, once, what the analyses need to know about the op:
 * ``flops_per_element``: the non-matmul cost convention, operations per output element.
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
+* ``view``: the output shares its input's storage.
+* ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
+  of allocating one (every view, copies, additions of same-shape tensors).
+* ``placeholder``: computes nothing; ``graph_input`` and ``graph_output`` mark the tensors the caller
+  provides and receives. The tracer records these (:mod:`symbert.tracer`).
 
 The recording function computes output shapes and declares parameters. Adding an op is adding one
 function here.
@@ -35,6 +40,10 @@ class OpDef:
     flops_per_element: int = 0
     matmul: Callable[[Node, Graph], MatmulDims] | None = None
     view: bool = False
+    grad_passes_through: bool = False
+    placeholder: bool = False
+    graph_input: bool = False
+    graph_output: bool = False
 
 
 OPS: dict[str, OpDef] = {}
@@ -47,19 +56,21 @@ def _op(
     flops_per_element: int = 0,
     matmul: Callable[[Node, Graph], MatmulDims] | None = None,
     view: bool = False,
+    grad_passes_through: bool = False,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
-        OPS[kind] = OpDef(kind, doc, saves, flops_per_element, matmul, view)
+        passes = grad_passes_through or view  # a view's backward is a view of the incoming gradient
+        OPS[kind] = OpDef(kind, doc, saves, flops_per_element, matmul, view, grad_passes_through=passes)
         return fn
 
     return register
 
 
 # Placeholders are recorded by symbert.tracer; they are registered here so every kind has an entry.
-OPS["input"] = OpDef("input", "A tensor the caller provides.")
-OPS["buffer"] = OpDef("buffer", "A non-trainable tensor the model owns.")
-OPS["output"] = OpDef("output", "A model output.")
+OPS["input"] = OpDef("input", "A tensor the caller provides.", placeholder=True, graph_input=True)
+OPS["buffer"] = OpDef("buffer", "A non-trainable tensor the model owns.", placeholder=True)
+OPS["output"] = OpDef("output", "A model output.", placeholder=True, graph_output=True)
 
 
 def _check(cond: bool, message: str) -> None:
@@ -130,7 +141,7 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
     return t.record("matmul", name, [a, b], [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("add", flops_per_element=1)
+@_op("add", flops_per_element=1, grad_passes_through=True)
 def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
     """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
     return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
@@ -238,7 +249,7 @@ def select(x: Tensor, dim: int, index: int, name: str = "select") -> Tensor:
     ]
 
 
-@_op("contiguous")
+@_op("contiguous", grad_passes_through=True)
 def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     """Copy into a fresh row-major tensor (after a transpose)."""
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]

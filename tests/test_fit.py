@@ -10,7 +10,8 @@ from conftest import run_cli
 import symbert
 from symbert.analysis.fit import fit, parse_bytes
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.training import Training, step_memory
+from symbert.analysis.states import Training
+from symbert.analysis.training import step_memory
 from symbert.configs import ConfigError
 from symbert.symbols import B, seq_len
 

@@ -12,8 +12,9 @@ from conftest import run_cli
 import symbert
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
+from symbert.analysis.states import Training
 from symbert.analysis.sweep import QUANTITIES, format_rows, parse_values, sweep
-from symbert.analysis.training import Training, step_memory
+from symbert.analysis.training import step_memory
 from symbert.configs import ConfigError
 from symbert.symbols import B, seq_len
 

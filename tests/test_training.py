@@ -12,7 +12,8 @@ import symbert
 from symbert.analysis.activations import activations
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.training import CATEGORIES, Training, model_states, phases, step_memory
+from symbert.analysis.states import CATEGORIES, Training, model_states
+from symbert.analysis.training import phases, step_memory
 from symbert.symbols import B, seq_len
 
 S = seq_len

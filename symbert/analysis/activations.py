@@ -32,7 +32,7 @@ class Saved:
     nbytes: sympy.Expr = sympy.S.Zero
 
 
-def _region_key(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
+def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     """The fused or recomputed region a node belongs to, with what happens to it."""
     if options.recompute == "full" and node.block:
         return node.block, "recompute"
@@ -78,12 +78,12 @@ def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
     """Everything kept for backward, in node order, regions kept where their first node stands."""
     regions: dict[str, tuple[str, list[Node]]] = {}
     for node in graph.nodes:
-        key = _region_key(node, options)
+        key = region_of(node, options)
         if key:
             regions.setdefault(key[0], (key[1], []))[1].append(node)
     emitted: set[str] = set()
     for node in graph.nodes:
-        key = _region_key(node, options)
+        key = region_of(node, options)
         if key is None:
             yield from _kept_by_node(graph, node, options)
         elif key[0] not in emitted:

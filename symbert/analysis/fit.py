@@ -16,7 +16,8 @@ from decimal import Decimal
 
 import sympy
 
-from symbert.analysis.training import CATEGORIES, Point, Training, step_memory
+from symbert.analysis.states import CATEGORIES, Training
+from symbert.analysis.training import Point, step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
 from symbert.render.formula import text

@@ -21,7 +21,8 @@ import sympy
 from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
-from symbert.analysis.training import StepMemory, Training, model_states, step_memory
+from symbert.analysis.states import Training, model_states
+from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
 from symbert.symbols import B, seq_len

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from symbert.analysis.training import CATEGORIES, Training, step_memory
+from symbert.analysis.states import CATEGORIES, Training
+from symbert.analysis.training import step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
 from symbert.render.formula import quantity

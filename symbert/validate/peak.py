@@ -130,7 +130,8 @@ class PeakCheck:
 def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw") -> PeakCheck:
     """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``."""
     from symbert.analysis.policy import MemoryOptions
-    from symbert.analysis.training import Training, step_memory
+    from symbert.analysis.states import Training
+    from symbert.analysis.training import step_memory
     from symbert.api import trace
     from symbert.symbols import B
     from symbert.symbols import seq_len as S

@@ -1,0 +1,442 @@
+"""The replay of training steps: every allocation and free, the way PyTorch's eager autograd runs them.
+
+* forward walks the ops in order; every output that is not a view is an allocation, and a tensor
+  that nothing keeps for backward (:func:`symbert.analysis.activations.saved`) is freed once its last
+  reader has run. Model inputs are held by the caller throughout, model outputs until backward ends;
+* backward walks the ops in reverse, starting from a gradient of each model output. Each op
+  allocates one gradient per differentiable input, except where PyTorch hands the incoming gradient
+  through (:attr:`symbert.ops.OpDef.grad_passes_through`: views of the same size, copies, additions
+  of same-shape tensors). Gradients reaching a tensor from several readers are summed in place when
+  one of them is not shared, else into a fresh tensor. Parameter gradients persist; the op then drops
+  its outputs' gradients and what it kept. A recomputed region first re-runs its forward; a
+  flash-attention region is one fused op;
+* the optimizer step creates the optimizer states at the first update (PyTorch allocates them
+  lazily) and allocates temporaries that depend on how the backend runs it
+  (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
+  gradients.
+
+Placeholder ops (inputs, buffers, outputs) compute nothing, so neither pass runs them. Every event's
+memory is sympy, split into :data:`symbert.analysis.states.CATEGORIES`. A block may be replayed for
+only some of its runs: the replay then also notes what its middle run (run 1) holds at the end of
+forward and of backward (``steady``), and each :class:`Event` says where the runs not replayed stand.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import sympy
+
+from symbert.analysis.activations import Saved, region_of, saved
+from symbert.analysis.params import params
+from symbert.analysis.sizes import Size, add_to, size_of
+from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
+from symbert.ir import Graph, Node, Role
+from symbert.ops import OPS
+from symbert.symbols import seq_len
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One op as the replay runs it: a node, or a fused flash-attention region, in one run of its block."""
+
+    nodes: tuple[Node, ...]
+    run: int | None
+
+    @property
+    def node(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def block(self) -> str | None:
+        return self.node.block
+
+    @property
+    def label(self) -> str:
+        return self.node.name if len(self.nodes) == 1 else f"{self.node.scope}/{self.node.regions[-1]}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Memory right after an op allocated its outputs or gradients, before it freed anything.
+
+    ``memory`` is bytes per category. ``hidden`` says, per block, what the runs that were not replayed
+    hold at this point: nothing (``none``), what they keep for backward (``saved``), their parameter
+    gradients (``grads``), or, for an event in the middle run, either of two (``forward``: none or
+    saved; ``backward``: grads or saved), since they may all come before it or all after it.
+    """
+
+    step: int
+    phase: str
+    label: str
+    run: tuple[str, int] | None
+    memory: Mapping[str, Size]
+    hidden: Mapping[str, str]
+
+
+@dataclass
+class _Buffer:
+    size: Size
+    category: str
+    owner: tuple[str, int | None] | None
+    refs: int = 1
+
+
+Key = tuple
+Rekey = Callable[[Key], Key]
+
+
+def _same(key: Key) -> Key:
+    return key
+
+
+class Replay:
+    """Replays training steps over a graph, recording an :class:`Event` after every allocation."""
+
+    def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int]) -> None:
+        self.graph, self.training, self.runs = graph, training, runs
+        self.options = training.memory
+        self.plain = replace(self.options, recompute="none")
+        groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
+        self.units = [
+            unit
+            for block, nodes in groups
+            for run in (range(runs[block]) if block else [None])
+            for unit in self._fuse(nodes, run)
+        ]
+        self.kept = self._by_node(saved(graph, self.options))
+        self.kept_plain = self._by_node(saved(graph, self.plain))
+        self.regions: dict[Key, list[Unit]] = {}
+        for unit in self.units:
+            key = region_of(unit.node, self.options)
+            if key is not None and key[1] == "recompute":
+                self.regions.setdefault((key[0], unit.run), []).append(unit)
+        self.states = model_states(graph, training)
+        self.totals: dict[str, Size] = {c: {} for c in CATEGORIES}
+        self.middle: dict[str, dict[str, Size]] = {b: {c: {} for c in CATEGORIES} for b in graph.blocks}
+        self.steady: dict[str, dict[str, dict[str, Size]]] = {b: {} for b in graph.blocks}
+        self.hidden = dict.fromkeys(graph.blocks, "none")
+        self.live: dict[Key, _Buffer] = {}
+        self.held: set[Key] = set()
+        self.savers: dict[Key, int] = {}
+        self.reads_left: dict[Key, int] = {}
+        self.grads: dict[Key, _Buffer] = {}
+        self.param_grads: dict[Key, _Buffer] = {}
+        self.events: list[Event] = []
+        self.step, self.phase = 0, "start"
+        self._sizes: dict[str, tuple[Size, str]] = {}
+
+    def _fuse(self, nodes: list[Node], run: int | None) -> list[Unit]:
+        """One unit per node, except a flash-attention region, which runs as one fused op."""
+        units = []
+        for key, group in itertools.groupby(nodes, key=lambda n: region_of(n, self.plain)):
+            group = tuple(group)
+            units.extend([Unit(group, run)] if key is not None else [Unit((n,), run) for n in group])
+        return units
+
+    @staticmethod
+    def _by_node(items: Iterable[Saved]) -> dict[str, list[Saved]]:
+        out: dict[str, list[Saved]] = {}
+        for item in items:
+            out.setdefault(item.node.name, []).append(item)
+        return out
+
+    # ---- sizes, keys, accounting
+
+    def tensor_size(self, name: str) -> tuple[Size, str]:
+        """Bytes of tensor ``name`` (or of its gradient) and its category."""
+        if name not in self._sizes:
+            t = self.graph.tensor(name)
+            category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
+            self._sizes[name] = (size_of(t.numel * self.options.bytes_of(t.dtype)), category)
+        return self._sizes[name]
+
+    def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:
+        return self.alloc(*self.tensor_size(name), owner)
+
+    def tensor_key(self, name: str, run: int | None) -> Key:
+        """The tensor instance a reference from run ``run`` means: a block's input is the previous run's
+        output, or in the first run the tensor the block starts from."""
+        for block in self.graph.blocks.values():
+            if name == block.input:
+                return self.tensor_key(block.source, None) if run == 0 else (block.output, run - 1)
+        t = self.graph.tensor(name)
+        if t.block is None:
+            return (name, None)
+        return (name, self.runs[t.block] - 1 if run is None else run)
+
+    def storage_key(self, name: str, run: int | None) -> Key:
+        name, run = self.tensor_key(name, run)
+        base = self.graph.tensor(name).base
+        return (name, run) if base is None else self.storage_key(base, run)
+
+    def kept_key(self, item: Saved, run: int | None) -> Key:
+        if item.tensor is None:
+            return (f"{item.node.name}|{item.what}", run)
+        return self.storage_key(item.tensor.name, run)
+
+    def param_key(self, node: Node, name: str, run: int | None) -> Key:
+        own = node.block is not None and not self.graph.blocks[node.block].shares_params
+        return (name, run if own else None)
+
+    @staticmethod
+    def owner(unit: Unit) -> tuple[str, int | None] | None:
+        return (unit.block, unit.run) if unit.block else None
+
+    def alloc(self, size: Size, category: str, owner: tuple[str, int | None] | None) -> _Buffer:
+        buf = _Buffer(size, category, owner)
+        self._count(buf, 1)
+        return buf
+
+    def release(self, buf: _Buffer) -> None:
+        """Drop one reference; the memory goes with the last one."""
+        buf.refs -= 1
+        if buf.refs == 0:
+            self._count(buf, -1)
+
+    def _count(self, buf: _Buffer, sign: int) -> None:
+        add_to(self.totals[buf.category], buf.size, sign)
+        if buf.owner is not None and buf.owner[1] == 1:
+            add_to(self.middle[buf.owner[0]][buf.category], buf.size, sign)
+
+    def record(self, label: str, run: tuple[str, int] | None = None) -> None:
+        memory = {c: dict(s) for c, s in self.totals.items()}
+        self.events.append(Event(self.step, self.phase, label, run, memory, dict(self.hidden)))
+
+    def enter(self, unit: Unit, phase: str) -> None:
+        """Track where the runs not replayed stand relative to this unit (see :class:`Event`)."""
+        if unit.block is not None:
+            if unit.run == 1:
+                self.hidden[unit.block] = phase
+            elif unit.run == 0:
+                self.hidden[unit.block] = "none" if phase == "forward" else "grads"
+            else:
+                self.hidden[unit.block] = "saved"
+
+    # ---- what a unit reads, writes and keeps
+
+    @staticmethod
+    def reads(unit: Unit) -> list[str]:
+        inside = {t for n in unit.nodes for t in n.outputs}
+        return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
+
+    def writes(self, unit: Unit) -> list[str]:
+        """Outputs seen outside the unit."""
+        if len(unit.nodes) == 1:
+            return list(unit.node.outputs)
+        inside = {n.name for n in unit.nodes}
+        produced = [t for n in unit.nodes for t in n.outputs]
+        return [t for t in produced if any(c not in inside for c in self.graph.consumers(t))]
+
+    def keeps(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> list[tuple[Saved, Key]]:
+        return [(item, rekey(self.kept_key(item, unit.run))) for n in unit.nodes for item in kept.get(n.name, ())]
+
+    def maybe_free(self, key: Key) -> None:
+        if key in self.live and key not in self.held and not self.savers.get(key) and not self.reads_left.get(key):
+            self.release(self.live.pop(key))
+
+    # ---- the steps
+
+    def run(self, steps: int) -> list[Event]:
+        add_to(self.totals["weights"], size_of(self.states["weights"]))
+        add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
+        for node in self.graph.nodes:
+            if OPS[node.op].graph_input:
+                for t in node.outputs:
+                    key = self.storage_key(t, None)
+                    self.live[key] = self.tensor_alloc(t, None)
+                    self.held.add(key)
+        self.record("inputs and weights")
+        outputs = [u for u in self.units if OPS[u.node.op].graph_output]
+        for step in range(1, steps + 1):
+            self.step, self.phase = step, "forward"
+            self.hidden = dict.fromkeys(self.graph.blocks, "none")
+            for unit in self.units:
+                for _, key in self.keeps(unit, self.kept, _same):
+                    self.savers[key] = self.savers.get(key, 0) + 1
+            held = {self.storage_key(t, u.run) for u in outputs for t in u.node.inputs}
+            self.held |= held
+            self.forward(self.units, self.kept, _same)
+            self.record("end of forward")
+            self.note_steady("saved")
+            self.phase = "backward"
+            for unit in reversed(outputs):
+                self.loss_gradient(unit)
+            self.backward()
+            self.held -= held
+            for key in held:
+                self.maybe_free(key)
+            self.record("end of backward")
+            self.note_steady("grads")
+            self.update(first=step == 1)
+        return self.events
+
+    def note_steady(self, what: str) -> None:
+        for block, state in self.steady.items():
+            state.setdefault(what, {c: dict(s) for c, s in self.middle[block].items()})
+
+    def forward(self, units: list[Unit], kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
+        """Run ``units`` forward, keying storages through ``rekey`` (recomputation makes new ones)."""
+        units = [u for u in units if not OPS[u.node.op].placeholder]
+        self.reads_left = {}
+        for unit in units:
+            for t in self.reads(unit):
+                key = rekey(self.storage_key(t, unit.run))
+                self.reads_left[key] = self.reads_left.get(key, 0) + 1
+        for unit in units:
+            self.enter(unit, "forward" if self.phase == "forward" else "backward")
+            created = []
+            for t in self.writes(unit):
+                tensor = self.graph.tensor(t)
+                if tensor.base is None and tensor.role != Role.BUFFER:
+                    key = rekey(self.storage_key(t, unit.run))
+                    self.live[key] = self.tensor_alloc(t, self.owner(unit))
+                    created.append(key)
+            for item, key in self.keeps(unit, kept, rekey):
+                if item.tensor is None:
+                    self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
+            self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
+            for t in self.reads(unit):
+                key = rekey(self.storage_key(t, unit.run))
+                self.reads_left[key] -= 1
+                self.maybe_free(key)
+            for key in created:
+                self.maybe_free(key)
+
+    def loss_gradient(self, unit: Unit) -> None:
+        """The loss hands each model output a gradient of its size."""
+        t = unit.node.inputs[0]
+        self.grads[self.tensor_key(t, unit.run)] = self.tensor_alloc(t, None)
+        self.record(f"gradient of {unit.node.name}")
+
+    def backward(self) -> None:
+        done: set[Key] = set()
+        for unit in reversed(self.units):
+            if OPS[unit.node.op].placeholder:
+                continue
+            region = region_of(unit.node, self.options)
+            if region is None or region[1] != "recompute":
+                self.backward_unit(unit, self.kept, _same)
+            elif (region[0], unit.run) not in done:
+                done.add((region[0], unit.run))
+                self.recompute(self.regions[(region[0], unit.run)])
+
+    def recompute(self, region: list[Unit]) -> None:
+        """Re-run a region's forward as if nothing were recomputed, run its backward, then drop its inputs."""
+        run = region[0].run
+        names = {n.name for u in region for n in u.nodes}
+
+        def rekey(key: Key) -> Key:
+            name = str(key[0]).split("|")[0]
+            producer = self.graph.tensors[name].producer if name in self.graph.tensors else name
+            return ("recomputed", *key) if producer in names and key[1] == run else key
+
+        units = [u for unit in region for u in self._fuse(list(unit.nodes), run)]
+        for unit in units:
+            for _, key in self.keeps(unit, self.kept_plain, rekey):
+                self.savers[key] = self.savers.get(key, 0) + 1
+        self.forward(units, self.kept_plain, rekey)
+        for unit in reversed(units):
+            self.backward_unit(unit, self.kept_plain, rekey)
+        for unit in region:
+            self.drop_kept(unit, self.kept, _same)
+
+    def drop_kept(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
+        for _, key in self.keeps(unit, kept, rekey):
+            self.savers[key] -= 1
+            self.maybe_free(key)
+
+    def backward_unit(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
+        """Gradients for the unit's differentiable inputs and parameters, then drop what it no longer needs."""
+        incoming = [self.tensor_key(t, unit.run) for t in self.writes(unit)]
+        if any(key in self.grads for key in incoming):
+            self.enter(unit, "backward")
+            drops: list[_Buffer] = []
+            for t in self.reads(unit):
+                if self.graph.tensor(t).requires_grad:
+                    buf = self.passed(unit, t) or self.tensor_alloc(t, self.owner(unit))
+                    drops += self.accumulate(self.tensor_key(t, unit.run), buf, t)
+            for n in unit.nodes:
+                for p in n.params:
+                    key = self.param_key(n, p.name, unit.run)
+                    buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
+                    if key in self.param_grads:
+                        drops.append(buf)
+                    else:
+                        self.param_grads[key] = buf
+            self.record(unit.label, self.owner(unit))
+            for buf in drops:
+                self.release(buf)
+            for key in incoming:
+                if key in self.grads:
+                    self.release(self.grads.pop(key))
+        self.drop_kept(unit, kept, rekey)
+
+    def passed(self, unit: Unit, t: str) -> _Buffer | None:
+        """The output gradient an op hands on unchanged to input ``t``, with a new reference, if it does."""
+        node = unit.node
+        if len(unit.nodes) > 1 or len(node.outputs) != 1:
+            return None
+        if not OPS[node.op].grad_passes_through:
+            return None
+        if self.tensor_size(t)[0] != self.tensor_size(node.outputs[0])[0]:
+            return None
+        buf = self.grads.get(self.tensor_key(node.outputs[0], unit.run))
+        if buf is not None:
+            buf.refs += 1
+        return buf
+
+    def accumulate(self, key: Key, buf: _Buffer, name: str) -> list[_Buffer]:
+        """Sum ``buf`` into tensor ``key``'s gradient; returns the references to drop after the event.
+
+        In place into whichever of the two is not shared, else into a new tensor.
+        """
+        old = self.grads.get(key)
+        if old is None:
+            self.grads[key] = buf
+            return []
+        if old.refs == 1:
+            return [buf]
+        if buf.refs == 1:
+            self.grads[key] = buf
+            return [old]
+        self.grads[key] = self.tensor_alloc(name, old.owner)
+        return [old, buf]
+
+    def parameter_order(self) -> list[tuple[str, sympy.Expr, tuple[str, int] | None]]:
+        """Every parameter tensor once, in the order the model declares them: (name, elements, run)."""
+        seen: dict[Key, tuple[str, sympy.Expr, tuple[str, int] | None]] = {}
+        for unit in self.units:
+            for n in unit.nodes:
+                for p in n.params:
+                    key = self.param_key(n, p.name, unit.run)
+                    seen.setdefault(key, (p.name, p.numel, None if key[1] is None else self.owner(unit)))
+        return list(seen.values())
+
+    def update(self, first: bool) -> None:
+        """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
+        self.phase = "optimizer"
+        if first:
+            add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
+        self.record("optimizer states created" if first else "optimizer step")
+        kind = self.training.implementation.temporaries if self.training.adam else None
+        temporaries: list[tuple[str, tuple[str, int] | None, sympy.Expr]] = []
+        if kind == "for-loop":
+            previous = sympy.S.Zero
+            for name, numel, run in self.parameter_order():
+                temporaries.append((f"update {name}", run, 2 * numel + previous))
+                previous = numel
+        elif kind == "foreach":
+            temporaries.append(("update, all parameters at once", None, params(self.graph).total))
+        for label, run, numel in temporaries:
+            temp = size_of(UPDATE_BYTES * numel)
+            add_to(self.totals["optimizer"], temp)
+            self.record(label, run)
+            add_to(self.totals["optimizer"], temp, -1)
+        for buf in self.param_grads.values():
+            self.release(buf)
+        self.param_grads.clear()
+        self.hidden = dict.fromkeys(self.graph.blocks, "none")
+        self.record("zero_grad")

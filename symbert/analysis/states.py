@@ -1,0 +1,122 @@
+"""Training setups and the model states they keep.
+
+A :class:`Training` names the optimizer, the precision and the activation policy. Model states are the
+parameter count (:func:`symbert.params`) times bytes per parameter, from a small table per optimizer
+and precision (ZeRO's convention: mixed-precision Adam keeps 2 + 2 + 12 bytes). How the backend runs
+the optimizer step (:data:`IMPLEMENTATIONS`) decides Adam's per-tensor step counters and temporaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import sympy
+
+from symbert.analysis.params import params
+from symbert.analysis.policy import MemoryOptions
+from symbert.ir import Graph
+
+#: Memory categories in stacking order, with their labels.
+CATEGORIES = {
+    "weights": "weights",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "attention": "seq_len² activations",
+    "activations": "other activations",
+}
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+PRECISIONS = ("fp32", "mixed")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per parameter of the weights and gradients, and of an fp32 master copy (mixed precision)."""
+
+    weights: int
+    gradients: int
+    master: int
+
+
+PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4)}
+
+#: fp32 optimizer state per parameter, created at the first update: SGD's momentum, Adam's two moments.
+STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}
+
+#: Adam's update math runs in fp32, whatever the weights' precision.
+UPDATE_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """How a backend runs the optimizer step, which decides Adam's temporaries.
+
+    ``for-loop`` updates one parameter at a time: the square root and the denominator of the current
+    parameter, and the previous parameter's denominator (still referenced), are alive at once.
+    ``foreach`` takes the square root of every parameter at once; ``fused`` keeps no temporaries.
+    ``step_counter`` is the bytes of the step count Adam keeps per parameter tensor on the device.
+    """
+
+    temporaries: str
+    step_counter: int
+
+
+#: PyTorch picks the for-loop on CPU and foreach on CUDA; Megatron runs a fused Adam.
+IMPLEMENTATIONS = {
+    "torch-cpu": Implementation("for-loop", 4),
+    "torch-cuda": Implementation("foreach", 0),
+    "megatron": Implementation("fused", 0),
+}
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a training step runs: optimizer, precision, and the activation policy and modifiers.
+
+    Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype.
+    """
+
+    optimizer: str = "adamw"
+    precision: str = "fp32"
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
+        if self.precision == "mixed" and self.memory.dtype is None:
+            object.__setattr__(self, "memory", replace(self.memory, dtype="bfloat16"))
+
+    @property
+    def bytes(self) -> Precision:
+        return PRECISION[self.precision]
+
+    @property
+    def implementation(self) -> Implementation:
+        return IMPLEMENTATIONS[self.memory.policy]
+
+    @property
+    def adam(self) -> bool:
+        return self.optimizer in ("adam", "adamw")
+
+    def describe(self) -> str:
+        return f"{self.optimizer}, {self.precision} precision; {self.memory.describe()}"
+
+
+def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
+    """Weights, gradients and optimizer states in bytes, as formulas in the parameter symbols.
+
+    ``optimizer`` holds the master weights (mixed precision) and the states created at the first
+    update (``lazy``, also given apart), with Adam's per-tensor step counters where the backend keeps
+    them on the device.
+    """
+    p = params(graph)
+    tensors = sympy.Add(*(c.count for c in p.contributions))
+    counters = training.implementation.step_counter * tensors if training.adam else sympy.S.Zero
+    lazy = sympy.expand(STATE_BYTES[training.optimizer] * p.total + counters)
+    return {
+        "weights": sympy.expand(training.bytes.weights * p.total),
+        "gradients": sympy.expand(training.bytes.gradients * p.total),
+        "optimizer": sympy.expand(training.bytes.master * p.total + lazy),
+        "lazy": lazy,
+    }
