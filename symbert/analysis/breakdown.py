@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from symbert.ir import Graph, Node
-from symbert.models import MODELS, Component
+from symbert.models import MODELS, Component, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -89,5 +89,6 @@ def component_order(components: Iterable[Component]) -> tuple[str, ...]:
     return (*names, "other")
 
 
-def model_of(graph: Graph):
+def model_of(graph: Graph) -> ModelSpec:
+    """The model family a graph was traced from."""
     return MODELS[graph.model]

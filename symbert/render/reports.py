@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy
 from rich.console import Console
 from rich.table import Table
@@ -86,6 +88,18 @@ def report_json(r: Report) -> dict[str, object]:
     }
 
 
+def breakdown_table(breakdown: Breakdown, values: dict, title: str, show: Callable[[int], str]) -> Table:
+    """Each component's per-layer and total formula and its value (shown by ``show``), then the total."""
+    table = Table(title=title, title_justify="left")
+    for col in ("component", "per layer", "total", "value"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for c in breakdown.components():
+        per_layer = f"{human(c.per_layer)}  (× {human(c.count)})" if c.per_layer is not None else ""
+        table.add_row(c.name, per_layer, human(c.total), show(breakdown.evaluate(c.total, values)))
+    table.add_row("total", "", human(breakdown.total), show(breakdown.evaluate(breakdown.total, values)))
+    return table
+
+
 def print_report(r: Report) -> None:
     out = console()
     out.print(describe(r.config))
@@ -97,14 +111,7 @@ def print_report(r: Report) -> None:
         ("params", "parameters"),
     ):
         b = r.breakdowns[key]
-        table = Table(title=title, title_justify="left")
-        for col in ("component", "per layer", "total", "value"):
-            table.add_column(col, justify="right" if col == "value" else "left")
-        for c in b.components():
-            per_layer = f"{human(c.per_layer)}  (× {human(c.count)})" if c.per_layer is not None else ""
-            table.add_row(c.name, per_layer, human(c.total), quantity(b.evaluate(c.total, values), b.unit))
-        table.add_row("total", "", human(b.total), quantity(b.evaluate(b.total, values), b.unit))
-        out.print(table)
+        out.print(breakdown_table(b, values, title, lambda n, unit=b.unit: quantity(n, unit)))
     flops_total = r.value("flops_forward") + r.value("flops_backward")
     out.print(
         f"totals: {r.value('params'):,} parameters; "
@@ -124,14 +131,7 @@ def print_params(config: Config, breakdown: Breakdown, by_component: bool) -> No
     out.print(f"  = {breakdown.evaluate(breakdown.total, values):,}")
     if not by_component:
         return
-    table = Table(title="parameters by component", title_justify="left")
-    for col in ("component", "per layer", "total", "value"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    for c in breakdown.components():
-        per_layer = f"{human(c.per_layer)}  (× {human(c.count)})" if c.per_layer is not None else ""
-        table.add_row(c.name, per_layer, human(c.total), f"{breakdown.evaluate(c.total, values):,}")
-    table.add_row("total", "", human(breakdown.total), f"{breakdown.evaluate(breakdown.total, values):,}")
-    out.print(table)
+    out.print(breakdown_table(breakdown, values, "parameters by component", lambda n: f"{n:,}"))
 
 
 def _shapes(graph: Graph, names: tuple[str, ...]) -> str:
