@@ -12,6 +12,7 @@ import click
 
 from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
 from symbert.configs import Config, ConfigError, preset_names, resolve
+from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
 
 if TYPE_CHECKING:
     from symbert.render.latex import Notation
@@ -31,14 +32,32 @@ def structure(no_pooler: bool, no_token_types: bool) -> dict[str, bool]:
     return {key: False for key, off in (("pooler", no_pooler), ("token_types", no_token_types)) if off}
 
 
+def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--head / --num-labels / --problem-type / --choices, resolved into a ``task`` mapping (None: unset)."""
+
+    @click.option("--head", type=click.Choice(HEAD_NAMES), help="A task head and its loss (default: model).")
+    @click.option("--num-labels", type=click.IntRange(min=1), help="Classifier outputs (default: 2).")
+    @click.option("--problem-type", type=click.Choice(PROBLEM_TYPES), help="Sequence classification's loss.")
+    @click.option("--choices", type=click.IntRange(min=1), help="Choices per example, multiple-choice (default 4).")
+    @wraps(fn)
+    def wrapper(
+        head: str | None, num_labels: int | None, problem_type: str | None, choices: int | None, **kwargs: Any
+    ) -> Any:
+        task = {"head": head, "num_labels": num_labels, "problem_type": problem_type, "choices": choices}
+        return fn(task=task, **kwargs)
+
+    return wrapper
+
+
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--preset / --config / --set / structural flags, resolved into a ``config`` argument."""
+    """--preset / --config / --set / structural flags / task flags, resolved into a ``config`` argument."""
 
     @click.option("--preset", "preset_name", metavar="NAME", help="A preset such as bert-base (default).")
     @click.option("--config", "config_file", metavar="FILE", help="A Hugging Face config.json.")
     @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a config value.")
     @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
     @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
+    @task_options
     @wraps(fn)
     def wrapper(
         preset_name: str | None,
@@ -46,9 +65,10 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         overrides: tuple[str, ...],
         no_pooler: bool,
         no_token_types: bool,
+        task: dict[str, Any],
         **kwargs: Any,
     ) -> Any:
-        config = resolve(preset_name, config_file, overrides, **structure(no_pooler, no_token_types))
+        config = resolve(preset_name, config_file, overrides, task, **structure(no_pooler, no_token_types))
         return fn(config=config, **kwargs)
 
     return wrapper
@@ -183,7 +203,9 @@ QUANTITIES = ("params", "activation_bytes", "flops_forward", "flops_backward", "
 TABLE_FORMATS = ("text", "latex", "markdown", "csv")
 
 
-def _configs(specs: tuple[str, ...], overrides: tuple[str, ...], options: dict[str, bool]) -> list[Config]:
+def _configs(
+    specs: tuple[str, ...], overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]
+) -> list[Config]:
     """Configs named by a config.json path (when it exists), a preset, or a preset pattern such as 'bert-L*'."""
     from fnmatch import fnmatchcase
     from pathlib import Path
@@ -191,12 +213,12 @@ def _configs(specs: tuple[str, ...], overrides: tuple[str, ...], options: dict[s
     configs = []
     for spec in specs:
         if Path(spec).exists():
-            configs.append(resolve(None, spec, overrides, **options))
+            configs.append(resolve(None, spec, overrides, task, **options))
             continue
         names = [n for n in preset_names() if fnmatchcase(n, spec)] if any(c in spec for c in "*?[") else [spec]
         if not names:
             raise ConfigError(f"no preset matches {spec!r}; see `symbert presets`")
-        configs.extend(resolve(name, None, overrides, **options) for name in names)
+        configs.extend(resolve(name, None, overrides, task, **options) for name in names)
     return configs
 
 
@@ -214,14 +236,20 @@ def config_specs(
         @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a value in each config.")
         @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
         @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
+        @task_options
         @wraps(fn)
         def wrapper(
-            configs: tuple[str, ...], overrides: tuple[str, ...], no_pooler: bool, no_token_types: bool, **kwargs: Any
+            configs: tuple[str, ...],
+            overrides: tuple[str, ...],
+            no_pooler: bool,
+            no_token_types: bool,
+            task: dict[str, Any],
+            **kwargs: Any,
         ) -> Any:
             options = structure(no_pooler, no_token_types)
             if template:
-                kwargs["template"] = None if configs else resolve(None, None, overrides, **options)
-            return fn(configs=_configs(configs, overrides, options), **kwargs)
+                kwargs["template"] = None if configs else resolve(None, None, overrides, task, **options)
+            return fn(configs=_configs(configs, overrides, task, options), **kwargs)
 
         return wrapper
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import sympy
 
 from symbert.models import MODELS, ModelSpec
-from symbert.symbols import position_size
+from symbert.models.heads import BARE, PROBLEM_TYPES, Head, Task, encoder_options
+from symbert.symbols import C, num_labels, position_size
 
 
 class ConfigError(ValueError):
@@ -24,26 +25,34 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    """One concrete model: its family, Hugging Face config values and structural options."""
+    """One concrete model: its family, Hugging Face config values, structural options and task head."""
 
     model: str
     values: Mapping[str, int]
     name: str = "custom"
     options: Mapping[str, object] = field(default_factory=dict)
+    task: Task = field(default_factory=Task)
 
     @property
     def spec(self) -> ModelSpec:
         return MODELS[self.model]
 
+    @property
+    def head(self) -> Head | None:
+        """The task head, or None for the bare encoder."""
+        return self.spec.heads.get(self.task.head)
+
     def symbols(self) -> dict[sympy.Symbol, int]:
-        """The value of every model symbol this config sets, derived ones included."""
+        """The value of every model symbol this config sets, derived ones and the head's sizes included."""
         values = {sym: self.values[key] for key, sym in self.spec.fields.items()}
         values.update({sym: int(expr.subs(values)) for sym, expr in self.spec.derived.items()})
+        sizes = {num_labels: self.task.num_labels, C: self.task.choices}
+        values.update({sym: sizes[sym] for sym in (self.head.symbols if self.head else ())})
         return values
 
     def structure(self) -> dict[str, object]:
-        """The structural options passed to the model's build function."""
-        return {**self.spec.defaults, **self.options}
+        """The structural options passed to the model's build function; a head decides the pooler."""
+        return encoder_options(self.head, {**self.spec.defaults, **self.options})
 
     @property
     def max_length(self) -> int | None:
@@ -51,7 +60,20 @@ class Config:
         return None if positions is None else positions - self.spec.position_offset
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "model_type": self.model, **self.values, **self.structure()}
+        return {"name": self.name, "model_type": self.model, **self.values, **self.structure(), **self.task_dict()}
+
+    def task_dict(self) -> dict[str, object]:
+        """The head and the settings it uses."""
+        if self.head is None:
+            return {"head": BARE}
+        out: dict[str, object] = {"head": self.task.head}
+        if num_labels in self.head.symbols:
+            out |= {"num_labels": self.task.num_labels}
+        if self.task.head == "sequence-classification":
+            out |= {"problem_type": self.task.problem}
+        if C in self.head.symbols:
+            out |= {"choices": self.task.choices}
+        return out
 
 
 def preset_names() -> list[str]:
@@ -99,9 +121,26 @@ def from_file(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
     model = data.get("model_type", "bert")
-    if model not in MODELS:
+    if not isinstance(model, str) or model not in MODELS:
         raise ConfigError(f"{path}: unsupported model_type {model!r} (supported: {', '.join(MODELS)})")
-    return validated(replace(_split(MODELS[model], data, str(path)), name=path.stem))
+    config = _split(MODELS[model], data, str(path))
+    return validated(replace(config, name=path.stem, task=_task(config.spec, data, str(path))))
+
+
+def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
+    """The head named by ``architectures`` and the labels set by ``num_labels`` (or ``id2label``) and
+    ``problem_type``, with Hugging Face's defaults (two labels)."""
+    architectures = data.get("architectures") or [spec.architecture]
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise ConfigError(f"{where}: architectures must be a list of class names, got {architectures!r}")
+    known = {spec.architecture: BARE, **{h.architecture: h.name for h in spec.heads.values()}}
+    if architectures[0] not in known:
+        raise ConfigError(f"{where}: unknown architecture {architectures[0]!r} (known: {', '.join(known)})")
+    labels = data.get("num_labels", len(data["id2label"]) if isinstance(data.get("id2label"), dict) else 2)
+    problem = data.get("problem_type")
+    if problem is not None and problem not in PROBLEM_TYPES:
+        raise ConfigError(f"{where}: problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {problem!r}")
+    return Task(known[architectures[0]], _integer("num_labels", labels), problem)
 
 
 _INT = re.compile(r"[+-]?\d+")
@@ -165,13 +204,21 @@ def validated(config: Config) -> Config:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
     if config.max_length is not None and config.max_length < 1:
         raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
+    for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):
+        if _integer(key, value) <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {value}")
     return config
 
 
 def resolve(
-    preset_name: str | None, config_file: str | None, overrides: Iterable[str] = (), **options: object
+    preset_name: str | None,
+    config_file: str | None,
+    overrides: Iterable[str] = (),
+    task: Mapping[str, object] | None = None,
+    **options: object,
 ) -> Config:
-    """The config a command asks for: a preset or a file (bert-base if neither), then overrides."""
+    """The config a command asks for: a preset or a file (bert-base if neither), then overrides, then the
+    task settings given (``head``, ``num_labels``, ``problem_type``, ``choices``; None leaves one as is)."""
     if preset_name and config_file:
         raise ConfigError("give either --preset or --config, not both")
     config = from_file(config_file) if config_file else preset(preset_name or "bert-base")
@@ -179,4 +226,30 @@ def resolve(
     unknown = [name for name in options if config.spec.option(name) is None]
     if unknown:
         raise ConfigError(f"{config.model} has no option {unknown[0]!r}")
-    return replace(config, options={**config.options, **options})
+    config = replace(config, options={**config.options, **options})
+    return with_task(config, **{k: v for k, v in (task or {}).items() if v is not None})
+
+
+#: The task settings each head uses; setting another is refused, since Hugging Face would not use it.
+_USES = {
+    "num_labels": ("sequence-classification", "token-classification"),
+    "problem_type": ("sequence-classification",),
+    "choices": ("multiple-choice",),
+}
+
+
+def with_task(config: Config, **settings: object) -> Config:
+    """``config`` with task settings changed (``head``, ``num_labels``, ``problem_type``, ``choices``)."""
+    task = replace(config.task, **settings)
+    if task.head != BARE and task.head not in config.spec.heads:
+        heads = ", ".join([BARE, *config.spec.heads])
+        raise ConfigError(f"{config.model} has no head {task.head!r} (heads: {heads})")
+    for key in settings:
+        if key in _USES and task.head not in _USES[key]:
+            raise ConfigError(f"--{key.replace('_', '-')} applies to the {' and '.join(_USES[key])} heads only")
+    if task.problem_type is not None and task.problem_type not in PROBLEM_TYPES:
+        raise ConfigError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {task.problem_type!r}")
+    head = config.spec.heads.get(task.head)
+    if head is not None and head.pooler and config.options.get("pooler") is False:
+        raise ConfigError(f"the {task.head} head reads the pooler; drop --no-pooler")
+    return validated(replace(config, task=task))

@@ -103,9 +103,13 @@ class Block:
 
 @dataclass
 class Graph:
-    """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph."""
+    """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
+
+    ``head`` names the task head traced on the model (``model``: the bare encoder).
+    """
 
     model: str
+    head: str = "model"
     nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     tensors: dict[str, Tensor] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)

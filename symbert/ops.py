@@ -19,7 +19,7 @@ function here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sympy
@@ -117,17 +117,18 @@ def linear(
     out_features: sympy.Expr,
     bias: bool = True,
     in_out: bool = False,
-    tied_to: str | None = None,
+    tied: Mapping[str, str] | None = None,
 ) -> Tensor:
     """Fully connected layer x·Wᵀ + b over the last dimension.
 
-    ``in_out`` stores the weight as [in, out] (GPT-2's Conv1D); ``tied_to`` names another parameter the
-    weight is (a tied LM head), which then counts once.
+    ``in_out`` stores the weight as [in, out] (GPT-2's Conv1D); ``tied`` maps ``weight`` or ``bias`` to the
+    full name of another parameter it is (a tied LM head), which then counts once.
     """
     t = active()
     k = x.shape[-1]
     weight = (k, out_features) if in_out else (out_features, k)
-    params = [(tied_to or "weight", weight)] + ([("bias", (out_features,))] if bias else [])
+    tied = tied or {}
+    params = [(tied.get("weight", "weight"), weight)] + ([(tied.get("bias", "bias"), (out_features,))] if bias else [])
     out = ((*x.shape[:-1], out_features), ACT, Role.ACTIVATION, None)
     return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
 
@@ -255,6 +256,18 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
 
 
+@_op("clamp")
+def clamp(x: Tensor, name: str = "clamp") -> Tensor:
+    """A copy of an index tensor with its values clamped to a range (answer positions past the sequence)."""
+    return active().record("clamp", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
+
+
+@_op("relu", saves=("out0",), flops_per_element=1)
+def relu(x: Tensor, name: str = "relu") -> Tensor:
+    """max(x, 0)."""
+    return active().record("relu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
 @_op("positions")
 def positions(shape: Shape, source: Tensor | None = None, name: str = "position_ids") -> Tensor:
     """Position indices computed at run time: an arange, or counted from the token ids (RoBERTa)."""
@@ -265,3 +278,43 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
     return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+
+
+@_op("log_softmax", saves=("out0",), flops_per_element=5)
+def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
+    """Log-softmax over the last dimension (max, subtract, exp, sum, log)."""
+    return active().record("log_softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1)
+def nll_loss(log_probs: Tensor, target: Tensor, name: str = "nll_loss") -> Tensor:
+    """Mean negative log-likelihood of the target classes, [N, classes] and [N] → a scalar.
+
+    Its second output is the total weight (the count of targets not ignored), a scalar of the input's
+    dtype that backward keeps with the log-probabilities and the targets. One operation per target.
+    """
+    t = active()
+    _check(len(log_probs.shape) == 2 and len(target.shape) == 1, f"{name}: expects [N, classes] and [N]")
+    _check(t.same(log_probs.shape[0], target.shape[0]), f"{name}: {target.shape[0]} targets, {log_probs.shape[0]} rows")
+    outs = [((), ACT, Role.ACTIVATION, None), ((), ACT, Role.STATISTICS, None)]
+    return t.record("nll_loss", name, [log_probs, target], outs, attrs={"elements": target.numel})[0]
+
+
+def _pointwise_loss(kind: str, name: str, x: Tensor, target: Tensor) -> Tensor:
+    t = active()
+    _check(len(x.shape) == len(target.shape), f"{name}: input {list(x.shape)} and target {list(target.shape)}")
+    _check(all(t.same(a, b) for a, b in zip(x.shape, target.shape, strict=True)), f"{name}: shapes differ")
+    dtype = target.dtype if target.dtype == "float32" else ACT  # a float32 target promotes the loss
+    return t.record(kind, name, [x, target], [((), dtype, Role.ACTIVATION, None)], attrs={"elements": x.numel})[0]
+
+
+@_op("mse_loss", saves=("in0", "in1"), flops_per_element=3)
+def mse_loss(x: Tensor, target: Tensor, name: str = "mse_loss") -> Tensor:
+    """Mean squared error (subtract, square, sum per element); backward keeps input and target."""
+    return _pointwise_loss("mse_loss", name, x, target)
+
+
+@_op("bce_with_logits", saves=("in0", "in1"), flops_per_element=6)
+def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") -> Tensor:
+    """Mean binary cross-entropy on logits (a stable log-sigmoid per element); backward keeps input and target."""
+    return _pointwise_loss("bce_with_logits", name, x, target)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from symbert.ir import Block, Graph, Node, Param, Role, Shape, Tensor
+from symbert.symbols import B
 
 
 class TraceError(ValueError):
@@ -27,6 +28,7 @@ class TraceError(ValueError):
 class _Frame:
     name: str
     in_param_name: bool = True
+    in_path: bool = True
 
 
 @dataclass
@@ -36,13 +38,15 @@ class Tracer:
     graph: Graph
     identities: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     unroll: Mapping[sympy.Symbol, int] | None = None
+    batch: Shape = (B,)
+    """The shape of the batch the caller gives: [B], or [B, C] for a multiple-choice model."""
     _scope: list[_Frame] = field(default_factory=list)
     _block: str | None = None
     _regions: list[str] = field(default_factory=list)
     _used: Counter[str] = field(default_factory=Counter)
 
     def path(self, leaf: str = "") -> str:
-        parts = [f.name for f in self._scope] + ([leaf] if leaf else [])
+        parts = [f.name for f in self._scope if f.in_path] + ([leaf] if leaf else [])
         return "/".join(parts)
 
     def param_prefix(self, leaf: str) -> str:
@@ -119,10 +123,14 @@ def tracing(tracer: Tracer) -> Iterator[Tracer]:
 
 
 @contextmanager
-def scope(name: str, *, in_param_name: bool = True) -> Iterator[None]:
-    """Name the nodes recorded inside ``name/...`` (and their parameters ``name.…``)."""
+def scope(name: str, *, in_param_name: bool = True, in_path: bool = True) -> Iterator[None]:
+    """Name the nodes recorded inside ``name/...`` (and their parameters ``name.…``).
+
+    ``in_param_name=False`` keeps ``name`` out of parameter names (a grouping Hugging Face does not
+    have); ``in_path=False`` keeps it out of node names (the ``bert.`` prefix a task model adds).
+    """
     t = active()
-    t._scope.append(_Frame(name, in_param_name))
+    t._scope.append(_Frame(name, in_param_name, in_path))
     try:
         yield
     finally:
@@ -141,8 +149,13 @@ def region(name: str) -> Iterator[None]:
 
 
 def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:
-    """A tensor the caller provides (input_ids, attention_mask, …)."""
+    """A tensor the caller provides (input_ids, attention_mask, labels, …)."""
     return active().record("input", name, [], [(shape, dtype, role, None)])[0]
+
+
+def param_name(leaf: str) -> str:
+    """The full name a parameter ``leaf`` gets in the current scope (to tie another parameter to it)."""
+    return active().param_prefix(leaf)
 
 
 def buffer(name: str, shape: Shape, dtype: str) -> Tensor:

@@ -74,13 +74,13 @@ def test_overview_reads_at_a_glance() -> None:
     assert lay.labels["embeddings"].startswith("Embedding Layer")
     assert lay.labels["encoder/layer"] == "Transformer × L encoder/layer 4·H² + 2·H·I + 9·H + I = 7,087,872"
     assert lay.labels["last_hidden_state"].startswith("sequence_output")
-    assert lay.labels["pooler/pooler_output"].startswith("pooled_output")
+    assert lay.labels["pooler_output"].startswith("pooled_output")
     assert lay.flow("input_ids", "embeddings") == "[B, seq_len]"
     assert lay.flow("embeddings", "encoder/layer") == "[B, seq_len, H]"
     assert lay.flow("encoder/mask_bias", "encoder/layer") == "[B, 1, 1, seq_len]"
     assert lay.flow("encoder/layer", "last_hidden_state") == "[B, seq_len, H]"
     assert lay.flow("encoder/layer", "pooler") == "[B, seq_len, H]"
-    assert lay.flow("pooler", "pooler/pooler_output") == "[B, H]"
+    assert lay.flow("pooler", "pooler_output") == "[B, H]"
     module = lay.attrs["encoder/layer"]
     assert (module["shape"], module["color"], module["penwidth"], module["style"]) == ("box", "black", "2", "filled")
     assert [n for n in lay.clusters if n.startswith("cluster")] == ["cluster_legend"]

@@ -79,14 +79,18 @@ class Breakdown:
         return f"$\\displaystyle {sympy.latex(self.total)}$"
 
 
+#: The components of a task model beyond its encoder's: the loss, and the rest of the head.
+TASK_COMPONENTS = (Component("loss", "head/loss"), Component("head", "head"))
+
+
 def component_of(node: Node, components: Iterable[Component]) -> str:
-    """The first component whose rule matches ``node``, else ``other``."""
-    return next((c.name for c in components if c.matches(node)), "other")
+    """The first component whose rule matches ``node`` (the family's, then the head's), else ``other``."""
+    return next((c.name for c in (*components, *TASK_COMPONENTS) if c.matches(node)), "other")
 
 
 def component_order(components: Iterable[Component]) -> tuple[str, ...]:
     names = list(dict.fromkeys(c.name for c in components))
-    return (*names, "other")
+    return (*names, "head", "loss", "other")
 
 
 def model_of(graph: Graph) -> ModelSpec:

@@ -2,7 +2,8 @@
 
 A product [b, m, k] @ [b, k, n] costs 2·b·m·k·n forward; backward computes one such product per operand
 that needs a gradient (for a linear layer: the input's, and always the weight's). Other ops cost their
-registered operations per output element (:mod:`symbert.ops`), reported apart.
+registered operations per output element (per input element for losses, which reduce to a scalar;
+:mod:`symbert.ops`), reported apart.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def flops(graph: Graph) -> dict[str, Breakdown]:
                 what = f"{sum(grads)} gradient product(s)"
                 terms["backward"].append(Contribution(node.name, component, what, sum(grads) * product, count))
         elif op.flops_per_element:
-            elements = graph.tensor(node.outputs[0]).numel
+            elements = node.attr("elements", graph.tensor(node.outputs[0]).numel)
             what = f"{op.flops_per_element} per element"
             terms["non_matmul_forward"].append(
                 Contribution(node.name, component, what, op.flops_per_element * elements, count)

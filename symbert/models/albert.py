@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from symbert import ops as F
 from symbert.ir import Tensor
-from symbert.models.bert import FIELDS, activation_components, embeddings, inputs, options
-from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
-from symbert.models.spec import Component, ModelSpec
-from symbert.symbols import B, E, H, I, L, seq_len
-from symbert.tracer import graph_output, repeat, scope
+from symbert.models import heads
+from symbert.models.bert import (
+    FIELDS,
+    activation_components,
+    embeddings,
+    inputs,
+    masked_lm,
+    masked_lm_head,
+    options,
+    task_heads,
+)
+from symbert.models.heads import Encoded, Head
+from symbert.models.layers import ACTIVATIONS, attention_core, dropout, mask_bias, merge_heads, split_heads
+from symbert.models.spec import Component, ModelSpec, Option
+from symbert.symbols import E, H, I, L, num_labels, seq_len, vocab_size
+from symbert.tracer import param_name, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
@@ -32,20 +43,63 @@ def build(
     hidden_act: str = "gelu_new",
     hidden_dropout_prob: float = 0.0,
     attention_probs_dropout_prob: float = 0.0,
-) -> None:
+    classifier_dropout_prob: float = 0.1,
+) -> dict[str, Tensor]:
     """Trace AlbertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False)
     with scope("encoder"):
-        mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))
+        mask = mask_bias(attention_mask)
         x = F.linear("embedding_hidden_mapping_in", x, H)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
-        x = repeat("albert_layer_groups", L, body, x, (B, seq_len, H), shares_params=True)
-    graph_output("last_hidden_state", x)
-    if pooler:
-        with scope("pooler", in_param_name=False):
-            pooled = F.tanh(F.linear("pooler", F.select(x, 1, 0), H), name="pooler_activation")
-            graph_output("pooler_output", pooled)
+        x = repeat("albert_layer_groups", L, body, x, (x.shape[0], seq_len, H), shares_params=True)
+    if not pooler:
+        return {"last_hidden_state": x}
+    with scope("pooler", in_param_name=False):
+        pooled = F.tanh(F.linear("pooler", F.select(x, 1, 0), H), name="pooler_activation")
+        return {"last_hidden_state": x, "pooler_output": pooled}
+
+
+# ---- task heads (Hugging Face's AlbertFor* classes)
+
+
+def classifier_p(e: Encoded) -> float:
+    return e.options["classifier_dropout_prob"]
+
+
+def pooled(e: Encoded) -> Tensor:
+    return e.pooled
+
+
+def mlm_scores(e: Encoded) -> Tensor:
+    """AlbertMLMHead: dense H → E, activation, LayerNorm at width E, and the decoder tied to the word embeddings."""
+    with scope("predictions"):
+        x = F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, E)))
+        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+
+
+def pretraining(e: Encoded, problem: str) -> Tensor:
+    """Masked LM plus sentence-order prediction (AlbertSOPHead: dropout, a classifier to two scores)."""
+    scores = mlm_scores(e)
+    with scope("sop_classifier"):
+        order = heads.classifier(e.pooled, classifier_p(e), 2)
+    order_loss = heads.cross_entropy("sentence_order", order, heads.labels("sentence_order_label", e.pooled.shape[:1]))
+    return heads.summed(masked_lm(e, scores), order_loss)
+
+
+HEADS = task_heads(
+    "Albert",
+    Head("mlm", "AlbertForMaskedLM", masked_lm_head(mlm_scores)),
+    Head(
+        "sequence-classification",
+        "AlbertForSequenceClassification",
+        heads.sequence_classification(pooled, classifier_p),
+        pooler=True,
+        symbols=(num_labels,),
+    ),
+    Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True),
+    classifier_p=classifier_p,
+)
 
 
 def _config(hidden: int, layers: int, heads: int) -> dict[str, object]:
@@ -66,7 +120,7 @@ PROJECTION = "encoder/embedding_hidden_mapping_in"
 SPEC = ModelSpec(
     name="albert",
     build=build,
-    options=options("gelu_new", 0.0),
+    options=(*options("gelu_new", 0.0), Option("classifier_dropout_prob", 0.1, from_config=True)),
     param_components=(
         Component("embeddings", "embeddings"),
         Component("embedding projection", PROJECTION),
@@ -84,4 +138,7 @@ SPEC = ModelSpec(
     presets={"albert-base-v2": _config(768, 12, 12), "albert-large-v2": _config(1024, 24, 16)},
     default_preset="albert-base-v2",
     constraints=(("num_hidden_groups", 1), ("inner_group_num", 1)),
+    architecture="AlbertModel",
+    heads=HEADS,
+    prefix="albert",
 )

@@ -8,29 +8,40 @@ Scopes and parameter names follow Hugging Face's BertModel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
+from symbert.models import heads
+from symbert.models.heads import Encoded, Head
+from symbert.models.layers import (
+    ACTIVATIONS,
+    attention_core,
+    dropout,
+    mask_bias,
+    merge_heads,
+    split_heads,
+    token_input,
+)
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, type_size, vocab_size
-from symbert.tracer import buffer, graph_input, graph_output, repeat, scope
+from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
+from symbert.tracer import buffer, param_name, repeat, scope
 
 
 def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     """input_ids, token_type_ids (None without token types) and attention_mask, each [B, seq_len]."""
-    input_ids = graph_input("input_ids", (B, seq_len), "int64", Role.INDEX)
-    token_type_ids = graph_input("token_type_ids", (B, seq_len), "int64", Role.INDEX) if token_types else None
-    return input_ids, token_type_ids, graph_input("attention_mask", (B, seq_len), "int64", Role.MASK)
+    input_ids = token_input("input_ids")
+    token_type_ids = token_input("token_type_ids") if token_types else None
+    return input_ids, token_type_ids, token_input("attention_mask", Role.MASK)
 
 
 def embeddings(input_ids: Tensor, token_type_ids: Tensor | None, p: float, positions_from_ids: bool) -> Tensor:
     """Word + token-type + position lookups → sum → LayerNorm → dropout, each of width E."""
     with scope("embeddings"):
         if positions_from_ids:
-            position_ids = F.positions((B, seq_len), input_ids)
+            position_ids = F.positions(input_ids.shape, input_ids)
         else:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
         x = F.embedding("word_embeddings", input_ids, vocab_size, E)
@@ -65,19 +76,118 @@ def build(
     hidden_act: str = "gelu",
     hidden_dropout_prob: float = 0.1,
     attention_probs_dropout_prob: float = 0.1,
+    classifier_dropout: float | None = None,
     positions_from_ids: bool = False,
-) -> None:
+) -> dict[str, Tensor]:
     """Trace BertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids)
     with scope("encoder"):
-        mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))
+        mask = mask_bias(attention_mask)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
-        x = repeat("layer", L, body, x, (B, seq_len, H))
-    graph_output("last_hidden_state", x)
-    if pooler:
-        with scope("pooler"):
-            graph_output("pooler_output", F.tanh(F.linear("dense", F.select(x, 1, 0), H)))
+        x = repeat("layer", L, body, x, (x.shape[0], seq_len, H))
+    if not pooler:
+        return {"last_hidden_state": x}
+    with scope("pooler"):
+        return {"last_hidden_state": x, "pooler_output": F.tanh(F.linear("dense", F.select(x, 1, 0), H))}
+
+
+# ---- task heads (Hugging Face's BertFor* classes)
+
+
+def classifier_p(e: Encoded) -> float:
+    """The classifier's dropout: ``classifier_dropout``, or the hidden dropout when it is unset."""
+    p = e.options["classifier_dropout"]
+    return e.options["hidden_dropout_prob"] if p is None else p
+
+
+def pooled(e: Encoded) -> Tensor:
+    return e.pooled
+
+
+def lm_scores(e: Encoded) -> Tensor:
+    """BertLMPredictionHead: transform (dense, activation, LayerNorm), then a decoder to the vocabulary
+    whose weight is the word embeddings and whose bias is the head's own."""
+    with scope("cls"), scope("predictions"):
+        with scope("transform"):
+            x = ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, H))
+            x = F.layernorm("LayerNorm", x)
+        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+
+
+def next_sentence_scores(e: Encoded) -> Tensor:
+    """seq_relationship: the pooled vector to two scores (is the second segment the next one)."""
+    with scope("cls"):
+        return F.linear("seq_relationship", e.pooled, 2)
+
+
+def masked_lm(e: Encoded, scores: Tensor) -> Tensor:
+    """Cross-entropy of the scores over the vocabulary at every position against the labels."""
+    return heads.cross_entropy("masked_lm", scores, heads.labels("labels", e.sequence.shape[:2]))
+
+
+def masked_lm_head(scores: Callable[[Encoded], Tensor]) -> Callable[[Encoded, str], Tensor]:
+    """A masked-LM head whose prediction head is ``scores``."""
+    return lambda e, problem: masked_lm(e, scores(e))
+
+
+def next_sentence(e: Encoded, problem: str) -> Tensor:
+    scores = next_sentence_scores(e)
+    return heads.cross_entropy("next_sentence", scores, heads.labels("labels", e.pooled.shape[:1]))
+
+
+def pretraining(e: Encoded, problem: str) -> Tensor:
+    """Both prediction heads, then the masked-LM loss plus the next-sentence loss."""
+    scores, is_next = lm_scores(e), next_sentence_scores(e)
+    next_loss = heads.cross_entropy("next_sentence", is_next, heads.labels("next_sentence_label", e.pooled.shape[:1]))
+    return heads.summed(masked_lm(e, scores), next_loss)
+
+
+def task_heads(
+    family: str,
+    mlm_head: Head,
+    sequence: Head,
+    *extra: Head,
+    classifier_p: Callable[[Encoded], float] = classifier_p,
+) -> dict[str, Head]:
+    """A BERT-style family's heads: ``mlm_head``, ``sequence`` classification and the ``extra`` ones differ
+    between families; token classification, question answering and multiple choice are BERT's, with the
+    family's classifier dropout."""
+    return heads.by_name(
+        mlm_head,
+        *extra,
+        sequence,
+        Head(
+            "token-classification",
+            f"{family}ForTokenClassification",
+            heads.token_classification(classifier_p),
+            symbols=(num_labels,),
+        ),
+        Head("question-answering", f"{family}ForQuestionAnswering", heads.question_answering()),
+        Head(
+            "multiple-choice",
+            f"{family}ForMultipleChoice",
+            heads.multiple_choice(pooled, classifier_p),
+            pooler=True,
+            batch=heads.CHOICE_BATCH,
+            symbols=(C,),
+        ),
+    )
+
+
+HEADS = task_heads(
+    "Bert",
+    Head("mlm", "BertForMaskedLM", masked_lm_head(lm_scores)),
+    Head(
+        "sequence-classification",
+        "BertForSequenceClassification",
+        heads.sequence_classification(pooled, classifier_p),
+        pooler=True,
+        symbols=(num_labels,),
+    ),
+    Head("pretraining", "BertForPreTraining", pretraining, pooler=True),
+    Head("next-sentence", "BertForNextSentencePrediction", next_sentence, pooler=True),
+)
 
 
 def official(layers: int, hidden: int, heads: int, **extra: object) -> dict[str, object]:
@@ -143,7 +253,7 @@ PARAM_COMPONENTS = (
 SPEC = ModelSpec(
     name="bert",
     build=build,
-    options=options("gelu", 0.1),
+    options=(*options("gelu", 0.1), Option("classifier_dropout", None, from_config=True, optional=True)),
     param_components=PARAM_COMPONENTS,
     activation_components=activation_components("encoder/layer", "encoder/layer/attention"),
     fields=FIELDS,
@@ -166,13 +276,45 @@ SPEC = ModelSpec(
         "bert-medium": "bert-L8-H512",
     },
     default_preset="bert-base",
+    architecture="BertModel",
+    heads=HEADS,
+    prefix="bert",
 )
 
+
 #: RoBERTa: BERT with position ids counted from the token ids, after the padding index and one more.
+def roberta_lm_scores(e: Encoded) -> Tensor:
+    """RobertaLMHead: dense, exact GELU, layer_norm, and the decoder tied to the word embeddings."""
+    with scope("lm_head"):
+        x = F.layernorm("layer_norm", F.gelu(F.linear("dense", e.sequence, H)))
+        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+
+
+def roberta_classification(e: Encoded, problem: str) -> Tensor:
+    """RobertaClassificationHead: the first token, dropout, dense, tanh, dropout, out_proj."""
+    p = classifier_p(e)
+    with scope("classifier"):
+        x = F.tanh(F.linear("dense", dropout(F.select(e.sequence, 1, 0), p), H))
+        logits = heads.classifier(x, p, name="out_proj")
+    return heads.classification_loss(logits, problem)
+
+
 ROBERTA = replace(
     SPEC,
     name="roberta",
     build=partial(build, positions_from_ids=True),
+    architecture="RobertaModel",
+    heads=task_heads(
+        "Roberta",
+        Head("mlm", "RobertaForMaskedLM", masked_lm_head(roberta_lm_scores)),
+        Head(
+            "sequence-classification",
+            "RobertaForSequenceClassification",
+            roberta_classification,
+            symbols=(num_labels,),
+        ),
+    ),
+    prefix="roberta",
     presets={
         "roberta-base": official(12, 768, 12, vocab_size=50265, max_position_embeddings=514, type_vocab_size=1),
         "roberta-large": official(24, 1024, 16, vocab_size=50265, max_position_embeddings=514, type_vocab_size=1),

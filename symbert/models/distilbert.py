@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from symbert import ops as F
 from symbert.ir import Tensor
-from symbert.models.bert import activation_components, embeddings, inputs
-from symbert.models.layers import ACTIVATIONS, attention_core, dropout, merge_heads, split_heads
+from symbert.models import heads
+from symbert.models.bert import activation_components, embeddings, inputs, masked_lm_head
+from symbert.models.heads import Encoded, Head
+from symbert.models.layers import ACTIVATIONS, attention_core, dropout, mask_bias, merge_heads, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, vocab_size
-from symbert.tracer import graph_output, repeat, scope
+from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, vocab_size
+from symbert.tracer import repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
@@ -25,15 +27,66 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
     return F.layernorm("output_layer_norm", F.add(hidden, attended))
 
 
-def build(activation: str = "gelu", dropout: float = 0.1, attention_dropout: float = 0.1) -> None:
+def build(
+    activation: str = "gelu",
+    dropout: float = 0.1,
+    attention_dropout: float = 0.1,
+    seq_classif_dropout: float = 0.2,
+    qa_dropout: float = 0.1,
+) -> dict[str, Tensor]:
     """Trace DistilBertModel.forward(input_ids, attention_mask) in training mode."""
     input_ids, _, attention_mask = inputs(token_types=False)
     x = embeddings(input_ids, None, dropout, positions_from_ids=False)
     with scope("transformer"):
-        mask = F.mask_bias(attention_mask, (B, 1, 1, seq_len))
-        x = repeat("layer", L, lambda h: layer(h, mask, activation, dropout, attention_dropout), x, (B, seq_len, H))
-    graph_output("last_hidden_state", x)
+        mask = mask_bias(attention_mask)
+        x = repeat(
+            "layer", L, lambda h: layer(h, mask, activation, dropout, attention_dropout), x, (x.shape[0], seq_len, H)
+        )
+    return {"last_hidden_state": x}
 
+
+# ---- task heads (Hugging Face's DistilBertFor* classes)
+
+
+def mlm_scores(e: Encoded) -> Tensor:
+    """vocab_transform, activation, vocab_layer_norm, and vocab_projector tied to the word embeddings."""
+    x = ACTIVATIONS[e.options["activation"]](F.linear("vocab_transform", e.sequence, H))
+    x = F.layernorm("vocab_layer_norm", x)
+    return F.linear("vocab_projector", x, vocab_size, tied={"weight": e.word_embeddings})
+
+
+def first_token(e: Encoded) -> Tensor:
+    """The first token's vector through pre_classifier and ReLU."""
+    return F.relu(F.linear("pre_classifier", F.select(e.sequence, 1, 0), H))
+
+
+HEADS = heads.by_name(
+    Head("mlm", "DistilBertForMaskedLM", masked_lm_head(mlm_scores)),
+    Head(
+        "sequence-classification",
+        "DistilBertForSequenceClassification",
+        heads.sequence_classification(first_token, lambda e: e.options["seq_classif_dropout"]),
+        symbols=(num_labels,),
+    ),
+    Head(
+        "token-classification",
+        "DistilBertForTokenClassification",
+        heads.token_classification(lambda e: e.options["dropout"]),
+        symbols=(num_labels,),
+    ),
+    Head(
+        "question-answering",
+        "DistilBertForQuestionAnswering",
+        heads.question_answering(lambda e: e.options["qa_dropout"]),
+    ),
+    Head(
+        "multiple-choice",
+        "DistilBertForMultipleChoice",
+        heads.multiple_choice(first_token, lambda e: e.options["seq_classif_dropout"]),
+        batch=heads.CHOICE_BATCH,
+        symbols=(C,),
+    ),
+)
 
 SPEC = ModelSpec(
     name="distilbert",
@@ -42,6 +95,8 @@ SPEC = ModelSpec(
         Option("activation", "gelu", ("gelu", "gelu_new"), from_config=True),
         Option("dropout", 0.1, from_config=True),
         Option("attention_dropout", 0.1, from_config=True),
+        Option("seq_classif_dropout", 0.2, from_config=True),
+        Option("qa_dropout", 0.1, from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -72,4 +127,7 @@ SPEC = ModelSpec(
         }
     },
     default_preset="distilbert-base-uncased",
+    architecture="DistilBertModel",
+    heads=HEADS,
+    prefix="distilbert",
 )

@@ -8,9 +8,25 @@ from collections.abc import Callable
 import sympy
 
 from symbert import ops as F
-from symbert.ir import Tensor
-from symbert.symbols import A, B, H, seq_len
-from symbert.tracer import region
+from symbert.ir import Role, Tensor, numel
+from symbert.symbols import A, H, seq_len
+from symbert.tracer import active, graph_input, region
+
+
+def token_input(name: str, role: Role = Role.INDEX) -> Tensor:
+    """An int64 tensor with one entry per token, [*batch, seq_len], as [rows, seq_len].
+
+    The batch is [B] for most models; a multiple-choice model is given [B, C, seq_len] and runs its
+    encoder on B·C rows, as Hugging Face's ``view(-1, seq_len)`` does.
+    """
+    batch = active().batch
+    x = graph_input(name, (*batch, seq_len), "int64", role)
+    return x if len(batch) == 1 else F.reshape(x, (numel(batch), seq_len), name=f"{name}_rows")
+
+
+def mask_bias(attention_mask: Tensor) -> Tensor:
+    """The padding mask as an additive bias broadcast over heads and query positions, [rows, 1, 1, seq_len]."""
+    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, 1, seq_len))
 
 
 def dropout(x: Tensor, p: float) -> Tensor:
@@ -20,12 +36,12 @@ def dropout(x: Tensor, p: float) -> Tensor:
 
 def split_heads(x: Tensor) -> Tensor:
     """[B, seq_len, H] → [B, A, seq_len, H/A]."""
-    return F.transpose(F.reshape(x, (B, seq_len, A, H / A)), 1, 2)
+    return F.transpose(F.reshape(x, (x.shape[0], seq_len, A, H / A)), 1, 2)
 
 
 def merge_heads(x: Tensor) -> Tensor:
     """[B, A, seq_len, H/A] → [B, seq_len, H] (transpose, copy, view)."""
-    return F.reshape(F.contiguous(F.transpose(x, 1, 2)), (B, seq_len, H))
+    return F.reshape(F.contiguous(F.transpose(x, 1, 2)), (x.shape[0], seq_len, H))
 
 
 def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy
 
 from symbert.ir import Node
+
+if TYPE_CHECKING:
+    from symbert.models.heads import Head
 
 
 @dataclass(frozen=True)
@@ -35,16 +39,22 @@ class Option:
     """
 
     name: str
-    default: bool | float | str
+    default: bool | float | str | None
     choices: tuple[str, ...] = ()
     from_config: bool = False
+    optional: bool = False
 
-    def parse(self, value: object) -> bool | float | str:
-        """Check a value from a config file or ``--set``; raise ValueError naming what is wrong."""
+    def parse(self, value: object) -> bool | float | str | None:
+        """Check a value from a config file or ``--set``; raise ValueError naming what is wrong.
+
+        An ``optional`` option (a probability that defaults to another) also takes None (``null``).
+        """
+        if value is None and self.optional:
+            return None
         if isinstance(self.default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{self.name} must be true or false, got {value!r}")
-        elif isinstance(self.default, float):
+        elif isinstance(self.default, float) or self.optional:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
                 raise ValueError(f"{self.name} must be a probability in [0, 1), got {value!r}")
             value = float(value)
@@ -62,6 +72,11 @@ class ModelSpec:
     used both to evaluate and to check shapes; ``substitutions`` are the family's conventions shown in
     its substituted formulas (BERT's E = H, I = 4H). ``position_offset`` is how many positions the
     model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it.
+
+    ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
+    ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
+    (:mod:`symbert.models.heads`), and ``prefix`` the attribute a task model keeps the bare model under
+    (``bert``), which prefixes its parameter names.
     """
 
     name: str
@@ -78,6 +93,9 @@ class ModelSpec:
     default_preset: str = ""
     position_offset: int = 0
     constraints: tuple[tuple[str, object], ...] = ()
+    architecture: str = ""
+    heads: Mapping[str, Head] = field(default_factory=dict)
+    prefix: str = ""
 
     @property
     def defaults(self) -> dict[str, object]:

@@ -47,7 +47,7 @@ NAMES: dict[str, str] = {
     "encoder/layer": "Transformer",
     "encoder/layer/attention/self": "Multi-head Attention",
     "last_hidden_state": "sequence_output",
-    "pooler/pooler_output": "pooled_output",
+    "pooler_output": "pooled_output",
 }
 
 #: Heat modes: the report quantity each colours by, and how the legend names it.

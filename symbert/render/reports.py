@@ -24,9 +24,14 @@ def console() -> Console:
 
 
 def describe(config: Config) -> str:
+    """One line: the config's name, family and values, what it leaves out, and its task head."""
     values = " ".join(f"{k}={v}" for k, v in config.values.items())
-    off = [k for k, v in config.structure().items() if not v]
-    return f"{config.name} ({config.model}): {values}" + (f"; without {', '.join(off)}" if off else "")
+    off = [k for k, v in config.structure().items() if v is not None and not v]
+    line = f"{config.name} ({config.model}): {values}" + (f"; without {', '.join(off)}" if off else "")
+    if config.head is None:
+        return line
+    settings = " ".join(f"{k}={v}" for k, v in config.task_dict().items() if k != "head")
+    return f"{line}; head {config.task.head} ({config.head.architecture}{', ' + settings if settings else ''})"
 
 
 def substitution_label(breakdown: Breakdown) -> str:

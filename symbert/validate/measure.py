@@ -12,7 +12,8 @@ Conventions shared by all functions:
   storage saved several times is counted once. Parameter and buffer storages are not activations and
   are left out of the totals; the model inputs (token ids kept by embedding lookups) are counted;
 * FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products only), for one
-  forward and for the backward of a scalar loss that depends on every floating output of the model.
+  forward and for the backward of the loss: the model's own loss when it is given labels (a task
+  model), else the sum of every floating output.
 """
 
 from __future__ import annotations
@@ -72,14 +73,17 @@ def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(model_type, **config)
 
 
-def build_model(model_type: str, config: Mapping[str, Any], dtype: str, pooler: bool = True) -> torch.nn.Module:
-    """Build a bare Hugging Face model with random weights, in train mode, with eager attention.
+def build_model(
+    model_type: str, config: Mapping[str, Any], dtype: str, pooler: bool = True, architecture: str | None = None
+) -> torch.nn.Module:
+    """Build a Hugging Face model with random weights, in train mode, with eager attention.
 
-    ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s); unspecified keys take the
-    library defaults. The KV cache is switched off (``use_cache=False``), as in training. ``pooler``
-    chooses whether models that have a pooling layer (``add_pooling_layer``: BERT, ALBERT, RoBERTa)
-    get one; models without one ignore it. Weights are drawn from :data:`SEED` without disturbing the
-    global random state.
+    ``architecture`` names a ``transformers`` class (``BertForMaskedLM``); by default the bare model of
+    ``model_type``. ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s); unspecified keys
+    take the library defaults. The KV cache is switched off (``use_cache=False``), as in training.
+    ``pooler`` chooses whether bare models that have a pooling layer (``add_pooling_layer``: BERT,
+    ALBERT, RoBERTa) get one; task models decide it themselves. Weights are drawn from :data:`SEED`
+    without disturbing the global random state.
     """
     import torch
     import transformers
@@ -87,7 +91,7 @@ def build_model(model_type: str, config: Mapping[str, Any], dtype: str, pooler: 
     if dtype not in DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
     hf_config = _hf_config(model_type, {**config, "use_cache": False})
-    model_class = getattr(transformers, MODEL_CLASSES[model_type])
+    model_class = getattr(transformers, architecture or MODEL_CLASSES[model_type])
     extra = {}
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         extra["add_pooling_layer"] = pooler
@@ -97,25 +101,37 @@ def build_model(model_type: str, config: Mapping[str, Any], dtype: str, pooler: 
     return model.train()
 
 
-def make_inputs(model_type: str, config: Mapping[str, Any], batch: int, seq_len: int) -> dict[str, torch.Tensor]:
+def make_inputs(
+    model_type: str,
+    config: Mapping[str, Any],
+    batch: int,
+    seq_len: int,
+    choices: int | None = None,
+    labels: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
+) -> dict[str, torch.Tensor]:
     """Random token ids of shape ``(batch, seq_len)`` with an all-ones ``attention_mask`` (int64).
 
     Models with a token-type embedding table (a ``type_vocab_size`` in their config: BERT, ALBERT,
     RoBERTa) also get all-zeros ``token_type_ids`` (int64), so that they all take the same explicit
     path. GPT-2's forward accepts ``token_type_ids`` too, but looks them up in the word embeddings,
     which is not part of the standard model, so it gets none; DistilBERT has no token types.
+    ``choices`` makes every input ``(batch, choices, seq_len)`` (a multiple-choice model). ``labels``
+    adds all-zeros label tensors by argument name, shape and dtype: zero is a valid class, token, answer
+    position and choice for every head.
     """
     import torch
 
     hf_config = _hf_config(model_type, config)
     generator = torch.Generator().manual_seed(SEED)
-    shape = (batch, seq_len)
+    shape = (batch, seq_len) if choices is None else (batch, choices, seq_len)
     inputs = {
         "input_ids": torch.randint(0, hf_config.vocab_size, shape, generator=generator),
         "attention_mask": torch.ones(shape, dtype=torch.int64),
     }
     if getattr(hf_config, "type_vocab_size", 0):
         inputs["token_type_ids"] = torch.zeros(shape, dtype=torch.int64)
+    for name, (label_shape, dtype) in (labels or {}).items():
+        inputs[name] = torch.zeros(label_shape, dtype=getattr(torch, dtype))
     return inputs
 
 
@@ -125,11 +141,19 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def _grad_outputs(output: Any) -> list[torch.Tensor]:
-    """The outputs of a model call that autograd can differentiate (e.g. last_hidden_state, pooler_output)."""
+    """What the backward starts from: the loss when the model computed one, else every output that autograd
+    can differentiate (e.g. last_hidden_state, pooler_output)."""
     import torch
 
+    if getattr(output, "loss", None) is not None:
+        return [output.loss]
     values = output.values() if isinstance(output, Mapping) else output
     return [v for v in values if isinstance(v, torch.Tensor) and v.requires_grad]
+
+
+def loss_of(output: Any) -> torch.Tensor:
+    """The scalar a training step differentiates: the model's loss, or the sum of its differentiable outputs."""
+    return sum(t.sum() for t in _grad_outputs(output)) if getattr(output, "loss", None) is None else output.loss
 
 
 def _graph_nodes(roots: list[torch.Tensor]) -> Iterator[Any]:
@@ -243,7 +267,7 @@ def flop_breakdown(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -
 
     with FlopCounterMode(display=False) as forward:
         output = model(**inputs)
-    loss = sum(t.sum() for t in _grad_outputs(output))
+    loss = loss_of(output)
     with FlopCounterMode(display=False) as backward:
         loss.backward()
     return by_op(forward), by_op(backward)

@@ -54,21 +54,11 @@ class MeasuredSteps:
         return max(self.phases, key=lambda p: p.peak)
 
 
-def measure_steps(
-    model_type: str,
-    config: Mapping[str, Any],
-    batch: int,
-    seq_len: int,
-    optimizer: str = "adamw",
-    steps: int = 2,
-    pooler: bool = True,
-) -> MeasuredSteps:
-    """Profile ``steps`` float32 training steps of a Hugging Face model built from ``config``."""
+def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2) -> MeasuredSteps:
+    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    model = measure.build_model(model_type, config, "float32", pooler=pooler)
-    inputs = measure.make_inputs(model_type, config, batch, seq_len)
     name, kwargs = OPTIMIZERS[optimizer]
     opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
@@ -81,7 +71,7 @@ def measure_steps(
 
     def forward() -> tuple[Any, torch.Tensor]:
         output = model(**inputs)
-        return output, sum(t.sum() for t in measure._grad_outputs(output))
+        return output, measure.loss_of(output)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for step in range(1, steps + 1):
@@ -135,13 +125,12 @@ def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw
     from symbert.api import trace
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
+    from symbert.validate.compare import hugging_face
 
-    structure = config.structure()
-    hf_config = {**config.values, **{o.name: structure[o.name] for o in config.spec.options if o.from_config}}
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
     peak = step_memory(graph, Training(optimizer, "fp32", MemoryOptions("torch-cpu")), values).peak(values)
-    measured = measure_steps(config.model, hf_config, batch, seq_len, optimizer, pooler=structure.get("pooler", True))
+    measured = measure_steps(*hugging_face(config, batch, seq_len, "float32"), optimizer)
     return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured)
 
 
