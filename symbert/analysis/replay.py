@@ -2,7 +2,8 @@
 
 * forward walks the ops in order; every output that is not a view is an allocation, and a tensor
   that nothing keeps for backward (:func:`symbert.analysis.activations.saved`) is freed once its last
-  reader has run. Model inputs are held by the caller throughout, model outputs until backward ends;
+  reader has run. Model inputs are held by the caller throughout, model outputs (a task model: its loss
+  alone) until backward ends;
 * backward walks the ops in reverse, starting from a gradient of each model output. Each op
   allocates one gradient per differentiable input, except where PyTorch hands the incoming gradient
   through (:attr:`symbert.ops.OpDef.grad_passes_through`: views of the same size, copies, additions

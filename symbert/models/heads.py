@@ -138,12 +138,15 @@ def classifier(x: Tensor, p: float, outputs: sympy.Expr = num_labels, name: str 
 
 def span_loss(logits: Tensor) -> Tensor:
     """Question answering: [rows, seq_len, 2] split into start and end logits, each a cross-entropy
-    against its positions; the loss is their mean."""
-    losses = []
-    for i, which in enumerate(("start", "end")):
-        split = F.reshape(F.narrow(logits, 2, i, 1, name=f"{which}_split"), logits.shape[:2], name=f"{which}_squeeze")
-        positions = F.clamp(labels(f"{which}_positions", logits.shape[:1]), name=f"{which}_clamp")
-        losses.append(cross_entropy(which, F.contiguous(split, name=f"{which}_logits"), positions))
+    against its positions (clamped to the sequence); the loss is their mean."""
+    which = ("start", "end")
+    split = [F.narrow(logits, 2, i, 1, name=f"{w}_split") for i, w in enumerate(which)]
+    ends = [
+        F.contiguous(F.reshape(x, logits.shape[:2], name=f"{w}_squeeze"), name=f"{w}_logits")
+        for w, x in zip(which, split, strict=True)
+    ]
+    positions = [F.clamp(labels(f"{w}_positions", logits.shape[:1]), name=f"{w}_clamp") for w in which]
+    losses = [cross_entropy(w, x, p) for w, x, p in zip(which, ends, positions, strict=True)]
     with scope("loss", in_param_name=False):
         return F.scale(F.add(*losses, name="sum"), sympy.Rational(1, 2), name="mean")
 

@@ -2,8 +2,10 @@
 
 Like :mod:`symbert.validate.measure`, this runs real PyTorch and imports it inside the functions.
 
-A step is ``loss = sum of every differentiable output; loss.backward(); optimizer.step();
-optimizer.zero_grad(set_to_none=True)``, the outputs dropped after backward. The profiler's memory
+A step is ``loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)``. A task model's
+loss is its own (it is given labels) and only the loss is kept, the logits dropped before backward as
+Hugging Face's Trainer does; a bare model's loss is the sum of its differentiable outputs, which stay
+alive until backward ends. The profiler's memory
 events give every allocation and free of the CPU allocator; memory at any moment is what was alive
 when profiling started (the parameters and the inputs, counted from their storages) plus the running
 sum of those events. Model buffers (position ids) are left out, as symbert's prediction leaves them out.
@@ -71,7 +73,7 @@ def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw
 
     def forward() -> tuple[Any, torch.Tensor]:
         output = model(**inputs)
-        return output, measure.loss_of(output)
+        return (None if output.get("loss") is not None else output), measure.loss_of(output)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for step in range(1, steps + 1):

@@ -1,0 +1,254 @@
+"""Task heads and their losses: hand-worked formulas, Hugging Face parity for every head of every family,
+the training-step peak against PyTorch, and the command line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import sympy
+from conftest import hf, hf_param_shapes, random_configs, run_cli, traced_param_shapes
+
+import symbert
+from symbert.analysis.activations import activations
+from symbert.analysis.policy import MemoryOptions
+from symbert.configs import with_task
+from symbert.models import MODELS
+from symbert.models.heads import PROBLEM_TYPES, Task
+from symbert.symbols import B, C, H, num_labels, seq_len, vocab_size
+
+S = seq_len
+
+
+def component(breakdown, name: str) -> sympy.Expr:
+    return next(c.total for c in breakdown.components() if c.name == name)
+
+
+def params_of(config: symbert.Config) -> int:
+    p = symbert.params(symbert.trace(config))
+    return p.evaluate(p.total, config.symbols())
+
+
+# ---- worked by hand
+
+
+def test_mlm_head_parameters_by_hand() -> None:
+    """Transform dense H² + H, LayerNorm 2H, decoder bias vocab_size; the decoder weight is the word
+    embeddings, counted once; BertForMaskedLM has no pooler (H² + H fewer)."""
+    bare = symbert.params(symbert.trace("bert")).total
+    mlm = symbert.params(symbert.trace("bert", task=Task("mlm"))).total
+    assert sympy.expand(mlm - bare) == H**2 + 3 * H + vocab_size - (H**2 + H)
+
+
+def test_cross_entropy_keeps_log_probabilities_labels_and_total_weight() -> None:
+    """fp32: log_softmax's output [B, num_labels], the int64 labels [B] and a scalar total weight."""
+    graph = symbert.trace("bert", task=Task("sequence-classification"))
+    loss = component(activations(graph, MemoryOptions()), "loss")
+    assert sympy.expand(loss - (4 * B * num_labels + 8 * B + 4)) == 0
+
+
+def test_regression_keeps_logits_and_float_labels() -> None:
+    """MSE keeps its input (the logits) and its float32 target: 4 + 4 bytes per output."""
+    graph = symbert.trace("bert", task=Task("sequence-classification", 1))
+    loss = component(activations(graph, MemoryOptions("torch-cuda", "bfloat16")), "loss")
+    assert sympy.expand(loss - (2 * B * num_labels + 4 * B * num_labels)) == 0
+
+
+def test_masked_lm_loss_is_as_large_as_the_vocabulary() -> None:
+    """The log-probabilities over the vocabulary at every position, the labels and the total weight."""
+    graph = symbert.trace("bert", task=Task("mlm"))
+    loss = component(activations(graph, MemoryOptions()), "loss")
+    assert sympy.expand(loss - (4 * B * S * vocab_size + 8 * B * S + 4)) == 0
+
+
+def test_multiple_choice_runs_the_encoder_on_every_choice() -> None:
+    """Forward matmul FLOPs of the encoder scale with B·C; the classifier is H → 1 per choice."""
+    bare = symbert.flops(symbert.trace("bert"))["forward"].total
+    choice = symbert.flops(symbert.trace("bert", task=Task("multiple-choice")))["forward"].total
+    assert sympy.expand(choice - bare.subs(B, B * C) - 2 * B * C * H) == 0
+
+
+def test_question_answering_loss_by_hand() -> None:
+    """Two cross-entropies over [B, seq_len] (start, end), each with its clamped positions and total weight."""
+    graph = symbert.trace("bert", task=Task("question-answering"))
+    loss = component(activations(graph, MemoryOptions()), "loss")
+    assert sympy.expand(loss - 2 * (4 * B * S + 8 * B + 4)) == 0
+
+
+def test_hugging_face_problem_type_rule() -> None:
+    assert Task("sequence-classification", 1).problem == "regression"
+    assert Task("sequence-classification", 5).problem == "single_label_classification"
+    assert Task("sequence-classification", 1, "multi_label_classification").problem == "multi_label_classification"
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "expected"),
+    [
+        ("bert-base", "pretraining", 110_106_428),  # BertForPreTraining, bert-base-uncased
+        ("bert-base", "mlm", 109_514_298),  # BertForMaskedLM, bert-base-uncased
+        ("roberta-base", "mlm", 124_697_433),  # RobertaForMaskedLM, roberta-base
+    ],
+)
+def test_published_task_model_counts(name: str, head: str, expected: int) -> None:
+    assert params_of(with_task(symbert.preset(name), head=head)) == expected
+
+
+# ---- against Hugging Face
+
+
+def _cases() -> list[symbert.Config]:
+    cases = []
+    for model, spec in MODELS.items():
+        if not spec.heads:
+            continue
+        for i, config in enumerate(random_configs(model, len(spec.heads) + 2, seed=21)):
+            heads = [*spec.heads, "sequence-classification", "sequence-classification"]
+            head = heads[i]
+            settings = {"num_labels": 1 + i % 4} if head in ("sequence-classification", "token-classification") else {}
+            if head == "sequence-classification":
+                settings["problem_type"] = PROBLEM_TYPES[i % 3]
+            if head == "multiple-choice":
+                settings["choices"] = 3
+            config = with_task(replace(config, options={}), head=head, **settings)  # the head decides the pooler
+            cases.append(replace(config, name=f"{model}-{head}-{i}"))
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("config", CASES, ids=lambda c: c.name)
+def test_parameter_names_and_shapes_match_hugging_face(config: symbert.Config) -> None:
+    """Every parameter, named as Hugging Face names it (the encoder under ``bert.`` and so on), tied
+    decoder weights counted once."""
+    hf()
+    from symbert.validate.compare import hugging_face
+
+    model, _ = hugging_face(config, 1, 2, "float32")
+    assert traced_param_shapes(config) == hf_param_shapes(model)
+    assert params_of(config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("config", CASES, ids=lambda c: c.name)
+def test_saved_bytes_and_flops_exact_against_pytorch(config: symbert.Config, dtype: str) -> None:
+    """model(**inputs, labels=...): bytes autograd keeps, loss included, and matmul FLOPs of forward and
+    of the loss's backward."""
+    hf()
+    from symbert.validate.compare import validate
+
+    checks = validate(config, 3, min(6, config.max_length), dtype)
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+PEAK = {
+    "vocab_size": 97,
+    "hidden_size": 96,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 3,
+    "intermediate_size": 200,
+    "max_position_embeddings": 40,
+    "type_vocab_size": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("task", "batch", "length", "optimizer"),
+    [(Task("mlm"), 3, 20, "adamw"), (Task("sequence-classification", 3), 4, 16, "momentum")],
+    ids=lambda v: getattr(v, "head", v),
+)
+def test_training_step_peak_against_pytorch(task: Task, batch: int, length: int, optimizer: str) -> None:
+    """Two real CPU training steps of the Hugging Face task model, measured with torch.profiler: the
+    prediction is off by a few scalars at most (0.01 %), and names the phase that peaks."""
+    hf()
+    from symbert.validate.peak import check_peak
+
+    config = symbert.Config("bert", PEAK, f"h96-{task.head}", task=task)
+    check = check_peak(config, batch, length, optimizer)
+    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    where = check.measured.where
+    assert check.predicted_where.startswith(f"step {where.step} {where.name}")
+
+
+# ---- config files and the command line
+
+
+def _config_file(tmp_path, **extra) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "bert", **symbert.preset("bert-base").values, **extra}))
+    return str(path)
+
+
+def _params(*args: str) -> int:
+    result = run_cli("params", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["params"]
+
+
+def test_architectures_choose_the_head_and_head_overrides(tmp_path) -> None:
+    pretraining = _config_file(tmp_path, architectures=["BertForPreTraining"])
+    assert _params("--config", pretraining) == 110_106_428
+    assert _params("--config", pretraining) == _params("--head", "pretraining")
+    assert _params("--config", pretraining, "--head", "model") == 109_482_240
+
+
+def test_id2label_sets_the_number_of_labels(tmp_path) -> None:
+    labels = {str(i): f"L{i}" for i in range(7)}
+    path = _config_file(tmp_path, architectures=["BertForSequenceClassification"], id2label=labels)
+    assert _params("--config", path) == 109_482_240 + 7 * 768 + 7
+    assert _params("--config", path) == _params("--head", "sequence-classification", "--num-labels", "7")
+
+
+def test_fit_counts_the_masked_lm_head(tmp_path) -> None:
+    """Measured on a GPU (bert-base, seq_len 512, AdamW, fp32, 16 GiB): BertModel fits batch 23,
+    BertForMaskedLM runs out of memory at 19 and fits 18."""
+    path = _config_file(tmp_path, architectures=["BertForMaskedLM"])
+    args = ("--seq-len", "512", "--gpu-memory", "16GiB", "--optimizer", "adamw", "--json")
+    mlm = run_cli("fit", "--config", path, *args)
+    assert mlm.returncode == 0, mlm.stderr
+    assert json.loads(mlm.stdout)["batch"] == 18
+    assert json.loads(run_cli("fit", *args).stdout)["batch"] == 23
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--head", "classifier"), "'classifier' is not one of"),
+        (("--head", "sequence-classification", "--num-labels", "0"), "0 is not in the range"),
+        (("--head", "mlm", "--num-labels", "3"), "--num-labels applies to"),
+        (("--preset", "distilbert-base-uncased", "--head", "pretraining"), "distilbert has no head 'pretraining'"),
+        (("--head", "sequence-classification", "--no-pooler"), "reads the pooler"),
+    ],
+)
+def test_bad_head_settings_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    result = run_cli("params", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_unknown_architecture_names_the_known_ones(tmp_path) -> None:
+    result = run_cli("params", "--config", _config_file(tmp_path, architectures=["BertForCausalLM"]))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "unknown architecture 'BertForCausalLM'" in result.stderr and "BertForMaskedLM" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("report", "-b", "2", "-s", "8"),
+        ("graph",),
+        ("explain", "activation_bytes"),
+        ("latex",),
+        ("table", "bert-tiny", "bert-mini"),
+        ("compare", "bert-tiny", "bert-mini"),
+        ("timeline", "-b", "2", "-s", "8"),
+        ("sweep", "bert-tiny", "-b", "1,2", "-s", "8"),
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_takes_a_head(command: tuple[str, ...]) -> None:
+    preset = () if command[0] in ("table", "compare", "sweep", "latex") else ("--preset", "bert-tiny")
+    result = run_cli(*command, *preset, "--head", "mlm")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout
