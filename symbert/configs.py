@@ -246,7 +246,10 @@ def with_task(config: Config, **settings: object) -> Config:
         raise ConfigError(f"{config.model} has no head {task.head!r} (heads: {heads})")
     for key in settings:
         if key in _USES and task.head not in _USES[key]:
-            raise ConfigError(f"--{key.replace('_', '-')} applies to the {' and '.join(_USES[key])} heads only")
+            heads = " and ".join(_USES[key])
+            raise ConfigError(
+                f"--{key.replace('_', '-')} applies to the {heads} head{'s' * (len(_USES[key]) > 1)} only"
+            )
     if task.problem_type is not None and task.problem_type not in PROBLEM_TYPES:
         raise ConfigError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {task.problem_type!r}")
     head = config.spec.heads.get(task.head)

@@ -211,6 +211,33 @@ def test_fit_counts_the_masked_lm_head(tmp_path) -> None:
     assert json.loads(run_cli("fit", *args).stdout)["batch"] == 23
 
 
+def test_sweep_keeps_heads_of_one_structure_apart(tmp_path) -> None:
+    """Masked LM and token classification both drop the pooler; each keeps its own training-step peak."""
+    import csv
+
+    from symbert.analysis.states import Training
+    from symbert.analysis.training import step_memory
+
+    (tmp_path / "mlm").mkdir()
+    (tmp_path / "ner").mkdir()
+    tiny = {"model_type": "bert", **symbert.preset("bert-tiny").values}
+    files = []
+    for folder, architecture in (("mlm", "BertForMaskedLM"), ("ner", "BertForTokenClassification")):
+        path = tmp_path / folder / "config.json"
+        path.write_text(json.dumps({**tiny, "architectures": [architecture]}))
+        files.append(str(path))
+    result = run_cli("sweep", *files, "-b", "2", "-s", "8", "-q", "peak")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["head"] for r in rows] == ["mlm", "token-classification"]
+    for row, path in zip(rows, files, strict=True):
+        config = symbert.from_file(path)
+        values = {**config.symbols(), B: 2, S: 8}
+        memory = step_memory(symbert.trace(config), Training(memory=MemoryOptions("torch-cuda")), values, full=True)
+        assert int(row["peak"]) == memory.peak(values).total
+    assert rows[0]["peak"] != rows[1]["peak"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -39,7 +39,7 @@ QUANTITIES = (
     "optimizer_states",
     "peak",
 )
-SETUP_COLUMNS = ("config", "policy", "dtype", "attention", "recompute", "optimizer", "precision")
+SETUP_COLUMNS = ("config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision")
 FREE = (B, seq_len)
 CHUNK = 1 << 16
 #: Grids of at least this many points show a progress bar (on a terminal).
@@ -190,7 +190,7 @@ def sweep(
             memory = _memory(config, training, memories) if "peak" in quantities else None
             compiled = compile_quantities(config, training, memory)
             m = training.memory
-            setup = (config.name, m.policy, m.activation_dtype, m.attention, m.recompute)
+            setup = (config.name, config.task.head, m.policy, m.activation_dtype, m.attention, m.recompute)
             prefix = (",".join((*setup, training.optimizer, training.precision)) + ",").encode()
             for batch, length in grid_blocks(batches, usable):
                 values = [compiled[q].constant for q in quantities]
@@ -215,10 +215,11 @@ def grid_size(
 
 
 def _memory(config: Config, training: Training, cache: dict[tuple, StepMemory]) -> StepMemory:
-    """One replay per model, structure, setup and replayed run count, shared by the configs that match."""
+    """One replay per model, structure, head, setup and replayed run count, shared by the configs that match."""
     graph = trace(config)
     runs = tuple((n, min(int(sympy.sympify(b.count).subs(config.symbols())), 3)) for n, b in graph.blocks.items())
-    key = (config.model, tuple(sorted(config.structure().items())), training, runs)
+    task = (config.task.head, config.task.problem)
+    key = (config.model, tuple(sorted(config.structure().items())), task, training, runs)
     if key not in cache:
         cache[key] = step_memory(graph, training, config.symbols())
     return cache[key]
