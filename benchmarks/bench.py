@@ -54,6 +54,9 @@ def main() -> None:
     print(f"symbert report --preset bert-base --batch 32 --seq-len 512: {report:.3f} s (median of 5)")
     print(f"python -c 'import sympy, networkx':                         {imports:.3f} s (median of 5)")
     print(f"ratio: {report / imports:.2f}x (target: within 2x)")
+    for head in ("model", "mlm"):
+        args = ["fit", "--head", head, "--seq-len", "512", "--gpu-memory", "16GiB"]
+        print(f"symbert {' '.join(args)}: {wall([sys.executable, '-m', 'symbert', *args]):.3f} s (median of 5)")
     one_core = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     subprocess.run([sys.executable, __file__, "--sweep"], check=True, env=one_core)
 
