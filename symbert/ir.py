@@ -27,6 +27,9 @@ class Role(StrEnum):
     BUFFER = "buffer"
 
 
+#: The prefix of the region that tags one run of an unrolled repeat (``run:encoder/layer/3``).
+RUN = "run:"
+
 #: Dtype classes a backend policy resolves; every other dtype string is a concrete torch dtype name.
 ACT, MASK_DTYPE, STATS_DTYPE = "act", "mask", "stats"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from symbert.ir import Block, Graph, Node, Param, Role, Shape, Tensor
+from symbert.ir import RUN, Block, Graph, Node, Param, Role, Shape, Tensor
 from symbert.symbols import B
 
 
@@ -188,6 +188,16 @@ def repeat(
         raise TraceError(f"repeat {name!r} is nested inside block {t._block!r}")
     if len(shape) != len(x.shape) or not all(t.same(a, b) for a, b in zip(shape, x.shape, strict=True)):
         raise TraceError(f"repeat {name!r} reads shape {list(shape)} but is given {list(x.shape)}")
+    if t.unroll is not None:
+        runs = sympy.sympify(count).subs(t.unroll)
+        if not runs.is_Integer:
+            raise TraceError(f"cannot unroll {name!r}: {count} has no value")
+        y = x
+        with scope(name):
+            for i in range(int(runs)):
+                with scope(str(i), in_param_name=not shares_params), region(f"{RUN}{t.path()}"):
+                    y = body(y)
+        return y
     carry = Tensor(
         name=f"{t.path(name)}:input",
         shape=tuple(sympy.sympify(d) for d in shape),
@@ -195,20 +205,8 @@ def repeat(
         role=x.role,
         requires_grad=x.requires_grad,
         producer=x.producer,
-        base=x.name,
+        block=t.path(name),
     )
-    if t.unroll is not None:
-        runs = sympy.sympify(count).subs(t.unroll)
-        if not runs.is_Integer:
-            raise TraceError(f"cannot unroll {name!r}: {count} has no value")
-        t.graph.tensors[carry.name] = carry
-        y = carry
-        with scope(name):
-            for i in range(int(runs)):
-                with scope(str(i), in_param_name=not shares_params):
-                    y = body(y)
-        return y
-    carry = Tensor(**{**carry.__dict__, "block": t.path(name), "base": None})
     t.graph.tensors[carry.name] = carry
     t._block = t.path(name)
     try:

@@ -179,3 +179,19 @@ def test_peak_formula_keeps_every_layers_attention(policy: str, per_score: int) 
     formula = memory.formula(values)
     assert formula.coeff(S, 2) == per_score * symbert.symbols.A * B * symbert.symbols.L
     assert formula.subs(values) == memory.peak(values).total
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=MemoryOptions.describe)
+@pytest.mark.parametrize("head", ["model", "mlm"])
+def test_unrolled_graph_replays_the_same_step(options: MemoryOptions, head: str) -> None:
+    """Tracing each layer apart (unroll=True) changes nothing in the step: every phase peaks and ends at
+    the same memory."""
+    config = symbert.with_task(symbert.with_overrides(symbert.preset("bert-tiny"), ["num_hidden_layers=3"]), head=head)
+    values = _at(config, 2, 16)
+    training = Training("adamw", "fp32", options)
+
+    def summary(unroll: bool) -> list[tuple[int, str, int, int]]:
+        memory = step_memory(symbert.trace(config, unroll=unroll), training, values, full=True)
+        return [(p.step, p.name, p.peak.total, p.end) for p in phases(memory.timeline(values))]
+
+    assert summary(False) == summary(True)

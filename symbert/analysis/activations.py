@@ -16,7 +16,7 @@ import sympy
 
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CORE, MemoryOptions
-from symbert.ir import Graph, Node, Role, Tensor, numel
+from symbert.ir import RUN, Graph, Node, Role, Tensor, numel
 from symbert.ops import OPS
 
 NOT_SAVED = frozenset({Role.BUFFER})
@@ -33,14 +33,16 @@ class Saved:
 
 
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
-    """The fused or recomputed region a node belongs to, with what happens to it."""
-    if options.recompute == "full" and node.block:
-        return node.block, "recompute"
+    """The fused or recomputed region a node belongs to, with what happens to it. Full recomputation
+    recomputes each run of a repeated body: a block, or one run of an unrolled one."""
+    run = node.block or next((r for r in node.regions if r.startswith(RUN)), None)
+    if options.recompute == "full" and run:
+        return run, "recompute"
     if ATTENTION_CORE in node.regions:
         if options.recompute == "selective":
-            return f"{node.block}/{ATTENTION_CORE}", "recompute"
+            return f"{node.scope}/{ATTENTION_CORE}", "recompute"
         if options.attention == "flash":
-            return f"{node.block}/{ATTENTION_CORE}", "flash"
+            return f"{node.scope}/{ATTENTION_CORE}", "flash"
     return None
 
 
