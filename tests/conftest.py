@@ -14,6 +14,17 @@ from symbert import Config, trace
 from symbert import symbols as s
 from symbert.models import MODELS
 
+#: A small BERT with odd sizes (three heads of width 32, an intermediate size that is not 4H).
+H96_L3 = {
+    "vocab_size": 97,
+    "hidden_size": 96,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 3,
+    "intermediate_size": 200,
+    "max_position_embeddings": 40,
+    "type_vocab_size": 2,
+}
+
 
 def hf():
     """transformers, or a skip stating why the comparison cannot run."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import sympy
-from conftest import hf, hf_param_shapes, random_configs, run_cli, traced_param_shapes
+from conftest import H96_L3, hf, hf_param_shapes, random_configs, run_cli, traced_param_shapes
 
 import symbert
 from symbert.analysis.activations import activations
@@ -142,17 +142,6 @@ def test_saved_bytes_and_flops_exact_against_pytorch(config: symbert.Config, dty
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
 
 
-PEAK = {
-    "vocab_size": 97,
-    "hidden_size": 96,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 3,
-    "intermediate_size": 200,
-    "max_position_embeddings": 40,
-    "type_vocab_size": 2,
-}
-
-
 @pytest.mark.parametrize(
     ("task", "batch", "length", "optimizer"),
     [(Task("mlm"), 3, 20, "adamw"), (Task("sequence-classification", 3), 4, 16, "momentum")],
@@ -164,7 +153,7 @@ def test_training_step_peak_against_pytorch(task: Task, batch: int, length: int,
     hf()
     from symbert.validate.peak import check_peak
 
-    config = symbert.Config("bert", PEAK, f"h96-{task.head}", task=task)
+    config = symbert.Config("bert", H96_L3, f"h96-{task.head}", task=task)
     check = check_peak(config, batch, length, optimizer)
     assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
     where = check.measured.where

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import hf
+from conftest import H96_L3, hf
 
 import symbert
 
 CASES = [
     (symbert.preset("bert-tiny"), 2, 16, "adamw"),
     (symbert.preset("bert-tiny"), 4, 128, "sgd"),
-    (
-        symbert.Config(
-            "bert",
-            {
-                "vocab_size": 97,
-                "hidden_size": 96,
-                "num_hidden_layers": 3,
-                "num_attention_heads": 3,
-                "intermediate_size": 200,
-                "max_position_embeddings": 40,
-                "type_vocab_size": 2,
-            },
-            "h96-a3-l3",
-        ),
-        3,
-        20,
-        "momentum",
-    ),
+    (symbert.Config("bert", H96_L3, "h96-a3-l3"), 3, 20, "momentum"),
 ]
 
 

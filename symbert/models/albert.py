@@ -22,7 +22,7 @@ from symbert.models.bert import (
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention_core, dropout, mask_bias, merge_heads, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import E, H, I, L, num_labels, seq_len, vocab_size
+from symbert.symbols import E, H, I, L, seq_len, vocab_size
 from symbert.tracer import param_name, repeat, scope
 
 
@@ -67,10 +67,6 @@ def classifier_p(e: Encoded) -> float:
     return e.options["classifier_dropout_prob"]
 
 
-def pooled(e: Encoded) -> Tensor:
-    return e.pooled
-
-
 def mlm_scores(e: Encoded) -> Tensor:
     """AlbertMLMHead: dense H → E, activation, LayerNorm at width E, and the decoder tied to the word embeddings."""
     with scope("predictions"):
@@ -90,13 +86,6 @@ def pretraining(e: Encoded, problem: str) -> Tensor:
 HEADS = task_heads(
     "Albert",
     Head("mlm", "AlbertForMaskedLM", masked_lm_head(mlm_scores)),
-    Head(
-        "sequence-classification",
-        "AlbertForSequenceClassification",
-        heads.sequence_classification(pooled, classifier_p),
-        pooler=True,
-        symbols=(num_labels,),
-    ),
     Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True),
     classifier_p=classifier_p,
 )

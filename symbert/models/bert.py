@@ -146,17 +146,25 @@ def pretraining(e: Encoded, problem: str) -> Tensor:
 def task_heads(
     family: str,
     mlm_head: Head,
-    sequence: Head,
     *extra: Head,
+    sequence: Head | None = None,
     classifier_p: Callable[[Encoded], float] = classifier_p,
 ) -> dict[str, Head]:
-    """A BERT-style family's heads: ``mlm_head``, ``sequence`` classification and the ``extra`` ones differ
-    between families; token classification, question answering and multiple choice are BERT's, with the
-    family's classifier dropout."""
+    """A BERT-style family's heads: ``mlm_head`` and the ``extra`` ones differ between families; sequence
+    classification on the pooler (unless the family has its own ``sequence`` head), token
+    classification, question answering and multiple choice are BERT's, with the family's classifier
+    dropout."""
+    pooled_classification = Head(
+        "sequence-classification",
+        f"{family}ForSequenceClassification",
+        heads.sequence_classification(pooled, classifier_p),
+        pooler=True,
+        symbols=(num_labels,),
+    )
     return heads.by_name(
         mlm_head,
         *extra,
-        sequence,
+        sequence or pooled_classification,
         Head(
             "token-classification",
             f"{family}ForTokenClassification",
@@ -178,13 +186,6 @@ def task_heads(
 HEADS = task_heads(
     "Bert",
     Head("mlm", "BertForMaskedLM", masked_lm_head(lm_scores)),
-    Head(
-        "sequence-classification",
-        "BertForSequenceClassification",
-        heads.sequence_classification(pooled, classifier_p),
-        pooler=True,
-        symbols=(num_labels,),
-    ),
     Head("pretraining", "BertForPreTraining", pretraining, pooler=True),
     Head("next-sentence", "BertForNextSentencePrediction", next_sentence, pooler=True),
 )
@@ -307,7 +308,7 @@ ROBERTA = replace(
     heads=task_heads(
         "Roberta",
         Head("mlm", "RobertaForMaskedLM", masked_lm_head(roberta_lm_scores)),
-        Head(
+        sequence=Head(
             "sequence-classification",
             "RobertaForSequenceClassification",
             roberta_classification,
