@@ -74,6 +74,15 @@ GALLERY = (
         "attention projections, and the attention core inside multi-head attention.",
         ("--preset", "bert-base", "--level", "layer", "--heat", "flops", "--seq-len", "512"),
     ),
+    Entry(
+        "head-pretraining",
+        "With a task head",
+        "BERT for pre-training (`--head pretraining`): the heads read the sequence output (masked LM) and the "
+        "pooled output (next sentence), and their two cross-entropy losses, summed, are the loss, drawn as an "
+        "octagon. The labels are inputs of their own. The decoder's weight is the word embeddings, so the heads "
+        "add only its bias to the parameters.",
+        ("--preset", "bert-base", "--head", "pretraining", "--level", "overview", "--params"),
+    ),
 )
 
 
@@ -92,9 +101,9 @@ def page() -> str:
         "",
         "The legend follows the seed write-up: complex modules are black rectangles, fully connected layers",
         "and embeddings blue rounded rectangles, layernorm blue rectangles, dropout gray rounded rectangles,",
-        "element-wise sums gray rectangles; gray shapes have no trainable parameters. Each command below",
-        "also writes `.dot`, `.png` or `.pdf` (by the file's suffix, or `--format`). From Python, and inline",
-        "in Jupyter:",
+        "element-wise sums gray rectangles; gray shapes have no trainable parameters. A task head's loss is a",
+        "gray octagon. Each command below also writes `.dot`, `.png` or `.pdf` (by the file's suffix, or",
+        "`--format`). From Python, and inline in Jupyter:",
         "",
         "```python",
         "from symbert import diagram, preset",

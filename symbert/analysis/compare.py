@@ -69,6 +69,12 @@ class QuantityComparison:
     y: Side
 
     @property
+    def components(self) -> tuple[str, ...]:
+        """Both configs' components, each in its model order: one only y has follows the one before it in y
+        (y's pooler after the encoder's layers, not after x's head)."""
+        return tuple(merged(list(self.x.components), list(self.y.components)))
+
+    @property
     def difference(self) -> sympy.Expr:
         return sympy.expand(self.y.at - self.x.at)
 
@@ -91,6 +97,15 @@ class Comparison:
     x: Report
     y: Report
     quantities: tuple[QuantityComparison, ...]
+
+
+def merged(first: list[str], second: list[str]) -> list[str]:
+    """``first``, with each name only ``second`` has placed after the name before it in ``second``."""
+    out = list(first)
+    for i, name in enumerate(second):
+        if name not in out:
+            out.insert(out.index(second[i - 1]) + 1 if i else 0, name)
+    return out
 
 
 def dominant(breakdown: Breakdown, symbol: sympy.Symbol) -> Dominant | None:

@@ -2,7 +2,8 @@
 
 A level groups the graph's nodes into drawn boxes by scope:
 
-* ``overview`` collapses each top-level scope and each repeated block into one box;
+* ``overview`` collapses each top-level scope and each repeated block into one box, and a task model's
+  head and loss into one box each;
 * ``layer`` draws every op, except that the scope holding a region (BERT's attention core) is one box;
 * ``ops`` draws every op.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import graphviz
 import sympy
 
+from symbert.analysis.breakdown import TASK_COMPONENTS
 from symbert.analysis.params import params as params_pass
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
@@ -41,14 +43,39 @@ INSTALL_HINT = (
     "`brew install graphviz` (macOS), or see https://graphviz.org/download/"
 )
 
-#: The seed write-up's names for BERT's scopes and outputs; everything else is labelled with its own name.
+#: The seed write-up's names for BERT's scopes and outputs, and plain names for some task-head parts; everything
+#: else is labelled with its own name.
 NAMES: dict[str, str] = {
     "embeddings": "Embedding Layer",
     "encoder/layer": "Transformer",
     "encoder/layer/attention/self": "Multi-head Attention",
     "last_hidden_state": "sequence_output",
     "pooler_output": "pooled_output",
+    "head/cls/seq_relationship": "next-sentence classifier",
+    "head/sop_classifier": "sentence-order classifier",
+    "head/qa_outputs": "span classifier",
 }
+
+#: A task head's title, by head name; a head not listed is called by its name.
+HEAD_TITLES: dict[str, str] = {
+    "mlm": "MLM head",
+    "pretraining": "pre-training heads",
+    "next-sentence": "next-sentence head",
+    "sequence-classification": "sequence classifier",
+    "token-classification": "token classifier",
+    "question-answering": "question-answering head",
+    "multiple-choice": "choice classifier",
+}
+
+#: What each loss op computes, for the loss's title.
+LOSSES: dict[str, str] = {
+    "nll_loss": "cross-entropy",
+    "mse_loss": "mean squared error",
+    "bce_with_logits": "binary cross-entropy",
+}
+
+#: The scopes of a task model's head and of its loss.
+HEAD, LOSS = (next(c.scope for c in TASK_COMPONENTS if c.name == name) for name in ("head", "loss"))
 
 #: Heat modes: the report quantity each colours by, and how the legend names it.
 HEATS: dict[str, tuple[str, str]] = {
@@ -67,13 +94,18 @@ class DotNotFound(RuntimeError):
 
 @dataclass(frozen=True)
 class Level:
-    """How nodes group into boxes: by scope depth, by repeated block, or by the scopes holding regions."""
+    """How nodes group into boxes: by scope depth, by repeated block, or by the scopes holding regions.
+
+    ``splits`` are scopes drawn as a box of their own, even of one node, where ``depth`` would merge them into
+    their parent.
+    """
 
     name: str
     doc: str
     depth: int | None = None
     blocks: bool = False
     regions: bool = False
+    splits: tuple[str, ...] = ()
 
     def boxes_of(self, graph: Graph) -> dict[str, str]:
         """Each node's box: the scope it collapses into, or its own name."""
@@ -86,7 +118,8 @@ class Level:
             elif self.blocks and node.block:
                 key = node.block
             elif self.depth and node.scope:
-                key = "/".join(node.scope.split("/")[: self.depth])
+                top = "/".join(node.scope.split("/")[: self.depth])
+                key = next((s for s in self.splits if _within(node.scope, s)), top)
             else:
                 key = next((s for s in collapsed if _within(node.scope, s)), key)
             out[node.name] = key
@@ -96,7 +129,7 @@ class Level:
 LEVELS: dict[str, Level] = {
     level.name: level
     for level in (
-        Level("overview", "one box per top-level module and per repeated block", depth=1, blocks=True),
+        Level("overview", "one box per top-level module and per repeated block", depth=1, blocks=True, splits=(LOSS,)),
         Level("layer", "every op, the attention core's scope as one box", regions=True),
         Level("ops", "every op"),
     )
@@ -177,10 +210,20 @@ def diagram(
     graph = trace(config) if config else model
     if heat and config is None:
         raise ValueError("heat mode needs a Config to evaluate at")
-    boxes = _boxes(graph, LEVELS[level])
+    names = _names(graph)
+    boxes = _boxes(graph, LEVELS[level], names)
     heat_data = _heat(boxes, config, heat, batch, seq_len, memory) if heat else None
     formulas = _param_formulas(graph, boxes, config) if params else {}
-    return Diagram(_dot(graph, boxes, LEVELS[level], THEMES[theme], config, formulas, heat_data).source)
+    return Diagram(_dot(graph, boxes, LEVELS[level], THEMES[theme], names, config, formulas, heat_data).source)
+
+
+def _names(graph: Graph) -> dict[str, str]:
+    """Display names: the seed's, and a task model's head and loss, the loss named by what it computes."""
+    losses = Counter(LOSSES[n.op] for n in graph.nodes if n.op in LOSSES)
+    if not losses:
+        return NAMES
+    computes = ", ".join(name if count == 1 else f"{count} × {name}" for name, count in losses.items())
+    return {**NAMES, HEAD: HEAD_TITLES.get(graph.head, f"{graph.head} head"), LOSS: f"loss ({computes})"}
 
 
 def _within(scope: str, prefix: str) -> bool:
@@ -204,24 +247,30 @@ def _repeats(graph: Graph, scope: str, title: str) -> str:
     return f"{title} × {human(block.count)}" + (", shared weights" if block.shares_params else "")
 
 
-def _boxes(graph: Graph, level: Level) -> list[Box]:
-    """The drawn boxes, in trace order of their first node."""
+def _boxes(graph: Graph, level: Level, names: dict[str, str]) -> list[Box]:
+    """The drawn boxes, in trace order of their first node, titled by ``names`` or their own names."""
     groups: dict[str, list[Node]] = {}
     for node_name, key in level.boxes_of(graph).items():
         groups.setdefault(key, []).append(graph.node(node_name))
     boxes = []
     for key, nodes in groups.items():
-        if len(nodes) == 1 and key not in graph.blocks:
+        if len(nodes) == 1 and key not in graph.blocks and key not in level.splits:
             node = nodes[0]
-            title = NAMES.get(node.name, _leaf(node.name))
+            title = names.get(node.name, _leaf(node.name))
             kind = kind_of(node)
-            renamed = node.name in NAMES
+            renamed = node.name in names
             subtitle = _leaf(node.name) if renamed else "" if kind == "io" or node.op == title else node.op
-            boxes.append(Box(node.name, (node,), kind, title, subtitle, node.scope))
+            scope = "" if node.op in ENDPOINTS else node.scope  # the model's inputs and outputs stand outside modules
+            boxes.append(Box(node.name, (node,), kind, title, subtitle, scope))
         else:
-            title = _repeats(graph, key, NAMES.get(key, _leaf(key)))
-            boxes.append(Box(key, tuple(nodes), "module", title, key if key != title else "", _parent(key)))
+            title = _repeats(graph, key, names.get(key, _leaf(key)))
+            boxes.append(Box(key, tuple(nodes), _group_kind(nodes), title, key if key != title else "", _parent(key)))
     return boxes
+
+
+def _group_kind(nodes: list[Node]) -> str:
+    """A box of several nodes is a complex module, or the loss when it computes one."""
+    return "loss" if any(kind_of(n) == "loss" for n in nodes) else "module"
 
 
 def _param_formulas(graph: Graph, boxes: list[Box], config: Config | None) -> dict[str, str]:
@@ -316,12 +365,13 @@ def _box_attrs(box: Box, theme: Theme, formulas: dict[str, str], heat: Heat | No
 
 
 def _clusters(graph: Graph, boxes: list[Box], level: Level) -> list[str]:
-    """Scopes drawn as clusters, in order of their first box: each holding two or more boxes, and each block."""
+    """Scopes drawn as clusters, in order of their first box: each holding two or more boxes, each block, and
+    a task model's head and loss."""
     if level.depth is not None:
         return []
     counts = Counter(box.scope for box in boxes)
     drawn = [s for s, n in counts.items() if s and n >= 2]
-    drawn += [b for b in graph.blocks if b not in drawn and any(_within(s, b) for s in counts)]
+    drawn += [s for s in (*graph.blocks, HEAD, LOSS) if s not in drawn and any(_within(c, s) for c in counts)]
     return sorted(drawn, key=lambda s: next(i for i, box in enumerate(boxes) if _within(box.scope, s)))
 
 
@@ -334,6 +384,7 @@ def _dot(
     boxes: list[Box],
     level: Level,
     theme: Theme,
+    names: dict[str, str],
     config: Config | None,
     formulas: dict[str, str],
     heat: Heat | None,
@@ -355,14 +406,14 @@ def _dot(
     placed: Placed = {}
     for scope in drawn:
         block = scope in graph.blocks
-        text = _repeats(graph, scope, NAMES.get(scope, scope.removeprefix(home(_parent(scope)) + "/")))
+        text = _repeats(graph, scope, names.get(scope, scope.removeprefix(home(_parent(scope)) + "/")))
         attrs = {"label": _label([(text, 14, block)], None), "shape": "plaintext"}
         placed[scope] = [(f"{scope}#title", {**attrs, "fontcolor": theme.ink if block else theme.muted})]
     peak = max(heat.values.values(), default=0) if heat else 0
     for box in boxes:
         placed.setdefault(home(box.scope), []).append((box.id, _box_attrs(box, theme, formulas, heat, peak)))
     links = _tensor_links(graph, boxes, theme, home, placed)
-    links += _title_links(drawn, placed, links)
+    links += _title_links(drawn, placed, links, home)
 
     def emit(target: graphviz.Digraph, scope: str) -> None:
         for item, attrs in placed.get(scope, []):
@@ -410,15 +461,25 @@ def _tensor_links(graph: Graph, boxes: list[Box], theme: Theme, home: Callable[[
     return links
 
 
-def _title_links(drawn: list[str], placed: Placed, links: Links) -> Links:
-    """Invisible edges from each cluster's title to the cluster's own items that nothing inside it feeds."""
+def _title_links(drawn: list[str], placed: Placed, links: Links, home: Callable[[str], str]) -> Links:
+    """Invisible edges from each cluster's title to what nothing inside the cluster feeds: its own items and,
+    for a task model's head and loss, the titles of the clusters in them entered only from outside them."""
     where = {item: scope for scope, items in placed.items() for item, _ in items}
+
+    def inside(scope: str) -> set[str]:
+        return {item for item, s in where.items() if _within(s, scope)}
+
     out: Links = []
     for scope in drawn:
-        title = f"{scope}#title"
-        inside = {item for item, s in where.items() if _within(s, scope)}
-        fed = {b for a, b, _ in links if a in inside} | {title}
+        title, items = f"{scope}#title", inside(scope)
+        fed = {b for a, b, _ in links if a in items} | {title}
         out.extend((title, item, {"style": "invis"}) for item, s in where.items() if s == scope and item not in fed)
+        if scope not in (HEAD, LOSS):
+            continue
+        for child in (c for c in drawn if c != scope and home(_parent(c)) == scope):
+            own = inside(child)
+            if not any(a in items - own and b in own for a, b, _ in links):
+                out.append((title, f"{child}#title", {"style": "invis"}))
     return out
 
 
@@ -426,7 +487,7 @@ def _legend(g: graphviz.Digraph, boxes: list[Box], theme: Theme, heat: Heat | No
     """A legend box: a sample of each kind drawn, naming its op kinds; what shading and edges mean; heat scale."""
     ops: dict[str, dict[str, None]] = {}
     for box in boxes:
-        ops.setdefault(box.kind, {}).update(dict.fromkeys(n.op for n in box.nodes if box.kind != "module"))
+        ops.setdefault(box.kind, {}).update(dict.fromkeys(n.op for n in box.nodes if kind_of(n) == box.kind))
     rows = []
     with g.subgraph(name="cluster_legend") as legend:
         legend.attr(label=_label([("Legend", None, True)], None), labeljust="l", style="rounded", color=theme.cluster)

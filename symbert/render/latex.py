@@ -18,13 +18,27 @@ import sympy
 from symbert.analysis.breakdown import Breakdown, ComponentTotal
 from symbert.configs import Config, ConfigError
 from symbert.render.formula import ORDER, quantity, text
-from symbert.symbols import A, B, E, H, I, L, position_size, seq_len, type_size, vocab_size
+from symbert.symbols import A, B, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
 
 #: Terms of a factored form's cofactor run upward from its constant: 34 + 5·A·seq_len/H.
 ASCENDING = "igrlex"
 
-#: The order factors appear in a product, in every notation: seq_len·B·H, A·seq_len.
-FACTOR_ORDER: tuple[sympy.Symbol, ...] = (A, seq_len, B, H, L, E, I, vocab_size, type_size, position_size)
+#: The order factors appear in a product, in every notation: seq_len·B·H, A·seq_len, B·C (a multiple-choice
+#: model's rows), H·num_labels (a classifier's weight).
+FACTOR_ORDER: tuple[sympy.Symbol, ...] = (
+    A,
+    seq_len,
+    B,
+    C,
+    H,
+    L,
+    E,
+    I,
+    vocab_size,
+    num_labels,
+    type_size,
+    position_size,
+)
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:_(?:\{([A-Za-z0-9]+)\}|([A-Za-z0-9]+)))?")
 
@@ -136,11 +150,13 @@ NOTATIONS: dict[str, Notation] = {
             (A, "a"),
             (seq_len, "s"),
             (B, "b"),
+            (C, "c"),
             (H, "h"),
             (L, "L"),
             (E, "h_emb"),
             (I, "h_ff"),
             (vocab_size, "V"),
+            (num_labels, "K"),
             (type_size, "T"),
             (position_size, "s_max"),
         ),
@@ -156,9 +172,13 @@ def notation(name: str = "seed", renames: Iterable[str] = ()) -> Notation:
 
 
 def check_one_structure(configs: Sequence[Config]) -> None:
-    """Refuse configs whose formulas differ: another model family or other structural options."""
-    if len({(c.model, tuple(sorted(c.structure().items()))) for c in configs}) > 1:
-        raise ConfigError("these configs have different formulas: give configs of one model family and structure")
+    """Refuse configs whose formulas differ: another model family, other structural options, another task head
+    or loss (the number of labels and choices stay symbols, so they may differ)."""
+    shapes = {(c.model, tuple(sorted(c.structure().items())), c.task.head, c.task.problem) for c in configs}
+    if len(shapes) > 1:
+        raise ConfigError(
+            "these configs have different formulas: give configs of one model family, structure and task head"
+        )
 
 
 def factored(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
@@ -230,7 +250,7 @@ def align(
     """
     form = sympy.expand if general else breakdown.substituted
     lines = [(label(breakdown), notation.latex(form(breakdown.total)))]
-    shown = [s for s in (B, seq_len) if s in breakdown.total.free_symbols]
+    shown = [s for s in (B, seq_len, C, num_labels) if s in breakdown.total.free_symbols]
     for name, values in at:
         settings = "".join(rf",\ {notation.latex(s)} = {values[s]}" for s in shown)
         value = number(breakdown.evaluate(breakdown.total, values), breakdown.unit)

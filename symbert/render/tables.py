@@ -202,7 +202,7 @@ def comparison_tables(c: Comparison) -> list[Table]:
         tuple(
             (q.key, name, q.x.components.get(name, 0), q.y.components.get(name, 0), _ratio(q, name))
             for q in c.quantities
-            for name in dict.fromkeys([*q.x.components, *q.y.components])
+            for name in q.components
         ),
     )
     return [values, symbolic, dominant, crossovers, components]

@@ -3,7 +3,8 @@
 The default ``seed`` theme is the seed write-up's legend: complex modules are black rectangles, fully
 connected layers and embedding variables blue rounded rectangles, layernorm blue rectangles, dropout
 gray rounded rectangles and element-wise sums gray rectangles; gray shapes have no trainable
-parameters. ``mono`` draws the same shapes in black on white and light gray, for print.
+parameters. A task model's loss, which the write-up does not draw, is a gray octagon. ``mono`` draws
+the same shapes in black on white and light gray, for print.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ KINDS: dict[str, str] = {
     "sum": "element-wise sum",
     "function": "other op without parameters",
     "view": "view of another tensor",
+    "loss": "loss function",
     "io": "the model's inputs and outputs, and buffers",
 }
 
@@ -36,6 +38,9 @@ OP_KINDS: dict[str, str] = {
     "input": "io",
     "output": "io",
     "buffer": "io",
+    "nll_loss": "loss",
+    "mse_loss": "loss",
+    "bce_with_logits": "loss",
 }
 
 
@@ -98,6 +103,7 @@ THEMES: dict[str, Theme] = {
                 "sum": Style("box", "filled", _GRAY, _GRAY_FILL),
                 "function": Style("ellipse", "filled", _GRAY, _GRAY_FILL),
                 "view": Style("ellipse", "dashed,filled", _GRAY, "white"),
+                "loss": Style("octagon", "filled", _GRAY, _GRAY_FILL),
                 "io": Style("plaintext", "", "black", "white"),
             },
             "gray shapes have no trainable parameters",
@@ -113,6 +119,7 @@ THEMES: dict[str, Theme] = {
                 "sum": Style("box", "filled", "black", _MONO_FILL),
                 "function": Style("ellipse", "filled", "black", _MONO_FILL),
                 "view": Style("ellipse", "dashed,filled", "black", "white"),
+                "loss": Style("octagon", "filled", "black", _MONO_FILL),
                 "io": Style("plaintext", "", "black", "white"),
             },
             "shaded shapes have no trainable parameters",
