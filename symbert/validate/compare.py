@@ -65,8 +65,8 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
 
 def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -> list[Check]:
     """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``."""
+    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))  # checks the shape first
     model, inputs = hugging_face(config, batch, seq_len, dtype)
-    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
     return [
