@@ -183,6 +183,10 @@ class Diagram:
         path.write_bytes(self.render(format or path.suffix.lstrip(".")))
         return path
 
+    def __repr__(self) -> str:
+        title = re.search(r'label="([^"]*)"', self.source)
+        return f"<Diagram{': ' + title[1] if title else ''} ({self.source.count(chr(10))} lines of DOT)>"
+
     def _repr_svg_(self) -> str:
         return self.render("svg").decode()
 
