@@ -252,7 +252,9 @@ def _is_path(spec: str) -> bool:
     return spec.lower().endswith(".json") or "/" in spec or os.sep in spec or (os.altsep or "/") in spec
 
 
-def _spec_configs(spec: str, overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]) -> list[Config]:
+def _spec_configs(
+    spec: str, overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]
+) -> list[Config]:
     """One CONFIG argument: a path (see :func:`_is_path`) is a file; else a preset or preset pattern; else,
     when no preset matches, an existing file of that name. A file or folder named like a preset never
     hides the preset: write ./bert-large to mean the file."""
@@ -275,12 +277,7 @@ def _spec_configs(spec: str, overrides: tuple[str, ...], task: dict[str, Any], o
 def _ordered_sources(presets: tuple[str, ...], files: tuple[str, ...]) -> list[tuple[str, str]]:
     """--preset and --config values in the order they were given on the command line."""
     args = click.get_current_context().meta.get("symbert.args", [])
-    flags = [
-        flag
-        for arg in args
-        for flag in ("--preset", "--config")
-        if arg == flag or arg.startswith(flag + "=")
-    ]
+    flags = [flag for arg in args for flag in ("--preset", "--config") if arg == flag or arg.startswith(flag + "=")]
     if flags.count("--preset") != len(presets) or flags.count("--config") != len(files):
         flags = ["--preset"] * len(presets) + ["--config"] * len(files)
     queues = {"--preset": list(presets), "--config": list(files)}
@@ -701,7 +698,9 @@ def timeline(
 @config_options
 @click.option("--x", "axis", type=click.Choice(("seq_len", "batch")), default="seq_len", show_default=True)
 @click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size when x is seq_len.")
-@click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="seq_len when x is batch.")
+@click.option(
+    "--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="seq_len when x is batch."
+)
 @click.option(
     "--max", "upto", type=click.IntRange(min=2), help="Largest x (default: every position for seq_len, 64 for batch)."
 )

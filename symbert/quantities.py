@@ -48,7 +48,5 @@ def canonical(name: str, choices: Sequence[str] = QUANTITIES) -> str:
     key = key if key in choices else ALIASES.get(key, key)
     if key not in choices:
         aliases = sorted(a for a, q in ALIASES.items() if q in choices)
-        raise ValueError(
-            f"unknown quantity {name!r}: choose from {', '.join(choices)} (or {', '.join(aliases)})"
-        )
+        raise ValueError(f"unknown quantity {name!r}: choose from {', '.join(choices)} (or {', '.join(aliases)})")
     return key

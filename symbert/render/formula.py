@@ -44,7 +44,7 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
         match = _TOKEN.match(stripped, pos)
         if match is None:
             raise ValueError(f"unexpected {stripped[pos:].strip()[:20]!r} in formula {formula[:60]!r}")
-        number, name, op = match.groups()
+        _, name, op = match.groups()
         if name is not None and name not in names:
             raise ValueError(f"unknown name {name!r} in formula {formula[:60]!r}")
         depth += (op == "(") - (op == ")")

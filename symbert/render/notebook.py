@@ -127,7 +127,8 @@ def comparison_repr(c: Comparison) -> str:
     lines = [f"<Comparison {ny} against {nx}, B={c.x.batch}, seq_len={c.x.seq_len}; {c.x.options.describe()}"]
     for q in c.quantities:
         ratio = f"{float(q.value_ratio):.6g}"
-        lines.append(f"  {q.key}: {q.x.value:,} → {q.y.value:,} (× {ratio}); ratio as seq_len → ∞ {human(q.ratio_limit)}")
+        limit = human(q.ratio_limit)
+        lines.append(f"  {q.key}: {q.x.value:,} → {q.y.value:,} (× {ratio}); ratio as seq_len → ∞ {limit}")
     lines[-1] += ">"
     return "\n".join(lines)
 
@@ -173,9 +174,10 @@ def explanation_repr(terms: Sequence[Term], quantity_name: str) -> str:
 
 def explanation_markdown(terms: Sequence[Term], quantity_name: str) -> str:
     rows = [
-        (math(t.expr), math(p.coefficient * t.monomial), p.contribution.node, p.contribution.what, p.contribution.component)
+        (math(t.expr), math(p.coefficient * t.monomial), c.node, c.what, c.component)
         for t in terms
         for p in t.parts
+        for c in (p.contribution,)
     ]
     total = math(sympy.Add(*(t.expr for t in terms)))
     return f"**{quantity_name}** = {total}\n\n" + _markdown_table(("term", "part", "node", "what", "component"), rows)
