@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -21,8 +22,38 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 POLICY_NAMES = tuple(POLICIES)
+
+
+class AtLeast(click.ParamType):
+    """An integer of at least ``least``; anything else is one line naming the option: ``--batch must be a
+    positive integer, got 0``."""
+
+    name = "integer"
+
+    def __init__(self, least: int = 1) -> None:
+        self.least = least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        option = param.opts[0] if param is not None and param.opts else "value"
+        wanted = "a positive integer" if self.least == 1 else f"an integer of at least {self.least}"
+        text = str(value).strip()
+        shown = text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text)} characters)"
+        if isinstance(value, bool) or not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise click.UsageError(f"{option} must be {wanted}, got {shown!r}")
+        try:
+            number = int(text)
+        except ValueError:  # more digits than Python converts
+            raise click.UsageError(f"{option} must be {wanted} of at most 4300 digits, got {shown}") from None
+        if number < self.least:
+            raise click.UsageError(f"{option} must be {wanted}, got {shown}")
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "INTEGER"
+
+
 #: Batch sizes and sequence lengths: positive integers everywhere.
-POSITIVE = click.IntRange(min=1)
+POSITIVE = AtLeast(1)
 
 
 class Quantity(click.ParamType):
@@ -701,9 +732,7 @@ def timeline(
 @click.option(
     "--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="seq_len when x is batch."
 )
-@click.option(
-    "--max", "upto", type=click.IntRange(min=2), help="Largest x (default: every position for seq_len, 64 for batch)."
-)
+@click.option("--max", "upto", type=AtLeast(2), help="Largest x (default: every position for seq_len, 64 for batch).")
 @training_options
 @click.option("--budget", metavar="SIZE", help="Draw the GPU budget: 16GiB, 16GB, 16000MiB or bytes.")
 @click.option("-o", "--output", metavar="FILE", required=True, help="The plot: .png, .svg or .pdf.")
