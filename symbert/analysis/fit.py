@@ -123,10 +123,15 @@ def fit(
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
     values = {**config.symbols(), (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
-    answers = [a for a in (_largest(polys.expr(i), x, budget) for i in range(len(polys.candidates))) if a is not None]
+    bounds = [_largest(polys.polynomial(i), x, budget) for i in range(len(polys.candidates))]
+    answers = [a for a in bounds if a is not None]
     if not answers:
         raise ConfigError(f"the peak does not grow with {unknown}")
     n = min(answers)
+    # Under a device runtime the allocator's rounding (under 512 bytes an allocation, never negative)
+    # comes on top of the polynomials, which then bound the answer from above; the peak grows with n.
+    while n >= 1 and max(polys.exact(n)) > budget:
+        n -= 1
     limit = config.max_length if unknown == "seq_len" else None
     capped = limit is not None and n > limit
     n = limit if capped else n
