@@ -477,7 +477,8 @@ class Replay:
         self.phase = "optimizer"
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
-            add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, STATE_BYTES[self.training.optimizer] // UPDATE_BYTES))
+            states = STATE_BYTES[self.training.optimizer] // UPDATE_BYTES
+            add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, states))
         self.record("optimizer states created" if first else "optimizer step")
         kind = self.training.implementation.temporaries if self.training.adam else None
         temporaries: list[tuple[str, tuple[str, int] | None, sympy.Expr]] = []

@@ -48,7 +48,7 @@ CUBLASLT_WORKSPACE = MIB
 _CONFIG = re.compile(r"(?::\d{1,9}:\d{1,6})+")
 
 
-class pad512(sympy.Function):  # noqa: N801 - printed in formulas, lower case like a unit
+class pad512(sympy.Function):
     """The bytes the CUDA caching allocator adds to an allocation of ``x`` bytes: x rounded up to a
     multiple of 512, minus x. Integer coefficients are reduced modulo 512, so it vanishes on its own
     when every term of ``x`` is a multiple of 512."""
