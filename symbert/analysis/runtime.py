@@ -113,14 +113,14 @@ class Runtime:
         cublas = self.workspaces[0].nbytes
         config = f" (CUBLAS_WORKSPACE_CONFIG={self.workspace_config})" if self.workspace_config else ""
         return (
-            f"{where}: cuBLAS workspaces 2 × {_mib(cublas)}{config} + cuBLASLt {_mib(CUBLASLT_WORKSPACE)}, "
+            f"{where}: cuBLAS workspaces 2 × {_mib(cublas)}{config} + cuBLASLt {_mib(self.workspaces[1].nbytes)}, "
             "allocations rounded to 512 bytes"
         )
 
 
 def _mib(n: int) -> str:
     whole, rest = divmod(n, MIB)
-    return f"{whole} MiB" + (f" + {rest // KIB} KiB" if rest else "")
+    return f"({whole} MiB + {rest // KIB} KiB)" if rest else f"{whole} MiB"
 
 
 @functools.lru_cache(maxsize=64)
