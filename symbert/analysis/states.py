@@ -115,7 +115,7 @@ class Training:
 
     def describe(self) -> str:
         runtime = self.runtime
-        device = f"; {runtime.describe()}" if runtime else ""
+        device = f"; {runtime.describe()}" if runtime else "; no device runtime modelled"
         return f"{self.optimizer}, {self.precision} precision; {self.memory.describe()}{device}"
 
 
