@@ -609,6 +609,7 @@ def timeline(
     import sympy
     from rich.table import Table
 
+    from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
     from symbert.api import trace
     from symbert.render.formula import human, quantity, text
@@ -678,7 +679,12 @@ def timeline(
     verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
-    out.print(f"  = {human(sympy.expand(formula.subs(config.spec.substitutions)))}  (with {conventions})")
+    expr = sympy.expand(formula.subs(config.spec.substitutions))
+    rounding = sympy.Add(*(t for t in sympy.Add.make_args(expr) if t.has(pad512)))
+    out.print(f"  = {human(expr - rounding)}  (with {conventions})")
+    if rounding != 0:
+        here = quantity(int(rounding.subs(values)), "bytes")
+        out.print(f"  + the allocator's rounding to 512 bytes ({here} here): {human(rounding)}")
 
 
 @cli.command()
