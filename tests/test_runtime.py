@@ -217,3 +217,21 @@ def test_cuda_peak_within_half_a_percent() -> None:
     check = check_peak(symbert.preset("bert-tiny"), 4, 64, "adamw", "cuda")
     assert abs(check.error) <= 0.005, check
     assert check.measured.reserved is not None and check.predicted_reserved is not None
+
+
+def test_sweep_compiles_the_rounding() -> None:
+    """At seq_len 13 the layernorm statistics (4·B·13 bytes) and the int64 inputs (8·B·13) are odd-sized:
+    the compiled peak keeps their rounding and agrees with the full replay; the CSV names the GPU."""
+    import csv
+    import io
+
+    from symbert.analysis.sweep import sweep
+
+    config, training = symbert.preset("bert-tiny"), _cuda("l4")
+    out = io.BytesIO()
+    sweep([config], [training], [1, 2, 3, 7], [13, 64], ("peak",), out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
+    memory = step_memory(symbert.trace(config), training, config.symbols(), full=True)
+    for row in rows:
+        values = {**config.symbols(), B: int(row["batch"]), seq_len: int(row["seq_len"])}
+        assert int(row["peak"]) == memory.peak(values).total and row["gpu"] == "l4"
