@@ -36,7 +36,7 @@ GPUS: dict[str, GPU] = {
         GPU("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960 * MIB, (8, 0)),
         GPU("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920 * MIB, (8, 0)),
         GPU("v100-16gb", "Tesla V100-SXM2-16GB", 16160 * MIB, (7, 0)),
-        GPU("v100-32gb", "Tesla V100-SXM2-32GB", 32768 * MIB, (7, 0)),
+        GPU("v100-32gb", "Tesla V100-SXM2-32GB", 32510 * MIB, (7, 0)),
         GPU("t4", "Tesla T4", 15360 * MIB, (7, 5)),
         GPU("l4", "NVIDIA L4", 23034 * MIB, (8, 9)),
         GPU("a10g", "NVIDIA A10G", 23028 * MIB, (8, 6)),
