@@ -212,15 +212,36 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 @click.option("--batch", "-b", type=POSITIVE, default=2, show_default=True, help="Batch size B.")
 @click.option("--seq-len", "-s", type=POSITIVE, default=16, show_default=True, help="Sequence length.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-def validate(config: Config, batch: int, seq_len: int, dtype: str) -> None:
+@click.option(
+    "--device",
+    type=click.Choice(("cpu", "cuda")),
+    default="cpu",
+    show_default=True,
+    help="cuda: the torch-cuda policy on the GPU, and in float32 the training-step peak.",
+)
+def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
+    if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
+        raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
+    if device == "cuda":
+        _require_cuda()
     from symbert.render import reports
     from symbert.validate.compare import validate as run_validation
 
-    checks = run_validation(config, batch, seq_len, dtype)
-    reports.print_checks(config, batch, seq_len, dtype, checks)
+    checks = run_validation(config, batch, seq_len, dtype, device)
+    reports.print_checks(config, batch, seq_len, dtype, checks, device)
     if not all(c.ok for c in checks):
         sys.exit(1)
+
+
+def _require_cuda() -> None:
+    """One line and exit 2 unless PyTorch is installed and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError("validate needs the validate extra: pip install 'symbert[validate]'") from None
+    if not torch.cuda.is_available():
+        raise ConfigError("no CUDA device: torch.cuda.is_available() is False; use --device cpu")
 
 
 @cli.command()
@@ -554,21 +575,62 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter).",
     )
+    @GPU_OPTION
     @wraps(fn)
     def wrapper(
-        policy: str, dtype: str | None, attention: str, recompute: str, optimizer: str, precision: str, **kwargs: Any
+        policy: str,
+        dtype: str | None,
+        attention: str,
+        recompute: str,
+        optimizer: str,
+        precision: str,
+        gpu: str | None,
+        **kwargs: Any,
     ) -> Any:
-        from symbert.analysis.states import Training
-
         memory = MemoryOptions(policy, dtype, attention, recompute)
-        return fn(training=Training(optimizer, precision, memory), **kwargs)
+        return fn(training=make_training(optimizer, precision, memory, gpu), **kwargs)
 
     return wrapper
 
 
+GPU_OPTION = click.option(
+    "--gpu",
+    metavar="NAME",
+    help="A GPU (h100, a100-80gb, t4, ...): its memory as the budget and, under torch-cuda, its cuBLAS workspace.",
+)
+
+
+def make_training(optimizer: str, precision: str, memory: MemoryOptions, gpu: str | None) -> Any:
+    """A Training; under torch-cuda with ``--gpu`` and CUBLAS_WORKSPACE_CONFIG from the environment.
+
+    An unknown GPU or an unreadable CUBLAS_WORKSPACE_CONFIG is one line (exit 2).
+    """
+    import os
+
+    from symbert.analysis.states import Training
+    from symbert.gpus import gpu as find_gpu
+
+    try:
+        key = find_gpu(gpu).key if gpu is not None else None
+        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG") if memory.policy == "torch-cuda" else None
+        return Training(optimizer, precision, memory, key, workspace)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _budget(text: str | None, training: Any) -> int | None:
+    """--gpu-memory, else the memory of --gpu, else None."""
+    from symbert.analysis.fit import parse_bytes
+    from symbert.gpus import gpu
+
+    if text is not None:
+        return parse_bytes(text)
+    return gpu(training.gpu).memory if training.gpu else None
+
+
 @cli.command()
 @config_options
-@click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
 @click.option("--batch", "-b", type=POSITIVE, help="Batch size B; leave out to solve for it.")
 @click.option("--seq-len", "-s", "length", type=POSITIVE, help="Sequence length; leave out to solve for it.")
 @training_options
@@ -578,16 +640,18 @@ def fit(
 ) -> None:
     """The largest batch or seq_len whose training-step peak fits the GPU, or the memory a shape needs.
 
-    Give --gpu-memory and one of --batch and --seq-len to solve for the other: it is solved from the
-    peak's closed form and checked at the answer and one above it. Give both for the memory they need.
-    When nothing fits, says what is over the budget and which single change helps most.
+    Give --gpu-memory (or --gpu) and one of --batch and --seq-len to solve for the other: it is solved
+    from the peak's closed form and checked at the answer and one above it. Give both for the memory
+    they need. When nothing fits, says what is over the budget and which single change helps most.
+    Under torch-cuda the peak is what max_memory_allocated would report; reserved memory is estimated,
+    and the CUDA context lies outside the budget.
     """
     from symbert.analysis.fit import fit as solve
-    from symbert.analysis.fit import fit_json, parse_bytes
+    from symbert.analysis.fit import fit_json
     from symbert.render.formula import human, quantity
     from symbert.render.reports import console, describe
 
-    budget = parse_bytes(gpu_memory) if gpu_memory is not None else None
+    budget = _budget(gpu_memory, training)
     result = solve(config, training, budget, batch, length)
     if as_json:
         click.echo(json.dumps(fit_json(result), indent=2))
@@ -610,11 +674,13 @@ def fit(
         if result.above is not None:
             out.print(f"  {result.unknown} {result.value + 1} would need {result.above.total:,} bytes")
         out.print(f"  peak formula: {human(result.formula)}")
+        _print_headroom(out, result)
     else:
         verdict = "" if budget is None else ("; fits" if result.fits else "; does NOT fit")
         out.print(f"batch {batch}, seq_len {length}: peak {quantity(peak.total, 'bytes')}{verdict} at {peak.where}")
         out.print(f"  {parts}")
         out.print(f"  peak formula: {human(result.formula)}")
+        _print_headroom(out, result)
         if not result.fits:
             out.print(f"  over budget: {result.over_budget()}")
     if result.knobs:
@@ -622,6 +688,27 @@ def fit(
         for k in result.knobs:
             verdict = "" if budget is None else ("  fits" if k.peak.total <= budget else "")
             out.print(f"  {k.change:<45} {quantity(k.peak.total, 'bytes'):>12}{verdict}")
+
+
+def _print_headroom(out: Any, result: Any) -> None:
+    """Allocated and estimated reserved memory against the budget, and what lies outside it."""
+    from symbert.analysis.fit import CUDA_CONTEXT_NOTE
+    from symbert.render.formula import quantity
+
+    if result.reserved is None:
+        return
+    line = (
+        f"  allocated {quantity(result.peak.total, 'bytes')}, reserved (estimate) {quantity(result.reserved, 'bytes')}"
+    )
+    if result.budget is not None:
+        line += (
+            f"; headroom {quantity(result.budget - result.peak.total, 'bytes')} allocated,"
+            f" {quantity(result.budget - result.reserved, 'bytes')} reserved (estimate)"
+        )
+    out.print(line)
+    if result.budget is not None and result.reserved > result.budget:
+        out.print("  the reserved estimate is over the budget: the allocator may run out of memory at this size")
+    out.print(f"  {CUDA_CONTEXT_NOTE}")
 
 
 def _categories() -> dict[str, str]:
@@ -635,7 +722,7 @@ def _categories() -> dict[str, str]:
 @click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
 @click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
 @training_options
-@click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def timeline(
@@ -654,7 +741,7 @@ def timeline(
     import sympy
     from rich.table import Table
 
-    from symbert.analysis.fit import parse_bytes
+    from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
     from symbert.api import trace
     from symbert.render.formula import human, quantity, text
@@ -662,7 +749,7 @@ def timeline(
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
 
-    budget = parse_bytes(gpu_memory) if gpu_memory is not None else None
+    budget = _budget(gpu_memory, training)
     if batch < 1 or length < 1:
         raise ConfigError(f"batch and seq_len must be positive integers, got {batch} and {length}")
     if config.max_length is not None and length > config.max_length:
@@ -689,6 +776,8 @@ def timeline(
             "recompute": training.memory.recompute,
             "optimizer": training.optimizer,
             "precision": training.precision,
+            "gpu": training.gpu,
+            "runtime": training.runtime.describe() if training.runtime else None,
             "model_states": {
                 k: {"formula": text(v), "bytes": int(v.subs(config.symbols()))} for k, v in states.items()
             },
@@ -722,7 +811,12 @@ def timeline(
     verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
-    out.print(f"  = {human(sympy.expand(formula.subs(config.spec.substitutions)))}  (with {conventions})")
+    expr = sympy.expand(formula.subs(config.spec.substitutions))
+    rounding = sympy.Add(*(t for t in sympy.Add.make_args(expr) if t.has(pad512)))
+    out.print(f"  = {human(expr - rounding)}  (with {conventions})")
+    if rounding != 0:
+        here = quantity(int(rounding.subs(values)), "bytes")
+        out.print(f"  + the allocator's rounding to 512 bytes ({here} here): {human(rounding)}")
 
 
 @cli.command()
@@ -747,7 +841,6 @@ def plot(
     output: str,
 ) -> None:
     """Peak memory of a training step against seq_len or batch, stacked by category, with the budget."""
-    from symbert.analysis.fit import parse_bytes
     from symbert.render.plots import plot_memory
 
     fixed = batch if axis == "seq_len" else length
@@ -759,7 +852,7 @@ def plot(
         raise ConfigError(f"--max {upto} exceeds the model's {config.max_length} positions")
     if axis == "batch" and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    limit = parse_bytes(budget) if budget is not None else None
+    limit = _budget(budget, training)
     click.echo(plot_memory(config, training, axis, fixed, range(1, upto + 1), output, limit))
 
 
@@ -781,6 +874,7 @@ def plot(
 @click.option("--recompute", "recomputes", type=click.Choice(RECOMPUTE), multiple=True, help="Default: none.")
 @click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZER_NAMES), multiple=True, help="Default: adamw.")
 @click.option("--precision", "precisions", type=click.Choice(PRECISION_NAMES), multiple=True, help="Default: fp32.")
+@GPU_OPTION
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True, help="The CSV file (-: stdout).")
 def sweep(
     configs: list[Config],
@@ -793,6 +887,7 @@ def sweep(
     recomputes: tuple[str, ...],
     optimizers: tuple[str, ...],
     precisions: tuple[str, ...],
+    gpu: str | None,
     output: str,
 ) -> None:
     """Quantities over a grid of CONFIGs × setups × batch × seq_len, as CSV.
@@ -808,10 +903,9 @@ def sweep(
     from rich.progress import Progress
 
     from symbert.analysis import sweep as sweeps
-    from symbert.analysis.states import Training
 
     trainings = [
-        Training(o, p, MemoryOptions(policy, d, a, r))
+        make_training(o, p, MemoryOptions(policy, d, a, r), gpu)
         for policy, d, a, r, o, p in itertools.product(
             policies or ("torch-cuda",),
             dtypes or (None,),

@@ -6,6 +6,11 @@ two fixed, each polynomial is solved exactly (sympy) for where it meets the budg
 floored, and the smallest is the largest value that fits. It is then checked numerically with the
 same polynomials, and against the replayed timeline: within the budget at the answer, over it at the
 answer + 1.
+
+Under a device runtime (torch-cuda) the peak is the caching allocator's allocated bytes, workspaces and
+512-byte rounding included; the rounding terms are not polynomials, so the roots bound the answer from
+above and the answer is stepped down to the largest value whose exact peak fits (the peak grows with
+the unknown). :attr:`Fit.reserved` then estimates the reserved memory at the answer.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from decimal import Decimal
 import sympy
 
 from symbert.analysis.states import CATEGORIES, Training
-from symbert.analysis.training import Point, step_memory
+from symbert.analysis.training import Point, reserved, step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
+
+#: What fit says about the memory the budget leaves out.
+CUDA_CONTEXT_NOTE = (
+    "the CUDA context (a few hundred MiB, outside the caching allocator) is not counted: leave room for it"
+)
 
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -69,11 +79,17 @@ class Fit:
     above: Point | None
     formula: sympy.Expr
     knobs: tuple[Knob, ...] = ()
+    reserved: int | None = None
 
     @property
     def fits(self) -> bool:
         solved = self.unknown is None or self.value is not None
         return solved and (self.budget is None or self.peak.total <= self.budget)
+
+    @property
+    def headroom(self) -> int | None:
+        """The budget left over the allocated peak."""
+        return None if self.budget is None else self.budget - self.peak.total
 
     @property
     def value(self) -> int | None:
@@ -115,6 +131,7 @@ def fit(
         peak = memory.peak(values)
         top = memory.polynomials(config.symbols(), (B, seq_len)).top(batch, length)
         result = Fit(config, training, budget, batch, length, None, False, peak, None, top)
+        result = replace(result, reserved=reserved(trace(config), training, values))
         return result if result.fits else replace(result, knobs=knobs(config, training, batch, length))
     if budget is None:
         raise ConfigError("give --gpu-memory to solve for batch or seq_len, or give both --batch and --seq-len")
@@ -123,10 +140,15 @@ def fit(
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
     values = {**config.symbols(), (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
-    answers = [a for a in (_largest(polys.expr(i), x, budget) for i in range(len(polys.candidates))) if a is not None]
+    bounds = [_largest(polys.polynomial(i), x, budget) for i in range(len(polys.candidates))]
+    answers = [a for a in bounds if a is not None]
     if not answers:
         raise ConfigError(f"the peak does not grow with {unknown}")
     n = min(answers)
+    # Under a device runtime the allocator's rounding (under 512 bytes an allocation, never negative)
+    # comes on top of the polynomials, which then bound the answer from above; the peak grows with n.
+    while n >= 1 and max(polys.exact(n)) > budget:
+        n -= 1
     limit = config.max_length if unknown == "seq_len" else None
     capped = limit is not None and n > limit
     n = limit if capped else n
@@ -142,6 +164,8 @@ def fit(
     solved = n if n >= 1 else None
     b, s = (solved, fixed) if unknown == "batch" else (fixed, solved)
     result = Fit(config, training, budget, b, s, unknown, capped, peak, above, top)
+    if solved:
+        result = replace(result, reserved=reserved(trace(config), training, {**values, x: n}))
     return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
 
 
@@ -178,6 +202,7 @@ def fit_json(result: Fit) -> dict[str, object]:
     """The ``symbert fit --json`` document."""
     m = result.training.memory
     peak = result.peak
+    runtime = result.training.runtime
     return {
         "config": result.config.as_dict(),
         "gpu_memory": result.budget,
@@ -190,9 +215,18 @@ def fit_json(result: Fit) -> dict[str, object]:
         "solved_for": result.unknown,
         "batch": result.batch,
         "seq_len": result.seq_len,
+        "gpu": result.training.gpu,
+        "runtime": runtime.describe() if runtime else None,
         "fits": result.fits,
         "capped_by_positions": result.capped,
         "memory": peak.total,
+        "allocated": peak.total,
+        "reserved_estimate": result.reserved,
+        "headroom": result.headroom,
+        "headroom_reserved_estimate": None
+        if None in (result.budget, result.reserved)
+        else result.budget - result.reserved,
+        "cuda_context": CUDA_CONTEXT_NOTE if runtime else None,
         "memory_above": result.above.total if result.above else None,
         "peak": {"step": peak.step, "phase": peak.phase, "where": peak.where, "components": dict(peak.bytes)},
         "formula": text(result.formula),

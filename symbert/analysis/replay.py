@@ -16,6 +16,11 @@
   (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
   gradients.
 
+The device runtime (:attr:`symbert.analysis.states.Training.runtime`, CUDA's under the torch-cuda
+policy) adds its own memory, in the ``runtime`` category: each allocation's rounding (parameters,
+gradients and optimizer states per tensor too), and the workspaces it allocates at the first matmul of
+forward and of backward (recomputation runs on the backward thread), which stay allocated.
+
 Placeholder ops (inputs, buffers, outputs) compute nothing, so neither pass runs them. Every event's
 memory is sympy, split into :data:`symbert.analysis.states.CATEGORIES`. A block may be replayed for
 only some of its runs: the replay then also notes what its middle run (run 1) holds at the end of
@@ -32,8 +37,8 @@ import sympy
 
 from symbert.analysis.activations import Saved, region_of, saved
 from symbert.analysis.params import params
-from symbert.analysis.sizes import Size, add_to, size_of
-from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
+from symbert.analysis.sizes import Size, add_to, expr_of, scaled, size_of
+from symbert.analysis.states import CATEGORIES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import Graph, Node, Role
 from symbert.ops import OPS
 from symbert.symbols import seq_len
@@ -82,6 +87,7 @@ class _Buffer:
     size: Size
     category: str
     owner: tuple[str, int | None] | None
+    pad: Size
     refs: int = 1
 
 
@@ -115,6 +121,12 @@ class Replay:
             if key is not None and key[1] == "recompute":
                 self.regions.setdefault((key[0], unit.run), []).append(unit)
         self.states = model_states(graph, training)
+        self.runtime = training.runtime
+        self.workspaces: set[str] = set()
+        #: When a list: every allocation (+1) and free (−1) as (event index, sign, bytes, copies), for
+        #: :func:`symbert.analysis.training.reserved`.
+        self.log: list[tuple[int, int, Size, sympy.Expr]] | None = None
+        self._pads: dict[frozenset, Size] = {}
         self.totals: dict[str, Size] = {c: {} for c in CATEGORIES}
         self.middle: dict[str, dict[str, Size]] = {b: {c: {} for c in CATEGORIES} for b in graph.blocks}
         self.steady: dict[str, dict[str, dict[str, Size]]] = {b: {} for b in graph.blocks}
@@ -187,9 +199,45 @@ class Replay:
         return (unit.block, unit.run) if unit.block else None
 
     def alloc(self, size: Size, category: str, owner: tuple[str, int | None] | None) -> _Buffer:
-        buf = _Buffer(size, category, owner)
+        buf = _Buffer(size, category, owner, self.pad_of(size))
         self._count(buf, 1)
         return buf
+
+    def pad_of(self, size: Size) -> Size:
+        """What the runtime adds to one allocation of ``size`` (its rounding), in the runtime category."""
+        if self.runtime is None:
+            return {}
+        key = frozenset(size.items())
+        if key not in self._pads:
+            self._pads[key] = self.runtime.padding(expr_of(size))
+        return self._pads[key]
+
+    def state_pads(self, bytes_per_element: int, tensors: int = 1, sign: int = 1) -> Size:
+        """The rounding of ``tensors`` allocations of ``bytes_per_element`` per element for each parameter
+        (logged as allocations, or frees with ``sign`` −1)."""
+        out: Size = {}
+        if self.runtime is None or not bytes_per_element or not tensors:
+            return out
+        if self.log is not None:
+            for c in params(self.graph).contributions:
+                self.log.append((len(self.events), sign, size_of(bytes_per_element * c.expr), tensors * c.count))
+        for c in params(self.graph).contributions:
+            add_to(out, scaled(self.pad_of(size_of(bytes_per_element * c.expr)), c.count), tensors)
+        return out
+
+    def workspace(self, unit: Unit) -> None:
+        """The runtime's workspaces for this thread, at its first matmul (a fused region uses no cuBLAS)."""
+        if self.runtime is None or len(unit.nodes) > 1 or OPS[unit.node.op].matmul is None:
+            return
+        thread = "forward" if self.phase == "forward" else "backward"
+        if thread in self.workspaces:
+            return
+        self.workspaces.add(thread)
+        for w in self.runtime.workspaces:
+            if w.phase == thread:
+                add_to(self.totals["runtime"], {sympy.S.One: w.nbytes})
+                if self.log is not None:
+                    self.log.append((len(self.events), 1, {sympy.S.One: w.nbytes}, sympy.S.One))
 
     def release(self, buf: _Buffer) -> None:
         """Drop one reference; the memory goes with the last one."""
@@ -198,9 +246,13 @@ class Replay:
             self._count(buf, -1)
 
     def _count(self, buf: _Buffer, sign: int) -> None:
+        if self.log is not None:
+            self.log.append((len(self.events), sign, buf.size, sympy.S.One))
         add_to(self.totals[buf.category], buf.size, sign)
+        add_to(self.totals["runtime"], buf.pad, sign)
         if buf.owner is not None and buf.owner[1] == 1:
             add_to(self.middle[buf.owner[0]][buf.category], buf.size, sign)
+            add_to(self.middle[buf.owner[0]]["runtime"], buf.pad, sign)
 
     def record(self, label: str, run: tuple[str, int] | None = None) -> None:
         memory = {c: dict(s) for c, s in self.totals.items()}
@@ -243,6 +295,8 @@ class Replay:
     def run(self, steps: int) -> list[Event]:
         add_to(self.totals["weights"], size_of(self.states["weights"]))
         add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
+        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights))
+        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master))
         for node in self.graph.nodes:
             if OPS[node.op].graph_input:
                 for t in node.outputs:
@@ -288,6 +342,7 @@ class Replay:
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
         for unit in units:
             self.enter(unit, "forward" if self.phase == "forward" else "backward")
+            self.workspace(unit)
             created = []
             for t in self.writes(unit):
                 tensor = self.graph.tensor(t)
@@ -354,6 +409,7 @@ class Replay:
         incoming = [self.tensor_key(t, unit.run) for t in self.writes(unit)]
         if any(key in self.grads for key in incoming):
             self.enter(unit, "backward")
+            self.workspace(unit)
             drops: list[_Buffer] = []
             for t in self.reads(unit):
                 if self.graph.tensor(t).requires_grad:
@@ -421,6 +477,8 @@ class Replay:
         self.phase = "optimizer"
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
+            states = STATE_BYTES[self.training.optimizer] // UPDATE_BYTES
+            add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, states))
         self.record("optimizer states created" if first else "optimizer step")
         kind = self.training.implementation.temporaries if self.training.adam else None
         temporaries: list[tuple[str, tuple[str, int] | None, sympy.Expr]] = []
@@ -433,9 +491,14 @@ class Replay:
             temporaries.append(("update, all parameters at once", None, params(self.graph).total))
         for label, run, numel in temporaries:
             temp = size_of(UPDATE_BYTES * numel)
+            pad = self.state_pads(UPDATE_BYTES) if kind == "foreach" else self.pad_of(temp)
             add_to(self.totals["optimizer"], temp)
+            add_to(self.totals["runtime"], pad)
             self.record(label, run)
             add_to(self.totals["optimizer"], temp, -1)
+            if kind == "foreach":
+                self.state_pads(UPDATE_BYTES, sign=-1)
+            add_to(self.totals["runtime"], pad, -1)
         for buf in self.param_grads.values():
             self.release(buf)
         self.param_grads.clear()

@@ -14,6 +14,7 @@ import sympy
 
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.runtime import Runtime, cuda_runtime
 from symbert.ir import Graph
 
 #: Memory categories in stacking order, with their labels.
@@ -23,6 +24,7 @@ CATEGORIES = {
     "optimizer": "optimizer states",
     "attention": "seq_len² activations",
     "activations": "other activations",
+    "runtime": "CUDA runtime",
 }
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 PRECISIONS = ("fp32", "mixed")
@@ -72,12 +74,16 @@ IMPLEMENTATIONS = {
 class Training:
     """What a training step runs: optimizer, precision, and the activation policy and modifiers.
 
-    Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype.
+    Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype. ``gpu`` names a
+    GPU of :data:`symbert.gpus.GPUS` and ``cublas_workspace_config`` a ``CUBLAS_WORKSPACE_CONFIG``;
+    both matter under the torch-cuda policy only (:attr:`runtime`).
     """
 
     optimizer: str = "adamw"
     precision: str = "fp32"
     memory: MemoryOptions = field(default_factory=MemoryOptions)
+    gpu: str | None = None
+    cublas_workspace_config: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -86,6 +92,7 @@ class Training:
             raise ValueError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
         if self.precision == "mixed" and self.memory.dtype is None:
             object.__setattr__(self, "memory", replace(self.memory, dtype="bfloat16"))
+        cuda_runtime(self.gpu, self.cublas_workspace_config)  # unknown GPU or bad config: ValueError
 
     @property
     def bytes(self) -> Precision:
@@ -96,11 +103,20 @@ class Training:
         return IMPLEMENTATIONS[self.memory.policy]
 
     @property
+    def runtime(self) -> Runtime | None:
+        """The device runtime the replay consults: CUDA's under the torch-cuda policy, else none."""
+        if self.memory.policy != "torch-cuda":
+            return None
+        return cuda_runtime(self.gpu, self.cublas_workspace_config)
+
+    @property
     def adam(self) -> bool:
         return self.optimizer in ("adam", "adamw")
 
     def describe(self) -> str:
-        return f"{self.optimizer}, {self.precision} precision; {self.memory.describe()}"
+        runtime = self.runtime
+        device = f"; {runtime.describe()}" if runtime else "; no device runtime modelled"
+        return f"{self.optimizer}, {self.precision} precision; {self.memory.describe()}{device}"
 
 
 def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:

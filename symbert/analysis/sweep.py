@@ -21,6 +21,7 @@ import sympy
 from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
+from symbert.analysis.runtime import ROUND
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
@@ -39,7 +40,7 @@ QUANTITIES = (
     "optimizer_states",
     "peak",
 )
-SETUP_COLUMNS = ("config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision")
+SETUP_COLUMNS = ("config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision", "gpu")
 FREE = (B, seq_len)
 CHUNK = 1 << 16
 #: Grids of at least this many points show a progress bar (on a terminal).
@@ -56,6 +57,10 @@ class Compiled:
 
     exponents: tuple[tuple[int, int], ...]
     coefficients: np.ndarray
+    #: The allocator's rounding terms under a device runtime: ``pad512(pad_args[j] · terms)``, held
+    #: ``pad_coefficients[i, j]`` times by polynomial i.
+    pad_args: np.ndarray | None = None
+    pad_coefficients: np.ndarray | None = None
 
     @classmethod
     def of(cls, expr: sympy.Expr) -> Compiled:
@@ -73,10 +78,15 @@ class Compiled:
 
     def __call__(self, batch: np.ndarray, length: np.ndarray) -> np.ndarray:
         terms = np.stack([batch**i * length**j for i, j in self.exponents], axis=-1)
-        if len(self.coefficients) == 1:
+        padded = self.pad_args is not None and len(self.pad_args) > 0
+        if len(self.coefficients) == 1 and not padded:
             return terms @ self.coefficients[0]
-        winner = (terms.astype(np.float64) @ self.coefficients.T.astype(np.float64)).argmax(axis=-1)
-        return np.einsum("pt,pt->p", terms, self.coefficients[winner])
+        if not padded:
+            winner = (terms.astype(np.float64) @ self.coefficients.T.astype(np.float64)).argmax(axis=-1)
+            return np.einsum("pt,pt->p", terms, self.coefficients[winner])
+        pads = np.mod(-(terms @ self.pad_args.T), ROUND)
+        values = terms @ self.coefficients.T + pads @ self.pad_coefficients.T
+        return values.max(axis=-1)
 
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
@@ -95,7 +105,7 @@ def compile_quantities(config: Config, training: Training, memory: StepMemory | 
     exprs |= {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"]}
     out = {k: Compiled.of(sympy.sympify(v).subs(values)) for k, v in exprs.items()}
     polys = (memory or step_memory(graph, training, values)).polynomials(values, FREE)
-    out["peak"] = Compiled(polys.exponents, polys.totals)
+    out["peak"] = Compiled(polys.exponents, polys.totals, polys.pad_args, polys.pad_totals)
     return out
 
 
@@ -191,7 +201,8 @@ def sweep(
             compiled = compile_quantities(config, training, memory)
             m = training.memory
             setup = (config.name, config.task.head, m.policy, m.activation_dtype, m.attention, m.recompute)
-            prefix = (",".join((*setup, training.optimizer, training.precision)) + ",").encode()
+            gpu = training.gpu or ("cuda" if training.runtime else "")
+            prefix = (",".join((*setup, training.optimizer, training.precision, gpu)) + ",").encode()
             for batch, length in grid_blocks(batches, usable):
                 values = [compiled[q].constant for q in quantities]
                 values = [

@@ -20,6 +20,7 @@ import numpy as np
 import sympy
 
 from symbert.analysis.replay import Event, Replay
+from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
 from symbert.analysis.sizes import Size, add_to, expr_of, scaled
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
@@ -184,15 +185,35 @@ class StepMemory:
         """
         fixed = {k: v for k, v in values.items() if k not in free}
         self.check(fixed)
-        terms = [sympy.Poly(m.subs(fixed), *free).as_dict() for m in self.monomials]
-        exponents = sorted({k for t in terms for k in t})
+        terms: list[dict] = []
+        pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
+        for i, m in enumerate(self.monomials):
+            m = m.subs(fixed)
+            if m.has(pad512) and m.free_symbols & set(free):
+                coefficient, pad = m.as_coeff_Mul()
+                if not isinstance(pad, pad512) or not coefficient.is_Integer:
+                    raise ValueError(f"cannot compile the allocator's rounding term {m}")
+                pads.setdefault(pad.args[0], []).append((i, int(coefficient)))
+                terms.append({})
+            else:
+                terms.append(sympy.Poly(m, *free).as_dict())
+        args = {arg: sympy.Poly(arg, *free).as_dict() for arg in pads}
+        exponents = sorted({k for t in (*terms, *args.values()) for k in t})
         to_terms = np.zeros((len(self.monomials), len(exponents)), dtype=np.int64)
         for i, t in enumerate(terms):
             for k, v in t.items():
                 if not v.is_Integer:
                     raise ValueError(f"memory needs values for: {', '.join(sorted(map(str, v.free_symbols)))}")
                 to_terms[i, exponents.index(k)] = int(v)
-        rows = self.table.sum(axis=1) @ to_terms
+        to_pads = np.zeros((len(self.monomials), len(pads)), dtype=np.int64)
+        pad_args = np.zeros((len(pads), len(exponents)), dtype=np.int64)
+        for j, (arg, uses) in enumerate(pads.items()):
+            for i, c in uses:
+                to_pads[i, j] += c
+            for k, v in args[arg].items():
+                pad_args[j, exponents.index(k)] = int(v)
+        summed = self.table.sum(axis=1)
+        rows = np.concatenate([summed @ to_terms, summed @ to_pads], axis=1)
         _, first = np.unique(rows, axis=0, return_index=True)
         kept: list[int] = []
         for i in sorted(first, key=lambda i: (-int(rows[i].sum()), i)):
@@ -200,36 +221,75 @@ class StepMemory:
                 kept.append(i)
         kept.sort()
         coefficients = self.table[kept] @ to_terms
-        return Polynomials(free, tuple(exponents), tuple(self.candidates[i] for i in kept), coefficients)
+        return Polynomials(
+            free,
+            tuple(exponents),
+            tuple(self.candidates[i] for i in kept),
+            coefficients,
+            pad_args,
+            self.table[kept] @ to_pads,
+        )
 
 
 @dataclass(frozen=True)
 class Polynomials:
-    """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials.
+    """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials,
+    plus, under a device runtime, the allocator's rounding of allocations whose size depends on them.
 
     ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c.
-    Calls take numpy arrays (or numbers) for the free symbols and evaluate in float64, exact below
-    2**53 bytes; :meth:`exact` evaluates one point in Python integers.
+    Rounding term j is ``pad512(pad_args[j] · terms)``, which candidate i holds
+    ``pad_coefficients[i, c, j]`` times (it is at most 511 bytes, so the polynomial alone is a lower
+    bound). Calls take numpy arrays (or numbers) for the free symbols and evaluate in float64, exact
+    below 2**53 bytes; :meth:`exact` evaluates one point in Python integers.
     """
 
     free: tuple[sympy.Symbol, ...]
     exponents: tuple[tuple[int, ...], ...]
     candidates: tuple[Candidate, ...]
     coefficients: np.ndarray
+    pad_args: np.ndarray | None = None
+    pad_coefficients: np.ndarray | None = None
 
     @property
     def totals(self) -> np.ndarray:
         return self.coefficients.sum(axis=1)
 
+    @property
+    def pad_totals(self) -> np.ndarray:
+        if self.pad_coefficients is None:
+            return np.zeros((len(self.candidates), 0), dtype=np.int64)
+        return self.pad_coefficients.sum(axis=1)
+
+    def _monomials(self) -> list[sympy.Expr]:
+        return [sympy.Mul(*(s**e for s, e in zip(self.free, k, strict=True))) for k in self.exponents]
+
+    def polynomial(self, i: int) -> sympy.Expr:
+        """Candidate i's total without the rounding terms: a sympy polynomial, a lower bound."""
+        return sympy.Add(*(int(c) * m for c, m in zip(self.totals[i], self._monomials(), strict=True)))
+
     def expr(self, i: int) -> sympy.Expr:
-        """Candidate i's total as a sympy polynomial."""
-        monomials = [sympy.Mul(*(s**e for s, e in zip(self.free, k, strict=True))) for k in self.exponents]
-        return sympy.Add(*(int(c) * m for c, m in zip(self.totals[i], monomials, strict=True)))
+        """Candidate i's total, with its rounding terms."""
+        monomials = self._monomials()
+        pads = [pad512(sympy.Add(*(int(a) * m for a, m in zip(row, monomials, strict=True)))) for row in self._args]
+        return self.polynomial(i) + sympy.Add(*(int(c) * p for c, p in zip(self.pad_totals[i], pads, strict=True)))
+
+    @property
+    def _args(self) -> np.ndarray:
+        return self.pad_args if self.pad_args is not None else np.zeros((0, len(self.exponents)), dtype=np.int64)
 
     def exact(self, *x: int) -> list[int]:
         """Every candidate's total at one point, in Python integers."""
         powers = [_power(x, k) for k in self.exponents]
-        return [sum(int(c) * p for c, p in zip(row, powers, strict=True)) for row in self.totals]
+        pads = [-sum(int(a) * p for a, p in zip(row, powers, strict=True)) % ROUND for row in self._args]
+        return [
+            sum(int(c) * p for c, p in zip(row, powers, strict=True))
+            + sum(int(c) * p for c, p in zip(pad_row, pads, strict=True))
+            for row, pad_row in zip(self.totals, self.pad_totals, strict=True)
+        ]
+
+    def _pads(self, terms: np.ndarray) -> np.ndarray:
+        """Each rounding term at each point, from the points' terms."""
+        return np.mod(-(terms @ self._args.T.astype(np.float64)), ROUND)
 
     def top(self, *x: int) -> sympy.Expr:
         """The polynomial that gives the peak at one point."""
@@ -240,15 +300,21 @@ class Polynomials:
         arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in x))
         return np.stack([np.broadcast_to(_power(arrays, k), arrays[0].shape) for k in self.exponents], axis=-1)
 
+    def _all(self, terms: np.ndarray) -> np.ndarray:
+        return terms @ self.totals.T.astype(np.float64) + self._pads(terms) @ self.pad_totals.T.astype(np.float64)
+
     def __call__(self, *x) -> np.ndarray:
         """The peak at each point."""
-        return (self._terms(x) @ self.totals.T.astype(np.float64)).max(axis=-1)
+        return self._all(self._terms(x)).max(axis=-1)
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
         """At each point: the index of the candidate that peaks, and its bytes per category."""
         terms = self._terms(x)
-        winner = (terms @ self.totals.T.astype(np.float64)).argmax(axis=-1)
+        winner = self._all(terms).argmax(axis=-1)
         parts = np.einsum("...t,...ct->...c", terms, self.coefficients[winner].astype(np.float64))
+        if self.pad_coefficients is not None and self.pad_coefficients.shape[-1]:
+            pads = self._pads(terms)
+            parts = parts + np.einsum("...j,...cj->...c", pads, self.pad_coefficients[winner].astype(np.float64))
         return winner, parts
 
 
@@ -274,6 +340,36 @@ def step_memory(
             raise ValueError(f"a full replay needs the count of {name}: {block.count}")
         runs[name] = int(count) if count.is_Integer and (full or count < 3) else 3
     return StepMemory(graph, training, runs)
+
+
+def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> int | None:
+    """An estimate of the caching allocator's reserved bytes over ``steps`` training steps at ``values``.
+
+    Every run is replayed; at each event the allocations alive (each rounded up to 512 bytes) are
+    grouped into segments by :func:`symbert.analysis.runtime.reserved_estimate`, and the largest such
+    total is the estimate. None without a device runtime.
+    """
+    if training.runtime is None:
+        return None
+    runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
+    replay = Replay(graph, training, runs)
+    replay.log = []
+    events = replay.run(steps)
+    sizes: dict[frozenset, int] = {}
+    alive: dict[int, int] = {}
+    highest, entries = 0, iter(replay.log)
+    entry = next(entries, None)
+    for k in range(len(events)):
+        while entry is not None and entry[0] <= k:
+            _, sign, size, copies = entry
+            key = frozenset(size.items())
+            if key not in sizes:
+                n = int(expr_of(size).subs(values))
+                sizes[key] = n + (-n % ROUND)
+            alive[sizes[key]] = alive.get(sizes[key], 0) + sign * int(sympy.sympify(copies).subs(values))
+            entry = next(entries, None)
+        highest = max(highest, reserved_estimate(n for n, count in alive.items() for _ in range(count)))
+    return highest
 
 
 @dataclass(frozen=True)

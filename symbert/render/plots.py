@@ -26,6 +26,7 @@ COLORS = {
     "optimizer": "#c44e52",
     "attention": "#dd8452",
     "activations": "#8172b3",
+    "runtime": "#937860",
 }
 PHASE_SHADES = {"forward": "#f2f2f2", "backward": "#e4e4e4", "optimizer": "#fbe3e3"}
 GIB = 2**30
@@ -39,6 +40,11 @@ def _pyplot():
 
     plt.rcParams.update({"svg.hashsalt": "symbert", "font.size": 9})
     return plt
+
+
+def _setup(training: Training) -> str:
+    """The setup in two lines: optimizer, precision and policy; then the device runtime."""
+    return "\n".join(training.describe().rsplit("; ", 1))
 
 
 def _check(path: str | Path) -> Path:
@@ -120,7 +126,7 @@ def plot_memory(
             )
     other = f"batch {fixed}" if axis == "seq_len" else f"seq_len {fixed}"
     ax.set(xlabel=axis, ylabel=f"peak memory ({unit})", xlim=(xs[0], xs[-1]), ylim=(0, None))
-    ax.set_title(f"{config.name}, {other}: peak of a training step\n{training.describe()}", fontsize=9)
+    ax.set_title(f"{config.name}, {other}: peak of a training step\n{_setup(training)}", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, path)
@@ -176,7 +182,7 @@ def plot_timeline(
     _budget(ax, budget, scale)
     ax.set(xlabel="allocation events in order", ylabel=f"memory ({unit})", xlim=(0, offset), ylim=(0, None))
     ax.set_xticks([])
-    ax.set_title(f"{config.name}, batch {batch}, seq_len {length}: {training.describe()}", fontsize=9, pad=24)
+    ax.set_title(f"{config.name}, batch {batch}, seq_len {length}: {_setup(training)}", fontsize=9, pad=30)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     _save(fig, path)
     plt.close(fig)

@@ -25,10 +25,14 @@ class Check:
     quantity: str
     predicted: int
     measured: int
+    #: The relative error allowed: 0 for exact quantities, None for an estimate that is shown, not checked.
+    tolerance: float | None = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.predicted == self.measured
+        if self.tolerance is None:
+            return True
+        return abs(self.predicted - self.measured) <= self.tolerance * self.measured
 
 
 def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[Any, dict[str, Any]]:
@@ -63,15 +67,33 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
     return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
 
 
-def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -> list[Check]:
-    """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``."""
-    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))  # checks the shape first
+#: The training-step peak's allowed relative error on CUDA (against max_memory_allocated).
+PEAK_TOLERANCE = 0.005
+
+
+def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", device: str = "cpu") -> list[Check]:
+    """Build the Hugging Face model for ``config`` on ``device`` and compare every quantity under
+    ``torch-cpu`` or ``torch-cuda``; on CUDA in float32 also the training-step peak (allocated, within
+    :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked)."""
+    predicted = report(config, batch, seq_len, MemoryOptions(f"torch-{device}", dtype))  # checks the shape first
     model, inputs = hugging_face(config, batch, seq_len, dtype)
+    if device == "cuda":
+        model = model.to("cuda")
+        inputs = {k: v.to("cuda") for k, v in inputs.items()}
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
-    return [
+    checks = [
         Check("params", predicted.value("params"), measure.count_parameters(model)),
         Check("activation_bytes", predicted.value("activation_bytes"), saved),
         Check("flops_forward", predicted.value("flops_forward"), forward),
         Check("flops_backward", predicted.value("flops_backward"), backward),
     ]
+    if device == "cuda" and dtype == "float32":
+        from symbert.validate.peak import check_peak
+
+        del model, inputs
+        peak = check_peak(config, batch, seq_len, "adamw", "cuda")
+        checks.append(Check("peak_allocated", peak.predicted, peak.measured.peak, PEAK_TOLERANCE))
+        if peak.predicted_reserved is not None and peak.measured.reserved is not None:
+            checks.append(Check("peak_reserved (estimate)", peak.predicted_reserved, peak.measured.reserved, None))
+    return checks

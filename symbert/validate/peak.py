@@ -9,6 +9,11 @@ alive until backward ends. The profiler's memory
 events give every allocation and free of the CPU allocator; memory at any moment is what was alive
 when profiling started (the parameters and the inputs, counted from their storages) plus the running
 sum of those events. Model buffers (position ids) are left out, as symbert's prediction leaves them out.
+
+On CUDA (:func:`measure_steps_cuda`) the caching allocator's own counters measure each phase:
+``reset_peak_memory_stats`` before it, then ``max_memory_allocated`` and ``max_memory_reserved``. They
+count the model's buffers too, which the prediction leaves out (bytes, not megabytes). This path is
+written from PyTorch's documentation; it has not been run here on a GPU, and its tests skip without one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Phase:
     start: int
     peak: int
     end: int
+    reserved: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,60 @@ class MeasuredSteps:
     @property
     def where(self) -> Phase:
         return max(self.phases, key=lambda p: p.peak)
+
+    @property
+    def reserved(self) -> int | None:
+        """The highest reserved memory (CUDA only)."""
+        values = [p.reserved for p in self.phases if p.reserved is not None]
+        return max(values) if values else None
+
+
+def measure_steps_cuda(
+    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2
+) -> MeasuredSteps:
+    """Measure ``steps`` training steps of a model on the current CUDA device, phase by phase.
+
+    ``model`` and ``inputs`` must already be on the device. The allocator's peak counters are reset
+    before each phase and read after it (with the device synchronised), so each phase's peak is its own.
+    """
+    import gc
+
+    import torch
+
+    name, kwargs = OPTIMIZERS[optimizer]
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+    opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    state: dict[str, Any] = {}
+
+    def forward() -> None:
+        output = model(**inputs)
+        state["output"] = None if output.get("loss") is not None else output
+        state["loss"] = measure.loss_of(output)
+
+    def backward() -> None:
+        state.pop("loss").backward()
+        state.pop("output", None)
+
+    phases = []
+    for step in range(1, steps + 1):
+        for label, fn in (
+            ("forward", forward),
+            ("backward", backward),
+            ("optimizer", opt.step),
+            ("zero_grad", lambda: opt.zero_grad(set_to_none=True)),
+        ):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            peak, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+            phases.append(Phase(step, label, start, peak, torch.cuda.memory_allocated(), reserved))
+    return MeasuredSteps(baseline, tuple(phases))
 
 
 def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2) -> MeasuredSteps:
@@ -112,6 +172,8 @@ class PeakCheck:
     predicted: int
     predicted_where: str
     measured: MeasuredSteps
+    device: str = "cpu"
+    predicted_reserved: int | None = None
 
     @property
     def error(self) -> float:
@@ -119,11 +181,28 @@ class PeakCheck:
         return (self.predicted - self.measured.peak) / self.measured.peak
 
 
-def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw") -> PeakCheck:
-    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``."""
+def cuda_gpu() -> tuple[str | None, str | None]:
+    """The current CUDA device as a key of :data:`symbert.gpus.GPUS` (by name, else an sm90 stand-in,
+    else None), and ``CUBLAS_WORKSPACE_CONFIG`` from the environment."""
+    import os
+
+    import torch
+
+    from symbert.gpus import GPUS
+
+    name = torch.cuda.get_device_name()
+    key = next((g.key for g in GPUS.values() if g.name == name), None)
+    if key is None and torch.cuda.get_device_capability() == (9, 0):
+        key = "h100"
+    return key, os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+
+
+def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw", device: str = "cpu") -> PeakCheck:
+    """Predict (float32; policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two
+    training steps of ``config`` on ``device``."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
-    from symbert.analysis.training import step_memory
+    from symbert.analysis.training import reserved, step_memory
     from symbert.api import trace
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
@@ -131,13 +210,25 @@ def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw
 
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
-    peak = step_memory(graph, Training(optimizer, "fp32", MemoryOptions("torch-cpu")), values).peak(values)
-    measured = measure_steps(*hugging_face(config, batch, seq_len, "float32"), optimizer)
-    return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured)
+    if device == "cuda":
+        gpu, workspace = cuda_gpu()
+        training = Training(optimizer, "fp32", MemoryOptions("torch-cuda"), gpu, workspace)
+    else:
+        training = Training(optimizer, "fp32", MemoryOptions("torch-cpu"))
+    peak = step_memory(graph, training, values).peak(values)
+    model, inputs = hugging_face(config, batch, seq_len, "float32")
+    if device == "cuda":
+        model = model.to("cuda")
+        inputs = {k: v.to("cuda") for k, v in inputs.items()}
+        measured = measure_steps_cuda(model, inputs, optimizer)
+        estimate = reserved(graph, training, values)
+    else:
+        measured, estimate = measure_steps(model, inputs, optimizer), None
+    return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured, device, estimate)
 
 
 def main() -> None:
-    """``python -m symbert.validate.peak PRESET BATCH SEQ_LEN [OPTIMIZER]``: one line, predicted and measured."""
+    """``python -m symbert.validate.peak PRESET BATCH SEQ_LEN [OPTIMIZER [DEVICE]]``: predicted and measured."""
     import sys
 
     from symbert.configs import preset

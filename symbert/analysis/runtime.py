@@ -1,0 +1,166 @@
+"""What a device's runtime adds to the tensors of a training step, beyond the tensors themselves.
+
+The replay (:mod:`symbert.analysis.replay`) asks a :class:`Runtime` two things: how many bytes an
+allocation of a tensor really takes (:meth:`Runtime.padding`), and which buffers of its own the
+runtime allocates at the first matmul of forward and of backward (:attr:`Runtime.workspaces`).
+The backend policy chooses it: ``torch-cuda`` gets the CUDA runtime, every other policy none.
+
+The CUDA runtime follows PyTorch's source (no GPU was at hand to measure it):
+
+* ``c10/cuda/CUDACachingAllocator.cpp``: every allocation is rounded up to a multiple of 512 bytes
+  (``round_size``), and ``max_memory_allocated`` counts the rounded size. A block found in the cache
+  is not split when the remainder would be under 1 MiB, and is then handed out whole; that depends
+  on what was freed before, and is not modelled.
+* ``aten/src/ATen/cuda/CublasHandlePool.cpp``: each cuBLAS handle gets a workspace from the caching
+  allocator when it first runs a matmul: 32 MiB on sm90 (H100, H200), ``:4096:2:16:8`` (8 MiB +
+  128 KiB) elsewhere, or what ``CUBLAS_WORKSPACE_CONFIG`` says. The forward runs on the calling thread
+  and backward on autograd's device thread, each with its own handle: two workspaces. The first
+  cuBLASLt matmul (a linear layer with a bias, in forward) adds a 1 MiB cuBLASLt workspace.
+
+Reserved memory (what the out-of-memory check compares against) is estimated by
+:func:`reserved_estimate` from the allocations alive at once, grouped into the allocator's segments.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.gpus import GPU, gpu
+
+KIB, MIB = 2**10, 2**20
+#: The caching allocator's granularity (``kMinBlockSize``).
+ROUND = 512
+#: Allocations up to this size come from the small pool (``kSmallSize``), in 2 MiB segments (``kSmallBuffer``).
+SMALL, SMALL_SEGMENT = MIB, 2 * MIB
+#: Larger ones under 10 MiB (``kMinLargeAlloc``) take 20 MiB segments (``kLargeBuffer``); the rest are
+#: rounded up to 2 MiB (``kRoundLarge``).
+MIN_LARGE, LARGE_SEGMENT, ROUND_LARGE = 10 * MIB, 20 * MIB, 2 * MIB
+#: PyTorch's default ``CUBLAS_WORKSPACE_CONFIG`` off sm90, and its sm90 default.
+DEFAULT_CUBLAS_CONFIG = ":4096:2:16:8"
+SM90_WORKSPACE = 32 * MIB
+#: ``CUBLASLT_WORKSPACE_SIZE``'s default, 1024 KiB.
+CUBLASLT_WORKSPACE = MIB
+_CONFIG = re.compile(r"(?::\d{1,9}:\d{1,6})+")
+
+
+class pad512(sympy.Function):
+    """The bytes the CUDA caching allocator adds to an allocation of ``x`` bytes: x rounded up to a
+    multiple of 512, minus x. Integer coefficients are reduced modulo 512, so it vanishes on its own
+    when every term of ``x`` is a multiple of 512."""
+
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_Integer:
+            return sympy.Integer(-int(x) % ROUND)
+        terms = sympy.expand(x).as_coefficients_dict()
+        if not all(c.is_Integer for c in terms.values()):
+            return None
+        reduced = sympy.Add(*(int(c) % ROUND * m for m, c in terms.items()))
+        if reduced.is_Integer:
+            return sympy.Integer(-int(reduced) % ROUND)
+        return None if reduced == x else cls(reduced)
+
+
+def parse_workspace_config(text: str) -> int:
+    """Bytes of one cuBLAS workspace for ``CUBLAS_WORKSPACE_CONFIG``: ``:SIZE:COUNT`` pairs, SIZE in KiB.
+
+    Stricter than PyTorch, which warns and falls back to its default on a value it cannot read:
+    anything but one or more ``:SIZE:COUNT`` pairs is a ValueError.
+    """
+    value = text.strip()
+    if not _CONFIG.fullmatch(value):
+        raise ValueError(f"cannot read CUBLAS_WORKSPACE_CONFIG {text!r} (expected :SIZE:COUNT pairs, e.g. :4096:8)")
+    numbers = [int(n) for n in value.split(":")[1:]]
+    return sum(size * KIB * count for size, count in zip(numbers[::2], numbers[1::2], strict=True))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A buffer the runtime allocates at the first matmul of ``phase`` (forward or backward) and keeps."""
+
+    label: str
+    phase: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A device runtime: the GPU (None: unnamed), allocation granularity and workspaces."""
+
+    gpu: GPU | None
+    workspace_config: str | None
+    workspaces: tuple[Workspace, ...]
+
+    def padding(self, nbytes: sympy.Expr) -> dict[sympy.Expr, sympy.Expr]:
+        """The rounding of an allocation of ``nbytes``, as sparse terms (see :mod:`symbert.analysis.sizes`)."""
+        pad = pad512(nbytes)
+        return {} if pad == 0 else {pad: 1}
+
+    @property
+    def workspace_bytes(self) -> int:
+        return sum(w.nbytes for w in self.workspaces)
+
+    def describe(self) -> str:
+        where = self.gpu.key if self.gpu else "unnamed CUDA GPU"
+        cublas = self.workspaces[0].nbytes
+        config = f" (CUBLAS_WORKSPACE_CONFIG={self.workspace_config})" if self.workspace_config else ""
+        return (
+            f"{where}: cuBLAS workspaces 2 × {_mib(cublas)}{config} + cuBLASLt {_mib(self.workspaces[1].nbytes)}, "
+            "allocations rounded to 512 bytes"
+        )
+
+
+def _mib(n: int) -> str:
+    whole, rest = divmod(n, MIB)
+    return f"({whole} MiB + {rest // KIB} KiB)" if rest else f"{whole} MiB"
+
+
+@functools.lru_cache(maxsize=64)
+def cuda_runtime(gpu_key: str | None = None, workspace_config: str | None = None) -> Runtime:
+    """The CUDA runtime on GPU ``gpu_key`` (None: not sm90) with ``CUBLAS_WORKSPACE_CONFIG`` (None: unset)."""
+    card = gpu(gpu_key) if gpu_key is not None else None
+    if workspace_config is not None:
+        cublas = parse_workspace_config(workspace_config)
+    else:
+        cublas = SM90_WORKSPACE if card is not None and card.sm90 else parse_workspace_config(DEFAULT_CUBLAS_CONFIG)
+    workspaces = (
+        Workspace("cuBLAS workspace (forward thread)", "forward", cublas),
+        Workspace("cuBLASLt workspace", "forward", min(CUBLASLT_WORKSPACE, cublas)),
+        Workspace("cuBLAS workspace (autograd's backward thread)", "backward", cublas),
+    )
+    return Runtime(card, workspace_config, workspaces)
+
+
+def segment(nbytes: int) -> int:
+    """The size of the segment (cudaMalloc) the caching allocator would create for an allocation."""
+    if nbytes <= SMALL:
+        return SMALL_SEGMENT
+    if nbytes < MIN_LARGE:
+        return LARGE_SEGMENT
+    return -(-nbytes // ROUND_LARGE) * ROUND_LARGE
+
+
+def reserved_estimate(alive: Iterable[int]) -> int:
+    """Reserved bytes for allocations (already rounded to 512) alive at once: an estimate.
+
+    Small ones (≤ 1 MiB) packed into 2 MiB segments, those under 10 MiB into 20 MiB segments, each
+    larger one in its own segment rounded up to 2 MiB. The real allocator reuses and splits cached
+    blocks, and keeps segments after their blocks are freed, so fragmentation can make it larger.
+    """
+    small = middle = large = 0
+    for n in alive:
+        if n <= SMALL:
+            small += n
+        elif n < MIN_LARGE:
+            middle += n
+        else:
+            large += segment(n)
+    return -(-small // SMALL_SEGMENT) * SMALL_SEGMENT + -(-middle // LARGE_SEGMENT) * LARGE_SEGMENT + large
