@@ -29,13 +29,16 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
 
     Names are symbert's symbols (``I`` is the intermediate size and ``E`` the embedding size, not the
     imaginary unit and Euler's number, as a plain ``sympy.sympify`` would read them), the names in
-    ``symbols`` (a user-defined model's), and ``sqrt``, ``oo``, ``Rational``. The text is checked token by
+    ``symbols`` (a user-defined model's), ``sqrt``, ``oo``, ``Rational`` and ``pad512`` (the CUDA
+    allocator's rounding in torch-cuda training formulas). The text is checked token by
     token before sympy sees it: only integers, those names, ``+ - * / ** ( ) ,`` and spaces; anything else
     (an attribute, a string, an unknown name) raises ValueError, and nothing is evaluated as Python.
     """
     if not isinstance(formula, str):
         raise ValueError(f"a formula is a string, got {type(formula).__name__}")
-    names: dict[str, object] = {**FUNCTIONS, **BY_NAME, **(symbols or {})}
+    from symbert.analysis.runtime import pad512  # the CUDA allocator's rounding, in torch-cuda formulas
+
+    names: dict[str, object] = {**FUNCTIONS, "pad512": pad512, **BY_NAME, **(symbols or {})}
     pos, depth = 0, 0
     stripped = formula.rstrip()
     if not stripped.strip():
