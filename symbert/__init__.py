@@ -39,6 +39,7 @@ _EXPORTS = {
     "equations": "symbert.render.latex",
     "notation": "symbert.render.latex",
     "Table": "symbert.render.tables",
+    "parse_formula": "symbert.render.formula",
     "component_table": "symbert.render.tables",
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -13,6 +14,7 @@ import click
 from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
 from symbert.configs import Config, ConfigError, preset_names, resolve
 from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
+from symbert.quantities import QUANTITIES, TRAINING_QUANTITIES, canonical
 
 if TYPE_CHECKING:
     from symbert.render.latex import Notation
@@ -20,6 +22,64 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 POLICY_NAMES = tuple(POLICIES)
+
+
+class AtLeast(click.ParamType):
+    """An integer of at least ``least``; anything else is one line naming the option: ``--batch must be a
+    positive integer, got 0``."""
+
+    name = "integer"
+
+    def __init__(self, least: int = 1) -> None:
+        self.least = least
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        option = param.opts[0] if param is not None and param.opts else "value"
+        wanted = "a positive integer" if self.least == 1 else f"an integer of at least {self.least}"
+        text = str(value).strip()
+        shown = text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text)} characters)"
+        if isinstance(value, bool) or not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise click.UsageError(f"{option} must be {wanted}, got {shown!r}")
+        try:
+            number = int(text)
+        except ValueError:  # more digits than Python converts
+            raise click.UsageError(f"{option} must be {wanted} of at most 4300 digits, got {shown}") from None
+        if number < self.least:
+            raise click.UsageError(f"{option} must be {wanted}, got {shown}")
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "INTEGER"
+
+
+#: Batch sizes and sequence lengths: positive integers everywhere.
+POSITIVE = AtLeast(1)
+
+
+class Quantity(click.ParamType):
+    """A quantity by name or alias (:data:`symbert.quantities.ALIASES`); a bad one is a one-line error."""
+
+    name = "quantity"
+
+    def __init__(self, choices: tuple[str, ...] = QUANTITIES) -> None:
+        self.choices = choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return canonical(str(value), self.choices)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "QUANTITY"
+
+
+class Command(click.Command):
+    """A command that keeps its raw arguments, so repeated --preset and --config keep their order."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["symbert.args"] = list(args)
+        return super().parse_args(ctx, args)
 
 
 def _fail(message: str) -> None:
@@ -77,8 +137,8 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
-    @click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
-    @click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="Sequence length.")
+    @click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
+    @click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
     @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
     @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
@@ -90,10 +150,21 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(package_name="symbert")
-def cli() -> None:
-    """BERT as a symbolic computation graph: exact formulas for parameters, memory and FLOPs."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """BERT as a symbolic computation graph: exact formulas for parameters, memory and FLOPs.
+
+    Commands that read one config take --preset NAME or --config FILE; those that read several
+    (latex, table, compare, sweep) also take CONFIG arguments. See `symbert COMMAND --help`.
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+
+
+cli.command_class = Command
 
 
 @cli.command()
@@ -138,8 +209,8 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 
 @cli.command()
 @config_options
-@click.option("--batch", "-b", type=int, default=2, show_default=True, help="Batch size B.")
-@click.option("--seq-len", "-s", type=int, default=16, show_default=True, help="Sequence length.")
+@click.option("--batch", "-b", type=POSITIVE, default=2, show_default=True, help="Batch size B.")
+@click.option("--seq-len", "-s", type=POSITIVE, default=16, show_default=True, help="Sequence length.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option(
     "--device",
@@ -150,8 +221,8 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 )
 def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
-    if batch < 1 or seq_len < 1:
-        raise ConfigError(f"batch and seq_len must be positive integers, got {batch} and {seq_len}")
+    if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
+        raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
     if device == "cuda":
         _require_cuda()
     from symbert.render import reports
@@ -200,7 +271,10 @@ def diagram(
     from symbert.render.diagram import FORMATS, DotNotFound
     from symbert.render.diagram import diagram as draw
 
-    fmt = fmt or (Path(output).suffix.lstrip(".") if output else "dot")
+    suffix = Path(output).suffix.lstrip(".").lower() if output else ""
+    if fmt and suffix in FORMATS and suffix != fmt:
+        raise ConfigError(f"--format {fmt} but {output!r} names {suffix}: make them agree")
+    fmt = fmt or (suffix if output else "dot")
     if fmt not in FORMATS:
         raise ConfigError(f"cannot tell the format from {output!r}; give --format ({', '.join(FORMATS)})")
     if output is None and fmt in ("png", "pdf") and sys.stdout.isatty():
@@ -220,40 +294,86 @@ def diagram(
         raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
-QUANTITIES = ("params", "activation_bytes", "flops_forward", "flops_backward", "non_matmul_forward")
 TABLE_FORMATS = ("text", "latex", "markdown", "csv")
 
 
-def _configs(
-    specs: tuple[str, ...], overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]
+def _is_path(spec: str) -> bool:
+    """A CONFIG argument that can only be a file: a .json name, or one with a path separator."""
+    import os
+
+    return spec.lower().endswith(".json") or "/" in spec or os.sep in spec or (os.altsep or "/") in spec
+
+
+def _spec_configs(
+    spec: str, overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]
 ) -> list[Config]:
-    """Configs named by a config.json path (when it exists), a preset, or a preset pattern such as 'bert-L*'."""
+    """One CONFIG argument: a path (see :func:`_is_path`) is a file; else a preset or preset pattern; else,
+    when no preset matches, an existing file of that name. A file or folder named like a preset never
+    hides the preset: write ./bert-large to mean the file."""
     from fnmatch import fnmatchcase
     from pathlib import Path
 
-    configs = []
+    if not spec.strip():
+        raise ConfigError("an empty CONFIG: give a preset name or a config.json path")
+    if _is_path(spec):
+        return [resolve(None, spec, overrides, task, **options)]
+    pattern = any(c in spec for c in "*?[")
+    names = [n for n in preset_names() if fnmatchcase(n, spec)] if pattern else [n for n in preset_names() if n == spec]
+    if not names and Path(spec).is_file():
+        return [resolve(None, spec, overrides, task, **options)]
+    if not names and pattern:
+        raise ConfigError(f"no preset matches {spec!r}; see `symbert presets`")
+    return [resolve(name, None, overrides, task, **options) for name in names or [spec]]
+
+
+def _ordered_sources(presets: tuple[str, ...], files: tuple[str, ...]) -> list[tuple[str, str]]:
+    """--preset and --config values in the order they were given on the command line."""
+    args = click.get_current_context().meta.get("symbert.args", [])
+    flags = [flag for arg in args for flag in ("--preset", "--config") if arg == flag or arg.startswith(flag + "=")]
+    if flags.count("--preset") != len(presets) or flags.count("--config") != len(files):
+        flags = ["--preset"] * len(presets) + ["--config"] * len(files)
+    queues = {"--preset": list(presets), "--config": list(files)}
+    return [(flag, queues[flag].pop(0)) for flag in flags]
+
+
+def _configs(
+    specs: tuple[str, ...],
+    presets: tuple[str, ...],
+    files: tuple[str, ...],
+    overrides: tuple[str, ...],
+    task: dict[str, Any],
+    options: dict[str, bool],
+) -> list[Config]:
+    """CONFIG arguments, then --preset and --config values in their order; configs read from files that
+    would share a label are labelled by the path given."""
+    from dataclasses import replace
+
+    found: list[tuple[Config, str | None]] = []
     for spec in specs:
-        if Path(spec).exists():
-            configs.append(resolve(None, spec, overrides, task, **options))
-            continue
-        names = [n for n in preset_names() if fnmatchcase(n, spec)] if any(c in spec for c in "*?[") else [spec]
-        if not names:
-            raise ConfigError(f"no preset matches {spec!r}; see `symbert presets`")
-        configs.extend(resolve(name, None, overrides, task, **options) for name in names)
-    return configs
+        found.extend((c, spec if c.name != spec else None) for c in _spec_configs(spec, overrides, task, options))
+    for flag, value in _ordered_sources(presets, files):
+        if flag == "--preset":
+            found.append((resolve(value, None, overrides, task, **options), None))
+        else:
+            found.append((resolve(None, value, overrides, task, **options), value))
+    names = [c.name for c, _ in found]
+    return [replace(c, name=path) if path and names.count(c.name) > 1 else c for c, path in found]
 
 
 def config_specs(
     nargs: int, metavar: str = "CONFIG...", template: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """CONFIG arguments with --set and structural flags applied to each, resolved into ``configs``.
+    """CONFIG arguments and repeatable --preset / --config, with --set and structural flags applied to each,
+    resolved into ``configs``.
 
     ``template`` makes CONFIGs optional and passes ``template``: without CONFIGs bert-base with the same
     flags (the formulas' structure), else None.
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @click.argument("configs", metavar=metavar, nargs=nargs, required=not template)
+        @click.argument("configs", metavar=metavar, nargs=nargs, required=False)
+        @click.option("--preset", "presets", metavar="NAME", multiple=True, help="A preset (repeatable).")
+        @click.option("--config", "files", metavar="FILE", multiple=True, help="A config.json file (repeatable).")
         @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a value in each config.")
         @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
         @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
@@ -261,6 +381,8 @@ def config_specs(
         @wraps(fn)
         def wrapper(
             configs: tuple[str, ...],
+            presets: tuple[str, ...],
+            files: tuple[str, ...],
             overrides: tuple[str, ...],
             no_pooler: bool,
             no_token_types: bool,
@@ -268,9 +390,12 @@ def config_specs(
             **kwargs: Any,
         ) -> Any:
             options = structure(no_pooler, no_token_types)
+            resolved = _configs(configs or (), presets, files, overrides, task, options)
             if template:
-                kwargs["template"] = None if configs else resolve(None, None, overrides, task, **options)
-            return fn(configs=_configs(configs, overrides, task, options), **kwargs)
+                kwargs["template"] = None if resolved else resolve(None, None, overrides, task, **options)
+            elif not resolved:
+                raise ConfigError("give at least one CONFIG, --preset NAME or --config FILE")
+            return fn(configs=resolved, **kwargs)
 
         return wrapper
 
@@ -294,11 +419,11 @@ def notation_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _emit(tables: list[Table], fmt: str, notation: Notation) -> None:
     """Tables to the terminal, or as LaTeX, Markdown or CSV text."""
     from symbert.render import tables as render
-    from symbert.render.reports import console
+    from symbert.render.reports import show
 
     if fmt == "text":
         for t in tables:
-            console().print(render.to_rich(t))
+            show(render.to_rich(t))
     else:
         click.echo(render.render(tables, fmt, notation), nl=False)
 
@@ -312,7 +437,7 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(TABLE_FORMATS), defau
 @memory_options
 @notation_options
 @GENERAL
-@click.option("--quantity", "-q", "quantities", type=click.Choice(QUANTITIES), multiple=True, help="Default: all.")
+@click.option("--quantity", "-q", "quantities", type=Quantity(), multiple=True, help="Default: all.")
 @click.option("--document", is_flag=True, help="Wrap the equations in a complete LaTeX document.")
 def latex(
     configs: list[Config],
@@ -345,7 +470,7 @@ def latex(
 @memory_options
 @notation_options
 @GENERAL
-@click.option("--quantity", "-q", type=click.Choice(QUANTITIES), default="params", show_default=True)
+@click.option("--quantity", "-q", type=Quantity(), default="params", show_default=True)
 @FORMAT
 def table(
     configs: list[Config],
@@ -369,14 +494,14 @@ def table(
 
 
 @cli.command()
-@click.argument("quantity", type=click.Choice(QUANTITIES))
+@click.argument("quantity", type=Quantity(), required=False)
 @config_options
 @memory_options
 @notation_options
 @GENERAL
 @FORMAT
 def explain(
-    quantity: str,
+    quantity: str | None,
     config: Config,
     batch: int,
     length: int,
@@ -385,10 +510,17 @@ def explain(
     general: bool,
     fmt: str,
 ) -> None:
-    """Each term of QUANTITY's formula, traced to the graph nodes that produce it; the parts sum to the formula."""
+    """Each term of QUANTITY's formula, traced to the graph nodes that produce it; the parts sum to the formula.
+
+    QUANTITY: params, activation_bytes, flops_forward, flops_backward or non_matmul_forward, or a word
+    such as parameters, activations, memory, flops, backward.
+    """
     from symbert.analysis.explain import explain as explain_terms
     from symbert.analysis.report import report as build_report
     from symbert.render.tables import explain_table
+
+    if quantity is None:
+        raise ConfigError(f"explain needs a QUANTITY: {', '.join(QUANTITIES)} (or parameters, activations, flops…)")
 
     r = build_report(config, batch, length, options)
     terms = explain_terms(r.breakdowns[quantity], general)
@@ -396,7 +528,7 @@ def explain(
 
 
 @cli.command()
-@config_specs(2, "X Y")
+@config_specs(-1, "[X Y]")
 @memory_options
 @notation_options
 @FORMAT
@@ -404,7 +536,7 @@ def explain(
 def compare(
     configs: list[Config], batch: int, length: int, options: MemoryOptions, notation: Notation, fmt: str, as_json: bool
 ) -> None:
-    """Two configs X and Y (presets or config.json paths) side by side.
+    """Two configs X and Y (presets or config.json paths, or --preset and --config twice) side by side.
 
     Each quantity's difference and ratio, exact and as functions of B and seq_len; dominant terms as
     seq_len → ∞ and H → ∞; the crossover seq_len where attention scores equal all the rest.
@@ -413,7 +545,7 @@ def compare(
     from symbert.render.tables import comparison_json, comparison_tables
 
     if len(configs) != 2:
-        raise ConfigError(f"compare needs exactly two configs, got {len(configs)}")
+        raise ConfigError(f"compare needs exactly two configs (X Y, or --preset/--config twice), got {len(configs)}")
     comparison = build_comparison(*configs, batch, length, options)
     if as_json:
         click.echo(json.dumps(comparison_json(comparison), indent=2))
@@ -499,8 +631,8 @@ def _budget(text: str | None, training: Any) -> int | None:
 @cli.command()
 @config_options
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
-@click.option("--batch", "-b", type=int, help="Batch size B; leave out to solve for it.")
-@click.option("--seq-len", "-s", "length", type=int, help="Sequence length; leave out to solve for it.")
+@click.option("--batch", "-b", type=POSITIVE, help="Batch size B; leave out to solve for it.")
+@click.option("--seq-len", "-s", "length", type=POSITIVE, help="Sequence length; leave out to solve for it.")
 @training_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fit(
@@ -587,8 +719,8 @@ def _categories() -> dict[str, str]:
 
 @cli.command()
 @config_options
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size B.")
-@click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="Sequence length.")
+@click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
+@click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
 @training_options
 @click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
@@ -613,7 +745,7 @@ def timeline(
     from symbert.analysis.training import phases, step_memory
     from symbert.api import trace
     from symbert.render.formula import human, quantity, text
-    from symbert.render.reports import console, describe
+    from symbert.render.reports import console, describe, show
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
 
@@ -675,7 +807,7 @@ def timeline(
     for p in steps:
         where = p.peak.where.split(": ", 1)[1]
         table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), where, quantity(p.end, "bytes"))
-    out.print(table)
+    show(table, out)
     verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
@@ -690,9 +822,11 @@ def timeline(
 @cli.command()
 @config_options
 @click.option("--x", "axis", type=click.Choice(("seq_len", "batch")), default="seq_len", show_default=True)
-@click.option("--batch", "-b", type=int, default=1, show_default=True, help="Batch size when x is seq_len.")
-@click.option("--seq-len", "-s", "length", type=int, default=128, show_default=True, help="seq_len when x is batch.")
-@click.option("--max", "upto", type=int, help="Largest x (default: every position for seq_len, 64 for batch).")
+@click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size when x is seq_len.")
+@click.option(
+    "--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="seq_len when x is batch."
+)
+@click.option("--max", "upto", type=AtLeast(2), help="Largest x (default: every position for seq_len, 64 for batch).")
 @training_options
 @click.option("--budget", metavar="SIZE", help="Draw the GPU budget: 16GiB, 16GB, 16000MiB or bytes.")
 @click.option("-o", "--output", metavar="FILE", required=True, help="The plot: .png, .svg or .pdf.")
@@ -710,7 +844,8 @@ def plot(
     from symbert.render.plots import plot_memory
 
     fixed = batch if axis == "seq_len" else length
-    upto = upto or (config.max_length or 512 if axis == "seq_len" else 64)
+    if upto is None:
+        upto = config.max_length or 512 if axis == "seq_len" else 64
     if fixed < 1 or upto < 2:
         raise ConfigError("the fixed batch or seq_len must be positive and --max at least 2")
     if axis == "seq_len" and config.max_length is not None and upto > config.max_length:
@@ -725,7 +860,14 @@ def plot(
 @config_specs(-1)
 @click.option("--batch", "-b", "batches", default="1:32", show_default=True, help="Values: 8, 1,2,4, 1:64, 1:64:4.")
 @click.option("--seq-len", "-s", "lengths", default="128,256,512", show_default=True, help="Values, as for --batch.")
-@click.option("--quantity", "-q", "quantities", multiple=True, help="A column to compute (default: all).")
+@click.option(
+    "--quantity",
+    "-q",
+    "quantities",
+    type=Quantity((*QUANTITIES, *TRAINING_QUANTITIES)),
+    multiple=True,
+    help="A column to compute (default: all).",
+)
 @click.option("--policy", "policies", type=click.Choice(POLICY_NAMES), multiple=True, help="Default: torch-cuda.")
 @click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True, help="Default: the policy's.")
 @click.option("--attention", "attentions", type=click.Choice(ATTENTION), multiple=True, help="Default: eager.")
@@ -787,9 +929,15 @@ def sweep(
 
 
 @cli.command()
-def presets() -> None:
-    """List preset names."""
-    for name in preset_names():
+@click.argument("patterns", metavar="[PATTERN]...", nargs=-1)
+def presets(patterns: tuple[str, ...]) -> None:
+    """List preset names (those matching a PATTERN such as 'bert-L*', when given)."""
+    from fnmatch import fnmatchcase
+
+    names = [n for n in preset_names() if not patterns or any(fnmatchcase(n, p) for p in patterns)]
+    if not names:
+        raise ConfigError(f"no preset matches {' '.join(patterns)!r}; see `symbert presets`")
+    for name in names:
         click.echo(name)
 
 

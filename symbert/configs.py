@@ -109,9 +109,29 @@ def preset(name: str) -> Config:
     raise ConfigError(f"unknown preset {name!r}{hint}")
 
 
-def from_file(path: str | Path) -> Config:
-    """A Hugging Face config.json, dispatched on ``model_type``; keys symbert does not use are ignored."""
+def label(path: Path, data: Mapping[str, object]) -> str:
+    """A config file's name in outputs: its ``_name_or_path`` (a local path's last folder), else the folder
+    it sits in when the file is a checkpoint's ``config.json``, else the file's stem."""
+    given = data.get("_name_or_path")
+    if isinstance(given, str) and given.strip():
+        given = given.strip().rstrip("/\\")
+        local = given.startswith(("/", ".", "~")) or "\\" in given or ":" in given
+        return re.split(r"[/\\]", given)[-1] if local else given
+    if path.stem == "config" and path.parent.name:
+        return path.parent.name
+    return path.stem
+
+
+def config_path(path: str | Path) -> Path:
+    """``path``, or the ``config.json`` inside it when it is a folder (a Hugging Face checkpoint)."""
     path = Path(path)
+    return path / "config.json" if path.is_dir() else path
+
+
+def from_file(path: str | Path) -> Config:
+    """A Hugging Face config.json (or a checkpoint folder holding one), dispatched on ``model_type``; keys
+    symbert does not use are ignored. It is labelled by :func:`label`."""
+    path = config_path(path)
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
@@ -124,7 +144,7 @@ def from_file(path: str | Path) -> Config:
     if not isinstance(model, str) or model not in MODELS:
         raise ConfigError(f"{path}: unsupported model_type {model!r} (supported: {', '.join(MODELS)})")
     config = _split(MODELS[model], data, str(path))
-    return validated(replace(config, name=path.stem, task=_task(config.spec, data, str(path))))
+    return validated(replace(config, name=label(path, data), task=_task(config.spec, data, str(path))))
 
 
 def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
@@ -219,9 +239,14 @@ def resolve(
 ) -> Config:
     """The config a command asks for: a preset or a file (bert-base if neither), then overrides, then the
     task settings given (``head``, ``num_labels``, ``problem_type``, ``choices``; None leaves one as is)."""
-    if preset_name and config_file:
+    if preset_name is not None and config_file is not None:
         raise ConfigError("give either --preset or --config, not both")
-    config = from_file(config_file) if config_file else preset(preset_name or "bert-base")
+    if config_file is not None and not config_file.strip():
+        raise ConfigError("--config needs a file name, got ''")
+    if config_file is not None:
+        config = from_file(config_file)
+    else:
+        config = preset("bert-base" if preset_name is None else preset_name)
     config = with_overrides(config, overrides)
     unknown = [name for name in options if config.spec.option(name) is None]
     if unknown:

@@ -160,3 +160,13 @@ class Graph:
 
     def op_kinds(self) -> list[str]:
         return sorted({n.op for n in self.nodes})
+
+    def __repr__(self) -> str:
+        from symbert.render.notebook import graph_repr
+
+        return graph_repr(self)
+
+    def _repr_html_(self) -> str:
+        from symbert.render.notebook import graph_html
+
+        return graph_html(self)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sympy
@@ -13,6 +15,9 @@ import sympy
 from symbert import Config, trace
 from symbert import symbols as s
 from symbert.models import MODELS
+
+#: The checkout's root.
+ROOT = Path(__file__).resolve().parent.parent
 
 #: A small BERT with odd sizes (three heads of width 32, an intermediate size that is not 4H).
 H96_L3 = {
@@ -61,9 +66,14 @@ def random_bert_configs(n: int, seed: int = 0) -> list[Config]:
     return random_configs("bert", n, seed)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "symbert", *args], capture_output=True, text=True, timeout=120)
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess, as a user would; COLUMNS is unset unless ``env`` sets it."""
+    environ = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | (env or {})
+    if cwd is not None:  # the subprocess still imports this checkout's symbert
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), environ.get("PYTHONPATH"))))
+    return subprocess.run(
+        [sys.executable, "-m", "symbert", *args], capture_output=True, text=True, timeout=120, env=environ, cwd=cwd
+    )
 
 
 def traced_param_shapes(config: Config) -> dict[str, tuple[int, ...]]:

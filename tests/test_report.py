@@ -46,7 +46,7 @@ def test_report_bad_values() -> None:
         (("--seq-len", "513"), "seq_len=513 exceeds the model's 512 positions"),
         (("--batch", "0"), "batch must be a positive integer"),
         (("--policy", "tpu"), "'tpu' is not one of"),
-        (("--batch", "x"), "'x' is not a valid integer"),
+        (("--batch", "x"), "--batch must be a positive integer, got 'x'"),
     ):
         result = run_cli("report", *args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

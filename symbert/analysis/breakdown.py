@@ -75,8 +75,16 @@ class Breakdown:
             raise ValueError(f"{self.quantity} needs values for: {missing}")
         return int(value)
 
+    def __repr__(self) -> str:
+        from symbert.render.notebook import breakdown_repr
+
+        return breakdown_repr(self)
+
     def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {sympy.latex(self.total)}$"
+        """The total in the seed notation, factors in symbert's order."""
+        from symbert.render.notebook import breakdown_latex
+
+        return breakdown_latex(self)
 
 
 #: The components of a task model beyond its encoder's: the loss, and the rest of the head.

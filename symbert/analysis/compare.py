@@ -98,6 +98,16 @@ class Comparison:
     y: Report
     quantities: tuple[QuantityComparison, ...]
 
+    def __repr__(self) -> str:
+        from symbert.render.notebook import comparison_repr
+
+        return comparison_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from symbert.render.notebook import comparison_markdown
+
+        return comparison_markdown(self)
+
 
 def merged(first: list[str], second: list[str]) -> list[str]:
     """``first``, with each name only ``second`` has placed after the name before it in ``second``."""

@@ -36,7 +36,28 @@ class Term:
         return self.coefficient * self.monomial
 
 
-def explain(breakdown: Breakdown, general: bool = False) -> tuple[Term, ...]:
+class Explanation(tuple[Term, ...]):
+    """The terms :func:`explain` finds (a tuple), with a short repr and a Markdown display."""
+
+    quantity: str
+
+    def __new__(cls, terms: tuple[Term, ...] = (), quantity: str = "") -> Explanation:
+        self = super().__new__(cls, terms)
+        self.quantity = quantity
+        return self
+
+    def __repr__(self) -> str:
+        from symbert.render.notebook import explanation_repr
+
+        return explanation_repr(self, self.quantity)
+
+    def _repr_markdown_(self) -> str:
+        from symbert.render.notebook import explanation_markdown
+
+        return explanation_markdown(self, self.quantity)
+
+
+def explain(breakdown: Breakdown, general: bool = False) -> Explanation:
     """The total's terms, highest degree first, each with the contributions it comes from.
 
     Formulas are taken with the family's conventions substituted (BERT: E = H, I = 4H) unless
@@ -49,4 +70,4 @@ def explain(breakdown: Breakdown, general: bool = False) -> tuple[Term, ...]:
         coefficient, monomial = term.as_coeff_Mul()
         parts = tuple(Part(c, found[monomial]) for c, found in coefficients if monomial in found)
         terms.append(Term(monomial, coefficient, parts))
-    return tuple(terms)
+    return Explanation(tuple(terms), breakdown.quantity)

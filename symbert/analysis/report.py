@@ -34,6 +34,16 @@ class Report:
         b = self.breakdowns[quantity]
         return b.evaluate(b.total, self.values)
 
+    def __repr__(self) -> str:
+        from symbert.render.notebook import report_repr
+
+        return report_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        from symbert.render.notebook import report_markdown
+
+        return report_markdown(self)
+
 
 def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:
     """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``."""

@@ -172,9 +172,10 @@ class Diagram:
         if format == "dot":
             return self.source.encode()
         try:
-            return graphviz.pipe("dot", format, self.source.encode())
+            data = graphviz.pipe("dot", format, self.source.encode())
         except graphviz.ExecutableNotFound:
             raise DotNotFound(INSTALL_HINT) from None
+        return _undated(data) if format == "pdf" else data
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
         """Write the diagram; the format defaults to the file's suffix."""
@@ -182,8 +183,22 @@ class Diagram:
         path.write_bytes(self.render(format or path.suffix.lstrip(".")))
         return path
 
+    def __repr__(self) -> str:
+        title = re.search(r'label="([^"]*)"', self.source)
+        return f"<Diagram{': ' + title[1] if title else ''} ({self.source.count(chr(10))} lines of DOT)>"
+
     def _repr_svg_(self) -> str:
         return self.render("svg").decode()
+
+
+#: cairo's PDF creation date (cairo before 1.17 ignores SOURCE_DATE_EPOCH).
+_PDF_DATE = re.compile(rb"/CreationDate \(D:[0-9+\-Z']*\)")
+
+
+def _undated(pdf: bytes) -> bytes:
+    """``pdf`` with its creation date blanked (spaces of the same length, so every offset stays valid):
+    the same diagram renders to the same bytes on every run, as the plots do."""
+    return _PDF_DATE.sub(lambda m: b" " * len(m[0]), pdf)
 
 
 def diagram(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import sympy
+from sympy.parsing.sympy_parser import auto_number, parse_expr
+
+from symbert.symbols import BY_NAME
 
 ORDER = "grlex"
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -13,6 +17,55 @@ _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 def text(expr: sympy.Expr) -> str:
     """Sympy syntax, terms ordered by total degree: stable, and parseable back by sympy."""
     return sympy.sstr(expr, order=ORDER)
+
+
+#: What a formula may contain besides symbols: integers, + - * / ** ( ) and commas, and these names.
+FUNCTIONS: dict[str, object] = {"sqrt": sympy.sqrt, "oo": sympy.oo, "Rational": sympy.Rational}
+_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/(),]))")
+
+
+def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = None) -> sympy.Expr:
+    """A formula as symbert's JSON, CSV and :func:`text` write it, read back into the same sympy expression.
+
+    Names are symbert's symbols (``I`` is the intermediate size and ``E`` the embedding size, not the
+    imaginary unit and Euler's number, as a plain ``sympy.sympify`` would read them), the names in
+    ``symbols`` (a user-defined model's), ``sqrt``, ``oo``, ``Rational`` and ``pad512`` (the CUDA
+    allocator's rounding in torch-cuda training formulas). The text is checked token by
+    token before sympy sees it: only integers, those names, ``+ - * / ** ( ) ,`` and spaces; anything else
+    (an attribute, a string, an unknown name) raises ValueError, and nothing is evaluated as Python.
+    """
+    if not isinstance(formula, str):
+        raise ValueError(f"a formula is a string, got {type(formula).__name__}")
+    from symbert.analysis.runtime import pad512  # the CUDA allocator's rounding, in torch-cuda formulas
+
+    names: dict[str, object] = {**FUNCTIONS, "pad512": pad512, **BY_NAME, **(symbols or {})}
+    pos, depth = 0, 0
+    stripped = formula.rstrip()
+    if not stripped.strip():
+        raise ValueError("an empty formula")
+    while pos < len(stripped):
+        match = _TOKEN.match(stripped, pos)
+        if match is None:
+            raise ValueError(f"unexpected {stripped[pos:].strip()[:20]!r} in formula {formula[:60]!r}")
+        _, name, op = match.groups()
+        if name is not None and name not in names:
+            raise ValueError(f"unknown name {name!r} in formula {formula[:60]!r}")
+        depth += (op == "(") - (op == ")")
+        if depth < 0 or depth > 100:
+            raise ValueError(f"unbalanced parentheses in formula {formula[:60]!r}")
+        pos = match.end()
+    try:
+        expr = parse_expr(
+            stripped,
+            local_dict=names,
+            global_dict={"__builtins__": {}, "Integer": sympy.Integer},
+            transformations=(auto_number,),
+        )
+    except (SyntaxError, TypeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"cannot read formula {formula[:60]!r}: {exc}") from None
+    if not isinstance(expr, sympy.Expr):
+        raise ValueError(f"formula {formula[:60]!r} is not an expression")
+    return expr
 
 
 def human(expr: sympy.Expr) -> str:

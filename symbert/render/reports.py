@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import sympy
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -18,9 +20,74 @@ from symbert.render.formula import human, quantity, text
 
 
 def console() -> Console:
-    """A console that never wraps formulas when output goes to a file or pipe."""
-    c = Console(highlight=False, soft_wrap=True, markup=False)
-    return c if c.is_terminal else Console(highlight=False, soft_wrap=True, markup=False, width=1000, color_system=None)
+    """A console as wide as the terminal (or ``COLUMNS``, when set), where long lines wrap between words and
+    tables split by :func:`show`; to a file or pipe without ``COLUMNS``, lines are never wrapped."""
+    c = Console(highlight=False, markup=False)
+    if c.is_terminal:
+        return c
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) >= 40:
+        return Console(highlight=False, markup=False, width=int(columns), color_system=None)
+    return Console(highlight=False, soft_wrap=True, markup=False, width=1000, color_system=None)
+
+
+#: What a column adds to a rich table's width besides its text: padding on both sides and a rule.
+_EDGE = 3
+
+
+def _widths(table: Table) -> list[tuple[int, int]]:
+    """Each column's (narrowest, natural) width: its longest word, its longest cell."""
+    out = []
+    for column in table.columns:
+        texts = [str(column.header), *(str(c) for c in column.cells)]
+        words = [w for t in texts for line in t.splitlines() for w in line.split()] or [""]
+        out.append((max(map(cell_len, words)), max(cell_len(line) for t in texts for line in t.splitlines() or [""])))
+    return out
+
+
+def split(table: Table, width: int, keep: int = 1) -> list[Table]:
+    """``table`` as column groups that each fit ``width``, every group led by the first ``keep`` columns.
+
+    A table that fits is returned whole. Numbers (right-aligned columns) and words are never cut: text
+    columns wrap between words, and a long one gets a group of its own.
+    """
+    widths = _widths(table)
+    if sum(natural + _EDGE for _, natural in widths) + 1 <= width or len(widths) <= keep + 1:
+        return [table]
+    key = list(range(keep))
+    room = width - 1 - sum(min(natural, max(least, width // 3)) + _EDGE for least, natural in widths[:keep])
+    groups: list[list[int]] = [[]]
+    used = 0
+    for i in range(keep, len(widths)):
+        least, natural = widths[i]
+        need = min(natural, max(least, room - _EDGE)) + _EDGE
+        if groups[-1] and used + need > room:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += need
+    parts = []
+    for n, group in enumerate(groups):
+        part = Table(
+            title=table.title if n == 0 else f"{str(table.title).split(';')[0]} (continued)" if table.title else None,
+            title_justify=table.title_justify,
+        )
+        for i in key + group:
+            column = table.columns[i]
+            numeric = column.justify == "right"
+            part.add_column(column.header, justify=column.justify, no_wrap=numeric, overflow="fold")
+        cells = [list(table.columns[i].cells) for i in key + group]
+        for row in zip(*cells, strict=True):
+            part.add_row(*row)
+        parts.append(part)
+    return parts
+
+
+def show(table: Table, out: Console | None = None, keep: int = 1) -> None:
+    """Print ``table``, split by :func:`split` to the console's width."""
+    out = out or console()
+    for part in split(table, out.width, keep):
+        out.print(part)
 
 
 def describe(config: Config) -> str:
@@ -116,7 +183,7 @@ def print_report(r: Report) -> None:
         ("params", "parameters"),
     ):
         b = r.breakdowns[key]
-        out.print(breakdown_table(b, values, title, lambda n, unit=b.unit: quantity(n, unit)))
+        show(breakdown_table(b, values, title, lambda n, unit=b.unit: quantity(n, unit)), out)
     flops_total = r.value("flops_forward") + r.value("flops_backward")
     out.print(
         f"totals: {r.value('params'):,} parameters; "
@@ -136,7 +203,7 @@ def print_params(config: Config, breakdown: Breakdown, by_component: bool) -> No
     out.print(f"  = {breakdown.evaluate(breakdown.total, values):,}")
     if not by_component:
         return
-    out.print(breakdown_table(breakdown, values, "parameters by component", lambda n: f"{n:,}"))
+    show(breakdown_table(breakdown, values, "parameters by component", lambda n: f"{n:,}"), out)
 
 
 def _shapes(graph: Graph, names: tuple[str, ...]) -> str:
@@ -157,7 +224,7 @@ def print_graph(config: Config) -> None:
         block = f"× {human(graph.blocks[node.block].count)}" if node.block else ""
         owned = "  ".join(f"{p.name.rsplit('.', 1)[-1]}[{', '.join(human(d) for d in p.shape)}]" for p in node.params)
         table.add_row(node.name, node.op, block, _shapes(graph, node.inputs), _shapes(graph, node.outputs), owned)
-    console().print(table)
+    show(table)
     kinds = ", ".join(graph.op_kinds())
     console().print(f"op kinds: {kinds}")
 
@@ -176,4 +243,4 @@ def print_checks(config: Config, batch: int, seq_len: int, dtype: str, checks: l
             f"{c.predicted - c.measured:+,}",
             ("estimate" if c.tolerance is None else "ok") if c.ok else "MISMATCH",
         )
-    console().print(table)
+    show(table)

@@ -35,6 +35,14 @@ class Table:
     def numeric(self, column: int) -> bool:
         return bool(self.rows) and all(isinstance(row[column], int) for row in self.rows)
 
+    def __repr__(self) -> str:
+        from symbert.render.notebook import table_repr
+
+        return table_repr(self)
+
+    def _repr_markdown_(self) -> str:
+        return to_markdown(self)
+
 
 def to_latex(table: Table, notation: Notation = NOTATIONS["seed"]) -> str:
     """A booktabs ``table`` float, captioned with the title."""

@@ -75,11 +75,11 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", d
     """Build the Hugging Face model for ``config`` on ``device`` and compare every quantity under
     ``torch-cpu`` or ``torch-cuda``; on CUDA in float32 also the training-step peak (allocated, within
     :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked)."""
+    predicted = report(config, batch, seq_len, MemoryOptions(f"torch-{device}", dtype))  # checks the shape first
     model, inputs = hugging_face(config, batch, seq_len, dtype)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}
-    predicted = report(config, batch, seq_len, MemoryOptions(f"torch-{device}", dtype))
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
     checks = [

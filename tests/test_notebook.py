@@ -1,0 +1,96 @@
+"""Notebook displays: short reprs, Markdown/HTML/LaTeX in symbert's notation, and docs/walkthrough.ipynb runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from conftest import ROOT
+
+import symbert
+from symbert.render.formula import human
+from symbert.render.tables import to_markdown
+
+BASE = symbert.preset("bert-base")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return symbert.report(BASE, 32, 512, symbert.MemoryOptions("megatron"))
+
+
+def test_graph_repr_is_short() -> None:
+    graph = symbert.trace(BASE)
+    assert repr(graph) == "<Graph bert, head model: 46 nodes, 55 tensors; repeated: encoder/layer × L>"
+    page = graph._repr_html_()
+    assert len(page) < 10_000 and "encoder/layer/attention/self/scores" in page and "[B, A, seq_len, seq_len]" in page
+
+
+def test_breakdown_repr_and_latex_in_symbert_notation() -> None:
+    p = symbert.params(symbert.trace(BASE))
+    assert repr(p).startswith("<Breakdown params (parameters) = 4·H²·L + 2·H·I·L") and len(repr(p)) < 300
+    latex = p._repr_latex_()
+    assert r"\mathit{position}_{\mathrm{size}}" in latex and "position_{size}" not in latex.replace(r"\mathit", "")
+    # vocab_size before type_size before position_size: symbert's factor order, not sympy's alphabetical one
+    assert latex.index("vocab") < latex.index("type") < latex.index("position")
+
+
+def test_report_repr_and_markdown(report) -> None:
+    text = repr(report)
+    assert len(text) < 1500
+    assert text.startswith("<Report bert-base, B=32, seq_len=512; megatron, bfloat16")
+    for key, b in report.breakdowns.items():
+        assert f"{key} = {human(b.substituted(b.total))} = {report.value(key):,}" in text
+    md = report._repr_markdown_()
+    assert (
+        "| activation_bytes | $5 A \\mathit{seq}_{\\mathrm{len}}^{2} B L + 34 \\mathit{seq}_{\\mathrm{len}} B H L" in md
+    )
+    assert "with $E = H$, $I = 4 H$" in md
+
+
+def test_comparison_repr_and_markdown() -> None:
+    c = symbert.compare(symbert.preset("bert-tiny"), symbert.preset("bert-mini"), 1, 128)
+    text = repr(c)
+    assert len(text) < 1000
+    assert "params: 4,385,920 → 11,170,560 (× 2.54691)" in text
+    md = c._repr_markdown_()
+    assert "**bert-mini against bert-tiny" in md and "$48 \\mathit{seq}_{\\mathrm{len}}^{2} B" in md
+
+
+def test_table_and_explanation(report) -> None:
+    table = symbert.component_table([report], "activation_bytes")
+    assert repr(table).startswith("<Table activation_bytes (bytes) by component") and len(repr(table)) < 2000
+    assert "attention scores | L·(5·A·B·seq_len² + 6·B·H·seq_len) | 6,945,767,424" in repr(table)
+    assert table._repr_markdown_() == to_markdown(table)
+    terms = symbert.explain(report.breakdowns["activation_bytes"])
+    assert isinstance(terms, tuple) and terms == tuple(terms)
+    text = repr(terms)
+    assert text.startswith("<Explanation of activation_bytes: 5·A·B·L·seq_len² + 34·B·H·L·seq_len") and len(text) < 3000
+    assert "5·A·B·L·seq_len²: 2 from encoder/layer/attention/self/softmax" in text
+    md = terms._repr_markdown_()
+    assert "| $5 A \\mathit{seq}_{\\mathrm{len}}^{2} B L$ |" in md
+
+
+def test_diagram_repr_is_short() -> None:
+    d = symbert.diagram(BASE, "overview")
+    assert repr(d).startswith("<Diagram: bert-base · overview level") and len(repr(d)) < 200
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot draws the notebook's diagram")
+def test_walkthrough_notebook_runs(monkeypatch) -> None:
+    nbformat = pytest.importorskip("nbformat", reason="the dev extra (nbclient) is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="the dev extra (nbclient) is not installed")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
+    nb = nbformat.read(ROOT / "docs" / "walkthrough.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "commit it without outputs"
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = {kind for o in outputs for kind in o.get("data", {})}
+    assert {"text/html", "text/latex", "text/markdown", "image/svg+xml"} <= shown
+    plain = "\n".join(o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {}))
+    assert "<Graph bert, head model: 46 nodes" in plain and "335141888" in plain
+    assert "<Comparison bert-mini against bert-tiny" in plain and "<Explanation of activation_bytes" in plain
