@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
-from symbert.analysis.policy import ATTENTION_CORE, MemoryOptions
-from symbert.ir import RUN, Graph, Node, Role, Tensor, numel
+from symbert.analysis import sdpa
+from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
+from symbert.ir import RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
 NOT_SAVED = frozenset({Role.BUFFER})
@@ -34,15 +35,15 @@ class Saved:
 
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     """The fused or recomputed region a node belongs to, with what happens to it. Full recomputation
-    recomputes each run of a repeated body: a block, or one run of an unrolled one."""
+    recomputes each run of a repeated body: a block, or one run of an unrolled one; selective
+    recomputation the attention core. Under sdpa (or flash) the whole attention call is one kernel."""
     run = node.block or next((r for r in node.regions if r.startswith(RUN)), None)
     if options.recompute == "full" and run:
         return run, "recompute"
-    if ATTENTION_CORE in node.regions:
-        if options.recompute == "selective":
-            return f"{node.scope}/{ATTENTION_CORE}", "recompute"
-        if options.attention == "flash":
-            return f"{node.scope}/{ATTENTION_CORE}", "flash"
+    if ATTENTION_CORE in node.regions and options.recompute == "selective":
+        return f"{node.scope}/{ATTENTION_CORE}", "recompute"
+    if ATTENTION_CALL in node.regions and options.attention != "eager":
+        return f"{node.scope}/{ATTENTION_CALL}", "sdpa"
     return None
 
 
@@ -58,22 +59,20 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
 
 
 def _kept_by_region(graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions) -> Iterator[Saved]:
-    """A recomputed region keeps its activation inputs; a flash region also its outputs and logsumexp."""
-    inside = {n.name for n in nodes}
+    """A recomputed region keeps its activation inputs; an sdpa region what its kernel keeps."""
+    if mode == "sdpa":
+        _, items = sdpa.kept(sdpa.call_of(graph, nodes), options)
+        for item in items:
+            if item.role not in options.backend.ignored:
+                tensor = graph.tensor(item.tensor) if item.tensor else None
+                yield Saved(nodes[0], item.what, tensor, item.nbytes)
+        return
     produced = [t for n in nodes for t in n.outputs]
     inputs = dict.fromkeys(t for n in nodes for t in n.inputs if t not in produced)
     for name in inputs:
         tensor = graph.tensor(name)
         if tensor.role == Role.ACTIVATION and tensor.requires_grad:
             yield Saved(nodes[0], f"{mode} input", tensor)
-    if mode != "flash":
-        return
-    outputs = [t for t in produced if any(c not in inside for c in graph.consumers(t))]
-    for name in outputs:
-        tensor = graph.tensor(name)
-        if tensor.role == Role.ACTIVATION:
-            yield Saved(nodes[0], "flash output", tensor)
-            yield Saved(nodes[0], "flash logsumexp (float32)", None, numel(tensor.shape[:-1]) * 4)
 
 
 def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:

@@ -45,7 +45,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     graph = trace(config)
-    f = flops(graph)
+    f = flops(graph, options)
     breakdowns = {
         "params": params(graph),
         "activation_bytes": activations(graph, options),

@@ -83,7 +83,7 @@ def compile_quantities(config: Config, training: Training, memory: StepMemory | 
     """Every quantity of :data:`QUANTITIES` at ``config``, compiled; ``memory`` may reuse a replay."""
     graph = trace(config)
     values = config.symbols()
-    f = flops(graph)
+    f = flops(graph, training.memory)
     exprs = {
         "params": params(graph).total,
         "activation_bytes": activations(graph, training.memory).total,

@@ -31,9 +31,12 @@ class Check:
         return self.predicted == self.measured
 
 
-def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[Any, dict[str, Any]]:
-    """The Hugging Face model ``config`` describes (its head's class, or the bare model) and its inputs,
-    labels included: each label the traced graph takes, by name, shape and dtype."""
+def hugging_face(
+    config: Config, batch: int, length: int, dtype: str, attention: str = "eager"
+) -> tuple[Any, dict[str, Any]]:
+    """The Hugging Face model ``config`` describes (its head's class, or the bare model), built with
+    ``attention`` (``attn_implementation``), and its inputs, labels included: each label the traced
+    graph takes, by name, shape and dtype."""
     from symbert.api import trace
 
     try:
@@ -57,16 +60,27 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
             t = graph.tensor(node.outputs[0])
             labels[name] = (tuple(int(sympy.sympify(d).subs(values)) for d in t.shape), t.dtype)
     model = measure.build_model(
-        config.model, hf_config, dtype, pooler=structure.get("pooler", True), architecture=head and head.architecture
+        config.model,
+        hf_config,
+        dtype,
+        pooler=structure.get("pooler", True),
+        architecture=head and head.architecture,
+        attention=attention,
     )
     choices = config.task.choices if head is not None and len(head.batch) > 1 else None
     return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
 
 
-def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -> list[Check]:
-    """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``."""
-    model, inputs = hugging_face(config, batch, seq_len, dtype)
-    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))
+def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", attention: str = "eager") -> list[Check]:
+    """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``.
+
+    ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
+    alike (``flash`` forces a kernel Hugging Face has no switch for).
+    """
+    if attention not in measure.ATTENTION:
+        raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
+    model, inputs = hugging_face(config, batch, seq_len, dtype, attention)
+    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype, attention))
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
     return [
