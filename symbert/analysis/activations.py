@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import sympy
 
-from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis import sdpa
+from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
 from symbert.ir import RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS

@@ -134,7 +134,9 @@ def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol,
     return choose_kernel(options.backend.device, options.activation_dtype, call.dropout, head_dim)
 
 
-def kept(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None) -> tuple[str, list[Kept]]:
+def kept(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> tuple[str, list[Kept]]:
     """The kernel and what it keeps for backward, per call.
 
     * fused kernels (flash, memory-efficient; the CPU flash kernel): Q, K and V as given, the output,
@@ -186,5 +188,7 @@ def kept(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] 
         items.append(Kept(f"{kernel}: output", tensor=call.output.name))
     items.append(Kept(f"{kernel}: logsumexp (float32)", nbytes=rows * 4, role=statistics))
     if cuda:
-        items.append(Kept(f"{kernel}: philox seed and offset (int64)", nbytes=sympy.Integer(PHILOX_BYTES), role=statistics))
+        items.append(
+            Kept(f"{kernel}: philox seed and offset (int64)", nbytes=sympy.Integer(PHILOX_BYTES), role=statistics)
+        )
     return kernel, items

@@ -110,9 +110,7 @@ def build_model(
         extra["add_pooling_layer"] = pooler
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
-        model = model_class._from_config(
-            hf_config, attn_implementation=attention, dtype=getattr(torch, dtype), **extra
-        )
+        model = model_class._from_config(hf_config, attn_implementation=attention, dtype=getattr(torch, dtype), **extra)
     return model.train()
 
 
