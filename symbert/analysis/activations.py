@@ -9,7 +9,7 @@ output is run k+1's input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import sympy
@@ -21,6 +21,9 @@ from symbert.ir import RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
 NOT_SAVED = frozenset({Role.BUFFER})
+
+#: Sizes known so far (a config's), which decide what depends on a concrete size (the SDPA kernel).
+Values = Mapping[sympy.Symbol, int] | None
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
             yield Saved(node, f"{tensor.role} {slot}", tensor)
 
 
-def _kept_by_region(graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions) -> Iterator[Saved]:
+def _kept_by_region(
+    graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions, values: Values = None
+) -> Iterator[Saved]:
     """A recomputed region keeps its activation inputs; an sdpa region what its kernel keeps."""
     if mode == "sdpa":
-        _, items = sdpa.kept(sdpa.call_of(graph, nodes), options)
+        _, items = sdpa.kept(sdpa.call_of(graph, nodes), options, values)
         for item in items:
             if item.role not in options.backend.ignored:
                 tensor = graph.tensor(item.tensor) if item.tensor else None
@@ -75,8 +80,11 @@ def _kept_by_region(graph: Graph, nodes: list[Node], mode: str, options: MemoryO
             yield Saved(nodes[0], f"{mode} input", tensor)
 
 
-def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
-    """Everything kept for backward, in node order, regions kept where their first node stands."""
+def saved(graph: Graph, options: MemoryOptions, values: Values = None) -> Iterator[Saved]:
+    """Everything kept for backward, in node order, regions kept where their first node stands.
+
+    ``values`` (a config's sizes) decide what depends on a concrete size: the SDPA kernel on CUDA.
+    """
     regions: dict[str, tuple[str, list[Node]]] = {}
     for node in graph.nodes:
         key = region_of(node, options)
@@ -90,7 +98,7 @@ def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
         elif key[0] not in emitted:
             emitted.add(key[0])
             mode, nodes = regions[key[0]]
-            yield from _kept_by_region(graph, nodes, mode, options)
+            yield from _kept_by_region(graph, nodes, mode, options, values)
 
 
 def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str, sympy.Expr]], Tensor]:
@@ -115,13 +123,14 @@ def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str
     return [(root.name, graph.blocks[root.block].count)], root
 
 
-def activations(graph: Graph, options: MemoryOptions | None = None) -> Breakdown:
-    """Bytes kept for backward, by component, each term traced to the node that keeps it."""
+def activations(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> Breakdown:
+    """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
+    see :func:`saved`)."""
     options = options or MemoryOptions()
     spec = model_of(graph)
     claimed: set[str] = set()
     parts = []
-    for item in saved(graph, options):
+    for item in saved(graph, options, values):
         component = component_of(item.node, spec.activation_components)
         if item.tensor is None:
             parts.append(Contribution(item.node.name, component, item.what, item.nbytes, graph.multiplicity(item.node)))

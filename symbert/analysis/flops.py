@@ -13,14 +13,14 @@ dQ and dK), one more than the eager core's four. The math kernel is matmuls, cou
 from __future__ import annotations
 
 from symbert.analysis import sdpa
-from symbert.analysis.activations import region_of
+from symbert.analysis.activations import Values, region_of
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import MemoryOptions
 from symbert.ir import Graph, Node
 from symbert.ops import OPS
 
 
-def _fused_attention(graph: Graph, options: MemoryOptions) -> dict[str, Node]:
+def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> dict[str, Node]:
     """The Q·Kᵀ product of each attention call a fused SDPA kernel runs: its backward recomputes it."""
     regions: dict[str, list[Node]] = {}
     for node in graph.nodes:
@@ -29,18 +29,21 @@ def _fused_attention(graph: Graph, options: MemoryOptions) -> dict[str, Node]:
             regions.setdefault(key[0], []).append(node)
     out = {}
     for nodes in regions.values():
-        kernel = sdpa.kernel_for(sdpa.call_of(graph, nodes), options)
+        kernel = sdpa.kernel_for(sdpa.call_of(graph, nodes), options, values)
         if kernel != "math":
             scores = next(n for n in nodes if n.op == "matmul")
             out[scores.name] = scores
     return out
 
 
-def flops(graph: Graph, options: MemoryOptions | None = None) -> dict[str, Breakdown]:
-    """``forward`` and ``backward`` matmul FLOPs, and ``non_matmul_forward`` by the per-element convention."""
+def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> dict[str, Breakdown]:
+    """``forward`` and ``backward`` matmul FLOPs, and ``non_matmul_forward`` by the per-element convention.
+
+    ``options`` (attention) and ``values`` (a config's sizes) decide the SDPA kernel; without options,
+    eager attention."""
     spec = model_of(graph)
     terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
-    fused = _fused_attention(graph, options) if options else {}
+    fused = _fused_attention(graph, options, values) if options else {}
     for node in graph.nodes:
         op = OPS[node.op]
         component = component_of(node, spec.activation_components)

@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 
 import sympy
 
-from symbert.analysis.activations import Saved, region_of, saved
+from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.params import params
-from symbert.analysis.sizes import Size, add_to, size_of
+from symbert.analysis.sizes import Size, add_to, polynomial, size_of
 from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
 from symbert.ir import Graph, Node, Role
 from symbert.ops import OPS
@@ -96,8 +96,15 @@ def _same(key: Key) -> Key:
 class Replay:
     """Replays training steps over a graph, recording an :class:`Event` after every allocation."""
 
-    def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        training: Training,
+        runs: Mapping[str, int],
+        values: Values = None,
+    ) -> None:
         self.graph, self.training, self.runs = graph, training, runs
+        self.values = dict(values or {})
         self.options = training.memory
         self.plain = replace(self.options, recompute="none")
         groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
@@ -107,8 +114,8 @@ class Replay:
             for run in (range(runs[block]) if block else [None])
             for unit in self._fuse(nodes, run)
         ]
-        self.kept = self._by_node(saved(graph, self.options))
-        self.kept_plain = self._by_node(saved(graph, self.plain))
+        self.kept = self._by_node(saved(graph, self.options, values))
+        self.kept_plain = self._by_node(saved(graph, self.plain, values))
         self.regions: dict[Key, list[Unit]] = {}
         for unit in self.units:
             key = region_of(unit.node, self.options)
@@ -153,6 +160,15 @@ class Replay:
             category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
             self._sizes[name] = (size_of(t.numel * self.options.bytes_of(t.dtype)), category)
         return self._sizes[name]
+
+    def extra_size(self, item: Saved) -> tuple[Size, str]:
+        """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
+
+        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows) is replaced by its
+        polynomial bound (:func:`~symbert.analysis.sizes.polynomial`) unless seq_len is given."""
+        nbytes = polynomial(sympy.sympify(item.nbytes).subs(self.values))
+        category = "attention" if sympy.degree(nbytes, seq_len) >= 2 else "activations"
+        return size_of(nbytes), category
 
     def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:
         return self.alloc(*self.tensor_size(name), owner)
@@ -297,7 +313,7 @@ class Replay:
                     created.append(key)
             for item, key in self.keeps(unit, kept, rekey):
                 if item.tensor is None:
-                    self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
+                    self.live[key] = self.alloc(*self.extra_size(item), self.owner(unit))
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))

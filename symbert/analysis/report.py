@@ -45,10 +45,11 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     graph = trace(config)
-    f = flops(graph, options)
+    values = config.symbols()
+    f = flops(graph, options, values)
     breakdowns = {
         "params": params(graph),
-        "activation_bytes": activations(graph, options),
+        "activation_bytes": activations(graph, options, values),
         "flops_forward": f["forward"],
         "flops_backward": f["backward"],
         "non_matmul_forward": f["non_matmul_forward"],
