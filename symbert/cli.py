@@ -141,13 +141,20 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 @click.option("--batch", "-b", type=int, default=2, show_default=True, help="Batch size B.")
 @click.option("--seq-len", "-s", type=int, default=16, show_default=True, help="Sequence length.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-def validate(config: Config, batch: int, seq_len: int, dtype: str) -> None:
+@click.option(
+    "--attention",
+    type=click.Choice(("eager", "sdpa")),
+    default="eager",
+    show_default=True,
+    help="Predicted as --attention, measured with attn_implementation of the same name.",
+)
+def validate(config: Config, batch: int, seq_len: int, dtype: str, attention: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     from symbert.render import reports
     from symbert.validate.compare import validate as run_validation
 
-    checks = run_validation(config, batch, seq_len, dtype)
-    reports.print_checks(config, batch, seq_len, dtype, checks)
+    checks = run_validation(config, batch, seq_len, dtype, attention)
+    reports.print_checks(config, batch, seq_len, dtype, checks, attention)
     if not all(c.ok for c in checks):
         sys.exit(1)
 

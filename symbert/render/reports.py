@@ -162,9 +162,10 @@ def print_graph(config: Config) -> None:
     console().print(f"op kinds: {kinds}")
 
 
-def print_checks(config: Config, batch: int, seq_len: int, dtype: str, checks: list) -> None:
+def print_checks(config: Config, batch: int, seq_len: int, dtype: str, checks: list, attention: str = "eager") -> None:
     """Predicted against measured, one row per quantity."""
-    table = Table(title=f"{describe(config)}; B={batch}, seq_len={seq_len}, {dtype}, torch-cpu", title_justify="left")
+    setup = f"B={batch}, seq_len={seq_len}, {dtype}, torch-cpu, {attention} attention"
+    table = Table(title=f"{describe(config)}; {setup}", title_justify="left")
     for col in ("quantity", "predicted", "measured", "difference", ""):
         table.add_column(col, justify="right")
     for c in checks:
