@@ -9,8 +9,8 @@
   through (:attr:`symbert.ops.OpDef.grad_passes_through`: views of the same size, copies, additions
   of same-shape tensors). Gradients reaching a tensor from several readers are summed in place when
   one of them is not shared, else into a fresh tensor. Parameter gradients persist; the op then drops
-  its outputs' gradients and what it kept. A recomputed region first re-runs its forward; a
-  flash-attention region is one fused op;
+  its outputs' gradients and what it kept. A recomputed region first re-runs its forward; an
+  attention call under sdpa (or flash) is one fused op, the kernel's;
 * the optimizer step creates the optimizer states at the first update (PyTorch allocates them
   lazily) and allocates temporaries that depend on how the backend runs it
   (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
@@ -34,14 +34,14 @@ from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.params import params
 from symbert.analysis.sizes import Size, add_to, polynomial, size_of
 from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
-from symbert.ir import Graph, Node, Role
+from symbert.ir import RUN, Graph, Node, Role
 from symbert.ops import OPS
 from symbert.symbols import seq_len
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One op as the replay runs it: a node, or a fused flash-attention region, in one run of its block."""
+    """One op as the replay runs it: a node, or a fused attention call (sdpa), in one run of its block."""
 
     nodes: tuple[Node, ...]
     run: int | None
@@ -56,7 +56,10 @@ class Unit:
 
     @property
     def label(self) -> str:
-        return self.node.name if len(self.nodes) == 1 else f"{self.node.scope}/{self.node.regions[-1]}"
+        if len(self.nodes) == 1:
+            return self.node.name
+        shared = next(r for r in self.node.regions if all(r in n.regions for n in self.nodes) and not r.startswith(RUN))
+        return f"{self.node.scope}/{shared}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Replay:
         self._sizes: dict[str, tuple[Size, str]] = {}
 
     def _fuse(self, nodes: list[Node], run: int | None) -> list[Unit]:
-        """One unit per node, except a flash-attention region, which runs as one fused op."""
+        """One unit per node, except an attention call under sdpa, which runs as one fused op."""
         units = []
         for key, group in itertools.groupby(nodes, key=lambda n: region_of(n, self.plain)):
             group = tuple(group)
@@ -164,10 +167,13 @@ class Replay:
     def extra_size(self, item: Saved) -> tuple[Size, str]:
         """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
 
-        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows) is replaced by its
-        polynomial bound (:func:`~symbert.analysis.sizes.polynomial`) unless seq_len is given."""
-        nbytes = polynomial(sympy.sympify(item.nbytes).subs(self.values))
-        category = "attention" if sympy.degree(nbytes, seq_len) >= 2 else "activations"
+        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows) stays exact when
+        the replay is given seq_len, and is otherwise replaced by its polynomial bound
+        (:func:`~symbert.analysis.sizes.polynomial`), so that the peak is a polynomial in seq_len."""
+        nbytes = sympy.sympify(item.nbytes)
+        if seq_len not in self.values:
+            nbytes = polynomial(nbytes)
+        category = "attention" if sympy.degree(polynomial(nbytes), seq_len) >= 2 else "activations"
         return size_of(nbytes), category
 
     def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:
