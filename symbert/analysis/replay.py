@@ -240,10 +240,13 @@ class Replay:
 
     # ---- what a unit reads, writes and keeps
 
-    @staticmethod
-    def reads(unit: Unit) -> list[str]:
+    def reads(self, unit: Unit) -> list[str]:
+        """Tensors the unit reads. An SDPA call reads no mask: Hugging Face passes none for a batch
+        without padding."""
         inside = {t for n in unit.nodes for t in n.outputs}
-        return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
+        reads = dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside)
+        fused = len(unit.nodes) > 1
+        return [t for t in reads if not (fused and self.graph.tensor(t).role == Role.MASK)]
 
     def writes(self, unit: Unit) -> list[str]:
         """Outputs seen outside the unit."""

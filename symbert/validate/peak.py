@@ -119,8 +119,11 @@ class PeakCheck:
         return (self.predicted - self.measured.peak) / self.measured.peak
 
 
-def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw") -> PeakCheck:
-    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``."""
+def check_peak(
+    config: Config, batch: int, seq_len: int, optimizer: str = "adamw", attention: str = "eager"
+) -> PeakCheck:
+    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``, with
+    ``attention`` (``eager`` or ``sdpa``) predicted and measured alike."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
     from symbert.analysis.training import step_memory
@@ -131,8 +134,9 @@ def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw
 
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
-    peak = step_memory(graph, Training(optimizer, "fp32", MemoryOptions("torch-cpu")), values).peak(values)
-    measured = measure_steps(*hugging_face(config, batch, seq_len, "float32"), optimizer)
+    training = Training(optimizer, "fp32", MemoryOptions("torch-cpu", attention=attention))
+    peak = step_memory(graph, training, values).peak(values)
+    measured = measure_steps(*hugging_face(config, batch, seq_len, "float32", attention), optimizer)
     return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured)
 
 
