@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import sympy
-from conftest import H96_L3, hf, random_bert_configs
+from conftest import H96_L3, hf, random_bert_configs, random_configs
+from test_heads import CASES as HEAD_CASES
 
 import symbert
 from symbert.analysis.activations import activations
@@ -202,3 +203,37 @@ def test_peak_against_pytorch_sdpa(p: float) -> None:
     assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
+
+
+# ---- the other families, and task models with their losses
+
+#: Each family's attention dropout option (ALBERT's is 0 by default: the CPU flash kernel).
+ATTENTION_DROPOUT = {
+    "albert": "attention_probs_dropout_prob",
+    "distilbert": "attention_dropout",
+    "roberta": "attention_probs_dropout_prob",
+}
+FAMILIES = [
+    c if i % 2 else symbert.Config(c.model, c.values, f"{c.name}-p0", {**c.options, ATTENTION_DROPOUT[c.model]: 0.0})
+    for i, c in enumerate(config for model in ATTENTION_DROPOUT for config in random_configs(model, 2, 3))
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("config", FAMILIES, ids=lambda c: c.name)
+def test_other_families_exact_against_pytorch_sdpa(config: symbert.Config, dtype: str) -> None:
+    hf()
+    from symbert.validate.compare import validate
+
+    checks = validate(config, 2, 6, dtype, "sdpa")
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+@pytest.mark.parametrize("config", HEAD_CASES, ids=lambda c: c.name)
+def test_task_models_exact_against_pytorch_sdpa(config: symbert.Config) -> None:
+    """Every head of every family, called with labels, the loss included (fp32)."""
+    hf()
+    from symbert.validate.compare import validate
+
+    checks = validate(config, 3, min(6, config.max_length), "float32", "sdpa")
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
