@@ -237,3 +237,15 @@ def test_task_models_exact_against_pytorch_sdpa(config: symbert.Config) -> None:
 
     checks = validate(config, 3, min(6, config.max_length), "float32", "sdpa")
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_selective_recompute_leaves_a_fused_call_alone() -> None:
+    """The kernel keeps no seq_len² tensor, so recomputing the core would keep nothing less; full
+    recomputation still keeps only each layer's input."""
+    graph = symbert.trace()
+    for dtype in ("float32", "bfloat16"):
+        sdpa = activations(graph, MemoryOptions("torch-cuda", dtype, "sdpa")).total
+        selective = activations(graph, MemoryOptions("torch-cuda", dtype, "sdpa", "selective")).total
+        assert sympy.expand(sdpa - selective) == 0
+    full = activations(graph, MemoryOptions("torch-cuda", attention="sdpa", recompute="full")).total
+    assert full == activations(graph, MemoryOptions("torch-cuda", recompute="full")).total

@@ -39,14 +39,15 @@ class Saved:
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     """The fused or recomputed region a node belongs to, with what happens to it. Full recomputation
     recomputes each run of a repeated body: a block, or one run of an unrolled one; selective
-    recomputation the attention core. Under sdpa (or flash) the whole attention call is one kernel."""
+    recomputation the attention core. Under sdpa (or flash) the whole attention call is one kernel,
+    which keeps no seq_len² tensor, so selective recomputation leaves it alone."""
     run = node.block or next((r for r in node.regions if r.startswith(RUN)), None)
     if options.recompute == "full" and run:
         return run, "recompute"
-    if ATTENTION_CORE in node.regions and options.recompute == "selective":
-        return f"{node.scope}/{ATTENTION_CORE}", "recompute"
     if ATTENTION_CALL in node.regions and options.attention != "eager":
         return f"{node.scope}/{ATTENTION_CALL}", "sdpa"
+    if ATTENTION_CORE in node.regions and options.recompute == "selective":
+        return f"{node.scope}/{ATTENTION_CORE}", "recompute"
     return None
 
 
