@@ -249,3 +249,14 @@ def test_selective_recompute_leaves_a_fused_call_alone() -> None:
         assert sympy.expand(sdpa - selective) == 0
     full = activations(graph, MemoryOptions("torch-cuda", attention="sdpa", recompute="full")).total
     assert full == activations(graph, MemoryOptions("torch-cuda", recompute="full")).total
+
+
+def test_a_config_decides_the_kernel() -> None:
+    """A head dim of 30 (H=120, A=4) in fp32 on CUDA is no multiple of 4: math, as the report says."""
+    config = symbert.Config(
+        "bert", {**H96_L3, "hidden_size": 120, "num_attention_heads": 4, "intermediate_size": 480}, "h120-a4"
+    )
+    assert report(config, 1, 8, MemoryOptions("torch-cuda", "float32", "sdpa")).kernels == ("math",)
+    assert report(config, 1, 8, MemoryOptions("torch-cuda", "bfloat16", "sdpa")).kernels == ("flash",)
+    assert report(config, 1, 8, MemoryOptions("torch-cpu", "float32", "sdpa")).kernels == ("math",)
+    assert report(config, 1, 8, MemoryOptions("torch-cpu")).kernels == ()

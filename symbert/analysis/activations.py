@@ -51,6 +51,21 @@ def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     return None
 
 
+def attention_calls(graph: Graph, options: MemoryOptions) -> list[sdpa.Call]:
+    """The attention calls an SDPA kernel runs under ``options`` (none under eager attention)."""
+    regions: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        key = region_of(node, options)
+        if key is not None and key[1] == "sdpa":
+            regions.setdefault(key[0], []).append(node)
+    return [sdpa.call_of(graph, nodes) for nodes in regions.values()]
+
+
+def attention_kernels(graph: Graph, options: MemoryOptions, values: Values = None) -> tuple[str, ...]:
+    """The SDPA kernels the attention calls run, each named once (empty under eager attention)."""
+    return tuple(dict.fromkeys(sdpa.kernel_for(call, options, values) for call in attention_calls(graph, options)))
+
+
 def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[Saved]:
     """What the op's autograd formula keeps, less what the policy ignores."""
     if not any(graph.tensor(t).requires_grad for t in node.outputs):

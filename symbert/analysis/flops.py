@@ -13,27 +13,16 @@ dQ and dK), one more than the eager core's four. The math kernel is matmuls, cou
 from __future__ import annotations
 
 from symbert.analysis import sdpa
-from symbert.analysis.activations import Values, region_of
+from symbert.analysis.activations import Values, attention_calls
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import MemoryOptions
-from symbert.ir import Graph, Node
+from symbert.ir import Graph
 from symbert.ops import OPS
 
 
-def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> dict[str, Node]:
+def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> set[str]:
     """The Q·Kᵀ product of each attention call a fused SDPA kernel runs: its backward recomputes it."""
-    regions: dict[str, list[Node]] = {}
-    for node in graph.nodes:
-        key = region_of(node, options)
-        if key is not None and key[1] == "sdpa":
-            regions.setdefault(key[0], []).append(node)
-    out = {}
-    for nodes in regions.values():
-        kernel = sdpa.kernel_for(sdpa.call_of(graph, nodes), options, values)
-        if kernel != "math":
-            scores = next(n for n in nodes if n.op == "matmul")
-            out[scores.name] = scores
-    return out
+    return {call.scores for call in attention_calls(graph, options) if sdpa.kernel_for(call, options, values) != "math"}
 
 
 def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> dict[str, Breakdown]:
@@ -43,7 +32,7 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
     eager attention."""
     spec = model_of(graph)
     terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
-    fused = _fused_attention(graph, options, values) if options else {}
+    fused = _fused_attention(graph, options, values) if options else set()
     for node in graph.nodes:
         op = OPS[node.op]
         component = component_of(node, spec.activation_components)

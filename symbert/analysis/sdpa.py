@@ -89,6 +89,8 @@ class Call:
     v: Tensor
     output: Tensor
     dropout: float
+    scores: str
+    """The node computing Q·Kᵀ."""
 
     @property
     def head_dim(self) -> sympy.Expr:
@@ -110,7 +112,7 @@ def call_of(graph: Graph, nodes: list[Node]) -> Call:
     outputs = [t for n in nodes for t in n.outputs if any(c not in inside for c in graph.consumers(t))]
     dropout = next((float(n.attr("p")) for n in nodes if n.op == "dropout"), 0.0)
     q, v = graph.tensor(scores.inputs[0]), graph.tensor(context.inputs[1])
-    return Call(q, k, v, graph.tensor(outputs[0]), dropout)
+    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name)
 
 
 @dataclass(frozen=True)

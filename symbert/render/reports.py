@@ -78,6 +78,7 @@ def report_json(r: Report) -> dict[str, object]:
         "policy": r.options.policy,
         "dtype": r.options.activation_dtype,
         "attention": r.options.attention,
+        "attention_kernel": ", ".join(r.kernels) or None,
         "recompute": r.options.recompute,
         "params": r.value("params"),
         "activation_bytes": r.value("activation_bytes"),
@@ -108,7 +109,7 @@ def breakdown_table(breakdown: Breakdown, values: dict, title: str, show: Callab
 def print_report(r: Report) -> None:
     out = console()
     out.print(describe(r.config))
-    out.print(f"batch B={r.batch}, seq_len={r.seq_len}; {r.options.describe()}")
+    out.print(f"batch B={r.batch}, seq_len={r.seq_len}; {r.setup}")
     values = r.values
     for key, title in (
         ("activation_bytes", "activation memory kept for backward"),
