@@ -71,6 +71,20 @@ def test_cpu_kernel_choice_is_what_torch_runs(dtype: str, p: float, node: str) -
     assert choose_kernel("cpu", dtype, p, 32) == ("math" if p else "flash")
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_cpu_kernel_choice_with_and_without_a_mask(p: float, dtype: str, masked: bool) -> None:
+    """scaled_dot_product_attention itself, on inputs that need gradients: the CPU flash kernel's backward
+    node, or the math kernel's last op (its matmul's view; in 16-bit, the conversion back)."""
+    torch = pytest.importorskip("torch", reason="the validate extra (torch) is not installed")
+    q = torch.randn(2, 3, 5, 8, requires_grad=True).to(getattr(torch, dtype))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool) if masked else None
+    out = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask, dropout_p=p)
+    ran = "flash" if type(out.grad_fn).__name__ == "ScaledDotProductFlashAttentionForCpuBackward0" else "math"
+    assert choose_kernel("cpu", dtype, p, 8, masked) == ran
+
+
 # ---- exact against PyTorch on CPU (saved bytes, FLOPs as FlopCounterMode counts them, parameters)
 
 ODD = symbert.Config("bert", {**H96_L3, "num_hidden_layers": 2, "max_position_embeddings": 20}, "h96-a3")
