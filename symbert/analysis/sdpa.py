@@ -21,7 +21,8 @@ Kernel choice, from ``aten/src/ATen/native/transformers``:
   sm80 or newer assumed): flash for fp16/bf16 without a mask and head dim ≤ 256 (the composite pads
   the head dim to a multiple of 8); memory-efficient for fp32/fp16/bf16 with the head dim a multiple
   of 4 (fp32) or 8 (16-bit); math otherwise. cuDNN attention, which newer builds may prefer on
-  sm90/sm100 with a recent cuDNN, is not modelled.
+  sm90/sm100 with a recent cuDNN, and flash's head-dim limits in training on sm86/sm89/sm120 are not
+  modelled.
 
 A head dim that is still symbolic (H/A) is taken to be a multiple of 8 and at most 256, as in every
 released BERT-family checkpoint (64); give the sizes to decide it exactly.
