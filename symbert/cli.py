@@ -219,7 +219,14 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="cuda: the torch-cuda policy on the GPU, and in float32 the training-step peak.",
 )
-def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str) -> None:
+@click.option(
+    "--attention",
+    type=click.Choice(("eager", "sdpa")),
+    default="eager",
+    show_default=True,
+    help="Predicted as --attention, measured with attn_implementation of the same name.",
+)
+def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
@@ -228,8 +235,8 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str) 
     from symbert.render import reports
     from symbert.validate.compare import validate as run_validation
 
-    checks = run_validation(config, batch, seq_len, dtype, device)
-    reports.print_checks(config, batch, seq_len, dtype, checks, device)
+    checks = run_validation(config, batch, seq_len, dtype, device, attention)
+    reports.print_checks(config, batch, seq_len, dtype, checks, device, attention)
     if not all(c.ok for c in checks):
         sys.exit(1)
 

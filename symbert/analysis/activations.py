@@ -9,17 +9,21 @@ output is run k+1's input.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import sympy
 
+from symbert.analysis import sdpa
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
-from symbert.analysis.policy import ATTENTION_CORE, MemoryOptions
-from symbert.ir import RUN, Graph, Node, Role, Tensor, numel
+from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
+from symbert.ir import RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
 NOT_SAVED = frozenset({Role.BUFFER})
+
+#: Sizes known so far (a config's), which decide what depends on a concrete size (the SDPA kernel).
+Values = Mapping[sympy.Symbol, int] | None
 
 
 @dataclass(frozen=True)
@@ -34,16 +38,32 @@ class Saved:
 
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     """The fused or recomputed region a node belongs to, with what happens to it. Full recomputation
-    recomputes each run of a repeated body: a block, or one run of an unrolled one."""
+    recomputes each run of a repeated body: a block, or one run of an unrolled one; selective
+    recomputation the attention core. Under sdpa (or flash) the whole attention call is one kernel,
+    which keeps no seq_len² tensor, so selective recomputation leaves it alone."""
     run = node.block or next((r for r in node.regions if r.startswith(RUN)), None)
     if options.recompute == "full" and run:
         return run, "recompute"
-    if ATTENTION_CORE in node.regions:
-        if options.recompute == "selective":
-            return f"{node.scope}/{ATTENTION_CORE}", "recompute"
-        if options.attention == "flash":
-            return f"{node.scope}/{ATTENTION_CORE}", "flash"
+    if ATTENTION_CALL in node.regions and options.attention != "eager":
+        return f"{node.scope}/{ATTENTION_CALL}", "sdpa"
+    if ATTENTION_CORE in node.regions and options.recompute == "selective":
+        return f"{node.scope}/{ATTENTION_CORE}", "recompute"
     return None
+
+
+def attention_calls(graph: Graph, options: MemoryOptions) -> list[sdpa.Call]:
+    """The attention calls an SDPA kernel runs under ``options`` (none under eager attention)."""
+    regions: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        key = region_of(node, options)
+        if key is not None and key[1] == "sdpa":
+            regions.setdefault(key[0], []).append(node)
+    return [sdpa.call_of(graph, nodes) for nodes in regions.values()]
+
+
+def attention_kernels(graph: Graph, options: MemoryOptions, values: Values = None) -> tuple[str, ...]:
+    """The SDPA kernels the attention calls run, each named once (empty under eager attention)."""
+    return tuple(dict.fromkeys(sdpa.kernel_for(call, options, values) for call in attention_calls(graph, options)))
 
 
 def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[Saved]:
@@ -57,27 +77,30 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
             yield Saved(node, f"{tensor.role} {slot}", tensor)
 
 
-def _kept_by_region(graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions) -> Iterator[Saved]:
-    """A recomputed region keeps its activation inputs; a flash region also its outputs and logsumexp."""
-    inside = {n.name for n in nodes}
+def _kept_by_region(
+    graph: Graph, nodes: list[Node], mode: str, options: MemoryOptions, values: Values = None
+) -> Iterator[Saved]:
+    """A recomputed region keeps its activation inputs; an sdpa region what its kernel keeps."""
+    if mode == "sdpa":
+        _, items = sdpa.kept(sdpa.call_of(graph, nodes), options, values)
+        for item in items:
+            if item.role not in options.backend.ignored:
+                tensor = graph.tensor(item.tensor) if item.tensor else None
+                yield Saved(nodes[0], item.what, tensor, item.nbytes)
+        return
     produced = [t for n in nodes for t in n.outputs]
     inputs = dict.fromkeys(t for n in nodes for t in n.inputs if t not in produced)
     for name in inputs:
         tensor = graph.tensor(name)
         if tensor.role == Role.ACTIVATION and tensor.requires_grad:
             yield Saved(nodes[0], f"{mode} input", tensor)
-    if mode != "flash":
-        return
-    outputs = [t for t in produced if any(c not in inside for c in graph.consumers(t))]
-    for name in outputs:
-        tensor = graph.tensor(name)
-        if tensor.role == Role.ACTIVATION:
-            yield Saved(nodes[0], "flash output", tensor)
-            yield Saved(nodes[0], "flash logsumexp (float32)", None, numel(tensor.shape[:-1]) * 4)
 
 
-def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
-    """Everything kept for backward, in node order, regions kept where their first node stands."""
+def saved(graph: Graph, options: MemoryOptions, values: Values = None) -> Iterator[Saved]:
+    """Everything kept for backward, in node order, regions kept where their first node stands.
+
+    ``values`` (a config's sizes) decide what depends on a concrete size: the SDPA kernel on CUDA.
+    """
     regions: dict[str, tuple[str, list[Node]]] = {}
     for node in graph.nodes:
         key = region_of(node, options)
@@ -91,7 +114,7 @@ def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
         elif key[0] not in emitted:
             emitted.add(key[0])
             mode, nodes = regions[key[0]]
-            yield from _kept_by_region(graph, nodes, mode, options)
+            yield from _kept_by_region(graph, nodes, mode, options, values)
 
 
 def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str, sympy.Expr]], Tensor]:
@@ -116,13 +139,14 @@ def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str
     return [(root.name, graph.blocks[root.block].count)], root
 
 
-def activations(graph: Graph, options: MemoryOptions | None = None) -> Breakdown:
-    """Bytes kept for backward, by component, each term traced to the node that keeps it."""
+def activations(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> Breakdown:
+    """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
+    see :func:`saved`)."""
     options = options or MemoryOptions()
     spec = model_of(graph)
     claimed: set[str] = set()
     parts = []
-    for item in saved(graph, options):
+    for item in saved(graph, options, values):
         component = component_of(item.node, spec.activation_components)
         if item.tensor is None:
             parts.append(Contribution(item.node.name, component, item.what, item.nbytes, graph.multiplicity(item.node)))

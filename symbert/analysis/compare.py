@@ -18,6 +18,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.explain import explain
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import Report, report
+from symbert.analysis.sizes import polynomial
 from symbert.configs import Config
 from symbert.symbols import B, H, seq_len
 
@@ -124,8 +125,9 @@ def dominant(breakdown: Breakdown, symbol: sympy.Symbol) -> Dominant | None:
     terms = explain(breakdown)
     if not any(symbol in t.monomial.free_symbols for t in terms):
         return None
-    top = max(sympy.degree(t.monomial, symbol) for t in terms)
-    leading = [t for t in terms if sympy.degree(t.monomial, symbol) == top]
+    degree = {t.monomial: sympy.degree(polynomial(t.monomial), symbol) for t in terms}  # ⌈x⌉ grows as x
+    top = max(degree.values())
+    leading = [t for t in terms if degree[t.monomial] == top]
     components = dict.fromkeys(p.contribution.component for t in leading for p in t.parts)
     return Dominant(symbol, sympy.Add(*(t.expr for t in leading)), tuple(components))
 
@@ -136,13 +138,15 @@ def crossover(
     """Where ``component`` equals all the other components, solved for seq_len > 0.
 
     ``general`` solves the family formula, keeping the roots positive at ``values``; ``value`` solves
-    with ``values`` (a config's, and B) put in. None when the quantity has no such component.
+    with ``values`` (a config's, and B) put in. None when the quantity has no such component. A size
+    rounded up to a multiple (the memory-efficient SDPA kernel's logsumexp) counts as its polynomial bound.
     """
     pick = (lambda c: c.per_layer) if per_layer else (lambda c: c.total)
     parts = [(c.name, pick(c)) for c in breakdown.components() if pick(c) is not None]
     if component not in dict(parts):
         return None
-    difference = sympy.Add(*(e if name == component else -e for name, e in parts)).subs(seq_len, _REAL_SEQ_LEN)
+    difference = polynomial(sympy.Add(*(e if name == component else -e for name, e in parts)))
+    difference = difference.subs(seq_len, _REAL_SEQ_LEN)
     general = _roots(breakdown.substituted(difference))
     value = _roots(sympy.expand(difference.subs(values)))
     return Crossover(

@@ -184,6 +184,8 @@ def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[
         if m.recompute != recompute:
             setup = replace(training, memory=replace(m, recompute=recompute))
             changes.append((f"recompute {recompute}", setup, batch, length))
+    if m.attention == "eager":
+        changes.append(("sdpa attention", replace(training, memory=replace(m, attention="sdpa")), batch, length))
     if m.attention != "flash":
         changes.append(("flash attention", replace(training, memory=replace(m, attention="flash")), batch, length))
     if batch > 1:

@@ -4,19 +4,35 @@ A product [b, m, k] @ [b, k, n] costs 2·b·m·k·n forward; backward computes o
 that needs a gradient (for a linear layer: the input's, and always the weight's). Other ops cost their
 registered operations per output element (per input element for losses, which reduce to a scalar;
 :mod:`symbert.ops`), reported apart.
+
+Under ``--attention sdpa`` a fused kernel (flash, memory-efficient) counts as the counter's SDPA
+formulas do: forward the two products Q·Kᵀ and P·V, backward five (it recomputes Q·Kᵀ, then dV, dP,
+dQ and dK), one more than the eager core's four. The math kernel is matmuls, counted as eager.
 """
 
 from __future__ import annotations
 
+from symbert.analysis import sdpa
+from symbert.analysis.activations import Values, attention_calls
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
+from symbert.analysis.policy import MemoryOptions
 from symbert.ir import Graph
 from symbert.ops import OPS
 
 
-def flops(graph: Graph) -> dict[str, Breakdown]:
-    """``forward`` and ``backward`` matmul FLOPs, and ``non_matmul_forward`` by the per-element convention."""
+def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> set[str]:
+    """The Q·Kᵀ product of each attention call a fused SDPA kernel runs: its backward recomputes it."""
+    return {call.scores for call in attention_calls(graph, options) if sdpa.kernel_for(call, options, values) != "math"}
+
+
+def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> dict[str, Breakdown]:
+    """``forward`` and ``backward`` matmul FLOPs, and ``non_matmul_forward`` by the per-element convention.
+
+    ``options`` (attention) and ``values`` (a config's sizes) decide the SDPA kernel; without options,
+    eager attention."""
     spec = model_of(graph)
     terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
+    fused = _fused_attention(graph, options, values) if options else set()
     for node in graph.nodes:
         op = OPS[node.op]
         component = component_of(node, spec.activation_components)
@@ -28,6 +44,9 @@ def flops(graph: Graph) -> dict[str, Breakdown]:
             if any(grads):
                 what = f"{sum(grads)} gradient product(s)"
                 terms["backward"].append(Contribution(node.name, component, what, sum(grads) * product, count))
+            if node.name in fused:
+                what = "fused attention backward recomputes Q·Kᵀ"
+                terms["backward"].append(Contribution(node.name, component, what, product, count))
         elif op.flops_per_element:
             elements = node.attr("elements", graph.tensor(node.outputs[0]).numel)
             what = f"{op.flops_per_element} per element"

@@ -2,7 +2,7 @@
 
 Ops say what autograd keeps (:mod:`symbert.ops`); a policy resolves the dtype classes (``act``,
 ``mask``, ``stats``) to bytes and may ignore whole roles. Modifiers change the activation dtype, fuse
-the attention core (flash) or recompute regions instead of keeping what they save.
+run attention as one SDPA kernel (sdpa, flash) or recompute regions instead of keeping what they save.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Role
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION = ("eager", "flash")
+ATTENTION = ("eager", "sdpa", "flash")
 RECOMPUTE = ("none", "selective", "full")
 
-#: The region model code marks around softmax(Q·Kᵀ)·V; flash attention and selective recompute act on it.
+#: The region model code marks around softmax(Q·Kᵀ)·V; selective recompute acts on it.
 ATTENTION_CORE = "attention_core"
+
+#: The region around Hugging Face's attention call: the core, then the heads transposed back and made
+#: contiguous. ``--attention sdpa`` (and ``flash``) run it as one kernel (:mod:`symbert.analysis.sdpa`).
+ATTENTION_CALL = "attention"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Policy:
     """How one backend stores what autograd keeps.
 
     ``mask`` and ``stats`` give the dtype of dropout masks and normalisation statistics; ``None`` means
-    the activation dtype.
+    the activation dtype. ``device`` (``cpu`` or ``cuda``) decides which attention kernel sdpa runs.
     """
 
     name: str
@@ -34,6 +38,7 @@ class Policy:
     mask: str | None
     stats: str | None
     ignored: frozenset[Role] = field(default_factory=frozenset)
+    device: str = "cpu"
 
 
 POLICIES: dict[str, Policy] = {
@@ -53,6 +58,7 @@ POLICIES: dict[str, Policy] = {
             "float32",
             mask="bool",
             stats="float32",
+            device="cuda",
         ),
         Policy(
             "megatron",
@@ -61,6 +67,7 @@ POLICIES: dict[str, Policy] = {
             mask="bool",
             stats=None,
             ignored=frozenset({Role.STATISTICS}),
+            device="cuda",
         ),
     )
 }

@@ -9,8 +9,8 @@
   through (:attr:`symbert.ops.OpDef.grad_passes_through`: views of the same size, copies, additions
   of same-shape tensors). Gradients reaching a tensor from several readers are summed in place when
   one of them is not shared, else into a fresh tensor. Parameter gradients persist; the op then drops
-  its outputs' gradients and what it kept. A recomputed region first re-runs its forward; a
-  flash-attention region is one fused op;
+  its outputs' gradients and what it kept. A recomputed region first re-runs its forward; an
+  attention call under sdpa (or flash) is one fused op, the kernel's;
 * the optimizer step creates the optimizer states at the first update (PyTorch allocates them
   lazily) and allocates temporaries that depend on how the backend runs it
   (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
@@ -35,18 +35,18 @@ from dataclasses import dataclass, replace
 
 import sympy
 
-from symbert.analysis.activations import Saved, region_of, saved
+from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.params import params
-from symbert.analysis.sizes import Size, add_to, expr_of, scaled, size_of
+from symbert.analysis.sizes import Size, add_to, expr_of, polynomial, scaled, size_of
 from symbert.analysis.states import CATEGORIES, STATE_BYTES, UPDATE_BYTES, Training, model_states
-from symbert.ir import Graph, Node, Role
+from symbert.ir import RUN, Graph, Node, Role
 from symbert.ops import OPS
 from symbert.symbols import seq_len
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One op as the replay runs it: a node, or a fused flash-attention region, in one run of its block."""
+    """One op as the replay runs it: a node, or a fused attention call (sdpa), in one run of its block."""
 
     nodes: tuple[Node, ...]
     run: int | None
@@ -61,7 +61,10 @@ class Unit:
 
     @property
     def label(self) -> str:
-        return self.node.name if len(self.nodes) == 1 else f"{self.node.scope}/{self.node.regions[-1]}"
+        if len(self.nodes) == 1:
+            return self.node.name
+        shared = next(r for r in self.node.regions if all(r in n.regions for n in self.nodes) and not r.startswith(RUN))
+        return f"{self.node.scope}/{shared}"
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,15 @@ def _same(key: Key) -> Key:
 class Replay:
     """Replays training steps over a graph, recording an :class:`Event` after every allocation."""
 
-    def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        training: Training,
+        runs: Mapping[str, int],
+        values: Values = None,
+    ) -> None:
         self.graph, self.training, self.runs = graph, training, runs
+        self.values = dict(values or {})
         self.options = training.memory
         self.plain = replace(self.options, recompute="none")
         groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
@@ -113,8 +123,8 @@ class Replay:
             for run in (range(runs[block]) if block else [None])
             for unit in self._fuse(nodes, run)
         ]
-        self.kept = self._by_node(saved(graph, self.options))
-        self.kept_plain = self._by_node(saved(graph, self.plain))
+        self.kept = self._by_node(saved(graph, self.options, values))
+        self.kept_plain = self._by_node(saved(graph, self.plain, values))
         self.regions: dict[Key, list[Unit]] = {}
         for unit in self.units:
             key = region_of(unit.node, self.options)
@@ -142,7 +152,7 @@ class Replay:
         self._sizes: dict[str, tuple[Size, str]] = {}
 
     def _fuse(self, nodes: list[Node], run: int | None) -> list[Unit]:
-        """One unit per node, except a flash-attention region, which runs as one fused op."""
+        """One unit per node, except an attention call under sdpa, which runs as one fused op."""
         units = []
         for key, group in itertools.groupby(nodes, key=lambda n: region_of(n, self.plain)):
             group = tuple(group)
@@ -165,6 +175,18 @@ class Replay:
             category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
             self._sizes[name] = (size_of(t.numel * self.options.bytes_of(t.dtype)), category)
         return self._sizes[name]
+
+    def extra_size(self, item: Saved) -> tuple[Size, str]:
+        """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
+
+        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows) stays exact when
+        the replay is given seq_len, and is otherwise replaced by its polynomial bound
+        (:func:`~symbert.analysis.sizes.polynomial`), so that the peak is a polynomial in seq_len."""
+        nbytes = sympy.sympify(item.nbytes)
+        if seq_len not in self.values:
+            nbytes = polynomial(nbytes)
+        category = "attention" if sympy.degree(polynomial(nbytes), seq_len) >= 2 else "activations"
+        return size_of(nbytes), category
 
     def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:
         return self.alloc(*self.tensor_size(name), owner)
@@ -270,10 +292,13 @@ class Replay:
 
     # ---- what a unit reads, writes and keeps
 
-    @staticmethod
-    def reads(unit: Unit) -> list[str]:
+    def reads(self, unit: Unit) -> list[str]:
+        """Tensors the unit reads. An SDPA call reads no mask: Hugging Face passes none for a batch
+        without padding."""
         inside = {t for n in unit.nodes for t in n.outputs}
-        return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
+        reads = dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside)
+        fused = len(unit.nodes) > 1
+        return [t for t in reads if not (fused and self.graph.tensor(t).role == Role.MASK)]
 
     def writes(self, unit: Unit) -> list[str]:
         """Outputs seen outside the unit."""
@@ -352,7 +377,7 @@ class Replay:
                     created.append(key)
             for item, key in self.keeps(unit, kept, rekey):
                 if item.tensor is None:
-                    self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
+                    self.live[key] = self.alloc(*self.extra_size(item), self.owner(unit))
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))

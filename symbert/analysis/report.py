@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from symbert.analysis.activations import activations
+from symbert.analysis.activations import activations, attention_kernels
 from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
@@ -25,6 +25,14 @@ class Report:
     seq_len: int
     options: MemoryOptions
     breakdowns: dict[str, Breakdown]
+    kernels: tuple[str, ...] = ()
+    """The SDPA kernels attention runs (empty under eager attention)."""
+
+    @property
+    def setup(self) -> str:
+        """The memory options, with the SDPA kernel that runs."""
+        kernels = f" ({', '.join(self.kernels)} kernel)" if self.kernels else ""
+        return self.options.describe().replace(" attention,", f" attention{kernels},", 1)
 
     @property
     def values(self) -> dict[sympy.Symbol, int]:
@@ -55,12 +63,13 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     graph = trace(config)
-    f = flops(graph)
+    values = config.symbols()
+    f = flops(graph, options, values)
     breakdowns = {
         "params": params(graph),
-        "activation_bytes": activations(graph, options),
+        "activation_bytes": activations(graph, options, values),
         "flops_forward": f["forward"],
         "flops_backward": f["backward"],
         "non_matmul_forward": f["non_matmul_forward"],
     }
-    return Report(config, batch, length, options, breakdowns)
+    return Report(config, batch, length, options, breakdowns, attention_kernels(graph, options, values))

@@ -22,6 +22,7 @@ from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.runtime import ROUND
+from symbert.analysis.sizes import polynomial
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
@@ -93,17 +94,17 @@ def compile_quantities(config: Config, training: Training, memory: StepMemory | 
     """Every quantity of :data:`QUANTITIES` at ``config``, compiled; ``memory`` may reuse a replay."""
     graph = trace(config)
     values = config.symbols()
-    f = flops(graph)
+    f = flops(graph, training.memory, values)
     exprs = {
         "params": params(graph).total,
-        "activation_bytes": activations(graph, training.memory).total,
+        "activation_bytes": activations(graph, training.memory, values).total,
         "flops_forward": f["forward"].total,
         "flops_backward": f["backward"].total,
         "non_matmul_forward": f["non_matmul_forward"].total,
     }
     states = model_states(graph, training)
     exprs |= {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"]}
-    out = {k: Compiled.of(sympy.sympify(v).subs(values)) for k, v in exprs.items()}
+    out = {k: Compiled.of(polynomial(sympy.sympify(v).subs(values))) for k, v in exprs.items()}
     polys = (memory or step_memory(graph, training, values)).polynomials(values, FREE)
     out["peak"] = Compiled(polys.exponents, polys.totals, polys.pad_args, polys.pad_totals)
     return out

@@ -77,9 +77,16 @@ class StepMemory:
     holds for any count of at least three. Evaluation is numpy over a shared list of monomials.
     """
 
-    def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int], steps: int = 2) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        training: Training,
+        runs: Mapping[str, int],
+        steps: int = 2,
+        values: Mapping[sympy.Symbol, int] | None = None,
+    ) -> None:
         self.graph, self.training, self.runs = graph, training, dict(runs)
-        replayed = Replay(graph, training, self.runs)
+        replayed = Replay(graph, training, self.runs, values)
         self.events = replayed.run(steps)
         self.states = replayed.states
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
@@ -339,7 +346,7 @@ def step_memory(
         if full and not count.is_Integer:
             raise ValueError(f"a full replay needs the count of {name}: {block.count}")
         runs[name] = int(count) if count.is_Integer and (full or count < 3) else 3
-    return StepMemory(graph, training, runs)
+    return StepMemory(graph, training, runs, values=values)
 
 
 def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> int | None:

@@ -20,7 +20,7 @@ from symbert.models.bert import (
     task_heads,
 )
 from symbert.models.heads import Encoded, Head
-from symbert.models.layers import ACTIVATIONS, attention_core, dropout, mask_bias, merge_heads, split_heads
+from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import E, H, I, L, seq_len, vocab_size
 from symbert.tracer import param_name, repeat, scope
@@ -31,7 +31,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
     with scope("albert_layers"):
         with scope("attention"):
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
-            context = merge_heads(attention_core(q, k, v, mask, p_attention))
+            context = attention(q, k, v, mask, p_attention)
             attended = F.layernorm("LayerNorm", F.add(x, dropout(F.linear("dense", context, H), p)))
         hidden = F.linear("ffn_output", ACTIVATIONS[act](F.linear("ffn", attended, I)), H)
         return F.layernorm("full_layer_layer_norm", F.add(hidden, attended))

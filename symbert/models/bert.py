@@ -18,10 +18,9 @@ from symbert.models import heads
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import (
     ACTIVATIONS,
-    attention_core,
+    attention,
     dropout,
     mask_bias,
-    merge_heads,
     split_heads,
     token_input,
 )
@@ -63,7 +62,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
     with scope("attention"):
         with scope("self"):
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
-            context = merge_heads(attention_core(q, k, v, mask, p_attention))
+            context = attention(q, k, v, mask, p_attention)
         x = residual_block("output", context, x, p)
     with scope("intermediate"):
         hidden = ACTIVATIONS[act](F.linear("dense", x, I))

@@ -10,7 +10,7 @@ from symbert.ir import Tensor
 from symbert.models import heads
 from symbert.models.bert import activation_components, embeddings, inputs, masked_lm_head
 from symbert.models.heads import Encoded, Head
-from symbert.models.layers import ACTIVATIONS, attention_core, dropout, mask_bias, merge_heads, split_heads
+from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, vocab_size
 from symbert.tracer import repeat, scope
@@ -20,7 +20,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
     """TransformerBlock: attention → add → LayerNorm; lin1 → activation → lin2 → dropout → add → LayerNorm."""
     with scope("attention"):
         q, k, v = (split_heads(F.linear(n, x, H)) for n in ("q_lin", "k_lin", "v_lin"))
-        attended = F.linear("out_lin", merge_heads(attention_core(q, k, v, mask, p_attention)), H)
+        attended = F.linear("out_lin", attention(q, k, v, mask, p_attention), H)
     attended = F.layernorm("sa_layer_norm", F.add(attended, x))
     with scope("ffn"):
         hidden = dropout(F.linear("lin2", ACTIVATIONS[act](F.linear("lin1", attended, I)), H), p)

@@ -44,6 +44,14 @@ def merge_heads(x: Tensor) -> Tensor:
     return F.reshape(F.contiguous(F.transpose(x, 1, 2)), (x.shape[0], seq_len, H))
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
+    """Hugging Face's attention call, Q, K, V [B, A, seq_len, H/A] → [B, seq_len, H]: the core, then the
+    heads transposed back and made contiguous (one region, which sdpa runs as one kernel), merged by a view."""
+    with region("attention"):
+        context = F.contiguous(F.transpose(attention_core(q, k, v, mask, p), 1, 2))
+    return F.reshape(context, (context.shape[0], seq_len, H))
+
+
 def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
     """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention."""
     with region("attention_core"):

@@ -145,6 +145,7 @@ def report_json(r: Report) -> dict[str, object]:
         "policy": r.options.policy,
         "dtype": r.options.activation_dtype,
         "attention": r.options.attention,
+        "attention_kernel": ", ".join(r.kernels) or None,
         "recompute": r.options.recompute,
         "params": r.value("params"),
         "activation_bytes": r.value("activation_bytes"),
@@ -175,7 +176,7 @@ def breakdown_table(breakdown: Breakdown, values: dict, title: str, show: Callab
 def print_report(r: Report) -> None:
     out = console()
     out.print(describe(r.config))
-    out.print(f"batch B={r.batch}, seq_len={r.seq_len}; {r.options.describe()}")
+    out.print(f"batch B={r.batch}, seq_len={r.seq_len}; {r.setup}")
     values = r.values
     for key, title in (
         ("activation_bytes", "activation memory kept for backward"),
@@ -229,9 +230,11 @@ def print_graph(config: Config) -> None:
     console().print(f"op kinds: {kinds}")
 
 
-def print_checks(config: Config, batch: int, seq_len: int, dtype: str, checks: list, device: str = "cpu") -> None:
+def print_checks(
+    config: Config, batch: int, seq_len: int, dtype: str, checks: list, device: str = "cpu", attention: str = "eager"
+) -> None:
     """Predicted against measured, one row per quantity."""
-    setup = f"B={batch}, seq_len={seq_len}, {dtype}, torch-{device}, eager attention"
+    setup = f"B={batch}, seq_len={seq_len}, {dtype}, torch-{device}, {attention} attention"
     table = Table(title=f"{describe(config)}; {setup}", title_justify="left")
     for col in ("quantity", "predicted", "measured", "difference", ""):
         table.add_column(col, justify="right")

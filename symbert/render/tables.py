@@ -153,7 +153,7 @@ def explain_table(terms: Sequence[Term], report: Report, quantity: str) -> Table
 
 
 def _shape(r: Report) -> str:
-    return f"B={r.batch}, seq_len={r.seq_len}; {r.options.describe()}"
+    return f"B={r.batch}, seq_len={r.seq_len}; {r.setup}"
 
 
 def _decimal(value: sympy.Expr) -> str:

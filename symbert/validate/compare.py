@@ -35,9 +35,12 @@ class Check:
         return abs(self.predicted - self.measured) <= self.tolerance * self.measured
 
 
-def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[Any, dict[str, Any]]:
-    """The Hugging Face model ``config`` describes (its head's class, or the bare model) and its inputs,
-    labels included: each label the traced graph takes, by name, shape and dtype."""
+def hugging_face(
+    config: Config, batch: int, length: int, dtype: str, attention: str = "eager"
+) -> tuple[Any, dict[str, Any]]:
+    """The Hugging Face model ``config`` describes (its head's class, or the bare model), built with
+    ``attention`` (``attn_implementation``), and its inputs, labels included: each label the traced
+    graph takes, by name, shape and dtype."""
     from symbert.api import trace
 
     try:
@@ -61,7 +64,12 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
             t = graph.tensor(node.outputs[0])
             labels[name] = (tuple(int(sympy.sympify(d).subs(values)) for d in t.shape), t.dtype)
     model = measure.build_model(
-        config.model, hf_config, dtype, pooler=structure.get("pooler", True), architecture=head and head.architecture
+        config.model,
+        hf_config,
+        dtype,
+        pooler=structure.get("pooler", True),
+        architecture=head and head.architecture,
+        attention=attention,
     )
     choices = config.task.choices if head is not None and len(head.batch) > 1 else None
     return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
@@ -71,12 +79,21 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
 PEAK_TOLERANCE = 0.005
 
 
-def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", device: str = "cpu") -> list[Check]:
+def validate(
+    config: Config, batch: int, seq_len: int, dtype: str = "float32", device: str = "cpu", attention: str = "eager"
+) -> list[Check]:
     """Build the Hugging Face model for ``config`` on ``device`` and compare every quantity under
     ``torch-cpu`` or ``torch-cuda``; on CUDA in float32 also the training-step peak (allocated, within
-    :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked)."""
-    predicted = report(config, batch, seq_len, MemoryOptions(f"torch-{device}", dtype))  # checks the shape first
-    model, inputs = hugging_face(config, batch, seq_len, dtype)
+    :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked).
+
+    ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
+    alike (``flash`` forces a kernel Hugging Face has no switch for).
+    """
+    if attention not in measure.ATTENTION:
+        raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
+    options = MemoryOptions(f"torch-{device}", dtype, attention)
+    predicted = report(config, batch, seq_len, options)  # checks the shape first
+    model, inputs = hugging_face(config, batch, seq_len, dtype, attention)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}
@@ -92,7 +109,7 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", d
         from symbert.validate.peak import check_peak
 
         del model, inputs
-        peak = check_peak(config, batch, seq_len, "adamw", "cuda")
+        peak = check_peak(config, batch, seq_len, "adamw", "cuda", attention)
         checks.append(Check("peak_allocated", peak.predicted, peak.measured.peak, PEAK_TOLERANCE))
         if peak.predicted_reserved is not None and peak.measured.reserved is not None:
             checks.append(Check("peak_reserved (estimate)", peak.predicted_reserved, peak.measured.reserved, None))

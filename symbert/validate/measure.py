@@ -6,14 +6,16 @@ inside the functions so that this module imports without them.
 Conventions shared by all functions:
 
 * models are built from a Hugging Face config dict, with random weights from a fixed seed, in train
-  mode (dropout active) and with eager attention;
+  mode (dropout active) and with eager attention unless told otherwise (``attn_implementation``);
 * "saved for backward" means the tensors that autograd nodes reachable from the model's outputs hold
   for the backward pass, counted by storage: a saved view keeps its whole base storage alive, and a
   storage saved several times is counted once. Parameter and buffer storages are not activations and
   are left out of the totals; the model inputs (token ids kept by embedding lookups) are counted;
-* FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products only), for one
-  forward and for the backward of the loss: the model's own loss when it is given labels (a task
-  model), else the sum of every floating output.
+* FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products and its SDPA
+  kernel formulas), for one forward and for the backward of the loss: the model's own loss when it is
+  given labels (a task model), else the sum of every floating output. The counter has no formula for
+  the CPU flash kernel (``_scaled_dot_product_flash_attention_for_cpu`` and its backward); it is
+  given the counter's own SDPA formulas, as for the CUDA kernels.
 """
 
 from __future__ import annotations
@@ -73,10 +75,19 @@ def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(model_type, **config)
 
 
+ATTENTION = ("eager", "sdpa")
+"""Hugging Face attention implementations a model can be built with."""
+
+
 def build_model(
-    model_type: str, config: Mapping[str, Any], dtype: str, pooler: bool = True, architecture: str | None = None
+    model_type: str,
+    config: Mapping[str, Any],
+    dtype: str,
+    pooler: bool = True,
+    architecture: str | None = None,
+    attention: str = "eager",
 ) -> torch.nn.Module:
-    """Build a Hugging Face model with random weights, in train mode, with eager attention.
+    """Build a Hugging Face model with random weights, in train mode, with ``attention`` (``attn_implementation``).
 
     ``architecture`` names a ``transformers`` class (``BertForMaskedLM``); by default the bare model of
     ``model_type``. ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s); unspecified keys
@@ -90,6 +101,8 @@ def build_model(
 
     if dtype not in DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
+    if attention not in ATTENTION:
+        raise ValueError(f"unsupported attention {attention!r}; expected one of {ATTENTION}")
     hf_config = _hf_config(model_type, {**config, "use_cache": False})
     model_class = getattr(transformers, architecture or MODEL_CLASSES[model_type])
     extra = {}
@@ -97,7 +110,7 @@ def build_model(
         extra["add_pooling_layer"] = pooler
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
-        model = model_class._from_config(hf_config, attn_implementation="eager", dtype=getattr(torch, dtype), **extra)
+        model = model_class._from_config(hf_config, attn_implementation=attention, dtype=getattr(torch, dtype), **extra)
     return model.train()
 
 
@@ -260,15 +273,28 @@ def flop_breakdown(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -
     The backward is that of the sum of every differentiable output, so that every output's
     gradient flows. Forward and backward are counted by two separate ``FlopCounterMode`` contexts.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch
+    from torch.utils import flop_counter
 
-    def by_op(counter: FlopCounterMode) -> dict[str, int]:
+    def forward_formula(query: Any, key: Any, value: Any, *_: Any, **__: Any) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def backward_formula(grad: Any, query: Any, key: Any, value: Any, *_: Any, **__: Any) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad, query, key, value)
+
+    aten = torch.ops.aten
+    cpu_flash = {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward_formula,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward_formula,
+    }
+
+    def by_op(counter: flop_counter.FlopCounterMode) -> dict[str, int]:
         return {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
 
-    with FlopCounterMode(display=False) as forward:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_flash) as forward:
         output = model(**inputs)
     loss = loss_of(output)
-    with FlopCounterMode(display=False) as backward:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_flash) as backward:
         loss.backward()
     return by_op(forward), by_op(backward)
 

@@ -197,9 +197,12 @@ def cuda_gpu() -> tuple[str | None, str | None]:
     return key, os.environ.get("CUBLAS_WORKSPACE_CONFIG")
 
 
-def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw", device: str = "cpu") -> PeakCheck:
+def check_peak(
+    config: Config, batch: int, seq_len: int, optimizer: str = "adamw", device: str = "cpu", attention: str = "eager"
+) -> PeakCheck:
     """Predict (float32; policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two
-    training steps of ``config`` on ``device``."""
+    training steps of ``config`` on ``device``, with ``attention`` (``eager`` or ``sdpa``) predicted and
+    measured alike."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
     from symbert.analysis.training import reserved, step_memory
@@ -212,11 +215,11 @@ def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw
     graph = trace(config)
     if device == "cuda":
         gpu, workspace = cuda_gpu()
-        training = Training(optimizer, "fp32", MemoryOptions("torch-cuda"), gpu, workspace)
+        training = Training(optimizer, "fp32", MemoryOptions("torch-cuda", attention=attention), gpu, workspace)
     else:
-        training = Training(optimizer, "fp32", MemoryOptions("torch-cpu"))
+        training = Training(optimizer, "fp32", MemoryOptions("torch-cpu", attention=attention))
     peak = step_memory(graph, training, values).peak(values)
-    model, inputs = hugging_face(config, batch, seq_len, "float32")
+    model, inputs = hugging_face(config, batch, seq_len, "float32", attention)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}

@@ -1,0 +1,197 @@
+"""Scaled dot-product attention: which kernel PyTorch runs, and what each kernel keeps for backward.
+
+``--attention sdpa`` is Hugging Face's default attention (``attn_implementation="sdpa"``): its
+``sdpa_attention_forward`` hands Q, K and V ([B, A, seq_len, H/A] views of the projections, not made
+contiguous) to ``torch.nn.functional.scaled_dot_product_attention`` with ``scale=(H/A)**-0.5``,
+``is_causal=False`` and the training dropout, then transposes the output back and makes it contiguous.
+A batch without padding gets no mask at all (``masking_utils`` skips an all-ones mask), which is the
+case symbert models. The model code marks that whole call as the region
+:data:`~symbert.analysis.policy.ATTENTION_CALL`; under sdpa the region is one fused op whose kept
+tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks. ``--attention flash`` forces the
+flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)`` would, but as a
+what-if it is modelled even where PyTorch could not run it: fp32, or dropout on the CPU).
+
+Kernel choice, from ``aten/src/ATen/native/transformers``:
+
+* CPU (``sdp_utils_cpp.cpp``, ``select_sdp_backend_cpp``): flash, then math. The CPU flash kernel
+  (``_scaled_dot_product_flash_attention_for_cpu``) needs dropout = 0 (``check_for_dropout``); it
+  takes any float dtype and an attention mask. Training with dropout > 0 runs the math kernel.
+  Measured with torch 2.13 on CPU: dropout 0.1 → math, dropout 0 → flash, in fp32 and bf16.
+* CUDA (``cuda/sdp_utils.cpp``, ``select_sdp_backend``, default order flash, memory-efficient, math;
+  sm80 or newer assumed): flash for fp16/bf16 without a mask and head dim ≤ 256 (the composite pads
+  the head dim to a multiple of 8); memory-efficient for fp32/fp16/bf16 with the head dim a multiple
+  of 4 (fp32) or 8 (16-bit); math otherwise. cuDNN attention, which newer builds may prefer on
+  sm90/sm100 with a recent cuDNN, and flash's head-dim limits in training on sm86/sm89/sm120 are not
+  modelled.
+
+A head dim that is still symbolic (H/A) is taken to be a multiple of 8 and at most 256, as in every
+released BERT-family checkpoint (64); give the sizes to decide it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.analysis.policy import BYTES, MemoryOptions
+from symbert.ir import Graph, Node, Role, Tensor, numel
+
+KERNELS = ("flash", "efficient", "math")
+
+#: int64 philox seed and offset the CUDA fused kernels return and keep for backward (two 0-dim tensors).
+PHILOX_BYTES = 16
+
+#: The memory-efficient kernel allocates its logsumexp rounded up to this many query rows (kAlignLSE).
+EFFICIENT_LSE_ALIGN = 32
+
+#: The CUDA flash composite pads the head dim to a multiple of this (pad_last_dim<8>).
+FLASH_HEAD_ALIGN = 8
+FLASH_MAX_HEAD_DIM = 256
+
+SIXTEEN_BIT = ("bfloat16", "float16")
+
+
+def _holds(condition: sympy.Basic | bool) -> bool:
+    """A condition on sizes: its value when it is decided, else True (the common case, see the module)."""
+    condition = sympy.sympify(condition)
+    return bool(condition) if condition in (sympy.true, sympy.false) else True
+
+
+def _multiple(x: sympy.Expr, n: int) -> bool:
+    x = sympy.sympify(x)
+    return bool(x % n == 0) if x.is_Integer else True
+
+
+def choose_kernel(device: str, dtype: str, dropout: float, head_dim: sympy.Expr | int, masked: bool = False) -> str:
+    """The kernel ``scaled_dot_product_attention`` runs in training (inputs that need gradients).
+
+    ``device`` is ``cpu`` or ``cuda``; ``dtype`` the dtype of Q, K and V; ``masked`` whether an
+    ``attn_mask`` is passed (Hugging Face passes none for a batch without padding).
+    """
+    if device == "cpu":
+        return "flash" if dropout == 0 else "math"
+    head_dim = sympy.sympify(head_dim)
+    if dtype in SIXTEEN_BIT and not masked and _holds(head_dim <= FLASH_MAX_HEAD_DIM):
+        return "flash"
+    if _multiple(head_dim, 8 if dtype in SIXTEEN_BIT else 4):
+        return "efficient"
+    return "math"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One attention call as the region records it: Q, K, V [B, A, seq_len, H/A], its output (after the
+    heads are transposed back and made contiguous, [B, seq_len, A, H/A]) and its dropout."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    output: Tensor
+    dropout: float
+    scores: str
+    """The node computing Q·Kᵀ."""
+
+    @property
+    def head_dim(self) -> sympy.Expr:
+        return self.q.shape[-1]
+
+    @property
+    def rows(self) -> sympy.Expr:
+        """B·A·seq_len: one logsumexp per query row and head."""
+        return numel(self.q.shape[:-1])
+
+
+def call_of(graph: Graph, nodes: list[Node]) -> Call:
+    """Read Q, K, V, the output and the dropout off the nodes of an attention-call region."""
+    inside = {n.name for n in nodes}
+    matmuls = [n for n in nodes if n.op == "matmul"]
+    scores, context = matmuls[0], matmuls[-1]
+    k_side = graph.tensor(scores.inputs[1])
+    k = graph.tensor(graph.node(k_side.producer).inputs[0]) if k_side.producer in inside else k_side
+    outputs = [t for n in nodes for t in n.outputs if any(c not in inside for c in graph.consumers(t))]
+    dropout = next((float(n.attr("p")) for n in nodes if n.op == "dropout"), 0.0)
+    q, v = graph.tensor(scores.inputs[0]), graph.tensor(context.inputs[1])
+    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One thing a kernel keeps: a graph tensor by name, or (``tensor`` None) a buffer of ``nbytes``.
+
+    ``role`` is what a policy may ignore (Korthikanti et al. leave out statistics).
+    """
+
+    what: str
+    tensor: str | None = None
+    nbytes: sympy.Expr = sympy.S.Zero
+    role: Role = Role.ACTIVATION
+
+
+def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None) -> str:
+    """The kernel of ``call`` under ``options``: forced flash, or PyTorch's choice."""
+    if options.attention == "flash":
+        return "flash"
+    head_dim = sympy.sympify(call.head_dim).subs(values or {})
+    return choose_kernel(options.backend.device, options.activation_dtype, call.dropout, head_dim)
+
+
+def kept(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> tuple[str, list[Kept]]:
+    """The kernel and what it keeps for backward, per call.
+
+    * fused kernels (flash, memory-efficient; the CPU flash kernel): Q, K and V as given, the output,
+      a float32 logsumexp [B, A, seq_len] (memory-efficient: seq_len rounded up to a multiple of 32)
+      and, on CUDA, the philox seed and offset (two int64 scalars, returned and kept even without
+      dropout). The output is allocated like Q ([B, seq_len, A, H/A] in memory), so transposing the
+      heads back is already contiguous and the output projection keeps that same storage. A CUDA flash
+      call whose head dim is not a multiple of 8 keeps padded copies of Q, K, V and its padded output
+      instead, and the transposed-back output is then a fresh copy (kept by the projection, not here).
+    * math (``_scaled_dot_product_attention_math``): Q and K each scaled by √scale (new tensors, the
+      matmul's operands), V as the matmul reads it (a copy), the softmax output, and with dropout the
+      dropout's mask and output; 16-bit inputs are first converted to float32, so all of these are
+      float32. Its output is transposed back by a copy, which the projection keeps.
+    """
+    kernel = kernel_for(call, options, values)
+    act = BYTES[options.activation_dtype]
+    statistics = Role.STATISTICS
+    if kernel == "math":
+        compute = 4 if options.activation_dtype in SIXTEEN_BIT else act
+        mask = BYTES[options.backend.mask] if options.backend.mask else compute
+        scores = numel((*call.q.shape[:-1], call.k.shape[-2]))
+        items = [
+            Kept("math: Q·√scale", nbytes=call.q.numel * compute),
+            Kept("math: Kᵀ·√scale", nbytes=call.k.numel * compute),
+            Kept("math: V for the matmul", nbytes=call.v.numel * compute),
+            Kept("math: softmax output", nbytes=scores * compute),
+        ]
+        if call.dropout > 0:
+            items += [
+                Kept("math: dropout mask", nbytes=scores * mask),
+                Kept("math: dropout output", nbytes=scores * compute),
+            ]
+        return kernel, items
+    cuda = options.backend.device == "cuda"
+    rows = call.rows
+    if kernel == "efficient":
+        length = call.q.shape[-2]
+        padded = EFFICIENT_LSE_ALIGN * sympy.ceiling(length / EFFICIENT_LSE_ALIGN)
+        rows = rows / length * padded
+    head_dim = sympy.sympify(call.head_dim).subs(values or {})
+    pad = cuda and kernel == "flash" and not _multiple(head_dim, FLASH_HEAD_ALIGN)
+    items = []
+    if pad:
+        padded_dim = FLASH_HEAD_ALIGN * sympy.ceiling(head_dim / FLASH_HEAD_ALIGN)
+        for name, t in (("Q", call.q), ("K", call.k), ("V", call.v), ("output", call.output)):
+            items.append(Kept(f"{kernel}: {name} padded", nbytes=t.numel / head_dim * padded_dim * act))
+    else:
+        items += [Kept(f"{kernel}: {n}", tensor=t.name) for n, t in (("Q", call.q), ("K", call.k), ("V", call.v))]
+        items.append(Kept(f"{kernel}: output", tensor=call.output.name))
+    items.append(Kept(f"{kernel}: logsumexp (float32)", nbytes=rows * 4, role=statistics))
+    if cuda:
+        items.append(
+            Kept(f"{kernel}: philox seed and offset (int64)", nbytes=sympy.Integer(PHILOX_BYTES), role=statistics)
+        )
+    return kernel, items
