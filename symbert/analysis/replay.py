@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import sympy
 
 from symbert.analysis.activations import Saved, region_of, saved
+from symbert.analysis.autocast import resolve
 from symbert.analysis.params import params
 from symbert.analysis.sizes import Size, add_to, size_of
 from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
@@ -97,8 +98,9 @@ class Replay:
     """Replays training steps over a graph, recording an :class:`Event` after every allocation."""
 
     def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int]) -> None:
-        self.graph, self.training, self.runs = graph, training, runs
         self.options = training.memory
+        graph = resolve(graph, self.options)
+        self.graph, self.training, self.runs = graph, training, runs
         self.plain = replace(self.options, recompute="none")
         groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
         self.units = [
@@ -174,6 +176,8 @@ class Replay:
         return (name, run) if base is None else self.storage_key(base, run)
 
     def kept_key(self, item: Saved, run: int | None) -> Key:
+        if item.param is not None:
+            return (f"{item.param}|{item.what}", self.param_key(item.node, item.param, run)[1])
         if item.tensor is None:
             return (f"{item.node.name}|{item.what}", run)
         return self.storage_key(item.tensor.name, run)
@@ -296,7 +300,7 @@ class Replay:
                     self.live[key] = self.tensor_alloc(t, self.owner(unit))
                     created.append(key)
             for item, key in self.keeps(unit, kept, rekey):
-                if item.tensor is None:
+                if item.tensor is None and key not in self.live:
                     self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
             for t in self.reads(unit):

@@ -63,11 +63,17 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
     return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
 
 
-def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -> list[Check]:
-    """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``."""
-    model, inputs = hugging_face(config, batch, seq_len, dtype)
-    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))
-    saved = measure.measure_saved_bytes(model, inputs)
+def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32", amp: bool = False) -> list[Check]:
+    """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``.
+
+    ``amp`` runs a float32 model under ``torch.autocast("cpu", dtype)`` on a batch with one padded
+    token (the attention mask symbert traces).
+    """
+    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype)
+    if amp:
+        inputs = measure.pad(inputs)
+    predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype, amp=amp))
+    saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
     forward, backward = measure.measure_flops(model, inputs)
     return [
         Check("params", predicted.value("params"), measure.count_parameters(model)),
