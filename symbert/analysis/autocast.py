@@ -119,3 +119,12 @@ def weight_copies(graph: Graph, node: Node, options: MemoryOptions) -> list[Para
     if not graph.tensor(node.inputs[0]).requires_grad:
         return []
     return [node.params[0]]
+
+
+def cached_params(graph: Graph, node: Node, options: MemoryOptions) -> list[Param]:
+    """The float32 parameters autocast casts for ``node`` (a ``lower`` op's weight and bias); each cast is
+    cached until the autocast region ends."""
+    device = options.autocast_device
+    if device is None or category(node.op, device) != "lower":
+        return []
+    return list(node.params)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, replace
 import sympy
 
 from symbert.analysis.activations import Saved, region_of, saved
-from symbert.analysis.autocast import resolve
+from symbert.analysis.autocast import cached_params, resolve, weight_copies
 from symbert.analysis.params import params
 from symbert.analysis.sizes import Size, add_to, size_of
-from symbert.analysis.states import CATEGORIES, UPDATE_BYTES, Training, model_states
-from symbert.ir import Graph, Node, Role
+from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, UPDATE_BYTES, Training, model_states
+from symbert.ir import ACT, Graph, Node, Param, Role
 from symbert.ops import OPS
 from symbert.symbols import seq_len
 
@@ -285,6 +285,7 @@ class Replay:
     def forward(self, units: list[Unit], kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
         """Run ``units`` forward, keying storages through ``rekey`` (recomputation makes new ones)."""
         units = [u for u in units if not OPS[u.node.op].placeholder]
+        cache: dict[Key, _Buffer] = {}
         self.reads_left = {}
         for unit in units:
             for t in self.reads(unit):
@@ -302,6 +303,8 @@ class Replay:
             for item, key in self.keeps(unit, kept, rekey):
                 if item.tensor is None and key not in self.live:
                     self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
+            for n in unit.nodes:
+                self.cache_params(n, unit.run, cache)
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
@@ -309,6 +312,17 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+        for buf in cache.values():  # autocast's region ends: its cache is cleared
+            self.release(buf)
+
+    def cache_params(self, node: Node, run: int | None, cache: dict[Key, _Buffer]) -> None:
+        """Autocast's cached 16-bit copies of a node's parameters, other than those it keeps for backward."""
+        kept = {p.name for p in weight_copies(self.graph, node, self.options)}
+        for p in cached_params(self.graph, node, self.options):
+            key = ("autocast cache", *self.param_key(node, p.name, run))
+            if p.name not in kept and key not in cache:
+                size = size_of(p.numel * self.options.bytes_of(ACT))
+                cache[key] = self.alloc(size, "activations", (node.block, run) if node.block else None)
 
     def loss_gradient(self, unit: Unit) -> None:
         """The loss hands each model output a gradient of its size."""
@@ -363,21 +377,36 @@ class Replay:
                 if self.graph.tensor(t).requires_grad:
                     buf = self.passed(unit, t) or self.tensor_alloc(t, self.owner(unit))
                     drops += self.accumulate(self.tensor_key(t, unit.run), buf, t)
+            cast = [(n, p) for n in unit.nodes for p in cached_params(self.graph, n, self.options)]
+            bits16 = self.options.bytes_of(ACT)
+            low = {p.name: self.alloc(size_of(p.numel * bits16), "gradients", None) for _, p in cast}
             for n in unit.nodes:
                 for p in n.params:
-                    key = self.param_key(n, p.name, unit.run)
-                    buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
-                    if key in self.param_grads:
-                        drops.append(buf)
-                    else:
-                        self.param_grads[key] = buf
+                    if p.name not in low:
+                        drops += self.param_gradient(n, p, unit)
             self.record(unit.label, self.owner(unit))
             for buf in drops:
                 self.release(buf)
             for key in incoming:
                 if key in self.grads:
                     self.release(self.grads.pop(key))
+            # Under autocast the op's parameter gradients are 16-bit; each cast's backward turns one into
+            # float32 (the most recently cast first), then drops it.
+            for n, p in reversed(cast):
+                drops = self.param_gradient(n, p, unit)
+                self.record(f"{unit.label}: {p.name} gradient to float32", self.owner(unit))
+                for buf in [*drops, low[p.name]]:
+                    self.release(buf)
         self.drop_kept(unit, kept, rekey)
+
+    def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[_Buffer]:
+        """Allocate a parameter's gradient; returns it to drop when it is summed into an existing one."""
+        key = self.param_key(node, p.name, unit.run)
+        buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
+        if key in self.param_grads:
+            return [buf]
+        self.param_grads[key] = buf
+        return []
 
     def passed(self, unit: Unit, t: str) -> _Buffer | None:
         """The output gradient an op hands on unchanged to input ``t``, with a new reference, if it does."""
@@ -423,6 +452,8 @@ class Replay:
     def update(self, first: bool) -> None:
         """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
         self.phase = "optimizer"
+        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES if self.training.grad_scaler else 0))
+        add_to(self.totals["optimizer"], found_inf)
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
         self.record("optimizer states created" if first else "optimizer step")
@@ -440,6 +471,7 @@ class Replay:
             add_to(self.totals["optimizer"], temp)
             self.record(label, run)
             add_to(self.totals["optimizer"], temp, -1)
+        add_to(self.totals["optimizer"], found_inf, -1)
         for buf in self.param_grads.values():
             self.release(buf)
         self.param_grads.clear()

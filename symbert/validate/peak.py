@@ -56,8 +56,11 @@ class MeasuredSteps:
         return max(self.phases, key=lambda p: p.peak)
 
 
-def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2) -> MeasuredSteps:
-    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``."""
+def measure_steps(
+    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
+) -> MeasuredSteps:
+    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``; with ``amp`` (a 16-bit
+    dtype name) the forward and loss run under CPU autocast, as Hugging Face's Trainer runs them."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -72,8 +75,9 @@ def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw
             return fn()
 
     def forward() -> tuple[Any, torch.Tensor]:
-        output = model(**inputs)
-        return (None if output.get("loss") is not None else output), measure.loss_of(output)
+        with measure.autocast(amp):
+            output = model(**inputs)
+            return (None if output.get("loss") is not None else output), measure.loss_of(output)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for step in range(1, steps + 1):
@@ -119,8 +123,11 @@ class PeakCheck:
         return (self.predicted - self.measured.peak) / self.measured.peak
 
 
-def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw") -> PeakCheck:
-    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``."""
+def check_peak(
+    config: Config, batch: int, seq_len: int, optimizer: str = "adamw", amp: str | None = None
+) -> PeakCheck:
+    """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``;
+    with ``amp``, under CPU autocast to that dtype on a batch with one padded token."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
     from symbert.analysis.training import step_memory
@@ -131,8 +138,10 @@ def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw
 
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
-    peak = step_memory(graph, Training(optimizer, "fp32", MemoryOptions("torch-cpu")), values).peak(values)
-    measured = measure_steps(*hugging_face(config, batch, seq_len, "float32"), optimizer)
+    training = Training(optimizer, "amp" if amp else "fp32", MemoryOptions("torch-cpu", amp))
+    peak = step_memory(graph, training, values).peak(values)
+    model, inputs = hugging_face(config, batch, seq_len, "float32")
+    measured = measure_steps(model, measure.pad(inputs) if amp else inputs, optimizer, amp=amp)
     return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured)
 
 
