@@ -74,6 +74,17 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+PRECISION_NAMES = ("fp32", "mixed", "amp")
+
+
+def _training(make: Callable[..., Any], optimizer: str, precision: str, memory: MemoryOptions) -> Any:
+    """``make(optimizer, precision, memory)``, its ValueError (amp with a float32 dtype) as a usage error."""
+    try:
+        return make(optimizer, precision, memory)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
@@ -83,9 +94,21 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
     @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
     @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @click.option(
+        "--precision",
+        type=click.Choice(PRECISION_NAMES),
+        default="fp32",
+        show_default=True,
+        help="amp: torch.autocast to --dtype (default bfloat16) over float32 weights; mixed: 16-bit weights.",
+    )
     @wraps(fn)
-    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, **kwargs: Any) -> Any:
-        return fn(options=MemoryOptions(policy, dtype, attention, recompute), **kwargs)
+    def wrapper(
+        policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any
+    ) -> Any:
+        from symbert.analysis.states import Training
+
+        memory = MemoryOptions(policy, dtype, attention, recompute)
+        return fn(options=_training(Training, "adamw", precision, memory).memory, **kwargs)
 
     return wrapper
 
@@ -401,7 +424,6 @@ def compare(
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
-PRECISION_NAMES = ("fp32", "mixed")
 
 
 def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -420,7 +442,8 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(PRECISION_NAMES),
         default="fp32",
         show_default=True,
-        help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter).",
+        help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter); "
+        "amp: torch.autocast to --dtype (default bfloat16) over fp32 weights, gradients and optimizer states.",
     )
     @wraps(fn)
     def wrapper(
@@ -429,7 +452,7 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         from symbert.analysis.states import Training
 
         memory = MemoryOptions(policy, dtype, attention, recompute)
-        return fn(training=Training(optimizer, precision, memory), **kwargs)
+        return fn(training=_training(Training, optimizer, precision, memory), **kwargs)
 
     return wrapper
 
@@ -669,7 +692,7 @@ def sweep(
     from symbert.analysis.states import Training
 
     trainings = [
-        Training(o, p, MemoryOptions(policy, d, a, r))
+        _training(Training, o, p, MemoryOptions(policy, d, a, r))
         for policy, d, a, r, o, p in itertools.product(
             policies or ("torch-cuda",),
             dtypes or (None,),
