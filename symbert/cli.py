@@ -102,9 +102,7 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="amp: torch.autocast to --dtype (default bfloat16) over float32 weights; mixed: 16-bit weights.",
     )
     @wraps(fn)
-    def wrapper(
-        policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any
-    ) -> Any:
+    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any) -> Any:
         from symbert.analysis.states import Training
 
         memory = MemoryOptions(policy, dtype, attention, recompute)

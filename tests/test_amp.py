@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import sympy
-from conftest import H96_L3, hf, random_bert_configs, run_cli
+from conftest import H96_L3, hf, random_bert_configs, random_configs, run_cli
 
 import symbert
 from symbert.analysis.activations import activations
@@ -158,3 +158,15 @@ def test_peak_under_cpu_autocast(config: symbert.Config, batch: int, length: int
     assert abs(check.error) <= 0.01, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
+
+
+@pytest.mark.parametrize("family", ["albert", "roberta", "distilbert"])
+def test_other_families_exact_under_cpu_autocast(family: str) -> None:
+    """ALBERT (one weight copy for the shared layer, factorised embeddings, gelu_new), RoBERTa and
+    DistilBERT, each with its masked-LM head, under CPU bf16 autocast."""
+    hf()
+    from symbert.validate.compare import validate
+
+    config = with_task(random_configs(family, 2, seed=1)[1], head="mlm")
+    checks = validate(config, 2, 6, "bfloat16", amp=True)
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]

@@ -123,9 +123,7 @@ class PeakCheck:
         return (self.predicted - self.measured.peak) / self.measured.peak
 
 
-def check_peak(
-    config: Config, batch: int, seq_len: int, optimizer: str = "adamw", amp: str | None = None
-) -> PeakCheck:
+def check_peak(config: Config, batch: int, seq_len: int, optimizer: str = "adamw", amp: str | None = None) -> PeakCheck:
     """Predict (policy torch-cpu, float32) and measure the peak of two training steps of ``config``;
     with ``amp``, under CPU autocast to that dtype on a batch with one padded token."""
     from symbert.analysis.policy import MemoryOptions
