@@ -162,13 +162,23 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 @click.option("--batch", "-b", type=int, default=2, show_default=True, help="Batch size B.")
 @click.option("--seq-len", "-s", type=int, default=16, show_default=True, help="Sequence length.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-def validate(config: Config, batch: int, seq_len: int, dtype: str) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(("fp32", "amp")),
+    default="fp32",
+    show_default=True,
+    help="amp: a float32 model under torch.autocast('cpu', --dtype), on a batch with one padded token.",
+)
+def validate(config: Config, batch: int, seq_len: int, dtype: str, precision: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     from symbert.render import reports
     from symbert.validate.compare import validate as run_validation
 
-    checks = run_validation(config, batch, seq_len, dtype)
-    reports.print_checks(config, batch, seq_len, dtype, checks)
+    amp = precision == "amp"
+    if amp and dtype == "float32":
+        raise click.UsageError("--precision amp needs --dtype bfloat16 or float16 (the autocast dtype)")
+    checks = run_validation(config, batch, seq_len, dtype, amp=amp)
+    reports.print_checks(config, batch, seq_len, f"autocast {dtype}" if amp else dtype, checks)
     if not all(c.ok for c in checks):
         sys.exit(1)
 

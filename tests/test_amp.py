@@ -170,3 +170,10 @@ def test_other_families_exact_under_cpu_autocast(family: str) -> None:
     config = with_task(random_configs(family, 2, seed=1)[1], head="mlm")
     checks = validate(config, 2, 6, "bfloat16", amp=True)
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_validate_command_under_autocast() -> None:
+    hf()
+    out = run_cli("validate", "--preset", "bert-tiny", "--head", "mlm", "--precision", "amp", "--dtype", "bfloat16")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "autocast bfloat16" in out.stdout and "MISMATCH" not in out.stdout
