@@ -177,3 +177,19 @@ def test_validate_command_under_autocast() -> None:
     out = run_cli("validate", "--preset", "bert-tiny", "--head", "mlm", "--precision", "amp", "--dtype", "bfloat16")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "autocast bfloat16" in out.stdout and "MISMATCH" not in out.stdout
+
+
+@pytest.mark.parametrize("options", [MemoryOptions("torch-cuda", "bfloat16"), MemoryOptions("torch-cpu", "float16")])
+def test_three_replayed_runs_stand_for_every_run_phase_by_phase(options: MemoryOptions) -> None:
+    """Symbolic in L, every phase peaks where the replay of all six layers does: in the forward the
+    layers not replayed hold what they keep and their cached bias copies until autocast exits."""
+    from symbert.analysis.training import phases, step_memory
+
+    config = symbert.with_overrides(symbert.preset("bert-mini"), ["num_hidden_layers=6"])
+    values = {**config.symbols(), B: 2, S: 16}
+    training, graph = Training("adamw", "amp", options), symbert.trace(config)
+
+    def summary(memory) -> list[tuple[int, str, int]]:
+        return [(p.step, p.name, p.peak.total) for p in phases(memory.timeline(values))]
+
+    assert summary(step_memory(graph, training)) == summary(step_memory(graph, training, values, full=True))

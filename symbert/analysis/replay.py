@@ -65,9 +65,10 @@ class Event:
     """Memory right after an op allocated its outputs or gradients, before it freed anything.
 
     ``memory`` is bytes per category. ``hidden`` says, per block, what the runs that were not replayed
-    hold at this point: nothing (``none``), what they keep for backward (``saved``), their parameter
-    gradients (``grads``), or, for an event in the middle run, either of two (``forward``: none or
-    saved; ``backward``: grads or saved), since they may all come before it or all after it.
+    hold at this point: nothing (``none``), what they keep for backward (``saved``), that and autocast's
+    cached weight copies while the forward runs (``cached``), their parameter gradients (``grads``), or,
+    for an event in the middle run, either of two (``forward``: none or cached; ``backward``: grads or
+    saved), since they may all come before it or all after it.
     """
 
     step: int
@@ -218,7 +219,7 @@ class Replay:
             elif unit.run == 0:
                 self.hidden[unit.block] = "none" if phase == "forward" else "grads"
             else:
-                self.hidden[unit.block] = "saved"
+                self.hidden[unit.block] = "cached" if phase == "forward" else "saved"
 
     # ---- what a unit reads, writes and keeps
 
@@ -312,6 +313,8 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+        if self.phase == "forward":
+            self.note_steady("cached")
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
 
