@@ -77,6 +77,7 @@ def report_json(r: Report) -> dict[str, object]:
         "seq_len": r.seq_len,
         "policy": r.options.policy,
         "dtype": r.options.activation_dtype,
+        "autocast": r.options.amp,
         "attention": r.options.attention,
         "recompute": r.options.recompute,
         "params": r.value("params"),
