@@ -193,3 +193,16 @@ def test_three_replayed_runs_stand_for_every_run_phase_by_phase(options: MemoryO
         return [(p.step, p.name, p.peak.total) for p in phases(memory.timeline(values))]
 
     assert summary(step_memory(graph, training)) == summary(step_memory(graph, training, values, full=True))
+
+
+def test_cuda_log_softmax_copies_bfloat16_not_float16() -> None:
+    """log_softmax(x, dtype=float32) on CUDA reads float16 directly (half_to_float) but converts a
+    bfloat16 input to a float32 copy first (aten/src/ATen/native/SoftMax.cpp)."""
+    graph = symbert.trace(with_task(symbert.preset("bert-tiny"), head="mlm"))
+
+    def casts_before_loss(dtype: str) -> list[str]:
+        resolved = resolve(graph, MemoryOptions("torch-cuda", dtype, amp=True))
+        return [n.name for n in resolved.nodes if n.op == "cast" and "log_softmax" in n.name]
+
+    assert casts_before_loss("bfloat16") == ["head/loss/masked_lm/log_softmax/cast0"]
+    assert casts_before_loss("float16") == []

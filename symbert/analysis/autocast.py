@@ -6,8 +6,8 @@ kind names its category once (:attr:`symbert.ops.OpDef.autocast`):
 
 * ``lower``: run in the autocast dtype; float inputs of another dtype are cast first (linear, matmul);
 * ``fp32``: run in float32; 16-bit inputs are cast first (the losses; layer_norm and pow on CUDA);
-* ``fp32_out``: float32 output without a separate cast (softmax and log_softmax on CUDA take
-  ``dtype=float32``);
+* ``fp32_out``: float32 output (softmax and log_softmax on CUDA take ``dtype=float32``): a float16
+  input is read as is (``half_to_float`` kernels), a bfloat16 one converted to a float32 copy first;
 * ``promote``: ordinary type promotion, the widest float input wins (add, mul);
 * ``weights``: the output has the weights' dtype, float32 (embedding lookups; the attention mask,
   which Hugging Face builds in the embeddings' dtype);
@@ -70,11 +70,14 @@ def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gra
                 block = next(b for b in graph.blocks.values() if b.input == name)
                 dtypes[name] = dtypes[block.source]
                 out.tensors[name] = replace(graph.tensor(name), dtype=dtypes[name])
-        if kind in ("lower", "fp32"):
+        if kind in ("lower", "fp32", "fp32_out"):
             target = low if kind == "lower" else "float32"
             for i, name in enumerate(inputs):
                 source = dtypes.get(name, graph.tensor(name).dtype)
-                if source in FLOATS and source != target:
+                # softmax(x, dtype=float32) converts a copy first, except for float16 on CUDA, whose
+                # kernels read half and write float (aten/src/ATen/native/SoftMax.cpp).
+                half_to_float = kind == "fp32_out" and source == "float16" and device == "cuda"
+                if source in FLOATS and source != target and not half_to_float:
                     inputs[i] = _cast(out, graph.tensor(name), target, node, i)
                     dtypes[inputs[i]] = target
         floats = [d for d in (dtypes[n] if n in dtypes else graph.tensor(n).dtype for n in inputs) if d in FLOATS]
