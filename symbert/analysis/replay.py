@@ -128,6 +128,7 @@ class Replay:
         self.reads_left: dict[Key, int] = {}
         self.grads: dict[Key, _Buffer] = {}
         self.param_grads: dict[Key, _Buffer] = {}
+        self.pending: list[tuple[Unit, Node, Param, _Buffer]] = []
         self.events: list[Event] = []
         self.step, self.phase = 0, "start"
         self._sizes: dict[str, tuple[Size, str]] = {}
@@ -343,7 +344,9 @@ class Replay:
                 self.backward_unit(unit, self.kept, _same)
             elif (region[0], unit.run) not in done:
                 done.add((region[0], unit.run))
+                self.flush_casts()
                 self.recompute(self.regions[(region[0], unit.run)])
+        self.flush_casts()
 
     def recompute(self, region: list[Unit]) -> None:
         """Re-run a region's forward as if nothing were recomputed, run its backward, then drop its inputs."""
@@ -372,7 +375,10 @@ class Replay:
 
     def backward_unit(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
         """Gradients for the unit's differentiable inputs and parameters, then drop what it no longer needs."""
+        if self.pending and unit.node.op != "cast":
+            self.flush_casts()
         incoming = [self.tensor_key(t, unit.run) for t in self.writes(unit)]
+        cast: list[tuple[Node, Param]] = []
         if any(key in self.grads for key in incoming):
             self.enter(unit, "backward")
             drops: list[_Buffer] = []
@@ -393,14 +399,24 @@ class Replay:
             for key in incoming:
                 if key in self.grads:
                     self.release(self.grads.pop(key))
-            # Under autocast the op's parameter gradients are 16-bit; each cast's backward turns one into
-            # float32 (the most recently cast first), then drops it.
-            for n, p in reversed(cast):
-                drops = self.param_gradient(n, p, unit)
-                self.record(f"{unit.label}: {p.name} gradient to float32", self.owner(unit))
-                for buf in [*drops, low[p.name]]:
-                    self.release(buf)
         self.drop_kept(unit, kept, rekey)
+        if cast:
+            # Under autocast the op's parameter gradients are 16-bit; the casts' backward turn them into
+            # float32 after the cast of the op's input has run its own (the weight's, then the bias's).
+            self.pending = [(unit, n, p, low[p.name]) for n, p in cast]
+            if not any(self.graph.node(self.graph.tensor(t).producer).op == "cast" for t in self.reads(unit)):
+                self.flush_casts()
+        elif unit.node.op == "cast":
+            self.flush_casts()
+
+    def flush_casts(self) -> None:
+        """Run the backward of the casts of an op's parameters: each 16-bit gradient becomes float32."""
+        pending, self.pending = self.pending, []
+        for unit, node, p, low in pending:
+            drops = self.param_gradient(node, p, unit)
+            self.record(f"{unit.label}: {p.name} gradient to float32", self.owner(unit))
+            for buf in [*drops, low]:
+                self.release(buf)
 
     def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[_Buffer]:
         """Allocate a parameter's gradient; returns it to drop when it is summed into an existing one."""

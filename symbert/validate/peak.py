@@ -60,12 +60,26 @@ def measure_steps(
     model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
 ) -> MeasuredSteps:
     """Profile ``steps`` training steps of a Hugging Face model on ``inputs``; with ``amp`` (a 16-bit
-    dtype name) the forward and loss run under CPU autocast, as Hugging Face's Trainer runs them."""
+    dtype name) the forward and loss run under CPU autocast, as Hugging Face's Trainer runs them, and
+    float16 scales the loss and steps through a GradScaler."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     name, kwargs = OPTIMIZERS[optimizer]
     opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
+    # A scale of 1 never overflows here, so every step updates (GradScaler skips the steps that do).
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if amp == "float16" else None
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler else loss).backward()
+
+    def update() -> None:
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
     storages |= {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
     baseline = sum(storages.values())
@@ -82,9 +96,9 @@ def measure_steps(
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for step in range(1, steps + 1):
             output, loss = phase(f"{step}:forward", forward)
-            phase(f"{step}:backward", loss.backward)
+            phase(f"{step}:backward", lambda loss=loss: backward(loss))
             del output, loss
-            phase(f"{step}:optimizer", opt.step)
+            phase(f"{step}:optimizer", update)
             phase(f"{step}:zero_grad", lambda: opt.zero_grad(set_to_none=True))
     events = list(prof.profiler.kineto_results.events())
     memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
