@@ -131,3 +131,14 @@ def cached_params(graph: Graph, node: Node, options: MemoryOptions) -> list[Para
     if device is None or category(node.op, device) != "lower":
         return []
     return list(node.params)
+
+
+def promotion_copies(graph: Graph, node: Node, options: MemoryOptions) -> list[Tensor]:
+    """The inputs a CPU kernel copies to the common dtype before it runs: TensorIterator on CPU promotes
+    mixed float inputs by making temporaries (an add of a 16-bit and a float32 tensor copies the 16-bit
+    one to float32 first); CUDA kernels cast as they read."""
+    if options.autocast_device != "cpu" or category(node.op, "cpu") != "promote":
+        return []
+    out = graph.tensor(node.outputs[0]).dtype
+    inputs = [graph.tensor(t) for t in node.inputs]
+    return [t for t in inputs if t.dtype in FLOATS and t.dtype != out]

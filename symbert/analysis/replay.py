@@ -31,11 +31,11 @@ from dataclasses import dataclass, replace
 import sympy
 
 from symbert.analysis.activations import Saved, region_of, saved
-from symbert.analysis.autocast import cached_params, resolve, weight_copies
+from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
 from symbert.analysis.sizes import Size, add_to, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, UPDATE_BYTES, Training, model_states
-from symbert.ir import ACT, Graph, Node, Param, Role
+from symbert.ir import ACT, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
 from symbert.symbols import seq_len
 
@@ -307,7 +307,11 @@ class Replay:
                     self.live[key] = self.alloc(size_of(item.nbytes), "activations", self.owner(unit))
             for n in unit.nodes:
                 self.cache_params(n, unit.run, cache)
+            promoted = [(n, t) for n in unit.nodes for t in promotion_copies(self.graph, n, self.options)]
+            copies = [self.promotion_copy(n, t) for n, t in promoted]
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
+            for buf in copies:
+                self.release(buf)
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] -= 1
@@ -318,6 +322,11 @@ class Replay:
             self.note_steady("cached")
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
+
+    def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
+        """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
+        common = self.graph.tensor(node.outputs[0]).dtype
+        return self.alloc(size_of(t.numel * self.options.bytes_of(common)), self.tensor_size(t.name)[1], None)
 
     def cache_params(self, node: Node, run: int | None, cache: dict[Key, _Buffer]) -> None:
         """Autocast's cached 16-bit copies of a node's parameters, other than those it keeps for backward."""
