@@ -95,7 +95,9 @@ def saved(graph: Graph, options: MemoryOptions) -> Iterator[Saved]:
         key = region_of(node, options)
         if key is None:
             for item in _kept_by_node(graph, node, options):
-                if item.param is None or item.param not in copies:
+                if item.param is None:
+                    yield item
+                elif item.param not in copies:  # one 16-bit copy per parameter (a tied weight: once)
                     copies.add(item.param)
                     yield item
         elif key[0] not in emitted:
