@@ -134,6 +134,17 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+PRECISION_NAMES = ("fp32", "mixed", "amp")
+
+
+def _training(make: Callable[..., Any], optimizer: str, precision: str, memory: MemoryOptions) -> Any:
+    """``make(optimizer, precision, memory)``, its ValueError (amp with a float32 dtype) as a usage error."""
+    try:
+        return make(optimizer, precision, memory)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
@@ -143,9 +154,19 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
     @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
     @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @click.option(
+        "--precision",
+        type=click.Choice(PRECISION_NAMES),
+        default="fp32",
+        show_default=True,
+        help="amp: torch.autocast to --dtype (default bfloat16) over float32 weights; mixed: 16-bit weights.",
+    )
     @wraps(fn)
-    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, **kwargs: Any) -> Any:
-        return fn(options=MemoryOptions(policy, dtype, attention, recompute), **kwargs)
+    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any) -> Any:
+        from symbert.analysis.states import Training
+
+        memory = MemoryOptions(policy, dtype, attention, recompute)
+        return fn(options=_training(Training, "adamw", precision, memory).memory, **kwargs)
 
     return wrapper
 
@@ -226,7 +247,16 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="Predicted as --attention, measured with attn_implementation of the same name.",
 )
-def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(("fp32", "amp")),
+    default="fp32",
+    show_default=True,
+    help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
+)
+def validate(
+    config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str
+) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
@@ -235,8 +265,12 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, 
     from symbert.render import reports
     from symbert.validate.compare import validate as run_validation
 
-    checks = run_validation(config, batch, seq_len, dtype, device, attention)
-    reports.print_checks(config, batch, seq_len, dtype, checks, device, attention)
+    amp = precision == "amp"
+    if amp and dtype == "float32":
+        raise ConfigError("--precision amp needs --dtype bfloat16 or float16 (the autocast dtype)")
+    checks = run_validation(config, batch, seq_len, dtype, device, attention, amp)
+    shown = f"autocast {dtype}" if amp else dtype
+    reports.print_checks(config, batch, seq_len, shown, checks, device, attention)
     if not all(c.ok for c in checks):
         sys.exit(1)
 
@@ -561,7 +595,6 @@ def compare(
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
-PRECISION_NAMES = ("fp32", "mixed")
 
 
 def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -580,7 +613,8 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(PRECISION_NAMES),
         default="fp32",
         show_default=True,
-        help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter).",
+        help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter); "
+        "amp: torch.autocast to --dtype (default bfloat16) over fp32 weights, gradients and optimizer states.",
     )
     @GPU_OPTION
     @wraps(fn)

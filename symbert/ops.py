@@ -10,6 +10,9 @@ Each entry states, once, what the analyses need to know about the op:
 * ``view``: the output shares its input's storage.
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
+* ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
+  in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. The
+  categories are resolved by :mod:`symbert.analysis.autocast`.
 * ``placeholder``: computes nothing; ``graph_input`` and ``graph_output`` mark the tensors the caller
   provides and receives. The tracer records these (:mod:`symbert.tracer`).
 
@@ -41,6 +44,7 @@ class OpDef:
     matmul: Callable[[Node, Graph], MatmulDims] | None = None
     view: bool = False
     grad_passes_through: bool = False
+    autocast: str | Mapping[str, str] = "same"
     placeholder: bool = False
     graph_input: bool = False
     graph_output: bool = False
@@ -57,11 +61,14 @@ def _op(
     matmul: Callable[[Node, Graph], MatmulDims] | None = None,
     view: bool = False,
     grad_passes_through: bool = False,
+    autocast: str | Mapping[str, str] = "same",
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
         passes = grad_passes_through or view  # a view's backward is a view of the incoming gradient
-        OPS[kind] = OpDef(kind, doc, saves, flops_per_element, matmul, view, grad_passes_through=passes)
+        OPS[kind] = OpDef(
+            kind, doc, saves, flops_per_element, matmul, view, grad_passes_through=passes, autocast=autocast
+        )
         return fn
 
     return register
@@ -101,7 +108,7 @@ def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
     return numel(a.shape[:-2]), a.shape[-2], a.shape[-1], b.shape[-1], (a.requires_grad, b.requires_grad)
 
 
-@_op("embedding", saves=("in0",))
+@_op("embedding", saves=("in0",), autocast="weights")
 def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Expr) -> Tensor:
     """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor."""
     _check(ids.role in (Role.INDEX, Role.BUFFER), f"{name}: embedding indices must be an index tensor")
@@ -110,7 +117,7 @@ def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Exp
     )[0]
 
 
-@_op("linear", saves=("in0",), matmul=_linear_dims)
+@_op("linear", saves=("in0",), matmul=_linear_dims, autocast="lower")
 def linear(
     name: str,
     x: Tensor,
@@ -133,7 +140,7 @@ def linear(
     return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
 
 
-@_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims)
+@_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims, autocast="lower")
 def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
     """Batched matrix product [..., m, k] @ [..., k, n]."""
     t = active()
@@ -142,19 +149,19 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
     return t.record("matmul", name, [a, b], [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("add", flops_per_element=1, grad_passes_through=True)
+@_op("add", flops_per_element=1, grad_passes_through=True, autocast="promote")
 def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
     """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
     return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("mul", saves=("in0", "in1"), flops_per_element=1)
+@_op("mul", saves=("in0", "in1"), flops_per_element=1, autocast="promote")
 def mul(a: Tensor, b: Tensor, name: str = "mul") -> Tensor:
     """Element-wise product of two tensors, with broadcasting."""
     return active().record("mul", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("pow", saves=("in0",), flops_per_element=1)
+@_op("pow", saves=("in0",), flops_per_element=1, autocast={"cpu": "same", "cuda": "fp32"})
 def pow(x: Tensor, exponent: float, name: str = "pow") -> Tensor:
     """Element-wise power by a constant exponent."""
     return active().record("pow", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"exponent": exponent})[0]
@@ -172,7 +179,7 @@ def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
     return active().record("scale", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"factor": factor})[0]
 
 
-@_op("softmax", saves=("out0",), flops_per_element=5)
+@_op("softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "same", "cuda": "fp32_out"})
 def softmax(x: Tensor, name: str = "softmax") -> Tensor:
     """Softmax over the last dimension (max, subtract, exp, sum, divide)."""
     return active().record("softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
@@ -185,7 +192,7 @@ def dropout(x: Tensor, p: float, name: str = "dropout") -> Tensor:
     return active().record("dropout", name, [x], outs, attrs={"p": p})[0]
 
 
-@_op("layernorm", saves=("in0", "out1", "out2"), flops_per_element=7)
+@_op("layernorm", saves=("in0", "out1", "out2"), flops_per_element=7, autocast={"cpu": "same", "cuda": "fp32"})
 def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
     """Layer normalisation over the last dimension; mean and rstd are explicit outputs.
 
@@ -256,6 +263,15 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
 
 
+@_op("cast")
+def cast(x: Tensor, dtype: str, name: str = "cast") -> Tensor:
+    """A copy in another dtype: what torch.autocast inserts before an op it runs in another precision.
+
+    Model code does not call it; :mod:`symbert.analysis.autocast` adds it when resolving dtypes.
+    """
+    return active().record("cast", name, [x], [(x.shape, dtype, x.role, None)], attrs={"dtype": dtype})[0]
+
+
 @_op("clamp")
 def clamp(x: Tensor, name: str = "clamp") -> Tensor:
     """A copy of an index tensor with its values clamped to a range (answer positions past the sequence)."""
@@ -274,19 +290,19 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
     return active().record("positions", name, [source] if source else [], [(shape, "int64", Role.INDEX, None)])[0]
 
 
-@_op("mask_bias")
+@_op("mask_bias", autocast="weights")
 def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
     return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
 
 
-@_op("log_softmax", saves=("out0",), flops_per_element=5)
+@_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
 def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
     """Log-softmax over the last dimension (max, subtract, exp, sum, log)."""
     return active().record("log_softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1)
+@_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1, autocast="fp32")
 def nll_loss(log_probs: Tensor, target: Tensor, name: str = "nll_loss") -> Tensor:
     """Mean negative log-likelihood of the target classes, [N, classes] and [N] → a scalar.
 
@@ -308,13 +324,13 @@ def _pointwise_loss(kind: str, name: str, x: Tensor, target: Tensor) -> Tensor:
     return t.record(kind, name, [x, target], [((), dtype, Role.ACTIVATION, None)], attrs={"elements": x.numel})[0]
 
 
-@_op("mse_loss", saves=("in0", "in1"), flops_per_element=3)
+@_op("mse_loss", saves=("in0", "in1"), flops_per_element=3, autocast="fp32")
 def mse_loss(x: Tensor, target: Tensor, name: str = "mse_loss") -> Tensor:
     """Mean squared error (subtract, square, sum per element); backward keeps input and target."""
     return _pointwise_loss("mse_loss", name, x, target)
 
 
-@_op("bce_with_logits", saves=("in0", "in1"), flops_per_element=6)
+@_op("bce_with_logits", saves=("in0", "in1"), flops_per_element=6, autocast="fp32")
 def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") -> Tensor:
     """Mean binary cross-entropy on logits (a stable log-sigmoid per element); backward keeps input and target."""
     return _pointwise_loss("bce_with_logits", name, x, target)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis import sdpa
+from symbert.analysis.autocast import resolve, weight_copies
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
-from symbert.ir import RUN, Graph, Node, Role, Tensor
+from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
 NOT_SAVED = frozenset({Role.BUFFER})
@@ -34,6 +35,8 @@ class Saved:
     what: str
     tensor: Tensor | None = None
     nbytes: sympy.Expr = sympy.S.Zero
+    param: str | None = None
+    """The parameter an extra buffer copies (autocast's 16-bit weight copies), which it is one per."""
 
 
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
@@ -75,6 +78,9 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
         tensor = graph.tensor(names[int(slot[-1])])
         if tensor.role not in NOT_SAVED | options.backend.ignored:
             yield Saved(node, f"{tensor.role} {slot}", tensor)
+    for p in weight_copies(graph, node, options):
+        what = f"16-bit weight copy: {p.name} ({options.activation_dtype})"
+        yield Saved(node, what, None, p.numel * options.bytes_of(ACT), p.name)
 
 
 def _kept_by_region(
@@ -107,10 +113,16 @@ def saved(graph: Graph, options: MemoryOptions, values: Values = None) -> Iterat
         if key:
             regions.setdefault(key[0], (key[1], []))[1].append(node)
     emitted: set[str] = set()
+    copies: set[str] = set()
     for node in graph.nodes:
         key = region_of(node, options)
         if key is None:
-            yield from _kept_by_node(graph, node, options)
+            for item in _kept_by_node(graph, node, options):
+                if item.param is None:
+                    yield item
+                elif item.param not in copies:  # one 16-bit copy per parameter (a tied weight: once)
+                    copies.add(item.param)
+                    yield item
         elif key[0] not in emitted:
             emitted.add(key[0])
             mode, nodes = regions[key[0]]
@@ -143,13 +155,15 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
     see :func:`saved`)."""
     options = options or MemoryOptions()
+    graph = resolve(graph, options)
     spec = model_of(graph)
     claimed: set[str] = set()
     parts = []
     for item in saved(graph, options, values):
         component = component_of(item.node, spec.activation_components)
         if item.tensor is None:
-            parts.append(Contribution(item.node.name, component, item.what, item.nbytes, graph.multiplicity(item.node)))
+            count = graph.param_multiplicity(item.node) if item.param else graph.multiplicity(item.node)
+            parts.append(Contribution(item.node.name, component, item.what, item.nbytes, count))
             continue
         instances, sizing = _instances(graph, item.node, item.tensor)
         new = [(key, count) for key, count in instances if key not in claimed]

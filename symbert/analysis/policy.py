@@ -16,6 +16,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash")
 RECOMPUTE = ("none", "selective", "full")
 
+#: The policies torch.autocast runs under, with the device whose autocast op lists apply.
+AUTOCAST_DEVICES = {"torch-cpu": "cpu", "torch-cuda": "cuda"}
+AMP_DTYPES = ("bfloat16", "float16")
+
 #: The region model code marks around softmax(Q·Kᵀ)·V; selective recompute acts on it.
 ATTENTION_CORE = "attention_core"
 
@@ -81,6 +85,7 @@ class MemoryOptions:
     dtype: str | None = None
     attention: str = "eager"
     recompute: str = "none"
+    amp: bool = False
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
@@ -91,10 +96,20 @@ class MemoryOptions:
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
+        if self.amp:
+            if self.policy not in AUTOCAST_DEVICES:
+                raise ValueError(f"amp is torch.autocast: choose policy {' or '.join(AUTOCAST_DEVICES)}")
+            if self.dtype not in AMP_DTYPES:
+                raise ValueError(f"amp needs --dtype {' or '.join(AMP_DTYPES)} (the autocast dtype)")
 
     @property
     def backend(self) -> Policy:
         return POLICIES[self.policy]
+
+    @property
+    def autocast_device(self) -> str | None:
+        """The device whose autocast op lists apply, or None without amp."""
+        return AUTOCAST_DEVICES[self.policy] if self.amp else None
 
     @property
     def activation_dtype(self) -> str:
@@ -110,4 +125,5 @@ class MemoryOptions:
         return BYTES[self.dtype_of(dtype)]
 
     def describe(self) -> str:
-        return f"{self.policy}, {self.activation_dtype}, {self.attention} attention, recompute {self.recompute}"
+        dtype = f"autocast {self.activation_dtype} over float32 weights" if self.amp else self.activation_dtype
+        return f"{self.policy}, {dtype}, {self.attention} attention, recompute {self.recompute}"

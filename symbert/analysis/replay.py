@@ -36,10 +36,11 @@ from dataclasses import dataclass, replace
 import sympy
 
 from symbert.analysis.activations import Saved, Values, region_of, saved
+from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
 from symbert.analysis.sizes import Size, add_to, expr_of, polynomial, scaled, size_of
-from symbert.analysis.states import CATEGORIES, STATE_BYTES, UPDATE_BYTES, Training, model_states
-from symbert.ir import RUN, Graph, Node, Role
+from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
+from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
 from symbert.symbols import seq_len
 
@@ -72,9 +73,10 @@ class Event:
     """Memory right after an op allocated its outputs or gradients, before it freed anything.
 
     ``memory`` is bytes per category. ``hidden`` says, per block, what the runs that were not replayed
-    hold at this point: nothing (``none``), what they keep for backward (``saved``), their parameter
-    gradients (``grads``), or, for an event in the middle run, either of two (``forward``: none or
-    saved; ``backward``: grads or saved), since they may all come before it or all after it.
+    hold at this point: nothing (``none``), what they keep for backward (``saved``), that and autocast's
+    cached weight copies while the forward runs (``cached``), their parameter gradients (``grads``), or,
+    for an event in the middle run, either of two (``forward``: none or cached; ``backward``: grads or
+    saved), since they may all come before it or all after it.
     """
 
     step: int
@@ -112,9 +114,10 @@ class Replay:
         runs: Mapping[str, int],
         values: Values = None,
     ) -> None:
-        self.graph, self.training, self.runs = graph, training, runs
         self.values = dict(values or {})
         self.options = training.memory
+        graph = resolve(graph, self.options)
+        self.graph, self.training, self.runs = graph, training, runs
         self.plain = replace(self.options, recompute="none")
         groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
         self.units = [
@@ -147,6 +150,7 @@ class Replay:
         self.reads_left: dict[Key, int] = {}
         self.grads: dict[Key, _Buffer] = {}
         self.param_grads: dict[Key, _Buffer] = {}
+        self.pending: list[tuple[Unit, Node, Param, _Buffer]] = []
         self.events: list[Event] = []
         self.step, self.phase = 0, "start"
         self._sizes: dict[str, tuple[Size, str]] = {}
@@ -208,6 +212,8 @@ class Replay:
         return (name, run) if base is None else self.storage_key(base, run)
 
     def kept_key(self, item: Saved, run: int | None) -> Key:
+        if item.param is not None:
+            return (f"{item.param}|{item.what}", self.param_key(item.node, item.param, run)[1])
         if item.tensor is None:
             return (f"{item.node.name}|{item.what}", run)
         return self.storage_key(item.tensor.name, run)
@@ -288,7 +294,7 @@ class Replay:
             elif unit.run == 0:
                 self.hidden[unit.block] = "none" if phase == "forward" else "grads"
             else:
-                self.hidden[unit.block] = "saved"
+                self.hidden[unit.block] = "cached" if phase == "forward" else "saved"
 
     # ---- what a unit reads, writes and keeps
 
@@ -360,6 +366,7 @@ class Replay:
     def forward(self, units: list[Unit], kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
         """Run ``units`` forward, keying storages through ``rekey`` (recomputation makes new ones)."""
         units = [u for u in units if not OPS[u.node.op].placeholder]
+        cache: dict[Key, _Buffer] = {}
         self.reads_left = {}
         for unit in units:
             for t in self.reads(unit):
@@ -376,15 +383,39 @@ class Replay:
                     self.live[key] = self.tensor_alloc(t, self.owner(unit))
                     created.append(key)
             for item, key in self.keeps(unit, kept, rekey):
-                if item.tensor is None:
+                if item.tensor is None and key not in self.live:
                     self.live[key] = self.alloc(*self.extra_size(item), self.owner(unit))
+            for n in unit.nodes:
+                self.cache_params(n, unit.run, cache)
+            promoted = [(n, t) for n in unit.nodes for t in promotion_copies(self.graph, n, self.options)]
+            copies = [self.promotion_copy(n, t) for n, t in promoted]
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
+            for buf in copies:
+                self.release(buf)
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] -= 1
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+        if self.phase == "forward":
+            self.note_steady("cached")
+        for buf in cache.values():  # autocast's region ends: its cache is cleared
+            self.release(buf)
+
+    def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
+        """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
+        common = self.graph.tensor(node.outputs[0]).dtype
+        return self.alloc(size_of(t.numel * self.options.bytes_of(common)), self.tensor_size(t.name)[1], None)
+
+    def cache_params(self, node: Node, run: int | None, cache: dict[Key, _Buffer]) -> None:
+        """Autocast's cached 16-bit copies of a node's parameters, other than those it keeps for backward."""
+        kept = {p.name for p in weight_copies(self.graph, node, self.options)}
+        for p in cached_params(self.graph, node, self.options):
+            key = ("autocast cache", *self.param_key(node, p.name, run))
+            if p.name not in kept and key not in cache:
+                size = size_of(p.numel * self.options.bytes_of(ACT))
+                cache[key] = self.alloc(size, "activations", (node.block, run) if node.block else None)
 
     def loss_gradient(self, unit: Unit) -> None:
         """The loss hands each model output a gradient of its size."""
@@ -402,7 +433,9 @@ class Replay:
                 self.backward_unit(unit, self.kept, _same)
             elif (region[0], unit.run) not in done:
                 done.add((region[0], unit.run))
+                self.flush_casts()
                 self.recompute(self.regions[(region[0], unit.run)])
+        self.flush_casts()
 
     def recompute(self, region: list[Unit]) -> None:
         """Re-run a region's forward as if nothing were recomputed, run its backward, then drop its inputs."""
@@ -431,7 +464,10 @@ class Replay:
 
     def backward_unit(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> None:
         """Gradients for the unit's differentiable inputs and parameters, then drop what it no longer needs."""
+        if self.pending and unit.node.op != "cast":
+            self.flush_casts()
         incoming = [self.tensor_key(t, unit.run) for t in self.writes(unit)]
+        cast: list[tuple[Node, Param]] = []
         if any(key in self.grads for key in incoming):
             self.enter(unit, "backward")
             self.workspace(unit)
@@ -440,14 +476,13 @@ class Replay:
                 if self.graph.tensor(t).requires_grad:
                     buf = self.passed(unit, t) or self.tensor_alloc(t, self.owner(unit))
                     drops += self.accumulate(self.tensor_key(t, unit.run), buf, t)
+            cast = [(n, p) for n in unit.nodes for p in cached_params(self.graph, n, self.options)]
+            bits16 = self.options.bytes_of(ACT)
+            low = {p.name: self.alloc(size_of(p.numel * bits16), "gradients", None) for _, p in cast}
             for n in unit.nodes:
                 for p in n.params:
-                    key = self.param_key(n, p.name, unit.run)
-                    buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
-                    if key in self.param_grads:
-                        drops.append(buf)
-                    else:
-                        self.param_grads[key] = buf
+                    if p.name not in low:
+                        drops += self.param_gradient(n, p, unit)
             self.record(unit.label, self.owner(unit))
             for buf in drops:
                 self.release(buf)
@@ -455,6 +490,32 @@ class Replay:
                 if key in self.grads:
                     self.release(self.grads.pop(key))
         self.drop_kept(unit, kept, rekey)
+        if cast:
+            # Under autocast the op's parameter gradients are 16-bit; the casts' backward turn them into
+            # float32 after the cast of the op's input has run its own (the weight's, then the bias's).
+            self.pending = [(unit, n, p, low[p.name]) for n, p in cast]
+            if not any(self.graph.node(self.graph.tensor(t).producer).op == "cast" for t in self.reads(unit)):
+                self.flush_casts()
+        elif unit.node.op == "cast":
+            self.flush_casts()
+
+    def flush_casts(self) -> None:
+        """Run the backward of the casts of an op's parameters: each 16-bit gradient becomes float32."""
+        pending, self.pending = self.pending, []
+        for unit, node, p, low in pending:
+            drops = self.param_gradient(node, p, unit)
+            self.record(f"{unit.label}: {p.name} gradient to float32", self.owner(unit))
+            for buf in [*drops, low]:
+                self.release(buf)
+
+    def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[_Buffer]:
+        """Allocate a parameter's gradient; returns it to drop when it is summed into an existing one."""
+        key = self.param_key(node, p.name, unit.run)
+        buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
+        if key in self.param_grads:
+            return [buf]
+        self.param_grads[key] = buf
+        return []
 
     def passed(self, unit: Unit, t: str) -> _Buffer | None:
         """The output gradient an op hands on unchanged to input ``t``, with a new reference, if it does."""
@@ -500,6 +561,8 @@ class Replay:
     def update(self, first: bool) -> None:
         """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
         self.phase = "optimizer"
+        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES if self.training.grad_scaler else 0))
+        add_to(self.totals["optimizer"], found_inf)
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
             states = STATE_BYTES[self.training.optimizer] // UPDATE_BYTES
@@ -524,6 +587,7 @@ class Replay:
             if kind == "foreach":
                 self.state_pads(UPDATE_BYTES, sign=-1)
             add_to(self.totals["runtime"], pad, -1)
+        add_to(self.totals["optimizer"], found_inf, -1)
         for buf in self.param_grads.values():
             self.release(buf)
         self.param_grads.clear()

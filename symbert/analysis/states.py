@@ -27,7 +27,7 @@ CATEGORIES = {
     "runtime": "CUDA runtime",
 }
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-PRECISIONS = ("fp32", "mixed")
+PRECISIONS = ("fp32", "mixed", "amp")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,15 @@ class Precision:
     master: int
 
 
-PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4)}
+#: amp is torch.autocast: the weights, their gradients and the optimizer stay float32; the 16-bit
+#: weight copies autocast makes are activation-like (:mod:`symbert.analysis.autocast`).
+PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4), "amp": Precision(4, 4, 0)}
+
+#: torch.amp.GradScaler (fp16 autocast) keeps on the device a float32 scale and an int32 growth
+#: tracker (``_lazy_init_scale_growth_tracker``), and during the step a float32 found-inf flag per
+#: device (``unscale_``), held in the optimizer's state until ``update``.
+GRAD_SCALER_BYTES = 4 + 4
+FOUND_INF_BYTES = 4
 
 #: fp32 optimizer state per parameter, created at the first update: SGD's momentum, Adam's two moments.
 STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}
@@ -74,9 +82,10 @@ IMPLEMENTATIONS = {
 class Training:
     """What a training step runs: optimizer, precision, and the activation policy and modifiers.
 
-    Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype. ``gpu`` names a
-    GPU of :data:`symbert.gpus.GPUS` and ``cublas_workspace_config`` a ``CUBLAS_WORKSPACE_CONFIG``;
-    both matter under the torch-cuda policy only (:attr:`runtime`).
+    Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype; amp runs the
+    forward under torch.autocast to ``memory``'s dtype (bfloat16 unless named). ``gpu`` names a GPU of
+    :data:`symbert.gpus.GPUS` and ``cublas_workspace_config`` a ``CUBLAS_WORKSPACE_CONFIG``; both
+    matter under the torch-cuda policy only (:attr:`runtime`).
     """
 
     optimizer: str = "adamw"
@@ -90,9 +99,18 @@ class Training:
             raise ValueError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
-        if self.precision == "mixed" and self.memory.dtype is None:
+        if self.precision == "amp" and self.memory.dtype == "float32":
+            raise ValueError("amp precision needs a 16-bit --dtype, the autocast dtype (bfloat16 or float16)")
+        if self.precision in ("mixed", "amp") and self.memory.dtype is None:
             object.__setattr__(self, "memory", replace(self.memory, dtype="bfloat16"))
+        if self.memory.amp != (self.precision == "amp"):
+            object.__setattr__(self, "memory", replace(self.memory, amp=self.precision == "amp"))
         cuda_runtime(self.gpu, self.cublas_workspace_config)  # unknown GPU or bad config: ValueError
+
+    @property
+    def grad_scaler(self) -> bool:
+        """fp16 autocast trains with a GradScaler (bf16 needs none)."""
+        return self.precision == "amp" and self.memory.dtype == "float16"
 
     @property
     def bytes(self) -> Precision:
@@ -116,23 +134,25 @@ class Training:
     def describe(self) -> str:
         runtime = self.runtime
         device = f"; {runtime.describe()}" if runtime else "; no device runtime modelled"
-        return f"{self.optimizer}, {self.precision} precision; {self.memory.describe()}{device}"
+        scaler = " with GradScaler" if self.grad_scaler else ""
+        return f"{self.optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{device}"
 
 
 def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
     """Weights, gradients and optimizer states in bytes, as formulas in the parameter symbols.
 
-    ``optimizer`` holds the master weights (mixed precision) and the states created at the first
-    update (``lazy``, also given apart), with Adam's per-tensor step counters where the backend keeps
-    them on the device.
+    ``optimizer`` holds the master weights (mixed precision), GradScaler's scale and growth tracker
+    (fp16 amp) and the states created at the first update (``lazy``, also given apart), with Adam's
+    per-tensor step counters where the backend keeps them on the device.
     """
     p = params(graph)
     tensors = sympy.Add(*(c.count for c in p.contributions))
     counters = training.implementation.step_counter * tensors if training.adam else sympy.S.Zero
+    scaler = GRAD_SCALER_BYTES if training.grad_scaler else 0
     lazy = sympy.expand(STATE_BYTES[training.optimizer] * p.total + counters)
     return {
         "weights": sympy.expand(training.bytes.weights * p.total),
         "gradients": sympy.expand(training.bytes.gradients * p.total),
-        "optimizer": sympy.expand(training.bytes.master * p.total + lazy),
+        "optimizer": sympy.expand(training.bytes.master * p.total + lazy + scaler),
         "lazy": lazy,
     }

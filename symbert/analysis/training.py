@@ -113,9 +113,9 @@ class StepMemory:
         for block, status in event.hidden.items():
             if self.hidden_runs[block] == 0:
                 continue
-            saved_, grads = self._steady[block]["saved"], self._steady[block]["grads"]
-            choices = {"none": [None], "saved": [saved_], "grads": [grads], "forward": [None, saved_]}
-            choices["backward"] = [grads, saved_]
+            saved_, grads, cached = (self._steady[block][k] for k in ("saved", "grads", "cached"))
+            choices = {"none": [None], "saved": [saved_], "cached": [cached], "grads": [grads]}
+            choices |= {"forward": [None, cached], "backward": [grads, saved_]}
             options.append([(block, extra) for extra in choices[status]])
         out = []
         for combo in itertools.product(*options):
@@ -135,7 +135,8 @@ class StepMemory:
             return sympy.Integer(run)
         if run == self.runs[block] - 1:
             return count - 1
-        return count - 2 if extras.get(block) is self._steady[block]["saved"] else sympy.Integer(1)
+        after = any(extras.get(block) is self._steady[block][k] for k in ("saved", "cached"))
+        return count - 2 if after else sympy.Integer(1)
 
     def check(self, values: Mapping[sympy.Symbol, int]) -> None:
         """Raise unless the replay holds at ``values``: at least three runs of each block, or all of them."""

@@ -144,6 +144,7 @@ def report_json(r: Report) -> dict[str, object]:
         "seq_len": r.seq_len,
         "policy": r.options.policy,
         "dtype": r.options.activation_dtype,
+        "autocast": r.options.amp,
         "attention": r.options.attention,
         "attention_kernel": ", ".join(r.kernels) or None,
         "recompute": r.options.recompute,

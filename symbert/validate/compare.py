@@ -80,24 +80,33 @@ PEAK_TOLERANCE = 0.005
 
 
 def validate(
-    config: Config, batch: int, seq_len: int, dtype: str = "float32", device: str = "cpu", attention: str = "eager"
+    config: Config,
+    batch: int,
+    seq_len: int,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attention: str = "eager",
+    amp: bool = False,
 ) -> list[Check]:
     """Build the Hugging Face model for ``config`` on ``device`` and compare every quantity under
     ``torch-cpu`` or ``torch-cuda``; on CUDA in float32 also the training-step peak (allocated, within
     :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked).
 
     ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
-    alike (``flash`` forces a kernel Hugging Face has no switch for).
+    alike (``flash`` forces a kernel Hugging Face has no switch for). ``amp`` runs a float32 model under
+    ``torch.autocast(device, dtype)`` on a batch with one padded token (the attention mask symbert traces).
     """
     if attention not in measure.ATTENTION:
         raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
-    options = MemoryOptions(f"torch-{device}", dtype, attention)
+    options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
-    model, inputs = hugging_face(config, batch, seq_len, dtype, attention)
+    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention)
+    if amp:
+        inputs = measure.pad(inputs)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}
-    saved = measure.measure_saved_bytes(model, inputs)
+    saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
     forward, backward = measure.measure_flops(model, inputs)
     checks = [
         Check("params", predicted.value("params"), measure.count_parameters(model)),

@@ -182,8 +182,34 @@ def _graph_nodes(roots: list[torch.Tensor]) -> Iterator[Any]:
         stack.extend(fn for fn, _ in node.next_functions)
 
 
-def saved_tensor_records(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> list[SavedTensorRecord]:
+def autocast(amp: str | None, device: str = "cpu") -> Any:
+    """``torch.autocast(device, dtype=amp)`` for a 16-bit dtype name, or a context that does nothing."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device, dtype=getattr(torch, amp)) if amp else contextlib.nullcontext()
+
+
+def device_of(inputs: Mapping[str, torch.Tensor]) -> str:
+    """The device type (``cpu``, ``cuda``) the inputs live on."""
+    return next(iter(inputs.values())).device.type
+
+
+def pad(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same batch with its last row's last token padded (``attention_mask`` 0 there), so that Hugging
+    Face builds the additive attention mask (it drops it when nothing is padded)."""
+    mask = inputs["attention_mask"].clone()
+    mask.view(-1, mask.shape[-1])[-1, -1] = 0
+    return {**inputs, "attention_mask": mask}
+
+
+def saved_tensor_records(
+    model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], amp: str | None = None
+) -> list[SavedTensorRecord]:
     """Run one forward and describe every tensor saved for backward, in the order they were saved.
+
+    ``amp`` names a 16-bit dtype to run the forward under CPU autocast (float32 weights).
 
     Only tensors held by autograd nodes reachable from the model's outputs are reported (anything
     saved by a part of the graph that was already freed does not occupy memory at backward time).
@@ -218,7 +244,7 @@ def saved_tensor_records(model: torch.nn.Module, inputs: Mapping[str, torch.Tens
         return packed[handle][1]
 
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack), autocast(amp, device_of(inputs)):
             output = model(**inputs)
     finally:
         for hook in hooks:
@@ -262,9 +288,10 @@ def saved_bytes(records: list[SavedTensorRecord]) -> int:
     return sum(storages.values())
 
 
-def measure_saved_bytes(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
-    """Bytes of activation memory one forward of ``model`` saves for backward (see module docstring)."""
-    return saved_bytes(saved_tensor_records(model, inputs))
+def measure_saved_bytes(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], amp: str | None = None) -> int:
+    """Bytes of activation memory one forward of ``model`` saves for backward (see module docstring),
+    under CPU autocast to ``amp`` when given."""
+    return saved_bytes(saved_tensor_records(model, inputs, amp))
 
 
 def flop_breakdown(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> tuple[dict[str, int], dict[str, int]]:

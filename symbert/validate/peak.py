@@ -69,12 +69,13 @@ class MeasuredSteps:
 
 
 def measure_steps_cuda(
-    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2
+    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
 ) -> MeasuredSteps:
     """Measure ``steps`` training steps of a model on the current CUDA device, phase by phase.
 
     ``model`` and ``inputs`` must already be on the device. The allocator's peak counters are reset
     before each phase and read after it (with the device synchronised), so each phase's peak is its own.
+    With ``amp`` the forward runs under CUDA autocast, and float16 steps through a GradScaler.
     """
     import gc
 
@@ -89,21 +90,32 @@ def measure_steps_cuda(
     baseline = torch.cuda.memory_allocated()
     state: dict[str, Any] = {}
 
+    scaler = torch.amp.GradScaler("cuda", init_scale=1.0) if amp == "float16" else None
+
     def forward() -> None:
-        output = model(**inputs)
-        state["output"] = None if output.get("loss") is not None else output
-        state["loss"] = measure.loss_of(output)
+        with measure.autocast(amp, "cuda"):
+            output = model(**inputs)
+            state["output"] = None if output.get("loss") is not None else output
+            state["loss"] = measure.loss_of(output)
 
     def backward() -> None:
-        state.pop("loss").backward()
+        loss = state.pop("loss")
+        (scaler.scale(loss) if scaler else loss).backward()
         state.pop("output", None)
+
+    def update() -> None:
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
 
     phases = []
     for step in range(1, steps + 1):
         for label, fn in (
             ("forward", forward),
             ("backward", backward),
-            ("optimizer", opt.step),
+            ("optimizer", update),
             ("zero_grad", lambda: opt.zero_grad(set_to_none=True)),
         ):
             torch.cuda.synchronize()
@@ -116,13 +128,30 @@ def measure_steps_cuda(
     return MeasuredSteps(baseline, tuple(phases))
 
 
-def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2) -> MeasuredSteps:
-    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``."""
+def measure_steps(
+    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
+) -> MeasuredSteps:
+    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``; with ``amp`` (a 16-bit
+    dtype name) the forward and loss run under CPU autocast, as Hugging Face's Trainer runs them, and
+    float16 scales the loss and steps through a GradScaler."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     name, kwargs = OPTIMIZERS[optimizer]
     opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
+    # A scale of 1 never overflows here, so every step updates (GradScaler skips the steps that do).
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if amp == "float16" else None
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler else loss).backward()
+
+    def update() -> None:
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
     storages |= {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
     baseline = sum(storages.values())
@@ -132,15 +161,16 @@ def measure_steps(model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw
             return fn()
 
     def forward() -> tuple[Any, torch.Tensor]:
-        output = model(**inputs)
-        return (None if output.get("loss") is not None else output), measure.loss_of(output)
+        with measure.autocast(amp):
+            output = model(**inputs)
+            return (None if output.get("loss") is not None else output), measure.loss_of(output)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for step in range(1, steps + 1):
             output, loss = phase(f"{step}:forward", forward)
-            phase(f"{step}:backward", loss.backward)
+            phase(f"{step}:backward", lambda loss=loss: backward(loss))
             del output, loss
-            phase(f"{step}:optimizer", opt.step)
+            phase(f"{step}:optimizer", update)
             phase(f"{step}:zero_grad", lambda: opt.zero_grad(set_to_none=True))
     events = list(prof.profiler.kineto_results.events())
     memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
@@ -198,11 +228,17 @@ def cuda_gpu() -> tuple[str | None, str | None]:
 
 
 def check_peak(
-    config: Config, batch: int, seq_len: int, optimizer: str = "adamw", device: str = "cpu", attention: str = "eager"
+    config: Config,
+    batch: int,
+    seq_len: int,
+    optimizer: str = "adamw",
+    device: str = "cpu",
+    attention: str = "eager",
+    amp: str | None = None,
 ) -> PeakCheck:
-    """Predict (float32; policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two
-    training steps of ``config`` on ``device``, with ``attention`` (``eager`` or ``sdpa``) predicted and
-    measured alike."""
+    """Predict (policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two training
+    steps of ``config`` on ``device``, with ``attention`` (``eager`` or ``sdpa``) predicted and measured
+    alike; float32, or with ``amp`` under autocast to that dtype on a batch with one padded token."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
     from symbert.analysis.training import reserved, step_memory
@@ -213,20 +249,24 @@ def check_peak(
 
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
+    precision = "amp" if amp else "fp32"
     if device == "cuda":
         gpu, workspace = cuda_gpu()
-        training = Training(optimizer, "fp32", MemoryOptions("torch-cuda", attention=attention), gpu, workspace)
+        memory = MemoryOptions("torch-cuda", amp, attention)
+        training = Training(optimizer, precision, memory, gpu, workspace)
     else:
-        training = Training(optimizer, "fp32", MemoryOptions("torch-cpu", attention=attention))
+        training = Training(optimizer, precision, MemoryOptions("torch-cpu", amp, attention))
     peak = step_memory(graph, training, values).peak(values)
     model, inputs = hugging_face(config, batch, seq_len, "float32", attention)
+    if amp:
+        inputs = measure.pad(inputs)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}
-        measured = measure_steps_cuda(model, inputs, optimizer)
+        measured = measure_steps_cuda(model, inputs, optimizer, amp=amp)
         estimate = reserved(graph, training, values)
     else:
-        measured, estimate = measure_steps(model, inputs, optimizer), None
+        measured, estimate = measure_steps(model, inputs, optimizer, amp=amp), None
     return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured, device, estimate)
 
 

@@ -1,0 +1,144 @@
+"""torch.autocast as one dtype-propagation pass over the graph.
+
+Under ``--precision amp`` the weights stay float32 and torch.autocast picks each op's precision from
+per-device op lists (PyTorch's ``aten/src/ATen/autocast_mode.cpp``; CPU and CUDA differ). Each op
+kind names its category once (:attr:`symbert.ops.OpDef.autocast`):
+
+* ``lower``: run in the autocast dtype; float inputs of another dtype are cast first (linear, matmul);
+* ``fp32``: run in float32; 16-bit inputs are cast first (the losses; layer_norm and pow on CUDA);
+* ``fp32_out``: float32 output (softmax and log_softmax on CUDA take ``dtype=float32``): a float16
+  input is read as is (``half_to_float`` kernels), a bfloat16 one converted to a float32 copy first;
+* ``promote``: ordinary type promotion, the widest float input wins (add, mul);
+* ``weights``: the output has the weights' dtype, float32 (embedding lookups; the attention mask,
+  which Hugging Face builds in the embeddings' dtype);
+* ``same``: the output keeps its input's dtype (GELU, dropout, tanh, views, layer_norm on CPU).
+
+:func:`resolve` returns a copy of the graph whose tensors carry concrete dtypes, with a ``cast`` node
+before every op input autocast converts. A cast of an activation is a new tensor for each op that
+reads it (autocast caches only casts of weights), which is what the op then keeps for backward.
+Dropout masks and normalisation statistics follow the backend policy: on CPU the dropout noise has
+its input's dtype and layer_norm keeps float32 mean and rstd (the float32 weights make it accumulate
+in float32); on CUDA masks are bool and statistics float32.
+
+Weights: a ``lower`` op casts its float32 parameters to the autocast dtype once per autocast region
+(cached by parameter), and a linear layer keeps its weight's copy for the gradient of its input.
+:func:`weight_copies` names them; the saved-tensor pass counts each parameter's copy once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from symbert.analysis.policy import MemoryOptions
+from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Graph, Node, Param, Tensor
+from symbert.ops import OPS
+
+FLOATS = ("float32", "bfloat16", "float16")
+CATEGORIES = ("lower", "fp32", "fp32_out", "promote", "weights", "same")
+
+_resolved: dict[tuple[int, str, str], tuple[Graph, Graph]] = {}
+
+
+def category(op: str, device: str) -> str:
+    """How autocast on ``device`` treats op kind ``op``."""
+    kind = OPS[op].autocast
+    return kind if isinstance(kind, str) else kind[device]
+
+
+def resolve(graph: Graph, options: MemoryOptions) -> Graph:
+    """The graph with every tensor's dtype as torch.autocast leaves it, casts inserted; the graph itself
+    without amp."""
+    device = options.autocast_device
+    if device is None:
+        return graph
+    key = (id(graph), device, options.activation_dtype)
+    if key in _resolved and _resolved[key][0] is graph:
+        return _resolved[key][1]
+    out = _resolve(graph, device, options.activation_dtype, options)
+    _resolved[key] = (graph, out)
+    return out
+
+
+def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Graph:
+    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options))
+    dtypes: dict[str, str] = {}
+    for node in graph.nodes:
+        kind = category(node.op, device)
+        inputs = list(node.inputs)
+        for name in inputs:
+            if name not in out.tensors:  # a block's carried input: the dtype its first run is given
+                block = next(b for b in graph.blocks.values() if b.input == name)
+                dtypes[name] = dtypes[block.source]
+                out.tensors[name] = replace(graph.tensor(name), dtype=dtypes[name])
+        if kind in ("lower", "fp32", "fp32_out"):
+            target = low if kind == "lower" else "float32"
+            for i, name in enumerate(inputs):
+                source = dtypes.get(name, graph.tensor(name).dtype)
+                # softmax(x, dtype=float32) converts a copy first, except for float16 on CUDA, whose
+                # kernels read half and write float (aten/src/ATen/native/SoftMax.cpp).
+                half_to_float = kind == "fp32_out" and source == "float16" and device == "cuda"
+                if source in FLOATS and source != target and not half_to_float:
+                    inputs[i] = _cast(out, graph.tensor(name), target, node, i)
+                    dtypes[inputs[i]] = target
+        floats = [d for d in (dtypes[n] if n in dtypes else graph.tensor(n).dtype for n in inputs) if d in FLOATS]
+        act = {
+            "lower": low,
+            "fp32": "float32",
+            "fp32_out": "float32",
+            "weights": "float32",
+            "promote": "float32" if "float32" in floats else (floats[0] if floats else low),
+            "same": floats[0] if floats else low,
+        }[kind]
+        made = []
+        for name in node.outputs:
+            t = graph.tensor(name)
+            if OPS[node.op].view or node.op in ("contiguous", "clamp"):
+                dtype = dtypes.get(inputs[0], graph.tensor(inputs[0]).dtype)
+            else:
+                classes = {ACT: act, MASK_DTYPE: options.backend.mask or act, STATS_DTYPE: options.backend.stats}
+                dtype = classes.get(t.dtype, t.dtype) or "float32"
+            dtypes[name] = dtype
+            made.append(replace(t, dtype=dtype))
+        out.add_node(replace(node, inputs=tuple(inputs)), made)
+    return out
+
+
+def _cast(out: Graph, t: Tensor, dtype: str, reader: Node, index: int) -> str:
+    """Record a cast of ``t`` to ``dtype`` in front of ``reader``'s input ``index``; its output's name."""
+    name = f"{reader.name}/cast{index}"
+    made = Tensor(f"{name}:0", t.shape, dtype, t.role, t.requires_grad, name, reader.block)
+    attrs = (("dtype", dtype),)
+    node = Node(name, "cast", reader.scope, (t.name,), (made.name,), (), attrs, reader.block, reader.regions)
+    out.add_node(node, [made])
+    return made.name
+
+
+def weight_copies(graph: Graph, node: Node, options: MemoryOptions) -> list[Param]:
+    """The 16-bit weight copies ``node`` keeps for backward under amp: a linear layer's weight, when its
+    input needs a gradient (addmm keeps the weight to compute it). Biases are cast too, not kept."""
+    device = options.autocast_device
+    if device is None or category(node.op, device) != "lower" or not node.params:
+        return []
+    if not graph.tensor(node.inputs[0]).requires_grad:
+        return []
+    return [node.params[0]]
+
+
+def cached_params(graph: Graph, node: Node, options: MemoryOptions) -> list[Param]:
+    """The float32 parameters autocast casts for ``node`` (a ``lower`` op's weight and bias); each cast is
+    cached until the autocast region ends."""
+    device = options.autocast_device
+    if device is None or category(node.op, device) != "lower":
+        return []
+    return list(node.params)
+
+
+def promotion_copies(graph: Graph, node: Node, options: MemoryOptions) -> list[Tensor]:
+    """The inputs a CPU kernel copies to the common dtype before it runs: TensorIterator on CPU promotes
+    mixed float inputs by making temporaries (an add of a 16-bit and a float32 tensor copies the 16-bit
+    one to float32 first); CUDA kernels cast as they read."""
+    if options.autocast_device != "cpu" or category(node.op, "cpu") != "promote":
+        return []
+    out = graph.tensor(node.outputs[0]).dtype
+    inputs = [graph.tensor(t) for t in node.inputs]
+    return [t for t in inputs if t.dtype in FLOATS and t.dtype != out]
