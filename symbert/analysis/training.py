@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from symbert.analysis import exact
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.sizes import Size, add_to, expr_of, scaled
 from symbert.analysis.states import CATEGORIES, Training
@@ -73,7 +74,8 @@ class StepMemory:
 
     ``runs`` gives how many runs of each block were replayed: all of them (an exact timeline at that
     count), or three, the others added as the middle run's steady state times their number, which
-    holds for any count of at least three. Evaluation is numpy over a shared list of monomials.
+    holds for any count of at least three. Evaluation is numpy over a shared list of monomials, in int64
+    where a bound proves it exact and in Python integers otherwise (:mod:`symbert.analysis.exact`).
     """
 
     def __init__(self, graph: Graph, training: Training, runs: Mapping[str, int], steps: int = 2) -> None:
@@ -146,22 +148,26 @@ class StepMemory:
                 missing = ", ".join(sorted(str(s) for s in value.free_symbols))
                 raise ValueError(f"memory needs values for: {missing}")
             out.append(int(value))
-        return np.array(out, dtype=np.int64)
+        return exact.int_array(out)
+
+    def memory(self, values: Mapping[sympy.Symbol, int]) -> np.ndarray:
+        """Every candidate's bytes per category at ``values``, exactly (int64 or Python ints)."""
+        return exact.matmul(self.table, self.monomial_values(values))
 
     def timeline(self, values: Mapping[sympy.Symbol, int]) -> list[Point]:
         """Every candidate at ``values``, in replay order."""
-        memory = self.table @ self.monomial_values(values)
+        memory = self.memory(values)
         return [self._point(i, memory[i], values) for i in range(len(self.candidates))]
 
     def peak(self, values: Mapping[sympy.Symbol, int]) -> Point:
         """The highest event at ``values`` (the first, if several tie)."""
-        memory = self.table @ self.monomial_values(values)
+        memory = self.memory(values)
         i = int(np.argmax(memory.sum(axis=1)))
         return self._point(i, memory[i], values)
 
     def candidate(self, values: Mapping[sympy.Symbol, int]) -> Candidate:
         """The candidate that peaks at ``values``."""
-        return self.candidates[int(np.argmax((self.table @ self.monomial_values(values)).sum(axis=1)))]
+        return self.candidates[int(np.argmax(self.memory(values).sum(axis=1)))]
 
     def formula(self, values: Mapping[sympy.Symbol, int]) -> sympy.Expr:
         """The formula of the peak at ``values``, symbolic in every symbol; in a block's count too when
@@ -186,20 +192,24 @@ class StepMemory:
         self.check(fixed)
         terms = [sympy.Poly(m.subs(fixed), *free).as_dict() for m in self.monomials]
         exponents = sorted({k for t in terms for k in t})
-        to_terms = np.zeros((len(self.monomials), len(exponents)), dtype=np.int64)
+        column = {k: j for j, k in enumerate(exponents)}
+        to_terms = [[0] * len(exponents) for _ in self.monomials]
         for i, t in enumerate(terms):
             for k, v in t.items():
                 if not v.is_Integer:
                     raise ValueError(f"memory needs values for: {', '.join(sorted(map(str, v.free_symbols)))}")
-                to_terms[i, exponents.index(k)] = int(v)
-        rows = self.table.sum(axis=1) @ to_terms
-        _, first = np.unique(rows, axis=0, return_index=True)
+                to_terms[i][column[k]] = int(v)
+        matrix = exact.int_array(to_terms).reshape(len(self.monomials), len(exponents))
+        rows = exact.matmul(self.table.sum(axis=1), matrix)
+        first: dict[tuple[int, ...], int] = {}
+        for i, row in enumerate(rows.tolist()):
+            first.setdefault(tuple(row), i)
         kept: list[int] = []
-        for i in sorted(first, key=lambda i: (-int(rows[i].sum()), i)):
+        for i in sorted(first.values(), key=lambda i: (-sum(rows[i].tolist()), i)):
             if not kept or not (rows[kept] >= rows[i]).all(axis=1).any():
                 kept.append(i)
         kept.sort()
-        coefficients = self.table[kept] @ to_terms
+        coefficients = exact.matmul(self.table[kept], matrix)
         return Polynomials(free, tuple(exponents), tuple(self.candidates[i] for i in kept), coefficients)
 
 
@@ -207,9 +217,10 @@ class StepMemory:
 class Polynomials:
     """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials.
 
-    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c.
-    Calls take numpy arrays (or numbers) for the free symbols and evaluate in float64, exact below
-    2**53 bytes; :meth:`exact` evaluates one point in Python integers.
+    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c
+    (int64, or Python ints where a coefficient does not fit). Calls take numpy arrays (or numbers) of
+    non-negative integers for the free symbols and evaluate exactly (:func:`symbert.analysis.exact.polyval`);
+    :meth:`exact` evaluates one point in Python integers.
     """
 
     free: tuple[sympy.Symbol, ...]
@@ -236,20 +247,23 @@ class Polynomials:
         totals = self.exact(*x)
         return self.expr(totals.index(max(totals)))
 
-    def _terms(self, x: tuple) -> np.ndarray:
-        arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in x))
-        return np.stack([np.broadcast_to(_power(arrays, k), arrays[0].shape) for k in self.exponents], axis=-1)
+    def values(self, *x) -> np.ndarray:
+        """Every candidate's total at each point: ``out[..., i]``, exactly."""
+        return exact.polyval(self.exponents, self.totals, *x)
 
     def __call__(self, *x) -> np.ndarray:
-        """The peak at each point."""
-        return (self._terms(x) @ self.totals.T.astype(np.float64)).max(axis=-1)
+        """The peak at each point, exactly (int64, or Python ints past 2**63)."""
+        return self.values(*x).max(axis=-1)
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
-        """At each point: the index of the candidate that peaks, and its bytes per category."""
-        terms = self._terms(x)
-        winner = (terms @ self.totals.T.astype(np.float64)).argmax(axis=-1)
-        parts = np.einsum("...t,...ct->...c", terms, self.coefficients[winner].astype(np.float64))
-        return winner, parts
+        """At each point: the index of the candidate that peaks, and its bytes per category, exactly."""
+        winner = self.values(*x).argmax(axis=-1)
+        parts = np.stack(
+            [exact.polyval(self.exponents, self.coefficients[:, c, :], *x) for c in range(self.coefficients.shape[1])],
+            axis=-1,
+        )
+        picked = np.take_along_axis(parts, winner[..., None, None], axis=-2)[..., 0, :]
+        return winner, picked
 
 
 def _power(x, exponents: tuple[int, ...]):
