@@ -12,6 +12,7 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.configs import Config, ConfigError
 from symbert.ops import OPS
+from symbert.render.formula import quantity
 from symbert.validate import measure
 
 #: The inputs every encoder takes; the graph's other inputs are a head's labels.
@@ -63,10 +64,21 @@ def hugging_face(config: Config, batch: int, length: int, dtype: str) -> tuple[A
     return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
 
 
+#: The most memory validate lets the real model take (its float32 parameters and the activations kept for
+#: backward, as predicted), since it builds and runs it on the CPU.
+VALIDATE_LIMIT = 16 * 2**30
+
+
 def validate(config: Config, batch: int, seq_len: int, dtype: str = "float32") -> list[Check]:
     """Build the Hugging Face model for ``config`` and compare every quantity under ``torch-cpu``."""
-    model, inputs = hugging_face(config, batch, seq_len, dtype)
     predicted = report(config, batch, seq_len, MemoryOptions("torch-cpu", dtype))
+    need = 4 * predicted.value("params") + predicted.value("activation_bytes")
+    if need > VALIDATE_LIMIT:
+        raise ConfigError(
+            f"validate builds and runs the real model on the CPU: this one needs about {quantity(need, 'bytes')} "
+            f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
+        )
+    model, inputs = hugging_face(config, batch, seq_len, dtype)
     saved = measure.measure_saved_bytes(model, inputs)
     forward, backward = measure.measure_flops(model, inputs)
     return [
