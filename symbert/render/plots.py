@@ -219,6 +219,7 @@ def docs(directory: str | Path) -> list[Path]:
     from symbert.configs import preset
 
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     base = preset("bert-base")
     budget = 8 * GIB
     eager = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
