@@ -45,36 +45,83 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def powers(xs: Sequence[np.ndarray], exponents: Sequence[tuple[int, ...]], dtype: object) -> np.ndarray:
-    """``terms[..., t] = prod_i xs[i] ** exponents[t][i]``, in ``dtype`` (int64 or object)."""
-    arrays = [np.asarray(x).astype(dtype) for x in xs]
+    """``terms[..., t] = prod_i xs[i] ** exponents[t][i]``, in ``dtype`` (float64, int64 or object)."""
+    arrays = [np.asarray(x, dtype=dtype) for x in xs]
     shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
     out = np.empty((*shape, len(exponents)), dtype=dtype)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def power(i: int, e: int) -> np.ndarray:
+        if (i, e) not in cache:
+            cache[(i, e)] = arrays[i] if e == 1 else arrays[i] ** e
+        return cache[(i, e)]
+
     for t, k in enumerate(exponents):
-        term = np.ones(shape, dtype=dtype)
-        for x, e in zip(arrays, k, strict=True):
-            if e:
-                term = term * x**e
+        factors = [power(i, e) for i, e in enumerate(k) if e]
+        if not factors:
+            out[..., t] = 1
+            continue
+        term = factors[0]
+        for f in factors[1:]:
+            term = term * f
         out[..., t] = term
     return out
 
 
-def polyval(exponents: Sequence[tuple[int, ...]], coefficients: np.ndarray, *xs: np.ndarray | int) -> np.ndarray:
-    """Polynomials at points, exactly: ``out[..., k] = sum_t coefficients[k, t] · prod_i xs[i] ** exponents[t][i]``.
-
-    The points are non-negative integers. The result is int64 when a bound on every term's magnitude
-    proves it fits, else an object array of Python ints.
-    """
-    arrays = [np.asarray(x) for x in xs]
-    tops = [largest(a) for a in arrays]
-    column_tops = [largest(coefficients[..., t]) for t in range(len(exponents))]
+def _bound(exponents: Sequence[tuple[int, ...]], coefficients: np.ndarray, tops: Sequence[int]) -> int:
+    """A bound on every polynomial's magnitude: over terms, the largest coefficient times the largest power."""
     bound = 0
-    for k, c in zip(exponents, column_tops, strict=True):
-        term = max(c, 1)
+    for t, k in enumerate(exponents):
+        term = max(largest(coefficients[..., t]), 1)
         for top, e in zip(tops, k, strict=True):
             term *= top**e
         bound += term
-    fast = bound <= INT64_MAX and coefficients.dtype != object and all(a.dtype != object for a in arrays)
-    dtype = np.int64 if fast else object
-    terms = powers(arrays, exponents, dtype)
-    coefficients = coefficients.astype(np.int64) if fast else exact(coefficients)
-    return terms @ np.swapaxes(coefficients, -1, -2)
+    return bound
+
+
+def _prepare(
+    exponents: Sequence[tuple[int, ...]], coefficients: np.ndarray, xs: Sequence[np.ndarray | int], tops
+) -> tuple[np.ndarray, int, object]:
+    arrays = [np.asarray(x) for x in xs]
+    if tops is None:
+        tops = [max(-int(a.min()), int(a.max())) if a.size else 0 for a in arrays]
+    bound = _bound(exponents, coefficients, tops)
+    native = coefficients.dtype != object and all(a.dtype != object for a in arrays)
+    dtype = np.int64 if native and bound <= INT64_MAX else object
+    return powers(arrays, exponents, dtype), bound, dtype
+
+
+def polyval(
+    exponents: Sequence[tuple[int, ...]],
+    coefficients: np.ndarray,
+    *xs: np.ndarray | int,
+    tops: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Polynomials at points, exactly: ``out[..., k] = sum_t coefficients[k, t] · prod_i xs[i] ** exponents[t][i]``.
+
+    The points are non-negative integers (``tops``, if given, their largest magnitudes). A bound on the
+    result's magnitude (the sum over terms of the largest coefficient times the largest power) picks the
+    arithmetic: int64 when it is at most 2**63 − 1, Python ints above. The result is int64, or an
+    object array of Python ints.
+    """
+    terms, _, dtype = _prepare(exponents, coefficients, xs, tops)
+    return terms @ np.swapaxes(coefficients, -1, -2).astype(dtype, copy=False)
+
+
+def polymax(
+    exponents: Sequence[tuple[int, ...]],
+    coefficients: np.ndarray,
+    *xs: np.ndarray | int,
+    tops: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The largest of the polynomials ``coefficients[k]`` at each point, exactly (see :func:`polyval`).
+
+    One polynomial is a matrix-vector product in int64; several are compared in float64 while the bound
+    is below 2**53, where every product and partial sum of integers is exact.
+    """
+    terms, bound, dtype = _prepare(exponents, coefficients, xs, tops)
+    if len(coefficients) == 1:
+        return terms @ coefficients[0].astype(dtype, copy=False)
+    if dtype is not object and bound < 2**53:
+        return (terms.astype(np.float64) @ coefficients.T.astype(np.float64)).max(axis=-1).astype(np.int64)
+    return (terms @ coefficients.T.astype(dtype, copy=False)).max(axis=-1)

@@ -23,15 +23,17 @@ from symbert.configs import Config, ConfigError, check_size, show
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
 
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+UNITS = {"": 1, "B": 1, **{f"{p}B": 10 ** (3 * i) for i, p in enumerate("KMGTPEZY", 1)}}
+UNITS |= {f"{p}IB": 2 ** (10 * i) for i, p in enumerate("KMGTPEZY", 1)}
 _SIZE = re.compile(r"\s*(\d{1,40}(?:\.\d{1,40})?)\s*([A-Za-z]*)\s*")
 #: The largest memory size symbert reads: 2**80 bytes (1 YiB).
 MAX_BYTES = 2**80
 
 
 def parse_bytes(text: str) -> int:
-    """``16GiB``, ``16GB``, ``16000MiB``, ``1.5GiB`` or plain bytes up to 1 YiB, read with a regular expression."""
+    """``16GiB``, ``16GB``, ``16000MiB``, ``1.5GiB`` or plain bytes up to 1 YiB, read with a regular expression.
+
+    Units: B, KB … YB (powers of 1000) and KiB … YiB (powers of 1024), in any case."""
     match = _SIZE.fullmatch(text)
     if not match or match.group(2).upper() not in UNITS:
         raise ConfigError(f"cannot read memory size {show(text)} (examples: 16GiB, 16GB, 16000MiB, 17179869184)")

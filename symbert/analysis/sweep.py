@@ -79,9 +79,11 @@ class Compiled:
         """The value, when it depends on neither B nor seq_len."""
         return int(self.coefficients[:, 0].max()) if self.exponents == ((0, 0),) else None
 
-    def __call__(self, batch: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """The largest polynomial at each point, exactly: int64, or Python ints where int64 could overflow."""
-        return exact.polyval(self.exponents, self.coefficients, batch, length).max(axis=-1)
+    def __call__(self, batch: np.ndarray, length: np.ndarray, tops: tuple[int, int] | None = None) -> np.ndarray:
+        """The largest polynomial at each point, exactly: int64, or Python ints where int64 could overflow.
+
+        ``tops`` may give the largest batch and length, when the caller knows them."""
+        return exact.polymax(self.exponents, self.coefficients, batch, length, tops=tops)
 
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
@@ -223,9 +225,11 @@ def sweep(
             setup = (config.name, config.task.head, m.policy, m.activation_dtype, m.attention, m.recompute)
             prefix = csv_line((*setup, training.optimizer, training.precision, ""))[:-1]
             for batch, length in grid_blocks(batches, usable):
+                tops = (int(batch.max()), int(length.max()))
                 values = [compiled[q].constant for q in quantities]
                 values = [
-                    compiled[q](batch, length) if v is None else v for q, v in zip(quantities, values, strict=True)
+                    compiled[q](batch, length, tops) if v is None else v
+                    for q, v in zip(quantities, values, strict=True)
                 ]
                 columns = [batch, length, *values]
                 if out is not None:

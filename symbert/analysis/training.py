@@ -253,7 +253,7 @@ class Polynomials:
 
     def __call__(self, *x) -> np.ndarray:
         """The peak at each point, exactly (int64, or Python ints past 2**63)."""
-        return self.values(*x).max(axis=-1)
+        return exact.polymax(self.exponents, self.totals, *x)
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
         """At each point: the index of the candidate that peaks, and its bytes per category, exactly."""

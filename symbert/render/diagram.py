@@ -188,9 +188,10 @@ class Diagram:
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
         """Write the diagram; the format defaults to the file's suffix."""
-        path = Path(path)
-        path.write_bytes(self.render(format or path.suffix.lstrip(".")))
-        return path
+        from symbert.outputs import check_output, write_output
+
+        path = check_output(path)
+        return write_output(path, self.render(format or path.suffix.lstrip(".")))
 
     def _repr_svg_(self) -> str:
         return self.render("svg").decode()
