@@ -186,7 +186,7 @@ def load_json(path: Path) -> object:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than a config file may be ({MAX_CONFIG_BYTES // 2**20} MiB)")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_int=_json_int)
+        data = json.loads(raw.decode("utf-8-sig"), parse_int=_json_int)
     except RecursionError:
         raise ConfigError(f"{path} is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
