@@ -545,7 +545,7 @@ def timeline(
     values = {**config.symbols(), B: batch, S: length}
     graph = trace(config)
     # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
-    # nothing; the phases and the peak are those of the full replay (tests/test_training.py).
+    # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
     memory = step_memory(graph, training, config.symbols())
     steps = phases(memory.timeline(values))
     peak = max((p.peak for p in steps), key=lambda p: p.total)
