@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
-from symbert.configs import Config, ConfigError, preset_names, resolve
+from symbert.configs import Config, ConfigError, check_size, preset_names, resolve
 from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
 from symbert.quantities import QUANTITIES, TRAINING_QUANTITIES, canonical
 
@@ -83,6 +83,9 @@ class Command(click.Command):
 
 
 def _fail(message: str) -> None:
+    message = " ".join(message.split())
+    if len(message) > 500:
+        message = message[:499] + "…"
     click.echo(f"symbert: error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 
@@ -254,9 +257,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
 )
-def validate(
-    config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str
-) -> None:
+def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
@@ -309,7 +310,8 @@ def diagram(
     """Architecture diagram drawn from the traced graph; Graphviz's dot renders svg, png and pdf."""
     from pathlib import Path
 
-    from symbert.render.diagram import FORMATS, DotNotFound
+    from symbert.outputs import check_output, write_output
+    from symbert.render.diagram import FORMATS, DotFailed, DotNotFound
     from symbert.render.diagram import diagram as draw
 
     suffix = Path(output).suffix.lstrip(".").lower() if output else ""
@@ -320,19 +322,18 @@ def diagram(
         raise ConfigError(f"cannot tell the format from {output!r}; give --format ({', '.join(FORMATS)})")
     if output is None and fmt in ("png", "pdf") and sys.stdout.isatty():
         raise ConfigError(f"{fmt} output is binary; give -o FILE or redirect standard output")
+    if output is not None:
+        check_output(output)
     drawn = draw(config, level, theme=theme, params=show_params, heat=heat, batch=batch, seq_len=length, memory=options)
     try:
         data = drawn.render(fmt)
-    except DotNotFound as exc:
+    except (DotNotFound, DotFailed) as exc:
         raise ConfigError(str(exc)) from None
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    try:
-        Path(output).write_bytes(data)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
+    write_output(output, data)
 
 
 TABLE_FORMATS = ("text", "latex", "markdown", "csv")
@@ -791,16 +792,22 @@ def timeline(
     from symbert.symbols import seq_len as S
 
     budget = _budget(gpu_memory, training)
-    if batch < 1 or length < 1:
-        raise ConfigError(f"batch and seq_len must be positive integers, got {batch} and {length}")
+    check_size("batch", batch)
+    check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    if plot_file:
+        from symbert.render.plots import check_timeline_plot
+
+        check_timeline_plot(config, plot_file)
     values = {**config.symbols(), B: batch, S: length}
     graph = trace(config)
-    memory = step_memory(graph, training, values, full=True)
+    # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
+    # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
+    memory = step_memory(graph, training, config.symbols())
     steps = phases(memory.timeline(values))
     peak = max((p.peak for p in steps), key=lambda p: p.total)
-    formula = step_memory(graph, training, values).formula(values)
+    formula = memory.formula(values)
     states = {k: memory.states[k] for k in ("weights", "gradients", "optimizer")}
     if plot_file:
         from symbert.render.plots import plot_timeline
@@ -882,13 +889,17 @@ def plot(
     output: str,
 ) -> None:
     """Peak memory of a training step against seq_len or batch, stacked by category, with the budget."""
-    from symbert.render.plots import plot_memory
+    from symbert.render.plots import MAX_PLOT_POINTS, check_plot, plot_memory
 
+    check_plot(output)
     fixed = batch if axis == "seq_len" else length
     if upto is None:
         upto = config.max_length or 512 if axis == "seq_len" else 64
     if fixed < 1 or upto < 2:
         raise ConfigError("the fixed batch or seq_len must be positive and --max at least 2")
+    check_size("batch" if axis == "seq_len" else "seq_len", fixed)
+    if upto > MAX_PLOT_POINTS:
+        raise ConfigError(f"--max {upto} is more points than a plot draws (at most {MAX_PLOT_POINTS:,})")
     if axis == "seq_len" and config.max_length is not None and upto > config.max_length:
         raise ConfigError(f"--max {upto} exceeds the model's {config.max_length} positions")
     if axis == "batch" and config.max_length is not None and length > config.max_length:
@@ -944,6 +955,7 @@ def sweep(
     from rich.progress import Progress
 
     from symbert.analysis import sweep as sweeps
+    from symbert.outputs import writing
 
     trainings = [
         make_training(o, p, MemoryOptions(policy, d, a, r), gpu)
@@ -958,11 +970,14 @@ def sweep(
     ]
     grid = (configs, trainings, sweeps.parse_values(batches, "batch"), sweeps.parse_values(lengths, "seq_len"))
     columns = quantities or sweeps.QUANTITIES
+    sweeps.check_quantities(columns)
+    sweeps.check_grid(*grid)
     total = sweeps.grid_size(*grid)
     errors = Console(stderr=True)
     show = errors.is_terminal and total >= sweeps.PROGRESS_FROM
+    # A file is written through a temporary one, renamed into place only when the sweep is complete.
     with (
-        click.open_file(output, "wb") as out,
+        click.open_file("-", "wb") if output == "-" else writing(output) as out,
         Progress(console=errors, transient=True, disable=not show) as progress,
     ):
         task = progress.add_task("sweep", total=total)

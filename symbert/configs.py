@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +23,53 @@ from symbert.symbols import C, num_labels, position_size
 
 class ConfigError(ValueError):
     """An invalid configuration, with a one-line message naming the problem."""
+
+
+#: The largest size symbert accepts: every config size (vocab_size, hidden_size, num_hidden_layers, ...),
+#: num_labels, choices, batch and seq_len. Formulas are exact at any size up to it (Python integers
+#: wherever numpy's int64 could overflow); above it an input is refused with one line.
+MAX_SIZE = 10**12
+#: The most a config file may hold, and how deeply its JSON may nest.
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_JSON_DEPTH = 64
+#: Integers with more digits than this are not read (Python refuses to print ones past 4300).
+_MAX_DIGITS = 40
+
+
+class Huge:
+    """An integer from a config file too long to be a size; only its digit count is kept."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = len(digits.lstrip("+-"))
+
+    def __repr__(self) -> str:
+        return f"a {self.digits}-digit number"
+
+
+def show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for an error message: large integers by their digit count, long text cut short."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_MAX_DIGITS:
+        return f"a {len(str(abs(value))) if value.bit_length() < 10_000 else 'many'}-digit number"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_size(name: str, value: object) -> int:
+    """``value`` as a size: a positive integer no larger than :data:`MAX_SIZE`, or a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {show(value)}")
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {show(value)}")
+    if value > MAX_SIZE:
+        raise ConfigError(f"{name}={show(value)} is larger than symbert accepts (sizes up to 10**12)")
+    return value
+
+
+def read_int(name: str, raw: str) -> int:
+    """A decimal integer typed by the user, refusing digit strings too long to be a size."""
+    if len(raw.lstrip("+-").lstrip("0")) > _MAX_DIGITS:
+        raise ConfigError(f"{name} is larger than symbert accepts (sizes up to 10**12), got {show(raw)}")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -86,7 +135,7 @@ def _split(spec: ModelSpec, data: Mapping[str, object], where: str) -> Config:
     base = spec.presets[spec.default_preset]
     for key, required in spec.constraints:
         if key in data and data[key] != required:
-            raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {data[key]!r}")
+            raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {show(data[key])}")
     values = {key: _integer(key, data[key] if key in data else base[key]) for key in spec.fields}
     options = {}
     for option in spec.options:
@@ -132,19 +181,57 @@ def from_file(path: str | Path) -> Config:
     """A Hugging Face config.json (or a checkpoint folder holding one), dispatched on ``model_type``; keys
     symbert does not use are ignored. It is labelled by :func:`label`."""
     path = config_path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    data = load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
     model = data.get("model_type", "bert")
     if not isinstance(model, str) or model not in MODELS:
-        raise ConfigError(f"{path}: unsupported model_type {model!r} (supported: {', '.join(MODELS)})")
+        raise ConfigError(f"{path}: unsupported model_type {show(model)} (supported: {', '.join(MODELS)})")
     config = _split(MODELS[model], data, str(path))
     return validated(replace(config, name=label(path, data), task=_task(config.spec, data, str(path))))
+
+
+def load_json(path: Path) -> object:
+    """A JSON file read safely: a regular file or a pipe, at most :data:`MAX_CONFIG_BYTES`, nested at most
+    :data:`MAX_JSON_DEPTH` deep, integers of more than 40 digits kept as :class:`Huge`."""
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+                raise ConfigError(f"cannot read {path}: {kind}")
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than a config file may be ({MAX_CONFIG_BYTES // 2**20} MiB)")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"), parse_int=_json_int)
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{path} is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    return data
+
+
+def _json_int(digits: str) -> int | Huge:
+    return Huge(digits) if len(digits.lstrip("-")) > _MAX_DIGITS else int(digits)
+
+
+def _depth(data: object) -> int:
+    """How deeply lists and objects nest in ``data`` (a scalar: 0), without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
@@ -152,14 +239,14 @@ def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
     ``problem_type``, with Hugging Face's defaults (two labels)."""
     architectures = data.get("architectures") or [spec.architecture]
     if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
-        raise ConfigError(f"{where}: architectures must be a list of class names, got {architectures!r}")
+        raise ConfigError(f"{where}: architectures must be a list of class names, got {show(architectures)}")
     known = {spec.architecture: BARE, **{h.architecture: h.name for h in spec.heads.values()}}
     if architectures[0] not in known:
-        raise ConfigError(f"{where}: unknown architecture {architectures[0]!r} (known: {', '.join(known)})")
+        raise ConfigError(f"{where}: unknown architecture {show(architectures[0])} (known: {', '.join(known)})")
     labels = data.get("num_labels", len(data["id2label"]) if isinstance(data.get("id2label"), dict) else 2)
     problem = data.get("problem_type")
     if problem is not None and problem not in PROBLEM_TYPES:
-        raise ConfigError(f"{where}: problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {problem!r}")
+        raise ConfigError(f"{where}: problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {show(problem)}")
     return Task(known[architectures[0]], _integer("num_labels", labels), problem)
 
 
@@ -173,12 +260,12 @@ def _parse_raw(raw: str) -> object:
     if raw in ("true", "false"):
         return raw == "true"
     if _INT.fullmatch(raw):
-        return int(raw)
+        return read_int("the value", raw)
     if _FLOAT.fullmatch(raw):
         return float(raw)
     if _NAME.fullmatch(raw):
         return raw
-    raise ConfigError(f"cannot read value {raw!r}")
+    raise ConfigError(f"cannot read value {show(raw)}")
 
 
 def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
@@ -189,12 +276,12 @@ def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
         key, sep, raw = item.partition("=")
         key, raw = key.strip(), raw.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--set expects KEY=VALUE, got {show(item)}")
         option = config.spec.option(key)
         if key in config.spec.fields:
             if not _INT.fullmatch(raw):
-                raise ConfigError(f"{key} must be a positive integer, got {raw!r}")
-            values[key] = int(raw)
+                raise ConfigError(f"{key} must be a positive integer, got {show(raw)}")
+            values[key] = read_int(key, raw)
         elif option is not None and option.from_config:
             try:
                 options[key] = option.parse(_parse_raw(raw))
@@ -203,30 +290,29 @@ def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
         else:
             near = difflib.get_close_matches(key, settable, n=1)
             hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(settable)}"
-            raise ConfigError(f"unknown config key {key!r} for {config.model}{hint}")
+            raise ConfigError(f"unknown config key {show(key)} for {config.model}{hint}")
     return validated(replace(config, values=values, options=options))
 
 
 def _integer(key: str, value: object) -> int:
+    if isinstance(value, Huge):
+        raise ConfigError(f"{key} is larger than symbert accepts (sizes up to 10**12), got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {show(value)}")
     return value
 
 
 def validated(config: Config) -> Config:
-    """Check every value is a positive integer and every divisibility constraint holds."""
+    """Check every value is a positive integer up to :data:`MAX_SIZE` and every divisibility constraint holds."""
     for key in config.spec.fields:
-        value = _integer(key, config.values.get(key))
-        if value <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {value}")
+        check_size(key, _integer(key, config.values.get(key)))
     for whole, part in config.spec.divides:
         if config.values[whole] % config.values[part]:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
     if config.max_length is not None and config.max_length < 1:
         raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):
-        if _integer(key, value) <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {value}")
+        check_size(key, _integer(key, value))
     return config
 
 
@@ -276,7 +362,7 @@ def with_task(config: Config, **settings: object) -> Config:
                 f"--{key.replace('_', '-')} applies to the {heads} head{'s' * (len(_USES[key]) > 1)} only"
             )
     if task.problem_type is not None and task.problem_type not in PROBLEM_TYPES:
-        raise ConfigError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {task.problem_type!r}")
+        raise ConfigError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {show(task.problem_type)}")
     head = config.spec.heads.get(task.head)
     if head is not None and head.pooler and config.options.get("pooler") is False:
         raise ConfigError(f"the {task.head} head reads the pooler; drop --no-pooler")

@@ -24,7 +24,7 @@ import sympy
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import Point, reserved, step_memory
 from symbert.api import trace
-from symbert.configs import Config, ConfigError
+from symbert.configs import Config, ConfigError, check_size, show
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
 
@@ -33,19 +33,25 @@ CUDA_CONTEXT_NOTE = (
     "the CUDA context (a few hundred MiB, outside the caching allocator) is not counted: leave room for it"
 )
 
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+UNITS = {"": 1, "B": 1, **{f"{p}B": 10 ** (3 * i) for i, p in enumerate("KMGTPEZY", 1)}}
+UNITS |= {f"{p}IB": 2 ** (10 * i) for i, p in enumerate("KMGTPEZY", 1)}
+_SIZE = re.compile(r"\s*(\d{1,40}(?:\.\d{1,40})?)\s*([A-Za-z]*)\s*")
+#: The largest memory size symbert reads: 2**80 bytes (1 YiB).
+MAX_BYTES = 2**80
 
 
 def parse_bytes(text: str) -> int:
-    """``16GiB``, ``16GB``, ``16000MiB``, ``1.5GiB`` or plain bytes, read with a regular expression."""
+    """``16GiB``, ``16GB``, ``16000MiB``, ``1.5GiB`` or plain bytes up to 1 YiB, read with a regular expression.
+
+    Units: B, KB … YB (powers of 1000) and KiB … YiB (powers of 1024), in any case."""
     match = _SIZE.fullmatch(text)
     if not match or match.group(2).upper() not in UNITS:
-        raise ConfigError(f"cannot read memory size {text!r} (examples: 16GiB, 16GB, 16000MiB, 17179869184)")
+        raise ConfigError(f"cannot read memory size {show(text)} (examples: 16GiB, 16GB, 16000MiB, 17179869184)")
     value = Decimal(match.group(1)) * UNITS[match.group(2).upper()]
     if value != value.to_integral_value() or value <= 0:
-        raise ConfigError(f"memory size {text!r} is not a positive whole number of bytes")
+        raise ConfigError(f"memory size {show(text)} is not a positive whole number of bytes")
+    if value > MAX_BYTES:
+        raise ConfigError(f"memory size {show(text)} is larger than symbert reads (at most 2**80 bytes, 1 YiB)")
     return int(value)
 
 
@@ -121,8 +127,10 @@ def fit(
 ) -> Fit:
     """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given."""
     for name, value in (("batch", batch), ("seq_len", length)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value}")
+        if value is not None:
+            check_size(name, value)
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget <= MAX_BYTES):
+        raise ConfigError(f"the GPU memory must be a whole number of bytes from 1 to 2**80, got {show(budget)}")
     if length is not None and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     memory = step_memory(trace(config), training, config.symbols())

@@ -12,7 +12,7 @@ from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.api import trace
-from symbert.configs import Config, ConfigError
+from symbert.configs import Config, ConfigError, check_size
 from symbert.symbols import B, seq_len
 
 
@@ -56,10 +56,8 @@ class Report:
 def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:
     """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``."""
     options = options or MemoryOptions()
-    if batch < 1:
-        raise ConfigError(f"batch must be a positive integer, got {batch}")
-    if length < 1:
-        raise ConfigError(f"seq_len must be a positive integer, got {length}")
+    check_size("batch", batch)
+    check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     graph = trace(config)

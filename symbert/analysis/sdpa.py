@@ -185,7 +185,7 @@ def kept(
     if pad:
         padded_dim = FLASH_HEAD_ALIGN * sympy.ceiling(head_dim / FLASH_HEAD_ALIGN)
         for name, t in (("Q", call.q), ("K", call.k), ("V", call.v), ("output", call.output)):
-            items.append(Kept(f"{kernel}: {name} padded", nbytes=t.numel / head_dim * padded_dim * act))
+            items.append(Kept(f"{kernel}: {name} padded", nbytes=t.numel / call.head_dim * padded_dim * act))
     else:
         items += [Kept(f"{kernel}: {n}", tensor=t.name) for n, t in (("Q", call.q), ("K", call.k), ("V", call.v))]
         items.append(Kept(f"{kernel}: output", tensor=call.output.name))

@@ -3,13 +3,17 @@
 Every quantity at a config is a polynomial in B and seq_len with integer coefficients, or, for the
 training-step peak, the largest of a few (:meth:`~symbert.analysis.training.StepMemory.polynomials`).
 Each is compiled once per config and setup into a matrix of coefficients over the monomials
-B^i·seq_len^j, then evaluated for a whole block of the grid at once: the largest polynomial is picked
-in float64 and its value recomputed exactly in int64. Rows are written as CSV by a vectorized
-integer formatter.
+B^i·seq_len^j, then evaluated for a whole block of the grid at once, every polynomial exactly, and the
+largest kept. A block is evaluated in int64 when a bound on its values proves that nothing can
+overflow, else in Python integers (:mod:`symbert.analysis.exact`): never a wrapped-around number. Rows
+are written as CSV by a vectorized integer formatter (Python's for values past int64); the setup's
+text fields are quoted by the csv module.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from typing import BinaryIO
 import numpy as np
 import sympy
 
+from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
@@ -26,7 +31,7 @@ from symbert.analysis.sizes import polynomial
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
-from symbert.configs import Config, ConfigError
+from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
 from symbert.symbols import B, seq_len
 
 #: Quantities a sweep can evaluate, in column order.
@@ -46,6 +51,9 @@ FREE = (B, seq_len)
 CHUNK = 1 << 16
 #: Grids of at least this many points show a progress bar (on a terminal).
 PROGRESS_FROM = 200_000
+#: The most points a sweep computes (configs × setups × batch × seq_len), and the most values one axis takes.
+MAX_POINTS = 10**7
+MAX_VALUES = 10**6
 POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
 #: Text of 0 … 999 as three digits and a filler byte, and of the separators, as little-endian uint32.
 DIGIT_GROUPS = np.frombuffer("".join(f"{i:03d}_" for i in range(1000)).encode(), dtype="<u4")
@@ -66,28 +74,26 @@ class Compiled:
     @classmethod
     def of(cls, expr: sympy.Expr) -> Compiled:
         """One polynomial; every symbol but B and seq_len must already have its value."""
-        poly = sympy.Poly(sympy.expand(expr), *FREE).as_dict()
+        poly = sympy.Poly(sympy.expand(expr), *FREE).as_dict() or {(0, 0): sympy.Integer(0)}
         if any(not c.is_Integer for c in poly.values()):
             raise ValueError(f"not a polynomial in B and seq_len with integer coefficients: {expr}")
         exponents = tuple(sorted(poly))
-        return cls(exponents, np.array([[int(poly[k]) for k in exponents]], dtype=np.int64))
+        return cls(exponents, exact.int_array([int(poly[k]) for k in exponents]).reshape(1, -1))
 
     @property
     def constant(self) -> int | None:
         """The value, when it depends on neither B nor seq_len."""
-        return int(self.coefficients[0, 0]) if self.exponents == ((0, 0),) else None
+        return int(self.coefficients[:, 0].max()) if self.exponents == ((0, 0),) else None
 
-    def __call__(self, batch: np.ndarray, length: np.ndarray) -> np.ndarray:
-        terms = np.stack([batch**i * length**j for i, j in self.exponents], axis=-1)
-        padded = self.pad_args is not None and len(self.pad_args) > 0
-        if len(self.coefficients) == 1 and not padded:
-            return terms @ self.coefficients[0]
-        if not padded:
-            winner = (terms.astype(np.float64) @ self.coefficients.T.astype(np.float64)).argmax(axis=-1)
-            return np.einsum("pt,pt->p", terms, self.coefficients[winner])
-        pads = np.mod(-(terms @ self.pad_args.T), ROUND)
-        values = terms @ self.coefficients.T + pads @ self.pad_coefficients.T
-        return values.max(axis=-1)
+    def __call__(self, batch: np.ndarray, length: np.ndarray, tops: tuple[int, int] | None = None) -> np.ndarray:
+        """The largest polynomial at each point, with its rounding terms, exactly: int64, or Python ints
+        where int64 could overflow.
+
+        ``tops`` may give the largest batch and length, when the caller knows them."""
+        if self.pad_args is None or not len(self.pad_args):
+            return exact.polymax(self.exponents, self.coefficients, batch, length, tops=tops)
+        rounding = (self.pad_args, self.pad_coefficients, ROUND)
+        return exact.polyval_rounded(self.exponents, self.coefficients, rounding, batch, length, tops=tops).max(axis=-1)
 
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
@@ -114,17 +120,26 @@ _RANGE = re.compile(r"(\d+)(?::(\d+)(?::(\d+))?)?")
 
 
 def parse_values(text: str, name: str) -> list[int]:
-    """``8``, ``1,2,4``, ``1:64`` (inclusive) or ``16:512:16`` (with a step), read with regular expressions."""
-    out: list[int] = []
+    """``8``, ``1,2,4``, ``1:64`` (inclusive) or ``16:512:16`` (with a step), read with regular expressions.
+
+    Values are sizes up to :data:`symbert.configs.MAX_SIZE`, at most :data:`MAX_VALUES` of them.
+    """
+    out: set[int] = set()
     for part in text.split(","):
         match = _RANGE.fullmatch(part.strip())
         if not match:
-            raise ConfigError(f"cannot read {name} {part.strip()!r} (examples: 8, 1,2,4, 1:64, 16:512:16)")
-        start, stop, step = (int(g) if g else None for g in match.groups())
+            raise ConfigError(f"cannot read {name} {show(part.strip())} (examples: 8, 1,2,4, 1:64, 16:512:16)")
+        start, stop, step = (read_int(name, g) if g else None for g in match.groups())
         if start < 1 or (step is not None and step < 1) or (stop is not None and stop < start):
-            raise ConfigError(f"{name} {part.strip()!r} must count up from 1 or more")
-        out.extend(range(start, (stop if stop is not None else start) + 1, step or 1))
-    return sorted(set(out))
+            raise ConfigError(f"{name} {show(part.strip())} must count up from 1 or more")
+        stop = stop if stop is not None else start
+        if stop > MAX_SIZE:
+            raise ConfigError(f"{name}={show(stop)} is larger than symbert accepts (sizes up to 10**12)")
+        values = range(start, stop + 1, step or 1)
+        if len(out) + len(values) > MAX_VALUES:
+            raise ConfigError(f"{name} {show(text)} has more than {MAX_VALUES:,} values")
+        out.update(values)
+    return sorted(out)
 
 
 def format_rows(prefix: bytes, columns: Sequence[np.ndarray | int]) -> bytes:
@@ -138,6 +153,8 @@ def format_rows(prefix: bytes, columns: Sequence[np.ndarray | int]) -> bytes:
     n = next((len(c) for c in columns if not isinstance(c, int)), None)
     if n is None:
         raise ValueError("format_rows needs at least one column of values")
+    if any(isinstance(c, np.ndarray) and c.dtype == object for c in columns):
+        return _format_rows_exact(prefix, columns, n)
     parts: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     text = prefix
@@ -175,6 +192,21 @@ def format_rows(prefix: bytes, columns: Sequence[np.ndarray | int]) -> bytes:
     return np.concatenate(parts, axis=1)[np.concatenate(masks, axis=1)].tobytes()
 
 
+def _format_rows_exact(prefix: bytes, columns: Sequence[np.ndarray | int], n: int) -> bytes:
+    """:func:`format_rows` in Python integers, for blocks holding values past int64."""
+    cells = [[f"{c}"] * n if isinstance(c, int) else [f"{int(v)}" for v in c] for c in columns]
+    if any(v.startswith("-") for column in cells for v in column):
+        raise ValueError("format_rows writes non-negative integers only")
+    return b"".join(prefix + (",".join(row) + "\n").encode() for row in zip(*cells, strict=True))
+
+
+def csv_line(fields: Sequence[object]) -> bytes:
+    """One CSV row, quoted where a field needs it (a config named ``a,b``), ending in a newline."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    return buffer.getvalue().encode()
+
+
 def sweep(
     configs: Sequence[Config],
     trainings: Sequence[Training],
@@ -188,11 +220,10 @@ def sweep(
 
     Lengths beyond a config's positions are left out for that config.
     """
-    unknown = [q for q in quantities if q not in QUANTITIES]
-    if unknown:
-        raise ConfigError(f"unknown quantity {unknown[0]!r} (choose from {', '.join(QUANTITIES)})")
+    check_quantities(quantities)
+    check_grid(configs, trainings, batches, lengths)
     if out is not None:
-        out.write((",".join((*SETUP_COLUMNS, "batch", "seq_len", *quantities)) + "\n").encode())
+        out.write(csv_line((*SETUP_COLUMNS, "batch", "seq_len", *quantities)))
     memories: dict[tuple, StepMemory] = {}
     total = 0
     for config in configs:
@@ -203,11 +234,13 @@ def sweep(
             m = training.memory
             setup = (config.name, config.task.head, m.policy, m.activation_dtype, m.attention, m.recompute)
             gpu = training.gpu or ("cuda" if training.runtime else "")
-            prefix = (",".join((*setup, training.optimizer, training.precision, gpu)) + ",").encode()
+            prefix = csv_line((*setup, training.optimizer, training.precision, gpu, ""))[:-1]
             for batch, length in grid_blocks(batches, usable):
+                tops = (int(batch.max()), int(length.max()))
                 values = [compiled[q].constant for q in quantities]
                 values = [
-                    compiled[q](batch, length) if v is None else v for q, v in zip(quantities, values, strict=True)
+                    compiled[q](batch, length, tops) if v is None else v
+                    for q, v in zip(quantities, values, strict=True)
                 ]
                 columns = [batch, length, *values]
                 if out is not None:
@@ -224,6 +257,25 @@ def grid_size(
     """How many points :func:`sweep` writes."""
     usable = sum(len([s for s in lengths if c.max_length is None or s <= c.max_length]) for c in configs)
     return usable * len(trainings) * len(batches)
+
+
+def check_quantities(quantities: Sequence[str]) -> None:
+    unknown = [q for q in quantities if q not in QUANTITIES]
+    if unknown:
+        raise ConfigError(f"unknown quantity {show(unknown[0])} (choose from {', '.join(QUANTITIES)})")
+
+
+def check_grid(
+    configs: Sequence[Config], trainings: Sequence[Training], batches: Sequence[int], lengths: Sequence[int]
+) -> None:
+    """Refuse a grid with a value that is not a size, or with more than :data:`MAX_POINTS` points."""
+    for name, values in (("batch", batches), ("seq_len", lengths)):
+        for value in (min(values), max(values)) if len(values) else ():
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_SIZE:
+                raise ConfigError(f"{name} values must be integers from 1 to 10**12, got {show(value)}")
+    total = grid_size(configs, trainings, batches, lengths)
+    if total > MAX_POINTS:
+        raise ConfigError(f"the sweep has {total:,} points; at most {MAX_POINTS:,}")
 
 
 def _memory(config: Config, training: Training, cache: dict[tuple, StepMemory]) -> StepMemory:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from symbert.analysis import exact
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
 from symbert.analysis.sizes import Size, add_to, expr_of, scaled
@@ -74,7 +75,8 @@ class StepMemory:
 
     ``runs`` gives how many runs of each block were replayed: all of them (an exact timeline at that
     count), or three, the others added as the middle run's steady state times their number, which
-    holds for any count of at least three. Evaluation is numpy over a shared list of monomials.
+    holds for any count of at least three. Evaluation is numpy over a shared list of monomials, in int64
+    where a bound proves it exact and in Python integers otherwise (:mod:`symbert.analysis.exact`).
     """
 
     def __init__(
@@ -105,6 +107,8 @@ class StepMemory:
         for i, c in enumerate(self.candidates):
             for j, category in enumerate(CATEGORIES):
                 for m, coefficient in c.memory[category].items():
+                    if not sympy.sympify(coefficient).is_Integer:  # never truncated into the int64 table
+                        raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
                     self.table[i, j, column[m]] = coefficient
 
     def _candidates(self, event: Event) -> list[Candidate]:
@@ -155,22 +159,26 @@ class StepMemory:
                 missing = ", ".join(sorted(str(s) for s in value.free_symbols))
                 raise ValueError(f"memory needs values for: {missing}")
             out.append(int(value))
-        return np.array(out, dtype=np.int64)
+        return exact.int_array(out)
+
+    def memory(self, values: Mapping[sympy.Symbol, int]) -> np.ndarray:
+        """Every candidate's bytes per category at ``values``, exactly (int64 or Python ints)."""
+        return exact.matmul(self.table, self.monomial_values(values))
 
     def timeline(self, values: Mapping[sympy.Symbol, int]) -> list[Point]:
         """Every candidate at ``values``, in replay order."""
-        memory = self.table @ self.monomial_values(values)
+        memory = self.memory(values)
         return [self._point(i, memory[i], values) for i in range(len(self.candidates))]
 
     def peak(self, values: Mapping[sympy.Symbol, int]) -> Point:
         """The highest event at ``values`` (the first, if several tie)."""
-        memory = self.table @ self.monomial_values(values)
+        memory = self.memory(values)
         i = int(np.argmax(memory.sum(axis=1)))
         return self._point(i, memory[i], values)
 
     def candidate(self, values: Mapping[sympy.Symbol, int]) -> Candidate:
         """The candidate that peaks at ``values``."""
-        return self.candidates[int(np.argmax((self.table @ self.monomial_values(values)).sum(axis=1)))]
+        return self.candidates[int(np.argmax(self.memory(values).sum(axis=1)))]
 
     def formula(self, values: Mapping[sympy.Symbol, int]) -> sympy.Expr:
         """The formula of the peak at ``values``, symbolic in every symbol; in a block's count too when
@@ -207,35 +215,40 @@ class StepMemory:
                 terms.append(sympy.Poly(m, *free).as_dict())
         args = {arg: sympy.Poly(arg, *free).as_dict() for arg in pads}
         exponents = sorted({k for t in (*terms, *args.values()) for k in t})
-        to_terms = np.zeros((len(self.monomials), len(exponents)), dtype=np.int64)
+        column = {k: j for j, k in enumerate(exponents)}
+        to_terms = [[0] * len(exponents) for _ in self.monomials]
         for i, t in enumerate(terms):
             for k, v in t.items():
                 if not v.is_Integer:
                     raise ValueError(f"memory needs values for: {', '.join(sorted(map(str, v.free_symbols)))}")
-                to_terms[i, exponents.index(k)] = int(v)
-        to_pads = np.zeros((len(self.monomials), len(pads)), dtype=np.int64)
-        pad_args = np.zeros((len(pads), len(exponents)), dtype=np.int64)
+                to_terms[i][column[k]] = int(v)
+        matrix = exact.int_array(to_terms).reshape(len(self.monomials), len(exponents))
+        to_pads = [[0] * len(pads) for _ in self.monomials]
+        pad_rows = [[0] * len(exponents) for _ in pads]
         for j, (arg, uses) in enumerate(pads.items()):
             for i, c in uses:
-                to_pads[i, j] += c
+                to_pads[i][j] += c
             for k, v in args[arg].items():
-                pad_args[j, exponents.index(k)] = int(v)
+                pad_rows[j][column[k]] = int(v)
+        pad_matrix = exact.int_array(to_pads).reshape(len(self.monomials), len(pads))
+        pad_args = exact.int_array(pad_rows).reshape(len(pads), len(exponents))
         summed = self.table.sum(axis=1)
-        rows = np.concatenate([summed @ to_terms, summed @ to_pads], axis=1)
-        _, first = np.unique(rows, axis=0, return_index=True)
+        rows = np.concatenate([exact.matmul(summed, matrix), exact.matmul(summed, pad_matrix)], axis=1)
+        first: dict[tuple[int, ...], int] = {}
+        for i, row in enumerate(rows.tolist()):
+            first.setdefault(tuple(row), i)
         kept: list[int] = []
-        for i in sorted(first, key=lambda i: (-int(rows[i].sum()), i)):
+        for i in sorted(first.values(), key=lambda i: (-sum(rows[i].tolist()), i)):
             if not kept or not (rows[kept] >= rows[i]).all(axis=1).any():
                 kept.append(i)
         kept.sort()
-        coefficients = self.table[kept] @ to_terms
         return Polynomials(
             free,
             tuple(exponents),
             tuple(self.candidates[i] for i in kept),
-            coefficients,
+            exact.matmul(self.table[kept], matrix),
             pad_args,
-            self.table[kept] @ to_pads,
+            exact.matmul(self.table[kept], pad_matrix),
         )
 
 
@@ -244,11 +257,12 @@ class Polynomials:
     """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials,
     plus, under a device runtime, the allocator's rounding of allocations whose size depends on them.
 
-    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c.
-    Rounding term j is ``pad512(pad_args[j] · terms)``, which candidate i holds
-    ``pad_coefficients[i, c, j]`` times (it is at most 511 bytes, so the polynomial alone is a lower
-    bound). Calls take numpy arrays (or numbers) for the free symbols and evaluate in float64, exact
-    below 2**53 bytes; :meth:`exact` evaluates one point in Python integers.
+    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c
+    (int64, or Python ints where a coefficient does not fit). Rounding term j is
+    ``pad512(pad_args[j] · terms)``, which candidate i holds ``pad_coefficients[i, c, j]`` times (it is
+    at most 511 bytes, so the polynomial alone is a lower bound). Calls take numpy arrays (or numbers)
+    of non-negative integers for the free symbols and evaluate exactly
+    (:func:`symbert.analysis.exact.polyval_rounded`); :meth:`exact` evaluates one point in Python integers.
     """
 
     free: tuple[sympy.Symbol, ...]
@@ -263,10 +277,14 @@ class Polynomials:
         return self.coefficients.sum(axis=1)
 
     @property
-    def pad_totals(self) -> np.ndarray:
+    def _pad_coefficients(self) -> np.ndarray:
         if self.pad_coefficients is None:
-            return np.zeros((len(self.candidates), 0), dtype=np.int64)
-        return self.pad_coefficients.sum(axis=1)
+            return np.zeros((*self.coefficients.shape[:2], 0), dtype=np.int64)
+        return self.pad_coefficients
+
+    @property
+    def pad_totals(self) -> np.ndarray:
+        return self._pad_coefficients.sum(axis=1)
 
     def _monomials(self) -> list[sympy.Expr]:
         return [sympy.Mul(*(s**e for s, e in zip(self.free, k, strict=True))) for k in self.exponents]
@@ -295,35 +313,38 @@ class Polynomials:
             for row, pad_row in zip(self.totals, self.pad_totals, strict=True)
         ]
 
-    def _pads(self, terms: np.ndarray) -> np.ndarray:
-        """Each rounding term at each point, from the points' terms."""
-        return np.mod(-(terms @ self._args.T.astype(np.float64)), ROUND)
-
     def top(self, *x: int) -> sympy.Expr:
         """The polynomial that gives the peak at one point."""
         totals = self.exact(*x)
         return self.expr(totals.index(max(totals)))
 
-    def _terms(self, x: tuple) -> np.ndarray:
-        arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in x))
-        return np.stack([np.broadcast_to(_power(arrays, k), arrays[0].shape) for k in self.exponents], axis=-1)
-
-    def _all(self, terms: np.ndarray) -> np.ndarray:
-        return terms @ self.totals.T.astype(np.float64) + self._pads(terms) @ self.pad_totals.T.astype(np.float64)
+    def values(self, *x) -> np.ndarray:
+        """Every candidate's total at each point, rounding included: ``out[..., i]``, exactly."""
+        return exact.polyval_rounded(self.exponents, self.totals, (self._args, self.pad_totals, ROUND), *x)
 
     def __call__(self, *x) -> np.ndarray:
-        """The peak at each point."""
-        return self._all(self._terms(x)).max(axis=-1)
+        """The peak at each point, exactly (int64, or Python ints past 2**63)."""
+        if not len(self._args):
+            return exact.polymax(self.exponents, self.totals, *x)
+        return self.values(*x).max(axis=-1)
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
-        """At each point: the index of the candidate that peaks, and its bytes per category."""
-        terms = self._terms(x)
-        winner = self._all(terms).argmax(axis=-1)
-        parts = np.einsum("...t,...ct->...c", terms, self.coefficients[winner].astype(np.float64))
-        if self.pad_coefficients is not None and self.pad_coefficients.shape[-1]:
-            pads = self._pads(terms)
-            parts = parts + np.einsum("...j,...cj->...c", pads, self.pad_coefficients[winner].astype(np.float64))
-        return winner, parts
+        """At each point: the index of the candidate that peaks, and its bytes per category, exactly."""
+        winner = self.values(*x).argmax(axis=-1)
+        parts = np.stack(
+            [
+                exact.polyval_rounded(
+                    self.exponents,
+                    self.coefficients[:, c, :],
+                    (self._args, self._pad_coefficients[:, c, :], ROUND),
+                    *x,
+                )
+                for c in range(self.coefficients.shape[1])
+            ],
+            axis=-1,
+        )
+        picked = np.take_along_axis(parts, winner[..., None, None], axis=-2)[..., 0, :]
+        return winner, picked
 
 
 def _power(x, exponents: tuple[int, ...]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,10 @@ ENDPOINTS = frozenset({"input", "output"})
 
 class DotNotFound(RuntimeError):
     """Graphviz's ``dot`` is not on PATH; the message says how to install it."""
+
+
+class DotFailed(RuntimeError):
+    """Graphviz's ``dot`` refused the source or failed to render it; the message is its first error line."""
 
 
 @dataclass(frozen=True)
@@ -172,16 +177,22 @@ class Diagram:
         if format == "dot":
             return self.source.encode()
         try:
-            data = graphviz.pipe("dot", format, self.source.encode())
+            data = graphviz.pipe("dot", format, self.source.encode(), quiet=True)
         except graphviz.ExecutableNotFound:
             raise DotNotFound(INSTALL_HINT) from None
+        except (graphviz.CalledProcessError, OSError) as exc:
+            detail = getattr(exc, "stderr", None) or b""
+            lines = (detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)).splitlines()
+            reason = (lines or [str(exc)])[0]
+            raise DotFailed(f"Graphviz's dot could not render the diagram as {format}: {reason}") from None
         return _undated(data) if format == "pdf" else data
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
         """Write the diagram; the format defaults to the file's suffix."""
-        path = Path(path)
-        path.write_bytes(self.render(format or path.suffix.lstrip(".")))
-        return path
+        from symbert.outputs import check_output, write_output
+
+        path = check_output(path)
+        return write_output(path, self.render(format or path.suffix.lstrip(".")))
 
     def __repr__(self) -> str:
         title = re.search(r'label="([^"]*)"', self.source)
@@ -334,11 +345,27 @@ def _dark(color: str) -> bool:
     return 0.299 * r + 0.587 * g + 0.114 * b < 140
 
 
+def _printable(text: str) -> str:
+    """``text`` with line breaks and other control characters as spaces (labels are one line each)."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
+
+
+def _escape(text: str) -> str:
+    """Text for a quoted DOT string: printable, backslashes doubled (DOT reads ``\\l``, ``\\N`` and ``\\"`` as
+    escapes; the graphviz package escapes the quotes)."""
+    return _printable(text).replace("\\", "\\\\")
+
+
+def _html(text: str) -> str:
+    """Text for an HTML-like label: printable, with ``<``, ``>``, ``&`` and quotes as entities."""
+    return html.escape(_printable(text))
+
+
 def _label(lines: list[tuple[str, int | None, bool]], muted: str | None) -> str:
     """An HTML-like label: (text, point size or None, bold) lines; small lines in the muted colour."""
     out = []
     for text, size, bold in lines:
-        s = html.escape(text)
+        s = _html(text)
         s = f"<B>{s}</B>" if bold else s
         if size:
             color = f' COLOR="{muted}"' if muted else ""
@@ -406,9 +433,9 @@ def _dot(
 ) -> graphviz.Digraph:
     """The DOT graph: boxes, tensor labels and cluster titles placed in their clusters, edges, the legend."""
     name = config.name if config else graph.model
-    g = graphviz.Digraph(name)
+    g = graphviz.Digraph(_escape(name))
     font = {"fontname": theme.font}
-    title = f"{name} · {level.name} level: {level.doc}"
+    title = _escape(f"{name} · {level.name} level: {level.doc}")
     g.attr("graph", rankdir="TB", nodesep="0.3", ranksep="0.3", labelloc="t", label=title, fontsize="16", **font)
     g.attr("node", fontsize="12", margin="0.12,0.05", height="0.35", **font)
     g.attr("edge", color=theme.muted, arrowsize="0.6")
@@ -536,7 +563,7 @@ def _heat_scale(theme: Theme, heat: Heat, peak: int) -> str:
         share = peak * i / (steps - 1) / heat.total if heat.total else 0.0
         ink = ' COLOR="white"' if _dark(color) else ""
         cells.append(f'<TD BGCOLOR="{color}" WIDTH="44"><FONT POINT-SIZE="9"{ink}>{share:.0%}</FONT></TD>')
-    caption = "<BR/>".join(html.escape(line) for line in heat.caption[1:])
+    caption = "<BR/>".join(_html(line) for line in heat.caption[1:])
     return (
         '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">'
         f'<TR><TD COLSPAN="{steps}" BORDER="0"><FONT POINT-SIZE="10">{caption}</FONT></TD></TR>'

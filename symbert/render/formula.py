@@ -80,8 +80,13 @@ def quantity(value: int, unit: str) -> str:
         steps, base, names = 4, 1024, ("B", "KiB", "MiB", "GiB", "TiB")
     else:
         steps, base, names = 4, 1000, ("", "K", "M", "G", "T")
-    scaled, i = float(value), 0
-    while abs(scaled) >= base and i < steps:
-        scaled, i = scaled / base, i + 1
+    i = 0
+    while abs(value) >= base ** (i + 1) and i < steps:
+        i += 1
     suffix = names[i] + ("FLOP" if unit == "FLOPs" else "")
-    return f"{value:,}" if i == 0 else f"{scaled:.2f} {suffix}".rstrip()
+    if i == 0:
+        return f"{value:,}"
+    # Rounded from the exact integer, never through a float: every digit shown is right.
+    hundredths = (abs(value) * 100 * 2 + base**i) // (2 * base**i)
+    sign = "-" if value < 0 else ""
+    return f"{sign}{hundredths // 100}.{hundredths % 100:02d} {suffix}".rstrip()

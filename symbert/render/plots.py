@@ -6,16 +6,19 @@ category, and the timeline of training steps. PNG, SVG or PDF, chosen by the fil
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import sympy
 
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import step_memory
 from symbert.api import trace
-from symbert.configs import Config, ConfigError
+from symbert.configs import Config, ConfigError, check_size
+from symbert.outputs import check_output, write_output
 from symbert.render.formula import quantity
 from symbert.symbols import B, seq_len
 
@@ -28,6 +31,10 @@ COLORS = {
     "activations": "#8172b3",
     "runtime": "#937860",
 }
+#: The most x values a memory plot draws, and the most runs of repeated blocks a timeline plot draws
+#: (it replays every run, event by event).
+MAX_PLOT_POINTS = 100_000
+MAX_TIMELINE_RUNS = 256
 PHASE_SHADES = {"forward": "#f2f2f2", "backward": "#e4e4e4", "optimizer": "#fbe3e3"}
 GIB = 2**30
 
@@ -47,19 +54,34 @@ def _setup(training: Training) -> str:
     return "\n".join(training.describe().rsplit("; ", 1))
 
 
-def _check(path: str | Path) -> Path:
+def check_plot(path: str | Path) -> Path:
+    """A plot's path: a known suffix, in a folder that exists (folders are never created)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ConfigError(f"cannot write {path.name}: plots are {', '.join(FORMATS)}")
+    return check_output(path)
+
+
+def check_timeline_plot(config: Config, path: str | Path) -> Path:
+    """A timeline plot's path (see :func:`check_plot`), for a config with few enough runs to draw each."""
+    path = check_plot(path)
+    runs = sum(int(sympy.sympify(b.count).subs(config.symbols())) for b in trace(config).blocks.values())
+    if runs > MAX_TIMELINE_RUNS:
+        raise ConfigError(
+            f"a timeline plot draws every event of every layer: {runs:,} layers are too many "
+            f"(at most {MAX_TIMELINE_RUNS}); leave out --plot for the numbers"
+        )
     return path
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"Date": None} if path.suffix.lower() == ".svg" else {}
-    if path.suffix.lower() == ".pdf":
+    suffix = path.suffix.lower()
+    metadata = {"Date": None} if suffix == ".svg" else {}
+    if suffix == ".pdf":
         metadata = {"CreationDate": None, "ModDate": None}
-    fig.savefig(path, dpi=150, bbox_inches="tight", metadata=metadata or None)
+    data = io.BytesIO()
+    fig.savefig(data, format=suffix[1:], dpi=150, bbox_inches="tight", metadata=metadata or None)
+    write_output(path, data.getvalue())
 
 
 def _unit(largest: float) -> tuple[str, int]:
@@ -87,7 +109,7 @@ def memory_curve(config: Config, training: Training, axis: str, fixed: int, xs: 
     x, other = (seq_len, B) if axis == "seq_len" else (B, seq_len)
     memory = step_memory(trace(config), training, config.symbols())
     polys = memory.polynomials({**config.symbols(), other: fixed}, (x,))
-    _, parts = polys.breakdown(np.asarray(xs))
+    _, parts = polys.breakdown(np.asarray(xs, dtype=np.int64))
     return parts
 
 
@@ -101,16 +123,22 @@ def plot_memory(
     budget: int | None = None,
 ) -> Path:
     """Peak memory of a training step against ``axis`` (``seq_len`` or ``batch``), stacked by category."""
-    path = _check(path)
+    path = check_plot(path)
+    check_size("batch" if axis == "seq_len" else "seq_len", fixed)
+    if not len(xs) or len(xs) > MAX_PLOT_POINTS:
+        raise ConfigError(f"a plot draws 1 to {MAX_PLOT_POINTS:,} points, got {len(xs):,}")
+    for x in (min(xs), max(xs)):
+        check_size(axis, x)
     plt = _pyplot()
-    parts = memory_curve(config, training, axis, fixed, xs)
-    unit, scale = _unit(max(parts.sum(axis=1).max(), budget or 0))
-    parts = parts / scale
+    exact_parts = memory_curve(config, training, axis, fixed, xs)
+    totals = exact_parts.sum(axis=1)
+    unit, scale = _unit(max(int(totals.max()), budget or 0))
+    parts = exact_parts.astype(np.float64) / scale
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.stackplot(xs, parts.T, labels=list(CATEGORIES.values()), colors=list(COLORS.values()), alpha=0.9)
     _budget(ax, budget, scale)
     if budget is not None:
-        over = np.nonzero(parts.sum(axis=1) * scale > budget)[0]
+        over = np.nonzero(totals > budget)[0]
         if len(over) and over[0] > 0:
             largest = xs[over[0] - 1]
             right = largest > xs[0] + 0.7 * (xs[-1] - xs[0])
@@ -141,7 +169,9 @@ def plot_timeline(
 
     Each phase gets at least a twelfth of the width, so that the few events of an optimizer step show.
     """
-    path = _check(path)
+    path = check_timeline_plot(config, path)
+    check_size("batch", batch)
+    check_size("seq_len", length)
     plt = _pyplot()
     values = {**config.symbols(), B: batch, seq_len: length}
     points = [p for p in step_memory(trace(config), training, values, full=True).timeline(values) if p.step]
@@ -195,6 +225,7 @@ def docs(directory: str | Path) -> list[Path]:
     from symbert.configs import preset
 
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     base = preset("bert-base")
     budget = 8 * GIB
     eager = Training("adamw", "fp32", MemoryOptions("torch-cuda"))

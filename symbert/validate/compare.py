@@ -12,6 +12,7 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.configs import Config, ConfigError
 from symbert.ops import OPS
+from symbert.render.formula import quantity
 from symbert.validate import measure
 
 #: The inputs every encoder takes; the graph's other inputs are a head's labels.
@@ -78,6 +79,10 @@ def hugging_face(
 #: The training-step peak's allowed relative error on CUDA (against max_memory_allocated).
 PEAK_TOLERANCE = 0.005
 
+#: The most memory validate lets the real model take (its float32 parameters and the activations kept for
+#: backward, as predicted), since it builds and runs it.
+VALIDATE_LIMIT = 16 * 2**30
+
 
 def validate(
     config: Config,
@@ -100,6 +105,12 @@ def validate(
         raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
     options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
+    need = 4 * predicted.value("params") + predicted.value("activation_bytes")
+    if need > VALIDATE_LIMIT:
+        raise ConfigError(
+            f"validate builds and runs the real model: this one needs about {quantity(need, 'bytes')} "
+            f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
+        )
     model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention)
     if amp:
         inputs = measure.pad(inputs)
