@@ -38,6 +38,7 @@ import sympy
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
+from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sizes import Size, add_to, expr_of, polynomial, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
@@ -177,7 +178,8 @@ class Replay:
         if name not in self._sizes:
             t = self.graph.tensor(name)
             category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
-            self._sizes[name] = (size_of(t.numel * self.options.bytes_of(t.dtype)), category)
+            dtype = (is_mask_bias(self.graph, t) and mask_dtype(self.options)) or t.dtype
+            self._sizes[name] = (size_of(t.numel * self.options.bytes_of(dtype)), category)
         return self._sizes[name]
 
     def extra_size(self, item: Saved) -> tuple[Size, str]:
@@ -299,12 +301,9 @@ class Replay:
     # ---- what a unit reads, writes and keeps
 
     def reads(self, unit: Unit) -> list[str]:
-        """Tensors the unit reads. An SDPA call reads no mask: Hugging Face passes none for a batch
-        without padding."""
+        """Tensors the unit reads (an SDPA call its mask too, where the graph has padding)."""
         inside = {t for n in unit.nodes for t in n.outputs}
-        reads = dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside)
-        fused = len(unit.nodes) > 1
-        return [t for t in reads if not (fused and self.graph.tensor(t).role == Role.MASK)]
+        return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
 
     def writes(self, unit: Unit) -> list[str]:
         """Outputs seen outside the unit."""
