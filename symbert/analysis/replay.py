@@ -371,6 +371,9 @@ class Replay:
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
+        masks, last = self.masks_held(units)
+        for key in masks:
+            self.reads_left[key] = self.reads_left.get(key, 0) + 1
         for unit in units:
             self.enter(unit, "forward" if self.phase == "forward" else "backward")
             self.workspace(unit)
@@ -397,10 +400,24 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+            if unit is last:
+                for key in masks:
+                    self.reads_left[key] -= 1
+                    self.maybe_free(key)
         if self.phase == "forward":
             self.note_steady("cached")
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
+
+    def masks_held(self, units: list[Unit]) -> tuple[list[Key], Unit | None]:
+        """The 4D attention masks and the last unit of the encoder model's forward: Hugging Face's model
+        holds its mask in a local until its forward returns, past the last layer that reads it (a task
+        model's head runs after)."""
+        if self.phase != "forward":
+            return [], None
+        masks = [self.storage_key(t, None) for n in self.graph.nodes if n.op == "mask_bias" for t in n.outputs]
+        encoder = [u for u in units if not u.node.name.startswith("head/")]
+        return (masks, encoder[-1]) if masks and encoder else ([], None)
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
