@@ -261,9 +261,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
 )
-def validate(
-    config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str
-) -> None:
+def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")

@@ -7,11 +7,12 @@ contiguous) to ``torch.nn.functional.scaled_dot_product_attention`` with ``scale
 Whether a mask is passed is the graph's structural option ``padding``: a batch without padding gets
 none (``masking_utils`` skips an all-ones mask); a padded batch gets a bool mask [B, 1, seq_len,
 seq_len], materialised, which ``scaled_dot_product_attention`` first converts to an additive bias in
-the query dtype (``convert_boolean_attn_mask``), a new tensor per call. The model code marks that whole call as the region
-:data:`~symbert.analysis.policy.ATTENTION_CALL`; under sdpa the region is one fused op whose kept
-tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks. ``--attention flash`` forces the
-flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)`` would, but as a
-what-if it is modelled even where PyTorch could not run it: fp32, or dropout on the CPU).
+the query dtype (``convert_boolean_attn_mask``), a new tensor per call. The model code marks that
+whole call as the region :data:`~symbert.analysis.policy.ATTENTION_CALL`; under sdpa the region is one
+fused op whose kept tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks.
+``--attention flash`` forces the flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``
+would, but as a what-if it is modelled even where PyTorch could not run it: fp32, dropout on the CPU,
+or a mask, which it then ignores).
 
 Kernel choice, from ``aten/src/ATen/native/transformers``:
 
