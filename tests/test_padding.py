@@ -172,3 +172,19 @@ def test_padded_eager_forward_holds_the_float_mask() -> None:
         return next(p.peak.total for p in phases(memory.timeline(values)) if p.name == "forward")
 
     assert forward_peak(True) - forward_peak(False) == 4 * 256 * 256 * 4
+
+
+def test_forced_flash_keeps_the_mask_on_cpu_only() -> None:
+    """The CPU flash kernel takes a mask (as measured above), so forcing it keeps the bias; CUDA flash
+    takes none, so forced there it keeps no bias. bert-tiny, B=2, seq_len=9, fp32, dropout 0.1 (which
+    sdpa would run as math on CPU): 2 layers × 2·9·9·4 = 1,296 bytes on CPU, 0 on CUDA."""
+    tiny = symbert.preset("bert-tiny")
+    values = {**tiny.symbols(), B: 2, S: 9}
+
+    def total(config: symbert.Config, policy: str) -> int:
+        breakdown = activations(symbert.trace(config), MemoryOptions(policy, "float32", "flash"), config.symbols())
+        return breakdown.evaluate(breakdown.total, values)
+
+    full = config_with(tiny, padding=False)
+    assert total(tiny, "torch-cpu") - total(full, "torch-cpu") == 1_296
+    assert total(tiny, "torch-cuda") == total(full, "torch-cuda")

@@ -12,7 +12,7 @@ whole call as the region :data:`~symbert.analysis.policy.ATTENTION_CALL`; under 
 fused op whose kept tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks.
 ``--attention flash`` forces the flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``
 would, but as a what-if it is modelled even where PyTorch could not run it: fp32, dropout on the CPU,
-or a mask, which it then ignores).
+or a mask on CUDA, which it then ignores).
 
 Kernel choice, from ``aten/src/ATen/native/transformers``:
 
@@ -179,8 +179,8 @@ def kept(
       call whose head dim is not a multiple of 8 keeps padded copies of Q, K, V and its padded output
       instead, and the transposed-back output is then a fresh copy (kept by the projection, not here).
       With a mask, the CPU flash kernel keeps its bias converted to the query dtype, [B, 1, seq_len,
-      seq_len], and the memory-efficient kernel the padded bias [B, 1, seq_len, 8·⌈seq_len/8⌉]; forced
-      flash (which takes no mask) keeps none.
+      seq_len], and the memory-efficient kernel the padded bias [B, 1, seq_len, 8·⌈seq_len/8⌉]; CUDA
+      flash, forced (it takes no mask), keeps none.
     * math (``_scaled_dot_product_attention_math``): Q and K each scaled by √scale (new tensors, the
       matmul's operands), V as the matmul reads it (a copy), the softmax output, and with dropout the
       dropout's mask and output; 16-bit inputs are first converted to float32, so all of these are
@@ -222,7 +222,7 @@ def kept(
         items += [Kept(f"{kernel}: {n}", tensor=t.name) for n, t in (("Q", call.q), ("K", call.k), ("V", call.v))]
         items.append(Kept(f"{kernel}: output", tensor=call.output.name))
     items.append(Kept(f"{kernel}: logsumexp (float32)", nbytes=rows * 4, role=statistics))
-    if call.mask is not None and options.attention != "flash" and (kernel == "efficient" or not cuda):
+    if call.mask is not None and (kernel == "efficient" or not cuda):
         rows_, length = call.mask.shape[0], call.mask.shape[-1]
         if kernel == "efficient":
             width = EFFICIENT_BIAS_ALIGN * sympy.ceiling(length / EFFICIENT_BIAS_ALIGN)
