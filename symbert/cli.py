@@ -90,9 +90,13 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def structure(no_pooler: bool, no_token_types: bool) -> dict[str, bool]:
-    """The structural options the --no-pooler and --no-token-types flags switch off."""
-    return {key: False for key, off in (("pooler", no_pooler), ("token_types", no_token_types)) if off}
+def structure(no_pooler: bool, no_token_types: bool, no_padding: bool = False) -> dict[str, bool]:
+    """The structural options the --no-pooler, --no-token-types and --no-padding flags switch off."""
+    flags = (("pooler", no_pooler), ("token_types", no_token_types), ("padding", no_padding))
+    return {key: False for key, off in flags if off}
+
+
+NO_PADDING_HELP = "A batch without padding (packed sequences): Hugging Face passes no attention mask."
 
 
 def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,6 +124,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a config value.")
     @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
     @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
+    @click.option("--no-padding", is_flag=True, help=NO_PADDING_HELP)
     @task_options
     @wraps(fn)
     def wrapper(
@@ -128,10 +133,12 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         overrides: tuple[str, ...],
         no_pooler: bool,
         no_token_types: bool,
+        no_padding: bool,
         task: dict[str, Any],
         **kwargs: Any,
     ) -> Any:
-        config = resolve(preset_name, config_file, overrides, task, **structure(no_pooler, no_token_types))
+        options = structure(no_pooler, no_token_types, no_padding)
+        config = resolve(preset_name, config_file, overrides, task, **options)
         return fn(config=config, **kwargs)
 
     return wrapper
@@ -419,6 +426,7 @@ def config_specs(
         @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a value in each config.")
         @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
         @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
+        @click.option("--no-padding", is_flag=True, help=NO_PADDING_HELP)
         @task_options
         @wraps(fn)
         def wrapper(
@@ -428,10 +436,11 @@ def config_specs(
             overrides: tuple[str, ...],
             no_pooler: bool,
             no_token_types: bool,
+            no_padding: bool,
             task: dict[str, Any],
             **kwargs: Any,
         ) -> Any:
-            options = structure(no_pooler, no_token_types)
+            options = structure(no_pooler, no_token_types, no_padding)
             resolved = _configs(configs or (), presets, files, overrides, task, options)
             if template:
                 kwargs["template"] = None if resolved else resolve(None, None, overrides, task, **options)

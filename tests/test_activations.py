@@ -71,13 +71,18 @@ def test_torch_cuda_keeps_bool_masks_and_float32_statistics() -> None:
 
 
 def test_flash_attention_keeps_no_quadratic_tensor() -> None:
-    layer = per_layer(MemoryOptions(attention="flash"))
+    """On a batch without padding. With padding the CPU flash kernel also keeps the mask, converted to
+    an fp32 bias [B, 1, S, S] (measured in tests/test_padding.py); CUDA flash takes no mask."""
+    layer = per_layer(MemoryOptions(attention="flash"), padding=False)
     assert sympy.degree(layer, S) == 1
     # The kernel keeps Q, K, V (as eager's products do) and its output, which is the output projection's
     # input (eager keeps its contiguous copy instead), plus a float32 logsumexp [B, A, S]; softmax output,
     # dropout noise and dropout output (3 of [B, A, S, S]) go.
-    eager = per_layer(MemoryOptions())
+    eager = per_layer(MemoryOptions(), padding=False)
     assert same(eager - layer, 4 * (3 * B * A * S**2) - 4 * B * A * S)
+    assert same(per_layer(MemoryOptions(attention="flash")) - layer, 4 * B * S**2)
+    cuda = MemoryOptions("torch-cuda", attention="flash")
+    assert same(per_layer(cuda) - per_layer(cuda, padding=False), 0)
 
 
 def test_shared_input_and_total_are_consistent_over_l() -> None:

@@ -77,7 +77,7 @@ def test_overview_reads_at_a_glance() -> None:
     assert lay.labels["pooler_output"].startswith("pooled_output")
     assert lay.flow("input_ids", "embeddings") == "[B, seq_len]"
     assert lay.flow("embeddings", "encoder/layer") == "[B, seq_len, H]"
-    assert lay.flow("encoder/mask_bias", "encoder/layer") == "[B, 1, 1, seq_len]"
+    assert lay.flow("encoder/mask_bias", "encoder/layer") == "[B, 1, seq_len, seq_len]"
     assert lay.flow("encoder/layer", "last_hidden_state") == "[B, seq_len, H]"
     assert lay.flow("encoder/layer", "pooler") == "[B, seq_len, H]"
     assert lay.flow("pooler", "pooler_output") == "[B, H]"

@@ -17,6 +17,11 @@ from symbert.symbols import B, H, I, seq_len
 S = seq_len
 
 
+def unpadded(config: symbert.Config) -> symbert.Config:
+    """The config on a batch without padding: Hugging Face passes no attention mask."""
+    return symbert.Config(config.model, config.values, f"{config.name}-unpadded", {**config.options, "padding": False})
+
+
 def layer_bytes(config: symbert.Config, options: MemoryOptions, batch: int, length: int) -> int:
     """Bytes one encoder layer keeps, at a config's sizes."""
     breakdown = activations(symbert.trace(config), options, config.symbols())
@@ -141,12 +146,17 @@ def test_bert_base_flash_layer_by_hand() -> None:
     projection's input: merging heads is a view), layernorm 1's input and output, layernorm 2's input:
     8 × 196,608 = 1,572,864; GELU input and output: 2 × 786,432 = 1,572,864; two bool dropout masks:
     2 × 98,304 = 196,608; float32 mean and rstd of two layernorms: 4 × 512 = 2,048; the float32
-    logsumexp [1, 12, 128]: 6,144; the philox seed and offset: 16. Total 3,350,544."""
+    logsumexp [1, 12, 128]: 6,144; the philox seed and offset: 16. Total 3,350,544, on a batch without
+    padding. With padding the mask moves the call to the memory-efficient kernel, which keeps the same
+    tensors (its logsumexp rows, 128, are already a multiple of 32) and the bf16 bias [1, 1, 128, 128]
+    (128 is a multiple of 8: not padded): 32,768 more."""
     base = symbert.preset("bert-base")
-    assert layer_bytes(base, MemoryOptions("torch-cuda", "bfloat16", "sdpa"), 1, 128) == 3_350_544
+    bf16 = MemoryOptions("torch-cuda", "bfloat16", "sdpa")
+    assert layer_bytes(unpadded(base), bf16, 1, 128) == 3_350_544
+    assert layer_bytes(base, bf16, 1, 128) == 3_350_544 + 32_768
     # Eager keeps the softmax output, its bool mask and the dropout output instead of the logsumexp
     # and the philox state: 12·128² · (2 + 1 + 2) = 983,040.
-    eager = layer_bytes(base, MemoryOptions("torch-cuda", "bfloat16"), 1, 128)
+    eager = layer_bytes(unpadded(base), MemoryOptions("torch-cuda", "bfloat16"), 1, 128)
     assert eager - 3_350_544 == 983_040 - 6_144 - 16
 
 
@@ -154,9 +164,12 @@ def test_bert_base_memory_efficient_layer_by_hand() -> None:
     """fp32 under torch-cuda takes the memory-efficient kernel, whose logsumexp rows are rounded up to a
     multiple of 32: seq_len 100 → [1, 12, 128] float32 = 6,144 bytes. With [100, 768] fp32 = 307,200:
     8 × 307,200 (as for flash) + GELU input and output 2 × 1,228,800 + bool masks 2 × 76,800 + float32
-    statistics 4 × 400 + 6,144 + 16 = 5,076,560."""
+    statistics 4 × 400 + 6,144 + 16 = 5,076,560 without padding. With padding it also keeps the fp32
+    bias, its last dim padded from 100 to 104 (a multiple of 8): 100·104·4 = 41,600."""
     base = symbert.preset("bert-base")
-    assert layer_bytes(base, MemoryOptions("torch-cuda", "float32", "sdpa"), 1, 100) == 5_076_560
+    fp32 = MemoryOptions("torch-cuda", "float32", "sdpa")
+    assert layer_bytes(unpadded(base), fp32, 1, 100) == 5_076_560
+    assert layer_bytes(base, fp32, 1, 100) == 5_076_560 + 41_600
 
 
 def test_flash_pads_a_head_dim_off_multiples_of_eight() -> None:
@@ -166,19 +179,21 @@ def test_flash_pads_a_head_dim_off_multiples_of_eight() -> None:
     out like the padded Q, so transposing the heads back copies, and the output projection keeps that
     copy (2·10·120 = 2,400). With the layer input, layernorm 1's input and output and layernorm 2's
     input (4 × 2,400), GELU input and output (2 × 9,600), bool masks (2 × 1,200) and float32 statistics
-    (4 × 40): 44,176."""
+    (4 × 40): 44,176. Without padding: a mask would rule flash out."""
     config = symbert.Config(
         "bert",
         {**H96_L3, "hidden_size": 120, "num_attention_heads": 4, "intermediate_size": 480},
         "h120-a4",
+        {"padding": False},
     )
     assert layer_bytes(config, MemoryOptions("torch-cuda", "bfloat16", "sdpa"), 1, 10) == 44_176
 
 
 def test_megatron_sdpa_is_korthikanti_with_flash() -> None:
     """Korthikanti et al. leave out statistics (the logsumexp, the philox state): flash keeps what
-    selective recomputation keeps, 34·s·b·h per layer."""
-    breakdown = activations(symbert.trace(), MemoryOptions("megatron", attention="sdpa"))
+    selective recomputation keeps, 34·s·b·h per layer (on a batch without padding, as their pre-training
+    batches are; a mask would add the memory-efficient kernel's bias)."""
+    breakdown = activations(symbert.trace(padding=False), MemoryOptions("megatron", attention="sdpa"))
     per_layer = sum(c.per_layer for c in breakdown.components() if c.per_layer is not None)
     assert sympy.simplify(per_layer.subs(I, 4 * H) - 34 * S * B * H) == 0
 
@@ -196,10 +211,13 @@ def test_fused_kernel_flops_count_five_products_backward() -> None:
 
 def test_flash_forces_the_flash_kernel() -> None:
     """--attention flash keeps what the flash kernel keeps even where PyTorch would pick another kernel
-    (fp32 on CUDA: no padding of the logsumexp)."""
+    (fp32 on CUDA: no padding of the logsumexp; with padding, no bias either: flash takes no mask)."""
     base = symbert.preset("bert-base")
-    flash = layer_bytes(base, MemoryOptions("torch-cuda", "float32", "flash"), 1, 100)
-    assert layer_bytes(base, MemoryOptions("torch-cuda", "float32", "sdpa"), 1, 100) - flash == 4 * 12 * 28
+    flash = layer_bytes(unpadded(base), MemoryOptions("torch-cuda", "float32", "flash"), 1, 100)
+    sdpa = MemoryOptions("torch-cuda", "float32", "sdpa")
+    assert layer_bytes(unpadded(base), sdpa, 1, 100) - flash == 4 * 12 * 28
+    assert layer_bytes(base, MemoryOptions("torch-cuda", "float32", "flash"), 1, 100) == flash
+    assert layer_bytes(base, sdpa, 1, 100) - flash == 4 * 12 * 28 + 100 * 104 * 4
 
 
 # ---- the training-step peak (torch.profiler over two real CPU steps)
@@ -269,11 +287,13 @@ def test_selective_recompute_leaves_a_fused_call_alone() -> None:
 
 
 def test_a_config_decides_the_kernel() -> None:
-    """A head dim of 30 (H=120, A=4) in fp32 on CUDA is no multiple of 4: math, as the report says."""
+    """A head dim of 30 (H=120, A=4) in fp32 on CUDA is no multiple of 4: math, as the report says; in
+    bf16 flash without padding, and with padding (a mask: no flash) math too (no multiple of 8)."""
     config = symbert.Config(
         "bert", {**H96_L3, "hidden_size": 120, "num_attention_heads": 4, "intermediate_size": 480}, "h120-a4"
     )
     assert report(config, 1, 8, MemoryOptions("torch-cuda", "float32", "sdpa")).kernels == ("math",)
-    assert report(config, 1, 8, MemoryOptions("torch-cuda", "bfloat16", "sdpa")).kernels == ("flash",)
+    assert report(unpadded(config), 1, 8, MemoryOptions("torch-cuda", "bfloat16", "sdpa")).kernels == ("flash",)
+    assert report(config, 1, 8, MemoryOptions("torch-cuda", "bfloat16", "sdpa")).kernels == ("math",)
     assert report(config, 1, 8, MemoryOptions("torch-cpu", "float32", "sdpa")).kernels == ("math",)
     assert report(config, 1, 8, MemoryOptions("torch-cpu")).kernels == ()

@@ -38,6 +38,7 @@ import sympy
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
+from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sizes import Size, add_to, expr_of, polynomial, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
@@ -177,7 +178,8 @@ class Replay:
         if name not in self._sizes:
             t = self.graph.tensor(name)
             category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
-            self._sizes[name] = (size_of(t.numel * self.options.bytes_of(t.dtype)), category)
+            dtype = (is_mask_bias(self.graph, t) and mask_dtype(self.options)) or t.dtype
+            self._sizes[name] = (size_of(t.numel * self.options.bytes_of(dtype)), category)
         return self._sizes[name]
 
     def extra_size(self, item: Saved) -> tuple[Size, str]:
@@ -299,12 +301,9 @@ class Replay:
     # ---- what a unit reads, writes and keeps
 
     def reads(self, unit: Unit) -> list[str]:
-        """Tensors the unit reads. An SDPA call reads no mask: Hugging Face passes none for a batch
-        without padding."""
+        """Tensors the unit reads (an SDPA call its mask too, where the graph has padding)."""
         inside = {t for n in unit.nodes for t in n.outputs}
-        reads = dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside)
-        fused = len(unit.nodes) > 1
-        return [t for t in reads if not (fused and self.graph.tensor(t).role == Role.MASK)]
+        return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
 
     def writes(self, unit: Unit) -> list[str]:
         """Outputs seen outside the unit."""
@@ -372,6 +371,9 @@ class Replay:
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
+        masks, last = self.masks_held(units)
+        for key in masks:
+            self.reads_left[key] = self.reads_left.get(key, 0) + 1
         for unit in units:
             self.enter(unit, "forward" if self.phase == "forward" else "backward")
             self.workspace(unit)
@@ -398,10 +400,24 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+            if unit is last:
+                for key in masks:
+                    self.reads_left[key] -= 1
+                    self.maybe_free(key)
         if self.phase == "forward":
             self.note_steady("cached")
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
+
+    def masks_held(self, units: list[Unit]) -> tuple[list[Key], Unit | None]:
+        """The 4D attention masks and the last unit of the encoder model's forward: Hugging Face's model
+        holds its mask in a local until its forward returns, past the last layer that reads it (a task
+        model's head runs after)."""
+        if self.phase != "forward":
+            return [], None
+        masks = [self.storage_key(t, None) for n in self.graph.nodes if n.op == "mask_bias" for t in n.outputs]
+        encoder = [u for u in units if not u.node.name.startswith("head/")]
+        return (masks, encoder[-1]) if masks and encoder else ([], None)
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""

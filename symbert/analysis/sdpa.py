@@ -4,23 +4,33 @@
 ``sdpa_attention_forward`` hands Q, K and V ([B, A, seq_len, H/A] views of the projections, not made
 contiguous) to ``torch.nn.functional.scaled_dot_product_attention`` with ``scale=(H/A)**-0.5``,
 ``is_causal=False`` and the training dropout, then transposes the output back and makes it contiguous.
-A batch without padding gets no mask at all (``masking_utils`` skips an all-ones mask), which is the
-case symbert models. The model code marks that whole call as the region
-:data:`~symbert.analysis.policy.ATTENTION_CALL`; under sdpa the region is one fused op whose kept
-tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks. ``--attention flash`` forces the
-flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)`` would, but as a
-what-if it is modelled even where PyTorch could not run it: fp32, or dropout on the CPU).
+Whether a mask is passed is the graph's structural option ``padding``: a batch without padding gets
+none (``masking_utils`` skips an all-ones mask); a padded batch gets a bool mask [B, 1, seq_len,
+seq_len], materialised, which ``scaled_dot_product_attention`` first converts to an additive bias in
+the query dtype (``convert_boolean_attn_mask``), a new tensor per call. The model code marks that
+whole call as the region :data:`~symbert.analysis.policy.ATTENTION_CALL`; under sdpa the region is one
+fused op whose kept tensors :func:`kept` lists for the kernel :func:`choose_kernel` picks.
+``--attention flash`` forces the flash kernel (as ``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``
+would, but as a what-if it is modelled even where PyTorch could not run it: fp32, dropout on the CPU,
+or a mask on CUDA, which it then ignores).
 
 Kernel choice, from ``aten/src/ATen/native/transformers``:
 
 * CPU (``sdp_utils_cpp.cpp``, ``select_sdp_backend_cpp``): flash, then math. The CPU flash kernel
   (``_scaled_dot_product_flash_attention_for_cpu``) needs dropout = 0 (``check_for_dropout``); it
   takes any float dtype and an attention mask. Training with dropout > 0 runs the math kernel.
-  Measured with torch 2.13 on CPU: dropout 0.1 → math, dropout 0 → flash, in fp32 and bf16.
+  Measured with torch 2.13 on CPU: dropout 0.1 → math, dropout 0 → flash, in fp32 and bf16. With a
+  mask the CPU flash kernel keeps the converted bias, [B, 1, seq_len, seq_len] in the query dtype, per
+  call (measured); the math kernel adds it to the scores and keeps nothing more (measured).
 * CUDA (``cuda/sdp_utils.cpp``, ``select_sdp_backend``, default order flash, memory-efficient, math;
   sm80 or newer assumed): flash for fp16/bf16 without a mask and head dim ≤ 256 (the composite pads
   the head dim to a multiple of 8); memory-efficient for fp32/fp16/bf16 with the head dim a multiple
-  of 4 (fp32) or 8 (16-bit); math otherwise. cuDNN attention, which newer builds may prefer on
+  of 4 (fp32) or 8 (16-bit); math otherwise. A mask thus moves fp16/bf16 from flash to
+  memory-efficient, which keeps its bias for backward: ``preprocess_mask`` (``attention.cpp``) pads
+  the converted bias's last dim to a multiple of 8 (``mem_eff_alignment``; ``pad_bias`` then slices
+  it back) unless its strides are already multiples of 8, then expands it over the heads as a view, so
+  the kept storage is [B, 1, seq_len, 8·⌈seq_len/8⌉] in the query dtype. Modelled from the source,
+  not measured. cuDNN attention, which newer builds may prefer on
   sm90/sm100 with a recent cuDNN, and flash's head-dim limits in training on sm86/sm89/sm120 are not
   modelled.
 
@@ -45,6 +55,9 @@ PHILOX_BYTES = 16
 
 #: The memory-efficient kernel allocates its logsumexp rounded up to this many query rows (kAlignLSE).
 EFFICIENT_LSE_ALIGN = 32
+
+#: preprocess_mask pads the memory-efficient kernel's attention bias's last dim to a multiple of this.
+EFFICIENT_BIAS_ALIGN = 8
 
 #: The CUDA flash composite pads the head dim to a multiple of this (pad_last_dim<8>).
 FLASH_HEAD_ALIGN = 8
@@ -92,6 +105,8 @@ class Call:
     dropout: float
     scores: str
     """The node computing Q·Kᵀ."""
+    mask: Tensor | None = None
+    """The attention mask passed to the call ([B, 1, seq_len, seq_len]), None without padding."""
 
     @property
     def head_dim(self) -> sympy.Expr:
@@ -113,7 +128,20 @@ def call_of(graph: Graph, nodes: list[Node]) -> Call:
     outputs = [t for n in nodes for t in n.outputs if any(c not in inside for c in graph.consumers(t))]
     dropout = next((float(n.attr("p")) for n in nodes if n.op == "dropout"), 0.0)
     q, v = graph.tensor(scores.inputs[0]), graph.tensor(context.inputs[1])
-    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name)
+    masks = [graph.tensor(t) for n in nodes for t in n.inputs if graph.tensor(t).producer not in inside]
+    mask = next((t for t in masks if is_mask_bias(graph, t)), None)
+    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name, mask)
+
+
+def is_mask_bias(graph: Graph, t: Tensor) -> bool:
+    """Whether ``t`` is the 4D attention mask Hugging Face builds from the padding mask."""
+    return t.producer is not None and graph.node(t.producer).op == "mask_bias"
+
+
+def mask_dtype(options: MemoryOptions) -> str | None:
+    """The dtype of the 4D attention mask Hugging Face builds for ``options.attention``: bool for sdpa
+    (``sdpa_mask``), None for eager (an additive float bias in the embeddings' dtype, the graph's)."""
+    return None if options.attention == "eager" else "bool"
 
 
 @dataclass(frozen=True)
@@ -134,7 +162,8 @@ def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol,
     if options.attention == "flash":
         return "flash"
     head_dim = sympy.sympify(call.head_dim).subs(values or {})
-    return choose_kernel(options.backend.device, options.activation_dtype, call.dropout, head_dim)
+    masked = call.mask is not None
+    return choose_kernel(options.backend.device, options.activation_dtype, call.dropout, head_dim, masked)
 
 
 def kept(
@@ -149,6 +178,9 @@ def kept(
       heads back is already contiguous and the output projection keeps that same storage. A CUDA flash
       call whose head dim is not a multiple of 8 keeps padded copies of Q, K, V and its padded output
       instead, and the transposed-back output is then a fresh copy (kept by the projection, not here).
+      With a mask, the CPU flash kernel keeps its bias converted to the query dtype, [B, 1, seq_len,
+      seq_len], and the memory-efficient kernel the padded bias [B, 1, seq_len, 8·⌈seq_len/8⌉]; CUDA
+      flash, forced (it takes no mask), keeps none.
     * math (``_scaled_dot_product_attention_math``): Q and K each scaled by √scale (new tensors, the
       matmul's operands), V as the matmul reads it (a copy), the softmax output, and with dropout the
       dropout's mask and output; 16-bit inputs are first converted to float32, so all of these are
@@ -190,6 +222,14 @@ def kept(
         items += [Kept(f"{kernel}: {n}", tensor=t.name) for n, t in (("Q", call.q), ("K", call.k), ("V", call.v))]
         items.append(Kept(f"{kernel}: output", tensor=call.output.name))
     items.append(Kept(f"{kernel}: logsumexp (float32)", nbytes=rows * 4, role=statistics))
+    if call.mask is not None and (kernel == "efficient" or not cuda):
+        rows_, length = call.mask.shape[0], call.mask.shape[-1]
+        if kernel == "efficient":
+            width = EFFICIENT_BIAS_ALIGN * sympy.ceiling(length / EFFICIENT_BIAS_ALIGN)
+            what = f"{kernel}: attention bias, last dim padded to a multiple of {EFFICIENT_BIAS_ALIGN}"
+        else:
+            width, what = length, f"{kernel}: attention mask as an additive bias"
+        items.append(Kept(what, nbytes=rows_ * call.mask.shape[-2] * width * act))
     if cuda:
         items.append(
             Kept(f"{kernel}: philox seed and offset (int64)", nbytes=sympy.Integer(PHILOX_BYTES), role=statistics)

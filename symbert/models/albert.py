@@ -26,7 +26,7 @@ from symbert.symbols import E, H, I, L, seq_len, vocab_size
 from symbert.tracer import param_name, repeat, scope
 
 
-def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
+def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
     """AlbertLayer: post-LN attention, then a feed-forward with no dropout before its residual."""
     with scope("albert_layers"):
         with scope("attention"):
@@ -40,6 +40,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
 def build(
     pooler: bool = True,
     token_types: bool = True,
+    padding: bool = True,
     hidden_act: str = "gelu_new",
     hidden_dropout_prob: float = 0.0,
     attention_probs_dropout_prob: float = 0.0,
@@ -49,7 +50,7 @@ def build(
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False)
     with scope("encoder"):
-        mask = mask_bias(attention_mask)
+        mask = mask_bias(attention_mask, padding)
         x = F.linear("embedding_hidden_mapping_in", x, H)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
         x = repeat("albert_layer_groups", L, body, x, (x.shape[0], seq_len, H), shares_params=True)

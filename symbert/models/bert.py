@@ -57,7 +57,7 @@ def residual_block(name: str, x: Tensor, residual: Tensor, p: float) -> Tensor:
         return F.layernorm("LayerNorm", F.add(y, residual))
 
 
-def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
+def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
     """One post-LN transformer layer."""
     with scope("attention"):
         with scope("self"):
@@ -72,17 +72,19 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
 def build(
     pooler: bool = True,
     token_types: bool = True,
+    padding: bool = True,
     hidden_act: str = "gelu",
     hidden_dropout_prob: float = 0.1,
     attention_probs_dropout_prob: float = 0.1,
     classifier_dropout: float | None = None,
     positions_from_ids: bool = False,
 ) -> dict[str, Tensor]:
-    """Trace BertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
+    """Trace BertModel.forward(input_ids, token_type_ids, attention_mask) in training mode; ``padding``
+    False: a batch without padding, whose all-ones mask Hugging Face drops."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids)
     with scope("encoder"):
-        mask = mask_bias(attention_mask)
+        mask = mask_bias(attention_mask, padding)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
         x = repeat("layer", L, body, x, (x.shape[0], seq_len, H))
     if not pooler:
@@ -220,6 +222,7 @@ def options(hidden_act: str, dropout: float) -> tuple[Option, ...]:
     return (
         Option("pooler", True),
         Option("token_types", True),
+        Option("padding", True),
         Option("hidden_act", hidden_act, ("gelu", "gelu_new"), from_config=True),
         Option("hidden_dropout_prob", dropout, from_config=True),
         Option("attention_probs_dropout_prob", dropout, from_config=True),

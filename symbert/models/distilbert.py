@@ -16,7 +16,7 @@ from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len
 from symbert.tracer import repeat, scope
 
 
-def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Tensor:
+def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
     """TransformerBlock: attention → add → LayerNorm; lin1 → activation → lin2 → dropout → add → LayerNorm."""
     with scope("attention"):
         q, k, v = (split_heads(F.linear(n, x, H)) for n in ("q_lin", "k_lin", "v_lin"))
@@ -28,6 +28,7 @@ def layer(x: Tensor, mask: Tensor, act: str, p: float, p_attention: float) -> Te
 
 
 def build(
+    padding: bool = True,
     activation: str = "gelu",
     dropout: float = 0.1,
     attention_dropout: float = 0.1,
@@ -38,7 +39,7 @@ def build(
     input_ids, _, attention_mask = inputs(token_types=False)
     x = embeddings(input_ids, None, dropout, positions_from_ids=False)
     with scope("transformer"):
-        mask = mask_bias(attention_mask)
+        mask = mask_bias(attention_mask, padding)
         x = repeat(
             "layer", L, lambda h: layer(h, mask, activation, dropout, attention_dropout), x, (x.shape[0], seq_len, H)
         )
@@ -92,6 +93,7 @@ SPEC = ModelSpec(
     name="distilbert",
     build=build,
     options=(
+        Option("padding", True),
         Option("activation", "gelu", ("gelu", "gelu_new"), from_config=True),
         Option("dropout", 0.1, from_config=True),
         Option("attention_dropout", 0.1, from_config=True),

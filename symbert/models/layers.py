@@ -24,9 +24,15 @@ def token_input(name: str, role: Role = Role.INDEX) -> Tensor:
     return x if len(batch) == 1 else F.reshape(x, (numel(batch), seq_len), name=f"{name}_rows")
 
 
-def mask_bias(attention_mask: Tensor) -> Tensor:
-    """The padding mask as an additive bias broadcast over heads and query positions, [rows, 1, 1, seq_len]."""
-    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, 1, seq_len))
+def mask_bias(attention_mask: Tensor, padding: bool = True) -> Tensor | None:
+    """The 4D mask Hugging Face builds from the padding mask (``masking_utils.create_bidirectional_mask``),
+    [rows, 1, seq_len, seq_len], materialised: eager attention gets an additive float bias (0 or the
+    dtype's minimum, in the embeddings' dtype), sdpa a bool mask (its size is the analysis's business,
+    see :func:`symbert.analysis.sdpa.mask_bytes`). Without padding (``padding`` False) Hugging Face
+    drops an all-ones mask and passes None: no bias, nothing added to the scores."""
+    if not padding:
+        return None
+    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len))
 
 
 def dropout(x: Tensor, p: float) -> Tensor:

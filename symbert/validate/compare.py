@@ -41,7 +41,7 @@ def hugging_face(
 ) -> tuple[Any, dict[str, Any]]:
     """The Hugging Face model ``config`` describes (its head's class, or the bare model), built with
     ``attention`` (``attn_implementation``), and its inputs, labels included: each label the traced
-    graph takes, by name, shape and dtype."""
+    graph takes, by name, shape and dtype; one token padded when the graph has padding (:func:`padded`)."""
     from symbert.api import trace
 
     try:
@@ -73,7 +73,17 @@ def hugging_face(
         attention=attention,
     )
     choices = config.task.choices if head is not None and len(head.batch) > 1 else None
-    return model, measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
+    inputs = measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
+    return model, measure.pad(inputs) if padded(config) else inputs
+
+
+def padded(config: Config) -> bool:
+    """Whether the batch symbert models for ``config`` has padding (option ``padding``): its graph builds
+    the 4D attention mask. Measurements then pad one token (:func:`~symbert.validate.measure.pad`), so
+    that Hugging Face builds and passes the mask too; otherwise every token is real and it passes none."""
+    from symbert.api import trace
+
+    return any(n.op == "mask_bias" for n in trace(config).nodes)
 
 
 #: The training-step peak's allowed relative error on CUDA (against max_memory_allocated).
@@ -99,7 +109,8 @@ def validate(
 
     ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
     alike (``flash`` forces a kernel Hugging Face has no switch for). ``amp`` runs a float32 model under
-    ``torch.autocast(device, dtype)`` on a batch with one padded token (the attention mask symbert traces).
+    ``torch.autocast(device, dtype)``. The batch has one padded token when the config models padding
+    (the default), none with ``padding`` off (:func:`padded`).
     """
     if attention not in measure.ATTENTION:
         raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
@@ -112,8 +123,6 @@ def validate(
             f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
         )
     model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention)
-    if amp:
-        inputs = measure.pad(inputs)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}

@@ -238,7 +238,8 @@ def check_peak(
 ) -> PeakCheck:
     """Predict (policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two training
     steps of ``config`` on ``device``, with ``attention`` (``eager`` or ``sdpa``) predicted and measured
-    alike; float32, or with ``amp`` under autocast to that dtype on a batch with one padded token."""
+    alike; float32, or with ``amp`` under autocast to that dtype; one token padded when the config models
+    padding (:func:`symbert.validate.compare.padded`)."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.states import Training
     from symbert.analysis.training import reserved, step_memory
@@ -258,8 +259,6 @@ def check_peak(
         training = Training(optimizer, precision, MemoryOptions("torch-cpu", amp, attention))
     peak = step_memory(graph, training, values).peak(values)
     model, inputs = hugging_face(config, batch, seq_len, "float32", attention)
-    if amp:
-        inputs = measure.pad(inputs)
     if device == "cuda":
         model = model.to("cuda")
         inputs = {k: v.to("cuda") for k, v in inputs.items()}
