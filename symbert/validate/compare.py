@@ -37,11 +37,12 @@ class Check:
 
 
 def hugging_face(
-    config: Config, batch: int, length: int, dtype: str, attention: str = "eager"
+    config: Config, batch: int, length: int, dtype: str, attention: str = "eager", device: str = "cpu"
 ) -> tuple[Any, dict[str, Any]]:
     """The Hugging Face model ``config`` describes (its head's class, or the bare model), built with
     ``attention`` (``attn_implementation``), and its inputs, labels included: each label the traced
-    graph takes, by name, shape and dtype; one token padded when the graph has padding (:func:`padded`)."""
+    graph takes, by name, shape and dtype; one token padded when the graph has padding (:func:`padded`).
+    Both are on ``device``."""
     from symbert.api import trace
 
     try:
@@ -74,7 +75,9 @@ def hugging_face(
     )
     choices = config.task.choices if head is not None and len(head.batch) > 1 else None
     inputs = measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
-    return model, measure.pad(inputs) if padded(config) else inputs
+    if padded(config):
+        inputs = measure.pad(inputs)
+    return model.to(device), {k: v.to(device) for k, v in inputs.items()}
 
 
 def padded(config: Config) -> bool:
@@ -122,10 +125,7 @@ def validate(
             f"validate builds and runs the real model: this one needs about {quantity(need, 'bytes')} "
             f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
         )
-    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention)
-    if device == "cuda":
-        model = model.to("cuda")
-        inputs = {k: v.to("cuda") for k, v in inputs.items()}
+    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
     saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
     forward, backward = measure.measure_flops(model, inputs)
     checks = [

@@ -68,6 +68,27 @@ class MeasuredSteps:
         return max(values) if values else None
 
 
+def _stepping(opt: Any, amp: str | None, device: str) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """A training step's backward (of a loss) and optimizer update; float16 autocast goes through a
+    GradScaler, as Hugging Face's Trainer does. A scale of 1 never overflows here, so every step updates
+    (GradScaler skips the steps that do)."""
+    import torch
+
+    scaler = torch.amp.GradScaler(device, init_scale=1.0) if amp == "float16" else None
+
+    def backward(loss: Any) -> None:
+        (scaler.scale(loss) if scaler else loss).backward()
+
+    def update() -> None:
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+    return backward, update
+
+
 def measure_steps_cuda(
     model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
 ) -> MeasuredSteps:
@@ -90,7 +111,7 @@ def measure_steps_cuda(
     baseline = torch.cuda.memory_allocated()
     state: dict[str, Any] = {}
 
-    scaler = torch.amp.GradScaler("cuda", init_scale=1.0) if amp == "float16" else None
+    backward_of, update = _stepping(opt, amp, "cuda")
 
     def forward() -> None:
         with measure.autocast(amp, "cuda"):
@@ -99,16 +120,8 @@ def measure_steps_cuda(
             state["loss"] = measure.loss_of(output)
 
     def backward() -> None:
-        loss = state.pop("loss")
-        (scaler.scale(loss) if scaler else loss).backward()
+        backward_of(state.pop("loss"))
         state.pop("output", None)
-
-    def update() -> None:
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
 
     phases = []
     for step in range(1, steps + 1):
@@ -139,18 +152,7 @@ def measure_steps(
 
     name, kwargs = OPTIMIZERS[optimizer]
     opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
-    # A scale of 1 never overflows here, so every step updates (GradScaler skips the steps that do).
-    scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if amp == "float16" else None
-
-    def backward(loss: torch.Tensor) -> None:
-        (scaler.scale(loss) if scaler else loss).backward()
-
-    def update() -> None:
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+    backward, update = _stepping(opt, amp, "cpu")
 
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
     storages |= {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
@@ -258,10 +260,8 @@ def check_peak(
     else:
         training = Training(optimizer, precision, MemoryOptions("torch-cpu", amp, attention))
     peak = step_memory(graph, training, values).peak(values)
-    model, inputs = hugging_face(config, batch, seq_len, "float32", attention)
+    model, inputs = hugging_face(config, batch, seq_len, "float32", attention, device)
     if device == "cuda":
-        model = model.to("cuda")
-        inputs = {k: v.to("cuda") for k, v in inputs.items()}
         measured = measure_steps_cuda(model, inputs, optimizer, amp=amp)
         estimate = reserved(graph, training, values)
     else:
