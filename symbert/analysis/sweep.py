@@ -32,20 +32,12 @@ from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
 from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
+from symbert.quantities import QUANTITIES as REPORT_QUANTITIES
+from symbert.quantities import TRAINING_QUANTITIES
 from symbert.symbols import B, seq_len
 
-#: Quantities a sweep can evaluate, in column order.
-QUANTITIES = (
-    "params",
-    "activation_bytes",
-    "flops_forward",
-    "flops_backward",
-    "non_matmul_forward",
-    "weights",
-    "gradients",
-    "optimizer_states",
-    "peak",
-)
+#: Quantities a sweep can evaluate, in column order: a report's, then the training step's.
+QUANTITIES = REPORT_QUANTITIES + TRAINING_QUANTITIES
 SETUP_COLUMNS = ("config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision", "gpu")
 FREE = (B, seq_len)
 CHUNK = 1 << 16
