@@ -10,6 +10,7 @@ import pytest
 from conftest import run_cli
 
 import symbert
+from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.analysis.states import Training
@@ -84,3 +85,32 @@ def test_cli_sweep_csv(tmp_path) -> None:
     }
     assert len(rows) == 2 * 2 * 3 * 2 and result.stderr == ""
     assert run_cli("sweep", "bert-tiny", "-q", "nothing").returncode == 2
+
+
+def test_rounded_logsumexp_rows_stay_exact() -> None:
+    """fp32 sdpa on CUDA runs the memory-efficient kernel, whose float32 logsumexp has ⌈seq_len/32⌉·32
+    rows per head: at seq_len 97 it is 128 rows, 4·2·12·128 = 12,288 bytes a layer of bert-base at B=2,
+    where seq_len rows alone would be 9,312. The compiled sweep, the replay and fit keep that exact."""
+    config = symbert.preset("bert-base")
+    training = Training("adamw", memory=MemoryOptions("torch-cuda", attention="sdpa"))
+    lengths = [1, 31, 32, 33, 97, 100, 128]
+    rows = _rows([config], [training], [2, 5], lengths)
+    for row in rows:
+        batch, length = int(row["batch"]), int(row["seq_len"])
+        r = report(config, batch, length, training.memory)
+        assert int(row["activation_bytes"]) == r.value("activation_bytes")
+        values = {**config.symbols(), B: batch, seq_len: length}
+        peak = step_memory(symbert.trace(config), training, values, full=True).peak(values)
+        assert int(row["peak"]) == peak.total
+    at = {(int(r["batch"]), int(r["seq_len"])): int(r["activation_bytes"]) for r in rows}
+    lse = [c for c in report(config, 2, 97, training.memory).breakdowns["activation_bytes"].contributions]
+    values = {**config.symbols(), B: 2, seq_len: 97}
+    assert any("logsumexp" in c.what and c.expr.subs(values) == 12_288 for c in lse)
+    assert at[(2, 97)] < at[(2, 100)]
+
+    solved = fit(config, training, 3 * 2**30, batch=16)  # seq_len 183: 192 logsumexp rows
+    assert solved.seq_len == 183 and not solved.capped
+    for length, peak in ((183, solved.peak), (184, solved.above)):
+        values = {**config.symbols(), B: 16, seq_len: length}
+        assert peak.total == step_memory(symbert.trace(config), training, values, full=True).peak(values).total
+    assert solved.peak.total <= 3 * 2**30 < solved.above.total

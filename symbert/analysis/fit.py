@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import sympy
 
+from symbert.analysis.sizes import at_least
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import Point, reserved, step_memory
 from symbert.api import trace
@@ -148,13 +149,14 @@ def fit(
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
     values = {**config.symbols(), (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
-    bounds = [_largest(polys.polynomial(i), x, budget) for i in range(len(polys.candidates))]
+    bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
     answers = [a for a in bounds if a is not None]
     if not answers:
         raise ConfigError(f"the peak does not grow with {unknown}")
     n = min(answers)
     # Under a device runtime the allocator's rounding (under 512 bytes an allocation, never negative)
-    # comes on top of the polynomials, which then bound the answer from above; the peak grows with n.
+    # comes on top of the polynomials, and sizes rounded up to a multiple (⌈seq_len/32⌉) are at least
+    # their unrounded value, so the polynomials bound the answer from above; the peak grows with n.
     while n >= 1 and max(polys.exact(n)) > budget:
         n -= 1
     limit = config.max_length if unknown == "seq_len" else None

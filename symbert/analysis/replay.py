@@ -39,7 +39,7 @@ from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
-from symbert.analysis.sizes import Size, add_to, expr_of, polynomial, scaled, size_of
+from symbert.analysis.sizes import Size, add_to, at_least, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
@@ -115,7 +115,6 @@ class Replay:
         runs: Mapping[str, int],
         values: Values = None,
     ) -> None:
-        self.values = dict(values or {})
         self.options = training.memory
         graph = resolve(graph, self.options)
         self.graph, self.training, self.runs = graph, training, runs
@@ -185,13 +184,11 @@ class Replay:
     def extra_size(self, item: Saved) -> tuple[Size, str]:
         """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
 
-        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows) stays exact when
-        the replay is given seq_len, and is otherwise replaced by its polynomial bound
-        (:func:`~symbert.analysis.sizes.polynomial`), so that the peak is a polynomial in seq_len."""
+        A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows, ⌈seq_len/32⌉) stays
+        exact: the closed forms carry it as a generator of their polynomials
+        (:func:`~symbert.analysis.sizes.ceilings`)."""
         nbytes = sympy.sympify(item.nbytes)
-        if seq_len not in self.values:
-            nbytes = polynomial(nbytes)
-        category = "attention" if sympy.degree(polynomial(nbytes), seq_len) >= 2 else "activations"
+        category = "attention" if sympy.degree(at_least(nbytes), seq_len) >= 2 else "activations"
         return size_of(nbytes), category
 
     def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import sympy
 
 Size = dict[sympy.Expr, sympy.Expr]
@@ -46,3 +48,33 @@ def scaled(size: Size, factor: sympy.Expr) -> Size:
 def expr_of(size: Size) -> sympy.Expr:
     """The sum of the terms, as sympy."""
     return sympy.Add(*(c * m for m, c in size.items()))
+
+
+def ceilings(exprs: Iterable[sympy.Expr], free: Iterable[sympy.Symbol]) -> tuple[sympy.Expr, ...]:
+    """The sizes rounded up to a multiple in ``exprs`` that depend on the ``free`` symbols (the
+    memory-efficient SDPA kernel's ⌈seq_len/32⌉ rows), in a fixed order. A polynomial in the free
+    symbols and these is exact; :func:`ceiling_values` gives their values at points."""
+    free = set(free)
+    found = {c for e in exprs for c in sympy.sympify(e).atoms(sympy.ceiling) if c.free_symbols & free}
+    for c in found:
+        (symbol,) = c.free_symbols
+        if not sympy.sympify(c.args[0] / symbol).is_Rational:
+            raise ValueError(f"cannot evaluate {c}: only ⌈r·x⌉ of one size x is supported")
+    return tuple(sorted(found, key=sympy.default_sort_key))
+
+
+def ceiling_values(gens: Sequence[sympy.Expr], free: Sequence[sympy.Symbol], xs: Sequence[object]) -> list[object]:
+    """``xs`` (values of the ``free`` symbols: integers or integer arrays), followed by each of ``gens``
+    (see :func:`ceilings`) at them, exactly: ⌈p·x/q⌉ = −(−p·x // q)."""
+    out = list(xs)
+    for c in gens:
+        (symbol,) = c.free_symbols
+        r = sympy.Rational(c.args[0] / symbol)
+        x = xs[list(free).index(symbol)]
+        out.append(-(-(int(r.p) * x) // int(r.q)))
+    return out
+
+
+def at_least(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with every ⌈a⌉ replaced by a, a lower bound where coefficients are positive."""
+    return sympy.sympify(expr).replace(sympy.ceiling, lambda a: a)

@@ -27,7 +27,7 @@ from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.runtime import ROUND
-from symbert.analysis.sizes import polynomial
+from symbert.analysis.sizes import ceiling_values, ceilings
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import trace
@@ -54,38 +54,45 @@ SEPARATOR, NEWLINE = (np.frombuffer(c.encode() * 4, dtype="<u4")[0] for c in ",\
 
 @dataclass(frozen=True)
 class Compiled:
-    """The largest of some polynomials in B and seq_len: ``coefficients[i, t]`` of term ``exponents[t]``."""
+    """The largest of some polynomials in B and seq_len: ``coefficients[i, t]`` of term ``exponents[t]``,
+    a monomial in B, seq_len and ``gens``, the sizes rounded up to a multiple (``⌈seq_len/32⌉``)."""
 
-    exponents: tuple[tuple[int, int], ...]
+    exponents: tuple[tuple[int, ...], ...]
     coefficients: np.ndarray
     #: The allocator's rounding terms under a device runtime: ``pad512(pad_args[j] · terms)``, held
     #: ``pad_coefficients[i, j]`` times by polynomial i.
     pad_args: np.ndarray | None = None
     pad_coefficients: np.ndarray | None = None
+    gens: tuple[sympy.Expr, ...] = ()
 
     @classmethod
     def of(cls, expr: sympy.Expr) -> Compiled:
         """One polynomial; every symbol but B and seq_len must already have its value."""
-        poly = sympy.Poly(sympy.expand(expr), *FREE).as_dict() or {(0, 0): sympy.Integer(0)}
+        expr = sympy.expand(expr)
+        gens = ceilings([expr], FREE)
+        poly = sympy.Poly(expr, *FREE, *gens).as_dict() or {(0,) * (len(FREE) + len(gens)): sympy.Integer(0)}
         if any(not c.is_Integer for c in poly.values()):
             raise ValueError(f"not a polynomial in B and seq_len with integer coefficients: {expr}")
         exponents = tuple(sorted(poly))
-        return cls(exponents, exact.int_array([int(poly[k]) for k in exponents]).reshape(1, -1))
+        return cls(exponents, exact.int_array([int(poly[k]) for k in exponents]).reshape(1, -1), gens=gens)
 
     @property
     def constant(self) -> int | None:
         """The value, when it depends on neither B nor seq_len."""
-        return int(self.coefficients[:, 0].max()) if self.exponents == ((0, 0),) else None
+        return int(self.coefficients[:, 0].max()) if len(self.exponents) == 1 and not any(self.exponents[0]) else None
 
     def __call__(self, batch: np.ndarray, length: np.ndarray, tops: tuple[int, int] | None = None) -> np.ndarray:
         """The largest polynomial at each point, with its rounding terms, exactly: int64, or Python ints
         where int64 could overflow.
 
         ``tops`` may give the largest batch and length, when the caller knows them."""
+        points = ceiling_values(self.gens, FREE, (batch, length))
+        if tops is not None:
+            tops = tuple(ceiling_values(self.gens, FREE, tops))
         if self.pad_args is None or not len(self.pad_args):
-            return exact.polymax(self.exponents, self.coefficients, batch, length, tops=tops)
+            return exact.polymax(self.exponents, self.coefficients, *points, tops=tops)
         rounding = (self.pad_args, self.pad_coefficients, ROUND)
-        return exact.polyval_rounded(self.exponents, self.coefficients, rounding, batch, length, tops=tops).max(axis=-1)
+        return exact.polyval_rounded(self.exponents, self.coefficients, rounding, *points, tops=tops).max(axis=-1)
 
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
@@ -102,9 +109,9 @@ def compile_quantities(config: Config, training: Training, memory: StepMemory | 
     }
     states = model_states(graph, training)
     exprs |= {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"]}
-    out = {k: Compiled.of(polynomial(sympy.sympify(v).subs(values))) for k, v in exprs.items()}
+    out = {k: Compiled.of(sympy.sympify(v).subs(values)) for k, v in exprs.items()}
     polys = (memory or step_memory(graph, training, values)).polynomials(values, FREE)
-    out["peak"] = Compiled(polys.exponents, polys.totals, polys.pad_args, polys.pad_totals)
+    out["peak"] = Compiled(polys.exponents, polys.totals, polys.pad_args, polys.pad_totals, polys.gens)
     return out
 
 

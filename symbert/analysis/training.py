@@ -22,7 +22,7 @@ import sympy
 from symbert.analysis import exact
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
-from symbert.analysis.sizes import Size, add_to, expr_of, scaled
+from symbert.analysis.sizes import Size, add_to, ceiling_values, ceilings, expr_of, scaled
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
 
@@ -203,8 +203,9 @@ class StepMemory:
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
-        for i, m in enumerate(self.monomials):
-            m = m.subs(fixed)
+        monomials = [m.subs(fixed) for m in self.monomials]
+        gens = ceilings(monomials, free)
+        for i, m in enumerate(monomials):
             if m.has(pad512) and m.free_symbols & set(free):
                 coefficient, pad = m.as_coeff_Mul()
                 if not isinstance(pad, pad512) or not coefficient.is_Integer:
@@ -212,8 +213,8 @@ class StepMemory:
                 pads.setdefault(pad.args[0], []).append((i, int(coefficient)))
                 terms.append({})
             else:
-                terms.append(sympy.Poly(m, *free).as_dict())
-        args = {arg: sympy.Poly(arg, *free).as_dict() for arg in pads}
+                terms.append(sympy.Poly(m, *free, *gens).as_dict())
+        args = {arg: sympy.Poly(arg, *free, *gens).as_dict() for arg in pads}
         exponents = sorted({k for t in (*terms, *args.values()) for k in t})
         column = {k: j for j, k in enumerate(exponents)}
         to_terms = [[0] * len(exponents) for _ in self.monomials]
@@ -249,6 +250,7 @@ class StepMemory:
             exact.matmul(self.table[kept], matrix),
             pad_args,
             exact.matmul(self.table[kept], pad_matrix),
+            gens,
         )
 
 
@@ -257,7 +259,9 @@ class Polynomials:
     """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials,
     plus, under a device runtime, the allocator's rounding of allocations whose size depends on them.
 
-    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c
+    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c, a
+    monomial in the free symbols and ``gens``, the sizes rounded up to a multiple (``⌈seq_len/32⌉``,
+    evaluated from the free symbols: :func:`~symbert.analysis.sizes.ceiling_values`)
     (int64, or Python ints where a coefficient does not fit). Rounding term j is
     ``pad512(pad_args[j] · terms)``, which candidate i holds ``pad_coefficients[i, c, j]`` times (it is
     at most 511 bytes, so the polynomial alone is a lower bound). Calls take numpy arrays (or numbers)
@@ -271,6 +275,7 @@ class Polynomials:
     coefficients: np.ndarray
     pad_args: np.ndarray | None = None
     pad_coefficients: np.ndarray | None = None
+    gens: tuple[sympy.Expr, ...] = ()
 
     @property
     def totals(self) -> np.ndarray:
@@ -287,10 +292,14 @@ class Polynomials:
         return self._pad_coefficients.sum(axis=1)
 
     def _monomials(self) -> list[sympy.Expr]:
-        return [sympy.Mul(*(s**e for s, e in zip(self.free, k, strict=True))) for k in self.exponents]
+        return [sympy.Mul(*(s**e for s, e in zip((*self.free, *self.gens), k, strict=True))) for k in self.exponents]
+
+    def _points(self, x: tuple) -> list:
+        """The free symbols' values followed by the generators' at them."""
+        return ceiling_values(self.gens, self.free, x)
 
     def polynomial(self, i: int) -> sympy.Expr:
-        """Candidate i's total without the rounding terms: a sympy polynomial, a lower bound."""
+        """Candidate i's total without the allocator's rounding terms, a lower bound of it."""
         return sympy.Add(*(int(c) * m for c, m in zip(self.totals[i], self._monomials(), strict=True)))
 
     def expr(self, i: int) -> sympy.Expr:
@@ -305,7 +314,7 @@ class Polynomials:
 
     def exact(self, *x: int) -> list[int]:
         """Every candidate's total at one point, in Python integers."""
-        powers = [_power(x, k) for k in self.exponents]
+        powers = [_power(self._points(x), k) for k in self.exponents]
         pads = [-sum(int(a) * p for a, p in zip(row, powers, strict=True)) % ROUND for row in self._args]
         return [
             sum(int(c) * p for c, p in zip(row, powers, strict=True))
@@ -320,12 +329,13 @@ class Polynomials:
 
     def values(self, *x) -> np.ndarray:
         """Every candidate's total at each point, rounding included: ``out[..., i]``, exactly."""
-        return exact.polyval_rounded(self.exponents, self.totals, (self._args, self.pad_totals, ROUND), *x)
+        rounding = (self._args, self.pad_totals, ROUND)
+        return exact.polyval_rounded(self.exponents, self.totals, rounding, *self._points(x))
 
     def __call__(self, *x) -> np.ndarray:
         """The peak at each point, exactly (int64, or Python ints past 2**63)."""
         if not len(self._args):
-            return exact.polymax(self.exponents, self.totals, *x)
+            return exact.polymax(self.exponents, self.totals, *self._points(x))
         return self.values(*x).max(axis=-1)
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +347,7 @@ class Polynomials:
                     self.exponents,
                     self.coefficients[:, c, :],
                     (self._args, self._pad_coefficients[:, c, :], ROUND),
-                    *x,
+                    *self._points(x),
                 )
                 for c in range(self.coefficients.shape[1])
             ],

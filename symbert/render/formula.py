@@ -20,7 +20,12 @@ def text(expr: sympy.Expr) -> str:
 
 
 #: What a formula may contain besides symbols: integers, + - * / ** ( ) and commas, and these names.
-FUNCTIONS: dict[str, object] = {"sqrt": sympy.sqrt, "oo": sympy.oo, "Rational": sympy.Rational}
+FUNCTIONS: dict[str, object] = {
+    "sqrt": sympy.sqrt,
+    "oo": sympy.oo,
+    "Rational": sympy.Rational,
+    "ceiling": sympy.ceiling,
+}
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/(),]))")
 
 
@@ -29,10 +34,11 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
 
     Names are symbert's symbols (``I`` is the intermediate size and ``E`` the embedding size, not the
     imaginary unit and Euler's number, as a plain ``sympy.sympify`` would read them), the names in
-    ``symbols`` (a user-defined model's), ``sqrt``, ``oo``, ``Rational`` and ``pad512`` (the CUDA
-    allocator's rounding in torch-cuda training formulas). The text is checked token by
-    token before sympy sees it: only integers, those names, ``+ - * / ** ( ) ,`` and spaces; anything else
-    (an attribute, a string, an unknown name) raises ValueError, and nothing is evaluated as Python.
+    ``symbols`` (a user-defined model's), ``sqrt``, ``oo``, ``Rational``, ``ceiling`` (a size rounded up
+    to a multiple) and ``pad512`` (the CUDA allocator's rounding in torch-cuda training formulas). The
+    text is checked token by token before sympy sees it: only integers, those names,
+    ``+ - * / ** ( ) ,`` and spaces; anything else (an attribute, a string, an unknown name) raises
+    ValueError, and nothing is evaluated as Python.
     """
     if not isinstance(formula, str):
         raise ValueError(f"a formula is a string, got {type(formula).__name__}")
