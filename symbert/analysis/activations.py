@@ -54,14 +54,19 @@ def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
     return None
 
 
-def attention_calls(graph: Graph, options: MemoryOptions) -> list[sdpa.Call]:
-    """The attention calls an SDPA kernel runs under ``options`` (none under eager attention)."""
-    regions: dict[str, list[Node]] = {}
+def regions(graph: Graph, options: MemoryOptions) -> dict[str, tuple[str, list[Node]]]:
+    """Each fused or recomputed region under ``options``: its mode and nodes, by key, in trace order."""
+    out: dict[str, tuple[str, list[Node]]] = {}
     for node in graph.nodes:
         key = region_of(node, options)
-        if key is not None and key[1] == "sdpa":
-            regions.setdefault(key[0], []).append(node)
-    return [sdpa.call_of(graph, nodes) for nodes in regions.values()]
+        if key:
+            out.setdefault(key[0], (key[1], []))[1].append(node)
+    return out
+
+
+def attention_calls(graph: Graph, options: MemoryOptions) -> list[sdpa.Call]:
+    """The attention calls an SDPA kernel runs under ``options`` (none under eager attention)."""
+    return [sdpa.call_of(graph, nodes) for mode, nodes in regions(graph, options).values() if mode == "sdpa"]
 
 
 def attention_kernels(graph: Graph, options: MemoryOptions, values: Values = None) -> tuple[str, ...]:
@@ -107,11 +112,7 @@ def saved(graph: Graph, options: MemoryOptions, values: Values = None) -> Iterat
 
     ``values`` (a config's sizes) decide what depends on a concrete size: the SDPA kernel on CUDA.
     """
-    regions: dict[str, tuple[str, list[Node]]] = {}
-    for node in graph.nodes:
-        key = region_of(node, options)
-        if key:
-            regions.setdefault(key[0], (key[1], []))[1].append(node)
+    grouped = regions(graph, options)
     emitted: set[str] = set()
     copies: set[str] = set()
     for node in graph.nodes:
@@ -125,7 +126,7 @@ def saved(graph: Graph, options: MemoryOptions, values: Values = None) -> Iterat
                     yield item
         elif key[0] not in emitted:
             emitted.add(key[0])
-            mode, nodes = regions[key[0]]
+            mode, nodes = grouped[key[0]]
             yield from _kept_by_region(graph, nodes, mode, options, values)
 
 

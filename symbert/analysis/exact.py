@@ -127,6 +127,20 @@ def polymax(
     return (terms @ coefficients.T.astype(dtype, copy=False)).max(axis=-1)
 
 
+def polymax_rounded(
+    exponents: Sequence[tuple[int, ...]],
+    coefficients: np.ndarray,
+    rounding: tuple[np.ndarray, np.ndarray, int] | None,
+    *xs: np.ndarray | int,
+    tops: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The largest of the polynomials with their rounding terms (see :func:`polyval_rounded`) at each
+    point, exactly; without rounding terms, :func:`polymax`."""
+    if rounding is None or not len(rounding[0]):
+        return polymax(exponents, coefficients, *xs, tops=tops)
+    return polyval_rounded(exponents, coefficients, rounding, *xs, tops=tops).max(axis=-1)
+
+
 def polyval_rounded(
     exponents: Sequence[tuple[int, ...]],
     coefficients: np.ndarray,

@@ -297,8 +297,9 @@ class Replay:
 
     # ---- what a unit reads, writes and keeps
 
-    def reads(self, unit: Unit) -> list[str]:
-        """Tensors the unit reads (an SDPA call its mask too, where the graph has padding)."""
+    @staticmethod
+    def reads(unit: Unit) -> list[str]:
+        """Tensors the unit reads from outside it (a fused SDPA call: its mask too, where there is one)."""
         inside = {t for n in unit.nodes for t in n.outputs}
         return list(dict.fromkeys(t for n in unit.nodes for t in n.inputs if t not in inside))
 

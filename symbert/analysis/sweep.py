@@ -89,10 +89,8 @@ class Compiled:
         points = ceiling_values(self.gens, FREE, (batch, length))
         if tops is not None:
             tops = tuple(ceiling_values(self.gens, FREE, tops))
-        if self.pad_args is None or not len(self.pad_args):
-            return exact.polymax(self.exponents, self.coefficients, *points, tops=tops)
-        rounding = (self.pad_args, self.pad_coefficients, ROUND)
-        return exact.polyval_rounded(self.exponents, self.coefficients, rounding, *points, tops=tops).max(axis=-1)
+        rounding = None if self.pad_args is None else (self.pad_args, self.pad_coefficients, ROUND)
+        return exact.polymax_rounded(self.exponents, self.coefficients, rounding, *points, tops=tops)
 
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:

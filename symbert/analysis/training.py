@@ -259,10 +259,10 @@ class Polynomials:
     """The peak at fixed values of all but the ``free`` symbols: the largest of a few polynomials,
     plus, under a device runtime, the allocator's rounding of allocations whose size depends on them.
 
-    ``coefficients[i, c, t]`` is candidate i's coefficient of term ``exponents[t]`` in category c, a
-    monomial in the free symbols and ``gens``, the sizes rounded up to a multiple (``⌈seq_len/32⌉``,
-    evaluated from the free symbols: :func:`~symbert.analysis.sizes.ceiling_values`)
-    (int64, or Python ints where a coefficient does not fit). Rounding term j is
+    ``coefficients[i, c, t]`` (int64, or Python ints where one does not fit) is candidate i's coefficient
+    in category c of term ``exponents[t]``, a monomial in the free symbols and ``gens``: the sizes
+    rounded up to a multiple (``⌈seq_len/32⌉``), evaluated from the free symbols
+    (:func:`~symbert.analysis.sizes.ceiling_values`). Rounding term j is
     ``pad512(pad_args[j] · terms)``, which candidate i holds ``pad_coefficients[i, c, j]`` times (it is
     at most 511 bytes, so the polynomial alone is a lower bound). Calls take numpy arrays (or numbers)
     of non-negative integers for the free symbols and evaluate exactly
@@ -334,9 +334,8 @@ class Polynomials:
 
     def __call__(self, *x) -> np.ndarray:
         """The peak at each point, exactly (int64, or Python ints past 2**63)."""
-        if not len(self._args):
-            return exact.polymax(self.exponents, self.totals, *self._points(x))
-        return self.values(*x).max(axis=-1)
+        rounding = (self._args, self.pad_totals, ROUND)
+        return exact.polymax_rounded(self.exponents, self.totals, rounding, *self._points(x))
 
     def breakdown(self, *x) -> tuple[np.ndarray, np.ndarray]:
         """At each point: the index of the candidate that peaks, and its bytes per category, exactly."""
