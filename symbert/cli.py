@@ -147,14 +147,6 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 PRECISION_NAMES = ("fp32", "mixed", "amp")
 
 
-def _training(make: Callable[..., Any], optimizer: str, precision: str, memory: MemoryOptions) -> Any:
-    """``make(optimizer, precision, memory)``, its ValueError (amp with a float32 dtype) as a usage error."""
-    try:
-        return make(optimizer, precision, memory)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-
-
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
@@ -173,10 +165,8 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @wraps(fn)
     def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any) -> Any:
-        from symbert.analysis.states import Training
-
         memory = MemoryOptions(policy, dtype, attention, recompute)
-        return fn(options=_training(Training, "adamw", precision, memory).memory, **kwargs)
+        return fn(options=make_training("adamw", precision, memory, None).memory, **kwargs)
 
     return wrapper
 
