@@ -147,6 +147,51 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 PRECISION_NAMES = ("fp32", "mixed", "amp")
 
 
+def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The parallel layout flags, resolved into ``layout`` (:class:`symbert.parallel.Layout`)."""
+    from symbert.parallel import ZERO_STAGES, Layout
+
+    @click.option(
+        "--tensor-parallel", "tensor", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel degree t."
+    )
+    @click.option(
+        "--sequence-parallel", "sequence", is_flag=True, help="Shard dropout, layernorm and residuals along seq_len."
+    )
+    @click.option(
+        "--pipeline-parallel", "pipeline", type=POSITIVE, default=1, show_default=True, help="Pipeline stages p."
+    )
+    @click.option("--microbatches", type=POSITIVE, default=1, show_default=True, help="Micro-batches per step m.")
+    @click.option(
+        "--virtual-stages",
+        "virtual",
+        type=POSITIVE,
+        default=1,
+        show_default=True,
+        help="Interleaved stages per rank v.",
+    )
+    @click.option(
+        "--data-parallel", "data", type=POSITIVE, default=1, show_default=True, help="Data-parallel degree d."
+    )
+    @click.option(
+        "--zero",
+        type=click.Choice([str(z) for z in ZERO_STAGES]),
+        default="0",
+        show_default=True,
+        help="ZeRO stage over the data-parallel group (0: DDP; 3: FSDP full sharding).",
+    )
+    @wraps(fn)
+    def wrapper(
+        tensor: int, sequence: bool, pipeline: int, microbatches: int, virtual: int, data: int, zero: str, **kwargs: Any
+    ) -> Any:
+        try:
+            layout = Layout(tensor, sequence, pipeline, microbatches, virtual, data, int(zero))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return fn(layout=layout, **kwargs)
+
+    return wrapper
+
+
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
@@ -163,9 +208,12 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="amp: torch.autocast to --dtype (default bfloat16) over float32 weights; mixed: 16-bit weights.",
     )
+    @parallel_options
     @wraps(fn)
-    def wrapper(policy: str, dtype: str | None, attention: str, recompute: str, precision: str, **kwargs: Any) -> Any:
-        memory = MemoryOptions(policy, dtype, attention, recompute)
+    def wrapper(
+        policy: str, dtype: str | None, attention: str, recompute: str, precision: str, layout: Any, **kwargs: Any
+    ) -> Any:
+        memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
         return fn(options=make_training("adamw", precision, memory, None).memory, **kwargs)
 
     return wrapper
@@ -617,6 +665,7 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "amp: torch.autocast to --dtype (default bfloat16) over fp32 weights, gradients and optimizer states.",
     )
     @GPU_OPTION
+    @parallel_options
     @wraps(fn)
     def wrapper(
         policy: str,
@@ -626,9 +675,10 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         optimizer: str,
         precision: str,
         gpu: str | None,
+        layout: Any,
         **kwargs: Any,
     ) -> Any:
-        memory = MemoryOptions(policy, dtype, attention, recompute)
+        memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
         return fn(training=make_training(optimizer, precision, memory, gpu), **kwargs)
 
     return wrapper

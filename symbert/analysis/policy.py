@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Role
+from symbert.parallel import Layout
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
 DTYPES = ("float32", "bfloat16", "float16")
@@ -79,13 +80,15 @@ POLICIES: dict[str, Policy] = {
 
 @dataclass(frozen=True)
 class MemoryOptions:
-    """A policy with its modifiers: activation dtype, attention kind and recomputation."""
+    """A policy with its modifiers: activation dtype, attention kind and recomputation, and the
+    :class:`~symbert.parallel.Layout` the job is spread over (one GPU by default)."""
 
     policy: str = "torch-cpu"
     dtype: str | None = None
     attention: str = "eager"
     recompute: str = "none"
     amp: bool = False
+    layout: Layout = field(default_factory=Layout)
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
@@ -126,4 +129,5 @@ class MemoryOptions:
 
     def describe(self) -> str:
         dtype = f"autocast {self.activation_dtype} over float32 weights" if self.amp else self.activation_dtype
-        return f"{self.policy}, {dtype}, {self.attention} attention, recompute {self.recompute}"
+        spread = "" if self.layout.single else f"; {self.layout.describe()}"
+        return f"{self.policy}, {dtype}, {self.attention} attention, recompute {self.recompute}{spread}"
