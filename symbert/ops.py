@@ -304,9 +304,11 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 
 
 @_op("mask_bias", autocast="weights")
-def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
-    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
-    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+def mask_bias(mask: Tensor, shape: Shape, like: Tensor | None = None, name: str = "mask_bias") -> Tensor:
+    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``, in the dtype
+    of ``like`` (the embeddings' output it is built for), else of the float32 weights."""
+    inputs = [mask] if like is None else [mask, like]
+    return active().record("mask_bias", name, inputs, [(shape, ACT, Role.MASK, None)])[0]
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})

@@ -56,7 +56,7 @@ def build(
     if embeddings_project:
         x = F.linear("embeddings_project", x, H)
     with scope("encoder"):
-        mask = mask_bias(attention_mask, padding)
+        mask = mask_bias(attention_mask, padding, like=x)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731
         x = repeat("layer", L, body, x, (x.shape[0], seq_len, H))
     return {"last_hidden_state": x}
