@@ -100,8 +100,10 @@ class Config:
         return values
 
     def structure(self) -> dict[str, object]:
-        """The structural options passed to the model's build function; a head decides the pooler."""
-        return encoder_options(self.head, {**self.spec.defaults, **self.options})
+        """The structural options passed to the model's build function: the sizes decide some, a head
+        the pooler."""
+        decided = {o.name: o.decided_by(self.values) for o in self.spec.options if o.decided_by}
+        return encoder_options(self.head, {**self.spec.defaults, **self.options, **decided})
 
     @property
     def max_length(self) -> int | None:

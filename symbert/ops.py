@@ -265,9 +265,8 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
 
 @_op("cast")
 def cast(x: Tensor, dtype: str, name: str = "cast") -> Tensor:
-    """A copy in another dtype: what torch.autocast inserts before an op it runs in another precision.
-
-    Model code does not call it; :mod:`symbert.analysis.autocast` adds it when resolving dtypes.
+    """A copy in another dtype: ``.float()`` in model code, and what torch.autocast inserts before an op it
+    runs in another precision (:mod:`symbert.analysis.autocast` adds those when resolving dtypes).
     """
     return active().record("cast", name, [x], [(x.shape, dtype, x.role, None)], attrs={"dtype": dtype})[0]
 
@@ -276,6 +275,20 @@ def cast(x: Tensor, dtype: str, name: str = "cast") -> Tensor:
 def clamp(x: Tensor, name: str = "clamp") -> Tensor:
     """A copy of an index tensor with its values clamped to a range (answer positions past the sequence)."""
     return active().record("clamp", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
+
+
+@_op("mask_select", saves=("out0",), flops_per_element=1)
+def mask_select(mask: Tensor, *xs: Tensor, count: sympy.Expr, name: str = "mask_select") -> list[Tensor]:
+    """``x[mask == 1]`` for each x of the 0/1 mask's shape: its entries where the mask is 1, [count] (a
+    number the data decides: the caller states it). The comparison's bool tensor is the first output,
+    shared by the selections, and backward keeps it (IndexBackward scatters the gradient through it);
+    one comparison per mask entry."""
+    t = active()
+    for x in xs:
+        same = len(x.shape) == len(mask.shape) and all(t.same(a, b) for a, b in zip(x.shape, mask.shape, strict=True))
+        _check(same, f"{name}: cannot select {list(x.shape)} with a mask {list(mask.shape)}")
+    outs = [(mask.shape, "bool", Role.MASK, None), *(((count,), x.dtype, x.role, None) for x in xs)]
+    return t.record("mask_select", name, [mask, *xs], outs, attrs={"elements": mask.numel})[1:]
 
 
 @_op("relu", saves=("out0",), flops_per_element=1)
@@ -291,9 +304,11 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 
 
 @_op("mask_bias", autocast="weights")
-def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
-    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
-    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+def mask_bias(mask: Tensor, shape: Shape, like: Tensor | None = None, name: str = "mask_bias") -> Tensor:
+    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``, in the dtype
+    of ``like`` (the embeddings' output it is built for), else of the float32 weights."""
+    inputs = [mask] if like is None else [mask, like]
+    return active().record("mask_bias", name, inputs, [(shape, ACT, Role.MASK, None)])[0]
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})

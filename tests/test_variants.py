@@ -108,6 +108,7 @@ VARIANTS = {
     "albert-base-v2": "num_hidden_layers",
     "roberta-base": "num_hidden_layers",
     "distilbert-base-uncased": "n_layers",
+    "electra-small": "num_hidden_layers",
 }
 COMMANDS = {
     "params": ["params", "--preset", "{name}"],

@@ -9,8 +9,9 @@ kind names its category once (:attr:`symbert.ops.OpDef.autocast`):
 * ``fp32_out``: float32 output (softmax and log_softmax on CUDA take ``dtype=float32``): a float16
   input is read as is (``half_to_float`` kernels), a bfloat16 one converted to a float32 copy first;
 * ``promote``: ordinary type promotion, the widest float input wins (add, mul);
-* ``weights``: the output has the weights' dtype, float32 (embedding lookups; the attention mask,
-  which Hugging Face builds in the embeddings' dtype);
+* ``weights``: the output has the weights' dtype, float32 (embedding lookups), or that of the float
+  tensor it is built for (the attention mask, which Hugging Face builds in the dtype of the
+  embeddings' output: 16-bit after ELECTRA's projection);
 * ``same``: the output keeps its input's dtype (GELU, dropout, tanh, views, layer_norm on CPU).
 
 :func:`resolve` returns a copy of the graph whose tensors carry concrete dtypes, with a ``cast`` node
@@ -85,7 +86,7 @@ def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gra
             "lower": low,
             "fp32": "float32",
             "fp32_out": "float32",
-            "weights": "float32",
+            "weights": floats[0] if floats else "float32",
             "promote": "float32" if "float32" in floats else (floats[0] if floats else low),
             "same": floats[0] if floats else low,
         }[kind]

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
+import sympy
+
 from symbert import ops as F
 from symbert.ir import Role, Tensor
 from symbert.models import heads
-from symbert.models.heads import Encoded, Head
+from symbert.models.heads import HEAD_NAMES, Encoded, Head
 from symbert.models.layers import (
     ACTIVATIONS,
     attention,
@@ -36,17 +38,19 @@ def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     return input_ids, token_type_ids, token_input("attention_mask", Role.MASK)
 
 
-def embeddings(input_ids: Tensor, token_type_ids: Tensor | None, p: float, positions_from_ids: bool) -> Tensor:
-    """Word + token-type + position lookups → sum → LayerNorm → dropout, each of width E."""
+def embeddings(
+    input_ids: Tensor, token_type_ids: Tensor | None, p: float, positions_from_ids: bool, width: sympy.Expr = E
+) -> Tensor:
+    """Word + token-type + position lookups → sum → LayerNorm → dropout, each of ``width`` (E)."""
     with scope("embeddings"):
         if positions_from_ids:
             position_ids = F.positions(input_ids.shape, input_ids)
         else:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
-        x = F.embedding("word_embeddings", input_ids, vocab_size, E)
+        x = F.embedding("word_embeddings", input_ids, vocab_size, width)
         if token_type_ids is not None:
-            x = F.add(x, F.embedding("token_type_embeddings", token_type_ids, type_size, E))
-        x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, E))
+            x = F.add(x, F.embedding("token_type_embeddings", token_type_ids, type_size, width))
+        x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, width))
         return dropout(F.layernorm("LayerNorm", x), p)
 
 
@@ -144,28 +148,19 @@ def pretraining(e: Encoded, problem: str) -> Tensor:
     return heads.summed(masked_lm(e, scores), next_loss)
 
 
-def task_heads(
-    family: str,
-    mlm_head: Head,
-    *extra: Head,
-    sequence: Head | None = None,
-    classifier_p: Callable[[Encoded], float] = classifier_p,
-) -> dict[str, Head]:
-    """A BERT-style family's heads: ``mlm_head`` and the ``extra`` ones differ between families; sequence
-    classification on the pooler (unless the family has its own ``sequence`` head), token
-    classification, question answering and multiple choice are BERT's, with the family's classifier
-    dropout."""
-    pooled_classification = Head(
-        "sequence-classification",
-        f"{family}ForSequenceClassification",
-        heads.sequence_classification(pooled, classifier_p),
-        pooler=True,
-        symbols=(num_labels,),
-    )
-    return heads.by_name(
-        mlm_head,
-        *extra,
-        sequence or pooled_classification,
+def task_heads(family: str, *own: Head, classifier_p: Callable[[Encoded], float] = classifier_p) -> dict[str, Head]:
+    """A BERT-style family's heads, in the order of ``HEAD_NAMES``: its ``own`` (masked LM, pre-training,
+    and any that replaces one of BERT's of the same name), and BERT's sequence classification on the
+    pooler, token classification, question answering and multiple choice on the pooler, with the
+    family's classifier dropout."""
+    bert = heads.by_name(
+        Head(
+            "sequence-classification",
+            f"{family}ForSequenceClassification",
+            heads.sequence_classification(pooled, classifier_p),
+            pooler=True,
+            symbols=(num_labels,),
+        ),
         Head(
             "token-classification",
             f"{family}ForTokenClassification",
@@ -182,6 +177,8 @@ def task_heads(
             symbols=(C,),
         ),
     )
+    chosen = {**bert, **heads.by_name(*own)}
+    return {name: chosen[name] for name in HEAD_NAMES if name in chosen}
 
 
 HEADS = task_heads(
@@ -293,13 +290,18 @@ def roberta_lm_scores(e: Encoded) -> Tensor:
         return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
 
 
-def roberta_classification(e: Encoded, problem: str) -> Tensor:
-    """RobertaClassificationHead: the first token, dropout, dense, tanh, dropout, out_proj."""
-    p = classifier_p(e)
-    with scope("classifier"):
-        x = F.tanh(F.linear("dense", dropout(F.select(e.sequence, 1, 0), p), H))
-        logits = heads.classifier(x, p, name="out_proj")
-    return heads.classification_loss(logits, problem)
+def first_token_classification(activation: Callable[[Tensor], Tensor]) -> Callable[[Encoded, str], Tensor]:
+    """A classification head on the first token (RobertaClassificationHead with ``activation`` tanh):
+    dropout, dense, the activation, dropout, out_proj, then the problem type's loss."""
+
+    def build(e: Encoded, problem: str) -> Tensor:
+        p = classifier_p(e)
+        with scope("classifier"):
+            x = activation(F.linear("dense", dropout(F.select(e.sequence, 1, 0), p), H))
+            logits = heads.classifier(x, p, name="out_proj")
+        return heads.classification_loss(logits, problem)
+
+    return build
 
 
 ROBERTA = replace(
@@ -310,10 +312,10 @@ ROBERTA = replace(
     heads=task_heads(
         "Roberta",
         Head("mlm", "RobertaForMaskedLM", masked_lm_head(roberta_lm_scores)),
-        sequence=Head(
+        Head(
             "sequence-classification",
             "RobertaForSequenceClassification",
-            roberta_classification,
+            first_token_classification(F.tanh),
             symbols=(num_labels,),
         ),
     ),

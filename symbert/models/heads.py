@@ -17,7 +17,7 @@ from symbert import ops as F
 from symbert.ir import Role, Shape, Tensor, numel
 from symbert.models.layers import dropout
 from symbert.symbols import B, C, num_labels, seq_len
-from symbert.tracer import graph_input, scope
+from symbert.tracer import active, graph_input, scope
 
 BARE = "model"
 HEAD_NAMES = (
@@ -100,6 +100,13 @@ def encoder_options(head: Head | None, options: Mapping[str, object]) -> dict[st
 def labels(name: str, shape: Shape, dtype: str = "int64") -> Tensor:
     """Labels the caller passes to the forward, by their Hugging Face argument name."""
     return graph_input(name, shape, dtype, Role.INDEX)
+
+
+def given(name: str) -> Tensor:
+    """A tensor the encoder was given (``attention_mask``), by its Hugging Face argument name: a head that
+    reads it too."""
+    graph = active().graph
+    return graph.tensor(graph.node(name).outputs[0])
 
 
 def rows(x: Tensor) -> Tensor:

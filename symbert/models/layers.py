@@ -24,15 +24,16 @@ def token_input(name: str, role: Role = Role.INDEX) -> Tensor:
     return x if len(batch) == 1 else F.reshape(x, (numel(batch), seq_len), name=f"{name}_rows")
 
 
-def mask_bias(attention_mask: Tensor, padding: bool = True) -> Tensor | None:
+def mask_bias(attention_mask: Tensor, padding: bool = True, like: Tensor | None = None) -> Tensor | None:
     """The 4D mask Hugging Face builds from the padding mask (``masking_utils.create_bidirectional_mask``),
     [rows, 1, seq_len, seq_len], materialised: eager attention gets an additive float bias (0 or the
-    dtype's minimum, in the embeddings' dtype), sdpa a bool mask (its size is the analysis's business,
-    see :func:`symbert.analysis.sdpa.mask_bytes`). Without padding (``padding`` False) Hugging Face
-    drops an all-ones mask and passes None: no bias, nothing added to the scores."""
+    dtype's minimum, in the dtype of ``like``, the embeddings' output, where it can differ from the
+    float32 weights' under autocast), sdpa a bool mask (its size is the analysis's business, see
+    :func:`symbert.analysis.sdpa.mask_bytes`). Without padding (``padding`` False) Hugging Face drops an
+    all-ones mask and passes None: no bias, nothing added to the scores."""
     if not padding:
         return None
-    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len))
+    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len), like)
 
 
 def dropout(x: Tensor, p: float) -> Tensor:

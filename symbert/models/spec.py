@@ -35,7 +35,9 @@ class Component:
 class Option:
     """A structural choice passed to the build function: a flag, a probability or one of some names.
 
-    Options read from a Hugging Face config are named by their config key (``hidden_act``).
+    Options read from a Hugging Face config are named by their config key (``hidden_act``). One the
+    config's sizes decide has ``decided_by``, a function of its Hugging Face values (ELECTRA projects
+    its embeddings only when ``embedding_size`` differs from ``hidden_size``); no flag sets it.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Option:
     choices: tuple[str, ...] = ()
     from_config: bool = False
     optional: bool = False
+    decided_by: Callable[[Mapping[str, int]], bool] | None = None
 
     def parse(self, value: object) -> bool | float | str | None:
         """Check a value from a config file or ``--set``; raise ValueError naming what is wrong.

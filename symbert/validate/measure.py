@@ -36,6 +36,7 @@ MODEL_CLASSES: dict[str, str] = {
     "albert": "AlbertModel",
     "roberta": "RobertaModel",
     "distilbert": "DistilBertModel",
+    "electra": "ElectraModel",
     "gpt2": "GPT2Model",
 }
 """Supported ``model_type`` values and the bare ``transformers`` model class built for each."""
