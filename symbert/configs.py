@@ -133,6 +133,11 @@ def preset_names() -> list[str]:
 def _split(spec: ModelSpec, data: Mapping[str, object], where: str) -> Config:
     """Fields and config-read options from a mapping, the family's default preset filling gaps."""
     base = spec.presets[spec.default_preset]
+    if spec.read is not None:
+        try:
+            data = spec.read(data)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     for key, required in spec.constraints:
         if key in data and data[key] != required:
             raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {show(data[key])}")

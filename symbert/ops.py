@@ -180,9 +180,12 @@ def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
 
 
 @_op("softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "same", "cuda": "fp32_out"})
-def softmax(x: Tensor, name: str = "softmax") -> Tensor:
-    """Softmax over the last dimension (max, subtract, exp, sum, divide)."""
-    return active().record("softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+def softmax(x: Tensor, name: str = "softmax", dtype: str = ACT) -> Tensor:
+    """Softmax over the last dimension (max, subtract, exp, sum, divide).
+
+    ``dtype`` is the output's: ``float32`` for ``softmax(x, dtype=torch.float32)``, whatever x's dtype.
+    """
+    return active().record("softmax", name, [x], [(x.shape, dtype, Role.ACTIVATION, None)])[0]
 
 
 @_op("dropout", saves=("out1",), flops_per_element=2)
@@ -193,11 +196,11 @@ def dropout(x: Tensor, p: float, name: str = "dropout") -> Tensor:
 
 
 @_op("layernorm", saves=("in0", "out1", "out2"), flops_per_element=7, autocast={"cpu": "same", "cuda": "fp32"})
-def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
+def layernorm(name: str, x: Tensor, eps: float = 1e-12, bias: bool = True) -> Tensor:
     """Layer normalisation over the last dimension; mean and rstd are explicit outputs.
 
     Per element: sum for the mean, subtract, square and sum for the variance, scale by rstd, affine
-    multiply and add.
+    multiply and add. ``bias`` False: a weight only (``nn.LayerNorm(bias=False)``).
     """
     stats = (*x.shape[:-1], 1)
     outs = [
@@ -206,7 +209,8 @@ def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
         (stats, STATS_DTYPE, Role.STATISTICS, None),
     ]
     dim = x.shape[-1]
-    return active().record("layernorm", name, [x], outs, [("weight", (dim,)), ("bias", (dim,))], {"eps": eps})[0]
+    params = [("weight", (dim,))] + ([("bias", (dim,))] if bias else [])
+    return active().record("layernorm", name, [x], outs, params, {"eps": eps})[0]
 
 
 @_op("gelu", saves=("in0",), flops_per_element=5)
@@ -294,6 +298,23 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
     return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+
+
+@_op("rope_tables", autocast="weights")
+def rope_tables(positions: Tensor, dim: sympy.Expr, name: str = "rotary_emb") -> tuple[Tensor, Tensor]:
+    """Rotary position tables cos and sin, [1, seq_len, dim], from the positions and the inverse
+    frequencies (a buffer), computed without gradient in the hidden states' dtype."""
+    shape = (*positions.shape, dim)
+    outs = [(shape, ACT, Role.ACTIVATION, None), (shape, ACT, Role.ACTIVATION, None)]
+    cos, sin = active().record("rope_tables", name, [positions], outs)
+    return cos, sin
+
+
+@_op("rope", saves=("in1", "in2"), flops_per_element=3)
+def rope(x: Tensor, cos: Tensor, sin: Tensor, name: str = "rope") -> Tensor:
+    """Rotary position embedding x·cos + rotate_half(x)·sin, the tables broadcast over batch and heads
+    (two products and a sum per element); the products keep cos and sin for x's gradient."""
+    return active().record("rope", name, [x, cos, sin], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
