@@ -314,6 +314,11 @@ def validated(config: Config) -> Config:
     for whole, part in config.spec.divides:
         if config.values[whole] % config.values[part]:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
+    if config.spec.check is not None:
+        try:
+            config.spec.check(config.values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if config.max_length is not None and config.max_length < 1:
         raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):

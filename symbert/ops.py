@@ -269,9 +269,9 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
 
 @_op("cast")
 def cast(x: Tensor, dtype: str, name: str = "cast") -> Tensor:
-    """A copy in another dtype: what torch.autocast inserts before an op it runs in another precision.
-
-    Model code does not call it; :mod:`symbert.analysis.autocast` adds it when resolving dtypes.
+    """A copy in another dtype: ``Tensor.to(dtype)``, and what torch.autocast inserts before an op it
+    runs in another precision (:mod:`symbert.analysis.autocast` adds those when resolving dtypes). To
+    the dtype its input already has it is no copy: the analyses make it a view.
     """
     return active().record("cast", name, [x], [(x.shape, dtype, x.role, None)], attrs={"dtype": dtype})[0]
 
@@ -319,21 +319,21 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, name: str = "rope") -> Tensor:
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
 def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
-    """Log-softmax over the last dimension (max, subtract, exp, sum, log)."""
-    return active().record("log_softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype."""
+    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)])[0]
 
 
 @_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1, autocast="fp32")
 def nll_loss(log_probs: Tensor, target: Tensor, name: str = "nll_loss") -> Tensor:
     """Mean negative log-likelihood of the target classes, [N, classes] and [N] → a scalar.
 
-    Its second output is the total weight (the count of targets not ignored), a scalar of the input's
-    dtype that backward keeps with the log-probabilities and the targets. One operation per target.
+    Its outputs have the input's dtype; the second is the total weight (the count of targets not
+    ignored), a scalar that backward keeps with the log-probabilities and the targets. One operation per target.
     """
     t = active()
     _check(len(log_probs.shape) == 2 and len(target.shape) == 1, f"{name}: expects [N, classes] and [N]")
     _check(t.same(log_probs.shape[0], target.shape[0]), f"{name}: {target.shape[0]} targets, {log_probs.shape[0]} rows")
-    outs = [((), ACT, Role.ACTIVATION, None), ((), ACT, Role.STATISTICS, None)]
+    outs = [((), log_probs.dtype, Role.ACTIVATION, None), ((), log_probs.dtype, Role.STATISTICS, None)]
     return t.record("nll_loss", name, [log_probs, target], outs, attrs={"elements": target.numel})[0]
 
 

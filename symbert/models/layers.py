@@ -58,9 +58,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fu
     return F.reshape(context, (context.shape[0], seq_len, H))
 
 
-def attention_core(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False
-) -> Tensor:
+def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
     """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention.
 
     ``fused_qkv``: the newer eager attention of models with one QKV projection (ModernBERT). Its softmax

@@ -93,10 +93,12 @@ def prediction_head(x: Tensor, e: Encoded) -> Tensor:
 
 def masked_lm(e: Encoded, problem: str) -> Tensor:
     """ModernBertForMaskedLM (dense prediction): the head, a decoder tied to the token embeddings with
-    its own bias, cross-entropy over the vocabulary at every position."""
+    its own bias, then Hugging Face's ``ForMaskedLMLoss``: the logits cast to float32 (a copy in a 16-bit
+    model), cross-entropy over the vocabulary at every position."""
     tied = {"weight": f"{e.prefix}.embeddings.tok_embeddings.weight"}
     x = prediction_head(e.sequence, e)
     logits = F.linear("decoder", x, vocab_size, bias=e.options["decoder_bias"], tied=tied)
+    logits = F.cast(logits, "float32", name="float")
     return heads.cross_entropy("masked_lm", logits, heads.labels("labels", e.sequence.shape[:2]))
 
 
@@ -119,6 +121,16 @@ def read(data: dict) -> dict:
     if types != pattern:
         raise ValueError("symbert models layer_types as one full_attention layer every n, from layer 0")
     return {**data, "global_attn_every_n_layers": every, "num_hidden_layers": data.get("num_hidden_layers", len(types))}
+
+
+def check(values: dict) -> None:
+    """The graph has one local layer at least: with none (one layer, or a global layer every layer)
+    Hugging Face computes no local rotary tables, which the graph would count."""
+    if values["num_hidden_layers"] < 2 or values["global_attn_every_n_layers"] < 2:
+        raise ValueError(
+            "symbert models ModernBERT with a local layer: num_hidden_layers and global_attn_every_n_layers "
+            f"must be at least 2, got {values['num_hidden_layers']} and {values['global_attn_every_n_layers']}"
+        )
 
 
 def released(layers: int, hidden: int, heads: int, intermediate: int) -> dict[str, object]:
@@ -187,6 +199,7 @@ SPEC = ModelSpec(
     default_preset="modernbert-base",
     constraints=(("sparse_prediction", False), ("classifier_pooling", "cls")),
     read=read,
+    check=check,
     architecture="ModernBertModel",
     heads=heads.by_name(
         Head("mlm", "ModernBertForMaskedLM", masked_lm),
