@@ -71,10 +71,12 @@ def build(
     with scope("embeddings"):
         x = F.embedding("tok_embeddings", input_ids, vocab_size, H)
         x = dropout(F.layernorm("norm", x, EPS, bias=norm_bias), embedding_dropout)
-    rows = (x.shape[0], 1, seq_len, seq_len)
-    masks = mask_bias(attention_mask, padding), F.mask_bias(attention_mask, rows, name="sliding_window_mask")
-    positions = F.positions((1, seq_len))
-    tables = [F.rope_tables(positions, H / A, name=f"rotary_emb/{kind}") for kind in ("global", "local")]
+    with scope("masks", in_param_name=False):
+        rows = (x.shape[0], 1, seq_len, seq_len)
+        masks = mask_bias(attention_mask, padding), F.mask_bias(attention_mask, rows, name="sliding_window")
+    with scope("rotary_emb"):
+        positions = F.positions((1, seq_len))
+        tables = [F.rope_tables(positions, H / A, name=kind) for kind in ("global", "local")]
     shape = (x.shape[0], seq_len, H)
     with scope("layers"):
         with scope("0", in_param_name=False):
@@ -124,8 +126,14 @@ def read(data: dict) -> dict:
 
 
 def check(values: dict) -> None:
-    """The graph has one local layer at least: with none (one layer, or a global layer every layer)
-    Hugging Face computes no local rotary tables, which the graph would count."""
+    """An even head width (Hugging Face's rotary tables need one); two heads at least (eager attention's
+    product copies V only when batch and heads cannot be viewed as one dimension, see
+    :func:`~symbert.models.layers.attention_core`); one local layer at least: with none (one layer, or a
+    global layer every layer) Hugging Face computes no local rotary tables, which the graph would count."""
+    if values["hidden_size"] // values["num_attention_heads"] % 2:
+        raise ValueError("ModernBERT's rotary embedding needs an even head width hidden_size/num_attention_heads")
+    if values["num_attention_heads"] < 2:
+        raise ValueError("symbert models ModernBERT with num_attention_heads at least 2 (one head keeps V in place)")
     if values["num_hidden_layers"] < 2 or values["global_attn_every_n_layers"] < 2:
         raise ValueError(
             "symbert models ModernBERT with a local layer: num_hidden_layers and global_attn_every_n_layers "
@@ -179,6 +187,8 @@ SPEC = ModelSpec(
         *(Component("rest of attention", c.scope) for c in ATTENTION),
         *(Component("feed-forward", c.scope) for c in MLP),
         Component("final norm", "final_norm"),
+        Component("masks", "masks"),
+        Component("rotary tables", "rotary_emb"),
     ),
     fields={
         "vocab_size": vocab_size,
