@@ -317,6 +317,16 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, name: str = "rope") -> Tensor:
     return active().record("rope", name, [x, cos, sin], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
 
 
+@_op("masked_mean", saves=("in1", "out1"), flops_per_element=2)
+def masked_mean(x: Tensor, mask: Tensor, name: str = "masked_mean") -> Tensor:
+    """Mean over the sequence of the tokens a 0/1 mask keeps, (x·mask).sum(1) / mask.sum(1), [rows,
+    seq_len, H] → [rows, H]. Its second output is the count of kept tokens per row ([rows, 1], the mask's
+    dtype); backward keeps the mask (the product's) and the counts (the division's). A multiply and an
+    add per input element."""
+    outs = [((x.shape[0], x.shape[-1]), ACT, Role.ACTIVATION, None), ((x.shape[0], 1), mask.dtype, Role.INDEX, None)]
+    return active().record("masked_mean", name, [x, mask], outs, attrs={"elements": x.numel})[0]
+
+
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
 def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
     """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype."""

@@ -29,7 +29,10 @@ SMALL = {
 
 
 def small(name: str, head: str = "model", **options: object) -> symbert.Config:
+    """A small config with a head; ``mean-pooled`` is sequence classification with classifier_pooling "mean"."""
     config = symbert.with_overrides(symbert.preset("modernbert-base"), [f"{k}={v}" for k, v in SMALL[name].items()])
+    if head == "mean-pooled":
+        head, options = "sequence-classification", {**options, "classifier_pooling": "mean"}
     return symbert.with_task(replace(config, name=name, options={**config.options, **options}), head=head)
 
 
@@ -81,6 +84,8 @@ CASES = [
     ("period-2", "sequence-classification", True, "bfloat16", "eager"),
     ("short", "model", False, "float32", "eager"),
     ("short", "sequence-classification", False, "bfloat16", "sdpa"),
+    ("short", "mean-pooled", True, "bfloat16", "eager"),
+    ("period-2", "mean-pooled", False, "float32", "sdpa"),
 ]
 
 

@@ -28,7 +28,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, H, I, L, L_global, global_every, num_labels, position_size, seq_len, vocab_size, window
-from symbert.tracer import repeat, scope
+from symbert.tracer import active, repeat, scope
 
 EPS = 1e-5
 
@@ -63,6 +63,7 @@ def build(
     mlp_bias: bool = False,
     decoder_bias: bool = True,
     classifier_bias: bool = False,
+    classifier_pooling: str = "cls",
 ) -> dict[str, Tensor]:
     """Trace ModernBertModel.forward(input_ids, attention_mask) in training mode; ``padding`` False: a
     batch without padding, for which the global layers get no mask."""
@@ -104,9 +105,13 @@ def masked_lm(e: Encoded, problem: str) -> Tensor:
     return heads.cross_entropy("masked_lm", logits, heads.labels("labels", e.sequence.shape[:2]))
 
 
-def cls_pooled(e: Encoded) -> Tensor:
-    """classifier_pooling "cls": the first token through the prediction head."""
-    return prediction_head(F.select(e.sequence, 1, 0), e)
+def pooled(e: Encoded) -> Tensor:
+    """The sequence pooled as ``classifier_pooling`` says, through the prediction head: "cls" the first
+    token, "mean" the mean of the tokens the attention mask keeps."""
+    if e.options["classifier_pooling"] == "cls":
+        return prediction_head(F.select(e.sequence, 1, 0), e)
+    attention_mask = active().graph.tensor("attention_mask:0")
+    return prediction_head(F.masked_mean(e.sequence, attention_mask, name="mean_pooling"), e)
 
 
 def read(data: dict) -> dict:
@@ -172,6 +177,7 @@ SPEC = ModelSpec(
         *(Option(b, False, from_config=True) for b in ("norm_bias", "attention_bias", "mlp_bias")),
         Option("decoder_bias", True, from_config=True),
         Option("classifier_bias", False, from_config=True),
+        Option("classifier_pooling", "cls", ("cls", "mean"), from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -207,7 +213,7 @@ SPEC = ModelSpec(
         "modernbert-large": released(28, 1024, 16, 2624),
     },
     default_preset="modernbert-base",
-    constraints=(("sparse_prediction", False), ("classifier_pooling", "cls")),
+    constraints=(("sparse_prediction", False),),
     read=read,
     check=check,
     architecture="ModernBertModel",
@@ -216,7 +222,7 @@ SPEC = ModelSpec(
         Head(
             "sequence-classification",
             "ModernBertForSequenceClassification",
-            heads.sequence_classification(cls_pooled, lambda e: e.options["classifier_dropout"]),
+            heads.sequence_classification(pooled, lambda e: e.options["classifier_dropout"]),
             symbols=(num_labels,),
         ),
     ),
