@@ -295,9 +295,11 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 
 
 @_op("mask_bias", autocast="weights")
-def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
-    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
-    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias", window: sympy.Expr | None = None) -> Tensor:
+    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``; with
+    ``window``, also masking every pair of positions further apart than it (a sliding-window mask)."""
+    attrs = {} if window is None else {"window": window}
+    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)], attrs=attrs)[0]
 
 
 @_op("rope_tables", autocast="weights")

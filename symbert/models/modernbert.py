@@ -74,7 +74,8 @@ def build(
         x = dropout(F.layernorm("norm", x, EPS, bias=norm_bias), embedding_dropout)
     with scope("masks", in_param_name=False):
         rows = (x.shape[0], 1, seq_len, seq_len)
-        masks = mask_bias(attention_mask, padding), F.mask_bias(attention_mask, rows, name="sliding_window")
+        sliding = F.mask_bias(attention_mask, rows, name="sliding_window", window=sympy.floor(window / 2))
+        masks = mask_bias(attention_mask, padding), sliding
     with scope("rotary_emb"):
         positions = F.positions((1, seq_len))
         tables = [F.rope_tables(positions, H / A, name=kind) for kind in ("global", "local")]
@@ -127,7 +128,9 @@ def read(data: dict) -> dict:
     pattern = ["sliding_attention" if i % every else "full_attention" for i in range(len(types))]
     if types != pattern:
         raise ValueError("symbert models layer_types as one full_attention layer every n, from layer 0")
-    return {**data, "global_attn_every_n_layers": every, "num_hidden_layers": data.get("num_hidden_layers", len(types))}
+    if data.get("num_hidden_layers", len(types)) != len(types):
+        raise ValueError(f"layer_types lists {len(types)} layers, num_hidden_layers is {data['num_hidden_layers']}")
+    return {**data, "global_attn_every_n_layers": every, "num_hidden_layers": len(types)}
 
 
 def check(values: dict) -> None:
