@@ -86,6 +86,7 @@ CASES = [
     ("short", "model", False, "float32", "eager"),
     ("short", "sequence-classification", False, "bfloat16", "sdpa"),
     ("short", "mean-pooled", True, "bfloat16", "eager"),
+    ("odd", "token-classification", False, "bfloat16", "sdpa"),
     ("period-2", "mean-pooled", False, "float32", "sdpa"),
 ]
 

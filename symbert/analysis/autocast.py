@@ -49,6 +49,8 @@ def resolve(graph: Graph, options: MemoryOptions) -> Graph:
     """The graph with every tensor's dtype as torch.autocast leaves it, casts inserted; without amp, the
     graph with its casts to the dtype their input already has made views (:func:`_same_dtype_casts`)."""
     device = options.autocast_device
+    if device is None and not any(n.op == "cast" for n in graph.nodes):
+        return graph
     key = (id(graph), device, options.activation_dtype)
     if key in _resolved and _resolved[key][0] is graph:
         return _resolved[key][1]

@@ -115,6 +115,13 @@ def pooled(e: Encoded) -> Tensor:
     return prediction_head(F.masked_mean(e.sequence, attention_mask, name="mean_pooling"), e)
 
 
+def token_classification(e: Encoded, problem: str) -> Tensor:
+    """ModernBertForTokenClassification: the prediction head on every token, dropout, the classifier,
+    cross-entropy against one label per token."""
+    logits = heads.classifier(prediction_head(e.sequence, e), e.options["classifier_dropout"])
+    return heads.cross_entropy("classification", logits, heads.labels("labels", e.sequence.shape[:2]))
+
+
 def read(data: dict) -> dict:
     """A config's ``layer_types`` (transformers ≥ 5 writes it) as ``global_attn_every_n_layers``: layer 0
     and every n-th attend globally, the others over the window; any other pattern is refused."""
@@ -228,6 +235,7 @@ SPEC = ModelSpec(
             heads.sequence_classification(pooled, lambda e: e.options["classifier_dropout"]),
             symbols=(num_labels,),
         ),
+        Head("token-classification", "ModernBertForTokenClassification", token_classification, symbols=(num_labels,)),
     ),
     prefix="model",
 )
