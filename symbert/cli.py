@@ -910,7 +910,7 @@ def timeline(
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
     expr = sympy.expand(formula.subs(config.spec.substitutions))
     rounding = sympy.Add(*(t for t in sympy.Add.make_args(expr) if t.has(pad512)))
-    out.print(f"  = {human(expr - rounding)}  (with {conventions})")
+    out.print(f"  = {human(expr - rounding)}" + (f"  (with {conventions})" if conventions else ""))
     if rounding != 0:
         here = quantity(int(rounding.subs(values)), "bytes")
         out.print(f"  + the allocator's rounding to 512 bytes ({here} here): {human(rounding)}")

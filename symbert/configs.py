@@ -135,6 +135,11 @@ def preset_names() -> list[str]:
 def _split(spec: ModelSpec, data: Mapping[str, object], where: str) -> Config:
     """Fields and config-read options from a mapping, the family's default preset filling gaps."""
     base = spec.presets[spec.default_preset]
+    if spec.read is not None:
+        try:
+            data = spec.read(data)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     for key, required in spec.constraints:
         if key in data and data[key] != required:
             raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {show(data[key])}")
@@ -311,6 +316,11 @@ def validated(config: Config) -> Config:
     for whole, part in config.spec.divides:
         if config.values[whole] % config.values[part]:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
+    if config.spec.check is not None:
+        try:
+            config.spec.check(config.values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if config.max_length is not None and config.max_length < 1:
         raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):

@@ -180,9 +180,12 @@ def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
 
 
 @_op("softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "same", "cuda": "fp32_out"})
-def softmax(x: Tensor, name: str = "softmax") -> Tensor:
-    """Softmax over the last dimension (max, subtract, exp, sum, divide)."""
-    return active().record("softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+def softmax(x: Tensor, name: str = "softmax", dtype: str = ACT) -> Tensor:
+    """Softmax over the last dimension (max, subtract, exp, sum, divide).
+
+    ``dtype`` is the output's: ``float32`` for ``softmax(x, dtype=torch.float32)``, whatever x's dtype.
+    """
+    return active().record("softmax", name, [x], [(x.shape, dtype, Role.ACTIVATION, None)])[0]
 
 
 @_op("dropout", saves=("out1",), flops_per_element=2)
@@ -193,11 +196,11 @@ def dropout(x: Tensor, p: float, name: str = "dropout") -> Tensor:
 
 
 @_op("layernorm", saves=("in0", "out1", "out2"), flops_per_element=7, autocast={"cpu": "same", "cuda": "fp32"})
-def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
+def layernorm(name: str, x: Tensor, eps: float = 1e-12, bias: bool = True) -> Tensor:
     """Layer normalisation over the last dimension; mean and rstd are explicit outputs.
 
     Per element: sum for the mean, subtract, square and sum for the variance, scale by rstd, affine
-    multiply and add.
+    multiply and add. ``bias`` False: a weight only (``nn.LayerNorm(bias=False)``).
     """
     stats = (*x.shape[:-1], 1)
     outs = [
@@ -206,7 +209,8 @@ def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
         (stats, STATS_DTYPE, Role.STATISTICS, None),
     ]
     dim = x.shape[-1]
-    return active().record("layernorm", name, [x], outs, [("weight", (dim,)), ("bias", (dim,))], {"eps": eps})[0]
+    params = [("weight", (dim,))] + ([("bias", (dim,))] if bias else [])
+    return active().record("layernorm", name, [x], outs, params, {"eps": eps})[0]
 
 
 @_op("gelu", saves=("in0",), flops_per_element=5)
@@ -265,8 +269,9 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
 
 @_op("cast")
 def cast(x: Tensor, dtype: str, name: str = "cast") -> Tensor:
-    """A copy in another dtype: ``.float()`` in model code, and what torch.autocast inserts before an op it
-    runs in another precision (:mod:`symbert.analysis.autocast` adds those when resolving dtypes).
+    """A copy in another dtype: ``.float()`` or ``Tensor.to(dtype)`` in model code, and what torch.autocast
+    inserts before an op it runs in another precision (:mod:`symbert.analysis.autocast` adds those when
+    resolving dtypes). To the dtype its input already has it is no copy: the analyses make it a view.
     """
     return active().record("cast", name, [x], [(x.shape, dtype, x.role, None)], attrs={"dtype": dtype})[0]
 
@@ -304,30 +309,65 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 
 
 @_op("mask_bias", autocast="weights")
-def mask_bias(mask: Tensor, shape: Shape, like: Tensor | None = None, name: str = "mask_bias") -> Tensor:
+def mask_bias(
+    mask: Tensor,
+    shape: Shape,
+    like: Tensor | None = None,
+    name: str = "mask_bias",
+    window: sympy.Expr | None = None,
+) -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``, in the dtype
-    of ``like`` (the embeddings' output it is built for), else of the float32 weights."""
+    of ``like`` (the embeddings' output it is built for), else of the float32 weights; with ``window``,
+    also masking every pair of positions further apart than it (a sliding-window mask)."""
     inputs = [mask] if like is None else [mask, like]
-    return active().record("mask_bias", name, inputs, [(shape, ACT, Role.MASK, None)])[0]
+    attrs = {} if window is None else {"window": window}
+    return active().record("mask_bias", name, inputs, [(shape, ACT, Role.MASK, None)], attrs=attrs)[0]
+
+
+@_op("rope_tables", autocast="weights")
+def rope_tables(positions: Tensor, dim: sympy.Expr, name: str = "rotary_emb") -> tuple[Tensor, Tensor]:
+    """Rotary position tables cos and sin, [1, seq_len, dim], from the positions and the inverse
+    frequencies (a buffer), computed without gradient in the hidden states' dtype."""
+    shape = (*positions.shape, dim)
+    outs = [(shape, ACT, Role.ACTIVATION, None), (shape, ACT, Role.ACTIVATION, None)]
+    cos, sin = active().record("rope_tables", name, [positions], outs)
+    return cos, sin
+
+
+@_op("rope", saves=("in1", "in2"), flops_per_element=3)
+def rope(x: Tensor, cos: Tensor, sin: Tensor, name: str = "rope") -> Tensor:
+    """Rotary position embedding x·cos + rotate_half(x)·sin, the tables broadcast over batch and heads
+    (two products and a sum per element); the products keep cos and sin for x's gradient."""
+    return active().record("rope", name, [x, cos, sin], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("masked_mean", saves=("in1", "out1"), flops_per_element=2)
+def masked_mean(x: Tensor, mask: Tensor, name: str = "masked_mean") -> Tensor:
+    """Mean over the sequence of the tokens a 0/1 mask keeps, (x·mask).sum(1) / mask.sum(1), [rows,
+    seq_len, H] → [rows, H]. Its second output is the count of kept tokens per row ([rows, 1], the mask's
+    dtype); backward keeps the mask (the product's) and the counts (the division's). A multiply and an
+    add per input element."""
+    outs = [((x.shape[0], x.shape[-1]), ACT, Role.ACTIVATION, None), ((x.shape[0], 1), mask.dtype, Role.INDEX, None)]
+    return active().record("masked_mean", name, [x, mask], outs, attrs={"elements": x.numel})[0]
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
 def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
-    """Log-softmax over the last dimension (max, subtract, exp, sum, log)."""
-    return active().record("log_softmax", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype."""
+    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)])[0]
 
 
 @_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1, autocast="fp32")
 def nll_loss(log_probs: Tensor, target: Tensor, name: str = "nll_loss") -> Tensor:
     """Mean negative log-likelihood of the target classes, [N, classes] and [N] → a scalar.
 
-    Its second output is the total weight (the count of targets not ignored), a scalar of the input's
-    dtype that backward keeps with the log-probabilities and the targets. One operation per target.
+    Its outputs have the input's dtype; the second is the total weight (the count of targets not
+    ignored), a scalar that backward keeps with the log-probabilities and the targets. One operation per target.
     """
     t = active()
     _check(len(log_probs.shape) == 2 and len(target.shape) == 1, f"{name}: expects [N, classes] and [N]")
     _check(t.same(log_probs.shape[0], target.shape[0]), f"{name}: {target.shape[0]} targets, {log_probs.shape[0]} rows")
-    outs = [((), ACT, Role.ACTIVATION, None), ((), ACT, Role.STATISTICS, None)]
+    outs = [((), log_probs.dtype, Role.ACTIVATION, None), ((), log_probs.dtype, Role.STATISTICS, None)]
     return t.record("nll_loss", name, [log_probs, target], outs, attrs={"elements": target.numel})[0]
 
 

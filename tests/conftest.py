@@ -50,12 +50,16 @@ def random_configs(model: str, n: int, seed: int = 0) -> list[Config]:
             s.vocab_size: rng.randint(5, 120),
             s.E: rng.randint(2, 40),
             s.H: heads * rng.choice((2, 5, 8, 12, 16)),
-            s.L: rng.randint(1, 3),
+            s.L: rng.randint(2 if spec.check else 1, 3),
             s.A: heads,
             s.I: rng.randint(3, 70),
             s.position_size: rng.randint(8, 40),
             s.type_size: rng.randint(1, 3),
         }
+        if s.global_every in spec.fields.values():  # ModernBERT: a window, a global period, heads of even width
+            heads = max(heads, 2)
+            by_symbol |= {s.window: rng.randint(2, 6), s.global_every: rng.randint(2, 4), s.A: heads}
+            by_symbol[s.H] = heads * 2 * rng.randint(1, 6)
         values = {key: by_symbol[symbol] for key, symbol in spec.fields.items()}
         options = {"pooler": rng.random() < 0.7} if spec.option("pooler") else {}
         configs.append(Config(model, values, f"{model}-random-{i}", options))
@@ -77,10 +81,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
 
 
 def traced_param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
-    """Every traced parameter's name and shape at ``config``."""
+    """Every traced parameter's name and shape at ``config``; a group of layers repeated as one block
+    (ModernBERT's ``layers.global``, ``layers.local``) stands where Hugging Face has a layer index, and
+    is dropped like it (:func:`hf_param_shapes`)."""
     values = config.symbols()
     return {
-        p.name: tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
+        re.sub(r"\.(global|local)(?=\.)", "", p.name): tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
         for node in trace(config).nodes
         for p in node.params
     }

@@ -47,16 +47,41 @@ def category(op: str, device: str) -> str:
 
 
 def resolve(graph: Graph, options: MemoryOptions) -> Graph:
-    """The graph with every tensor's dtype as torch.autocast leaves it, casts inserted; the graph itself
-    without amp."""
+    """The graph with every tensor's dtype as torch.autocast leaves it, casts inserted; without amp, the
+    graph with its casts to the dtype their input already has made views (:func:`_same_dtype_casts`)."""
     device = options.autocast_device
-    if device is None:
+    if device is None and not any(n.op == "cast" for n in graph.nodes):
         return graph
     key = (id(graph), device, options.activation_dtype)
     if key in _resolved and _resolved[key][0] is graph:
         return _resolved[key][1]
-    out = _resolve(graph, device, options.activation_dtype, options)
+    if device is None:
+        out = _same_dtype_casts(graph, options)
+    else:
+        out = _resolve(graph, device, options.activation_dtype, options)
     _resolved[key] = (graph, out)
+    return out
+
+
+def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
+    """A cast the model records (Hugging Face's ``.to(dtype)``) to the dtype its input already has
+    returns its input, as PyTorch's ``Tensor.to`` does: its output is a view. The graph itself when
+    no cast is one."""
+    same = {
+        n.outputs[0]: n.inputs[0]
+        for n in graph.nodes
+        if n.op == "cast"
+        and options.dtype_of(graph.tensor(n.inputs[0]).dtype) == options.dtype_of(graph.tensor(n.outputs[0]).dtype)
+    }
+    if not same:
+        return graph
+    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options))
+    for node in graph.nodes:
+        made = [replace(graph.tensor(t), base=same.get(t, graph.tensor(t).base)) for t in node.outputs]
+        for name in node.inputs:
+            if name not in out.tensors:  # a block's carried input
+                out.tensors[name] = graph.tensor(name)
+        out.add_node(node, made)
     return out
 
 
@@ -99,7 +124,8 @@ def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gra
                 classes = {ACT: act, MASK_DTYPE: options.backend.mask or act, STATS_DTYPE: options.backend.stats}
                 dtype = classes.get(t.dtype, t.dtype) or "float32"
             dtypes[name] = dtype
-            made.append(replace(t, dtype=dtype))
+            source = inputs[0] if node.op == "cast" and dtypes.get(inputs[0]) == dtype else t.base
+            made.append(replace(t, dtype=dtype, base=source))
         out.add_node(replace(node, inputs=tuple(inputs)), made)
     return out
 

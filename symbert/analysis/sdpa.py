@@ -128,6 +128,8 @@ def call_of(graph: Graph, nodes: list[Node]) -> Call:
     outputs = [t for n in nodes for t in n.outputs if any(c not in inside for c in graph.consumers(t))]
     dropout = next((float(n.attr("p")) for n in nodes if n.op == "dropout"), 0.0)
     q, v = graph.tensor(scores.inputs[0]), graph.tensor(context.inputs[1])
+    if v.producer in inside:  # the eager product's copy of a strided V: the kernel reads V as given
+        v = graph.tensor(graph.node(v.producer).inputs[0])
     masks = [graph.tensor(t) for n in nodes for t in n.inputs if graph.tensor(t).producer not in inside]
     mask = next((t for t in masks if is_mask_bias(graph, t)), None)
     return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name, mask)

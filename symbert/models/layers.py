@@ -8,7 +8,7 @@ from collections.abc import Callable
 import sympy
 
 from symbert import ops as F
-from symbert.ir import Role, Tensor, numel
+from symbert.ir import ACT, Role, Tensor, numel
 from symbert.symbols import A, H, seq_len
 from symbert.tracer import active, graph_input, region
 
@@ -51,21 +51,31 @@ def merge_heads(x: Tensor) -> Tensor:
     return F.reshape(F.contiguous(F.transpose(x, 1, 2)), (x.shape[0], seq_len, H))
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
     """Hugging Face's attention call, Q, K, V [B, A, seq_len, H/A] → [B, seq_len, H]: the core, then the
     heads transposed back and made contiguous (one region, which sdpa runs as one kernel), merged by a view."""
     with region("attention"):
-        context = F.contiguous(F.transpose(attention_core(q, k, v, mask, p), 1, 2))
+        context = F.contiguous(F.transpose(attention_core(q, k, v, mask, p, fused_qkv), 1, 2))
     return F.reshape(context, (context.shape[0], seq_len, H))
 
 
-def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
-    """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention."""
+def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
+    """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention.
+
+    ``fused_qkv``: the newer eager attention of models with one QKV projection (ModernBERT). Its softmax
+    runs in float32 and is cast back to Q's dtype (``softmax(..., dtype=torch.float32).to(query.dtype)``,
+    a copy only where the dtypes differ), and V, a strided view of the fused projection, is copied by
+    the product (``torch.matmul`` reshapes a batch it cannot view), which keeps the copy, not the
+    projection. (A separate value projection is the copy's size, so BERT's graph reads it directly.)"""
     with region("attention_core"):
         scores = F.scale(F.matmul(q, F.transpose(k, 2, 3), name="scores"), 1 / sympy.sqrt(H / A))
         if mask is not None:
             scores = F.add(scores, mask, name="add_mask")
-        return F.matmul(dropout(F.softmax(scores), p), v, name="context")
+        if fused_qkv:
+            probs, v = F.cast(F.softmax(scores, dtype="float32"), ACT), F.contiguous(v, name="value_copy")
+        else:
+            probs = F.softmax(scores)
+        return F.matmul(dropout(probs, p), v, name="context")
 
 
 def gelu_tanh(x: Tensor) -> Tensor:

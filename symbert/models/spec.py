@@ -74,7 +74,10 @@ class ModelSpec:
     (a, b) where b must divide a. ``derived`` gives symbols the structure ties to others (BERT's E = H),
     used both to evaluate and to check shapes; ``substitutions`` are the family's conventions shown in
     its substituted formulas (BERT's E = H, I = 4H). ``position_offset`` is how many positions the
-    model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it.
+    model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it. ``read`` rewrites
+    a config file's keys that say the same thing another way (ModernBERT's ``layer_types`` list as its
+    ``global_attn_every_n_layers``), raising ValueError for what symbert cannot model; ``check`` raises
+    ValueError for config values symbert does not model (ModernBERT without a local layer).
 
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
@@ -96,6 +99,8 @@ class ModelSpec:
     default_preset: str = ""
     position_offset: int = 0
     constraints: tuple[tuple[str, object], ...] = ()
+    read: Callable[[Mapping[str, object]], Mapping[str, object]] | None = None
+    check: Callable[[Mapping[str, int]], None] | None = None
     architecture: str = ""
     heads: Mapping[str, Head] = field(default_factory=dict)
     prefix: str = ""

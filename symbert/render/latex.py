@@ -277,7 +277,8 @@ def equations(
     """An :func:`align` block per breakdown, each after a comment naming it (and ``note``)."""
     blocks = []
     for key, b in breakdowns.items():
-        conventions = "" if general else "; " + ", ".join(f"{k} = {text(v)}" for k, v in b.substitutions.items())
+        given = ", ".join(f"{k} = {text(v)}" for k, v in b.substitutions.items())
+        conventions = "" if general or not given else "; " + given
         comment = f"% {key} ({b.unit}){conventions}{'; ' + note if note else ''}".replace("\n", " ")
         blocks.append(f"{comment}\n{align(b, notation, general=general, at=at)}")
     return "\n".join(blocks)

@@ -201,7 +201,8 @@ def print_params(config: Config, breakdown: Breakdown, by_component: bool) -> No
     values = config.symbols()
     out.print(describe(config))
     out.print(f"\nparameters = {human(breakdown.total)}")
-    out.print(f"  with {substitution_label(breakdown)}: {human(breakdown.substituted(breakdown.total))}")
+    if breakdown.substitutions:  # a family's conventions, where it has some (BERT's E = H, I = 4H)
+        out.print(f"  with {substitution_label(breakdown)}: {human(breakdown.substituted(breakdown.total))}")
     out.print(f"  = {breakdown.evaluate(breakdown.total, values):,}")
     if not by_component:
         return

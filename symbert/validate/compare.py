@@ -81,12 +81,11 @@ def hugging_face(
 
 
 def padded(config: Config) -> bool:
-    """Whether the batch symbert models for ``config`` has padding (option ``padding``): its graph builds
-    the 4D attention mask. Measurements then pad one token (:func:`~symbert.validate.measure.pad`), so
-    that Hugging Face builds and passes the mask too; otherwise every token is real and it passes none."""
-    from symbert.api import trace
-
-    return any(n.op == "mask_bias" for n in trace(config).nodes)
+    """Whether the batch symbert models for ``config`` has padding (option ``padding``, on where a family
+    has none). Measurements then pad one token (:func:`~symbert.validate.measure.pad`), so that Hugging
+    Face builds and passes the padding mask too; otherwise every token is real and it passes none (a
+    sliding-window mask is built either way)."""
+    return bool(config.structure().get("padding", True))
 
 
 #: The training-step peak's allowed relative error on CUDA (against max_memory_allocated).

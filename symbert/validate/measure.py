@@ -37,6 +37,7 @@ MODEL_CLASSES: dict[str, str] = {
     "roberta": "RobertaModel",
     "distilbert": "DistilBertModel",
     "electra": "ElectraModel",
+    "modernbert": "ModernBertModel",
     "gpt2": "GPT2Model",
 }
 """Supported ``model_type`` values and the bare ``transformers`` model class built for each."""
@@ -68,12 +69,17 @@ class SavedTensorRecord:
 
 
 def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
-    """Build the ``transformers`` config object for ``model_type`` from a config dict."""
+    """Build the ``transformers`` config object for ``model_type`` from a config dict. A default padding id
+    past a small vocabulary (ModernBERT's 50283) becomes 0: the embedding table must hold it, and which row
+    it is changes no count."""
     import transformers
 
     if model_type not in MODEL_CLASSES:
         raise ValueError(f"unsupported model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
-    return transformers.AutoConfig.for_model(model_type, **config)
+    hf_config = transformers.AutoConfig.for_model(model_type, **config)
+    if (getattr(hf_config, "pad_token_id", None) or 0) >= hf_config.vocab_size and "pad_token_id" not in config:
+        hf_config.pad_token_id = 0
+    return hf_config
 
 
 ATTENTION = ("eager", "sdpa")

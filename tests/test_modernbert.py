@@ -1,0 +1,186 @@
+"""ModernBERT against Hugging Face's ModernBertModel and its task classes: parameters, bytes autograd keeps
+and FLOPs, on small odd configs (a window under seq_len, fewer layers than the global period), fp32 and
+bf16, eager and sdpa, padded and not; the released configs' parameter counts; hand-worked formulas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import sympy
+from conftest import hf, hf_param_shapes, traced_param_shapes
+from inprocess import invoke
+
+import symbert
+from symbert.analysis.activations import activations
+from symbert.analysis.policy import MemoryOptions
+from symbert.symbols import A, B, H, I, L, L_global, seq_len, vocab_size
+
+#: Small configs: three heads of width 8 with a window of 4 under seq_len 7; four heads of width 6, a
+#: global layer every 2; two layers with a global period of 3 (layer 1 local, no other global layer).
+SMALL = {
+    "odd": {"vocab_size": 37, "hidden_size": 24, "num_hidden_layers": 5, "num_attention_heads": 3,
+            "intermediate_size": 19, "global_attn_every_n_layers": 3, "local_attention": 4},
+    "period-2": {"vocab_size": 50, "hidden_size": 24, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "intermediate_size": 7, "global_attn_every_n_layers": 2, "local_attention": 6},
+    "short": {"vocab_size": 11, "hidden_size": 12, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 30, "global_attn_every_n_layers": 3, "local_attention": 2},
+}  # fmt: skip
+
+
+def small(name: str, head: str = "model", **options: object) -> symbert.Config:
+    """A small config with a head; ``mean-pooled`` is sequence classification with classifier_pooling "mean"."""
+    config = symbert.with_overrides(symbert.preset("modernbert-base"), [f"{k}={v}" for k, v in SMALL[name].items()])
+    if head == "mean-pooled":
+        head, options = "sequence-classification", {**options, "classifier_pooling": "mean"}
+    return symbert.with_task(replace(config, name=name, options={**config.options, **options}), head=head)
+
+
+def evaluate(expr: sympy.Expr, config: symbert.Config, batch: int, length: int) -> int:
+    return int(sympy.sympify(expr).subs({**config.symbols(), B: batch, seq_len: length}))
+
+
+@pytest.mark.parametrize(("name", "expected"), [("modernbert-base", 149_014_272), ("modernbert-large", 394_781_696)])
+def test_released_configs_count_what_hugging_face_builds(name: str, expected: int) -> None:
+    """The presets' counts, and Hugging Face's ModernBertModel built from the same config (meta device)."""
+    config = symbert.preset(name)
+    breakdown = symbert.params(symbert.trace(config))
+    assert breakdown.evaluate(breakdown.total, config.symbols()) == expected
+    transformers, torch = hf(), pytest.importorskip("torch")
+    with torch.device("meta"):
+        model = transformers.ModernBertModel(transformers.ModernBertConfig(**config.values))
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_parameter_formula_by_hand() -> None:
+    """Per layer Wqkv 3H², Wo H², the GeGLU's Wi 2HI and Wo IH, two bias-free norms 2H; layer 0 has no
+    attention norm; token embeddings V·H with their norm H, and the final norm H. No biases anywhere."""
+    total = symbert.params(symbert.trace("modernbert")).total
+    by_hand = L * (4 * H**2 + 3 * H * I + 2 * H) - H + vocab_size * H + H + H
+    assert sympy.expand(total - by_hand) == 0
+
+
+def test_scores_are_full_and_only_local_layers_keep_a_mask_without_padding() -> None:
+    """Eager attention keeps the float32 softmax of all seq_len² scores in every layer, window or not;
+    under sdpa without padding only the L − L_global local layers get a mask, whose converted bias the
+    CPU flash kernel keeps ([B, 1, seq_len, seq_len] in float32)."""
+    eager = activations(symbert.trace("modernbert"), MemoryOptions("torch-cpu"))
+    scores = next(c for c in eager.components() if c.name == "attention scores")
+    assert sympy.expand(scores.total).coeff(seq_len**2) == 4 * A * B * L
+    sdpa = MemoryOptions("torch-cpu", attention="sdpa")
+    unpadded = activations(symbert.trace("modernbert", padding=False), sdpa).total
+    padded = activations(symbert.trace("modernbert", padding=True), sdpa).total
+    assert sympy.expand(unpadded).coeff(seq_len**2) == sympy.expand(4 * B * (L - L_global))
+    assert sympy.expand(padded).coeff(seq_len**2) == 4 * B * L
+
+
+CASES = [
+    ("odd", "model", True, "float32", "eager"),
+    ("odd", "model", False, "bfloat16", "eager"),
+    ("odd", "model", False, "float32", "sdpa"),
+    ("odd", "model", True, "bfloat16", "sdpa"),
+    ("period-2", "mlm", False, "bfloat16", "eager"),
+    ("period-2", "mlm", True, "float32", "sdpa"),
+    ("period-2", "sequence-classification", True, "bfloat16", "eager"),
+    ("short", "model", False, "float32", "eager"),
+    ("short", "sequence-classification", False, "bfloat16", "sdpa"),
+    ("short", "mean-pooled", True, "bfloat16", "eager"),
+    ("odd", "token-classification", False, "bfloat16", "sdpa"),
+    ("period-2", "mean-pooled", False, "float32", "sdpa"),
+]
+
+
+@pytest.mark.parametrize(("name", "head", "padding", "dtype", "attention"), CASES, ids=str)
+def test_exact_against_hugging_face(name: str, head: str, padding: bool, dtype: str, attention: str) -> None:
+    """Parameters (every name and shape), bytes saved for backward and matmul FLOPs of forward and backward
+    equal the real model's, batch 2 and seq_len 7 (over the window)."""
+    hf()
+    from symbert.validate.compare import hugging_face, validate
+
+    config = small(name, head, padding=padding)
+    checks = validate(config, 2, 7, dtype, attention=attention)
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+    model, _ = hugging_face(config, 1, 2, "float32")
+    assert traced_param_shapes(config) == hf_param_shapes(model)
+
+
+@pytest.mark.parametrize(("head", "attention"), [("model", "eager"), ("mlm", "sdpa")])
+def test_exact_under_cpu_autocast(head: str, attention: str) -> None:
+    hf()
+    from symbert.validate.compare import validate
+
+    checks = validate(small("odd", head), 2, 7, "bfloat16", attention=attention, amp=True)
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_dropouts_and_biases_exact() -> None:
+    """Every dropout on (attention, its output, MLP, embeddings, classifier) and every bias flag flipped."""
+    hf()
+    from symbert.validate.compare import validate
+
+    flags = ["attention_dropout=0.1", "mlp_dropout=0.1", "embedding_dropout=0.1", "classifier_dropout=0.1"]
+    flags += ["norm_bias=true", "attention_bias=true", "mlp_bias=true", "decoder_bias=false", "classifier_bias=true"]
+    config = symbert.with_task(symbert.with_overrides(small("period-2"), flags), head="mlm")
+    checks = validate(config, 2, 7, "float32")
+    assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_unrolled_layers_give_the_same_numbers() -> None:
+    """Layer 0, the global layers and the local ones traced one by one: the same totals."""
+    config = small("odd")
+    options = MemoryOptions("torch-cpu", "bfloat16", "sdpa")
+    for quantity in (symbert.params, lambda g: activations(g, options)):
+        folded, unrolled = quantity(symbert.trace(config)), quantity(symbert.trace(config, unroll=True))
+        assert evaluate(folded.total, config, 3, 11) == evaluate(unrolled.total, config, 3, 11)
+
+
+def test_layer_types_read_as_a_global_period(tmp_path) -> None:
+    """transformers 5 writes layer_types instead of global_attn_every_n_layers; any other pattern is refused."""
+    types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "modernbert", "num_hidden_layers": 4, "layer_types": types}))
+    assert symbert.from_file(path).values["global_attn_every_n_layers"] == 2
+    path.write_text(json.dumps({"model_type": "modernbert", "num_hidden_layers": 4, "layer_types": types[::-1]}))
+    result = invoke("params", "--config", str(path))
+    assert result.refused and "layer_types" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("num_hidden_layers=1", "a local layer"),
+        ("global_attn_every_n_layers=1", "a local layer"),
+        ("num_attention_heads=1", "num_attention_heads"),
+        ("num_attention_heads=256", "even head width"),
+    ],
+)
+def test_configs_symbert_does_not_model_get_one_line(flag: str, message: str) -> None:
+    result = invoke("params", "--preset", "modernbert-base", "--set", flag)
+    assert result.refused and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("compare", "bert-base", "modernbert-base"),
+        ("latex", "modernbert-base", "modernbert-large"),
+        ("diagram", "--preset", "modernbert-large", "--level", "layer", "--format", "dot"),
+        ("fit", "--preset", "modernbert-base", "--seq-len", "1024", "--gpu", "h100"),
+        ("sweep", "--preset", "modernbert-base", "--batch", "1,4", "--seq-len", "128,8192"),
+        ("report", "--preset", "modernbert-large", "--head", "mlm", "--attention", "sdpa", "--json"),
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_runs(command: tuple[str, ...]) -> None:
+    result = invoke(*command)
+    assert result.code == 0, result.stderr
+    assert result.stdout
+
+
+def test_validate_command_on_a_small_config() -> None:
+    hf()
+    flags = [a for k, v in SMALL["odd"].items() for a in ("--set", f"{k}={v}")]
+    result = invoke("validate", "--preset", "modernbert-base", *flags, "--batch", "2", "--seq-len", "7")
+    assert result.code == 0, result.stdout + result.stderr
+    assert "mismatch" not in result.stdout.lower()
