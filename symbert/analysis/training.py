@@ -142,8 +142,13 @@ class StepMemory:
         after = any(extras.get(block) is self._steady[block][k] for k in ("saved", "cached"))
         return count - 2 if after else sympy.Integer(1)
 
+    def with_layout(self, values: Mapping[sympy.Symbol, int]) -> dict[sympy.Symbol, int]:
+        """``values`` with the parallel degrees (d, …) of the training's layout, which formulas keep symbolic."""
+        return {**self.training.memory.layout.values(), **values}
+
     def check(self, values: Mapping[sympy.Symbol, int]) -> None:
         """Raise unless the replay holds at ``values``: at least three runs of each block, or all of them."""
+        values = self.with_layout(values)
         for block, hidden in self.hidden_runs.items():
             left = sympy.sympify(hidden).subs(values)
             if left.is_number and (left < 0 or (left > 0 and self.runs[block] < 3)):
@@ -151,6 +156,7 @@ class StepMemory:
 
     def monomial_values(self, values: Mapping[sympy.Symbol, int]) -> np.ndarray:
         """Every monomial at ``values`` (each symbol in them must be given)."""
+        values = self.with_layout(values)
         self.check(values)
         out = []
         for m in self.monomials:
@@ -188,7 +194,7 @@ class StepMemory:
 
     def _point(self, i: int, memory: np.ndarray, values: Mapping[sympy.Symbol, int]) -> Point:
         c = self.candidates[i]
-        index = None if c.index is None else int(sympy.sympify(c.index).subs(values))
+        index = None if c.index is None else int(sympy.sympify(c.index).subs(self.with_layout(values)))
         return Point(
             c.event.step, c.event.phase, c.event.label, index, dict(zip(CATEGORIES, map(int, memory), strict=True))
         )
@@ -199,7 +205,7 @@ class StepMemory:
         A candidate is dominated when another's coefficients are all at least as large: its memory is
         then never higher, every symbol being positive. The peak is the largest of those kept.
         """
-        fixed = {k: v for k, v in values.items() if k not in free}
+        fixed = {k: v for k, v in self.with_layout(values).items() if k not in free}
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
@@ -389,6 +395,7 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
     """
     if training.runtime is None:
         return None
+    values = {**training.memory.layout.values(), **values}
     runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
     replay = Replay(graph, training, runs)
     replay.log = []
