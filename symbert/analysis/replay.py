@@ -52,7 +52,7 @@ from symbert.parallel import d
 from symbert.symbols import seq_len
 
 #: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
-ROOT: tuple = ("root", None)
+ROOT: tuple = (None, None)
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,9 @@ class Replay:
                 self.regions.setdefault((key[0], unit.run), []).append(unit)
         self.states = model_states(graph, training)
         self.sharding = training.sharding
-        self.unit_params: dict[Key, list[Param]] = {}
+        self.unit_params: dict[str | None, list[Param]] = {}
         for piece in pieces(graph):
-            self.unit_params.setdefault(ROOT if piece.unit is None else piece.unit, []).append(piece.param)
+            self.unit_params.setdefault(piece.unit, []).append(piece.param)
         ordered = [u for u in self.units if not OPS[u.node.op].placeholder]
         self.first_of = {self.unit_of(u): u for u in reversed(ordered)}
         self.last_of = {self.unit_of(u): u for u in ordered}
@@ -243,7 +243,7 @@ class Replay:
 
     def unit_of(self, unit: Unit) -> Key:
         """The sharding unit a unit's parameters belong to: its layer run, or the root."""
-        return (unit.block, unit.run) if unit.block in self.unit_params else ROOT
+        return (unit.block, unit.run) if unit.block is not None and unit.block in self.unit_params else ROOT
 
     @staticmethod
     def owner(unit: Unit) -> tuple[str, int | None] | None:
@@ -500,9 +500,9 @@ class Replay:
 
     def gather(self, unit: Key) -> None:
         """All-gather a sharding unit's full parameters (stage 3), unless they are gathered already."""
-        if not self.sharding.gathers or unit in self.gathered or unit not in self.unit_params:
+        if not self.sharding.gathers or unit in self.gathered or not self.unit_params.get(unit[0]):
             return
-        elements = self.sharding.gathered(self.unit_params[unit])
+        elements = self.sharding.gathered(self.unit_params[unit[0]])
         owner = None if unit == ROOT else unit
         self.gathered[unit] = self.alloc(size_of(self.training.bytes.weights * elements), "weights", owner)
         self.record(f"all-gather {self.unit_name(unit)}", owner)
@@ -531,7 +531,7 @@ class Replay:
         partition (the paper, DeepSpeed) is allocated at the first reduction and holds every shard.
         """
         self.reshard(unit)
-        if not self.sharding.sharded("gradients") or unit not in self.unit_params:
+        if not self.sharding.sharded("gradients") or not self.unit_params.get(unit[0]):
             return
         self.flush_casts()
         grads = [self.param_grads.pop(k) for k in self.unit_grads.pop(unit, []) if k in self.param_grads]
@@ -539,9 +539,9 @@ class Replay:
         if self.sharding.engine.split == "dim0":
             if self.rs_input is not None:
                 self.release(self.rs_input)
-            gathered = self.sharding.gathered(self.unit_params[unit])
+            gathered = self.sharding.gathered(self.unit_params[unit[0]])
             self.rs_input = self.alloc(size_of(nbytes * gathered), "gradients", None)
-            shard = self.sharding.shard(self.unit_params[unit])
+            shard = self.sharding.shard(self.unit_params[unit[0]])
             self.grad_shards.append(self.alloc(size_of(nbytes * shard), "gradients", owner))
         elif not self.grad_shards:
             partition = sympy.ceiling(params(self.graph).total / d)
