@@ -125,7 +125,7 @@ def _rows(p: Param) -> tuple[sympy.Expr, sympy.Expr]:
 
 
 @dataclass(frozen=True)
-class Sharding:
+class ZeroPlan:
     """The sharding of one training setup: the engine, the ZeRO stage and whether d > 1."""
 
     engine: Engine

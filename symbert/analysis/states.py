@@ -16,7 +16,7 @@ import sympy
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.runtime import Runtime, cuda_runtime
-from symbert.analysis.sharding import Sharding, engine
+from symbert.analysis.sharding import ZeroPlan, engine
 from symbert.ir import Graph
 
 #: Memory categories in stacking order, with their labels.
@@ -116,10 +116,10 @@ class Training:
             raise ValueError(f"the {convention.name} engines have no ZeRO stage {layout.zero}: choose {stages}")
 
     @property
-    def sharding(self) -> Sharding:
+    def sharding(self) -> ZeroPlan:
         """How the model states are spread over the data-parallel GPUs."""
         layout = self.memory.layout
-        return Sharding(engine(self.engine, self.memory.policy), layout.zero, layout.data > 1)
+        return ZeroPlan(engine(self.engine, self.memory.policy), layout.zero, layout.data > 1)
 
     @property
     def grad_scaler(self) -> bool:
