@@ -379,7 +379,7 @@ def step_memory(
     """
     runs = {}
     for name, block in graph.blocks.items():
-        count = sympy.sympify(block.count).subs(values or {})
+        count = sympy.sympify(block.count).subs({**training.memory.layout.values(), **(values or {})})
         if full and not count.is_Integer:
             raise ValueError(f"a full replay needs the count of {name}: {block.count}")
         runs[name] = int(count) if count.is_Integer and (full or count < 3) else 3
