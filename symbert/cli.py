@@ -643,6 +643,8 @@ def compare(
 
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+#: The ZeRO conventions (symbert.analysis.sharding.ENGINES), named here so --help needs no import.
+ENGINE_NAMES = ("paper", "deepspeed", "torch")
 
 
 def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -666,6 +668,12 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @GPU_OPTION
     @parallel_options
+    @click.option(
+        "--zero-engine",
+        type=click.Choice(ENGINE_NAMES),
+        help="Whose ZeRO over d > 1 GPUs: the paper's accounting, DeepSpeed's, or torch's DDP and FSDP2 "
+        "(default: paper under megatron, torch otherwise).",
+    )
     @wraps(fn)
     def wrapper(
         policy: str,
@@ -676,10 +684,11 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         precision: str,
         gpu: str | None,
         layout: Any,
+        zero_engine: str | None,
         **kwargs: Any,
     ) -> Any:
         memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
-        return fn(training=make_training(optimizer, precision, memory, gpu), **kwargs)
+        return fn(training=make_training(optimizer, precision, memory, gpu, zero_engine), **kwargs)
 
     return wrapper
 
@@ -691,7 +700,9 @@ GPU_OPTION = click.option(
 )
 
 
-def make_training(optimizer: str, precision: str, memory: MemoryOptions, gpu: str | None) -> Any:
+def make_training(
+    optimizer: str, precision: str, memory: MemoryOptions, gpu: str | None, engine: str | None = None
+) -> Any:
     """A Training; under torch-cuda with ``--gpu`` and CUBLAS_WORKSPACE_CONFIG from the environment.
 
     An unknown GPU or an unreadable CUBLAS_WORKSPACE_CONFIG is one line (exit 2).
@@ -704,7 +715,7 @@ def make_training(optimizer: str, precision: str, memory: MemoryOptions, gpu: st
     try:
         key = find_gpu(gpu).key if gpu is not None else None
         workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG") if memory.policy == "torch-cuda" else None
-        return Training(optimizer, precision, memory, key, workspace)
+        return Training(optimizer, precision, memory, key, workspace, engine)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -724,10 +735,21 @@ def _budget(text: str | None, training: Any) -> int | None:
 @click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
 @click.option("--batch", "-b", type=POSITIVE, help="Batch size B; leave out to solve for it.")
 @click.option("--seq-len", "-s", "length", type=POSITIVE, help="Sequence length; leave out to solve for it.")
+@click.option(
+    "--gpus",
+    type=POSITIVE,
+    help="Plan N GPUs: search t, p, d = N/(t·p), ZeRO stage, recompute and micro-batch (--batch: a fixed one).",
+)
 @training_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fit(
-    config: Config, gpu_memory: str | None, batch: int | None, length: int | None, training: Any, as_json: bool
+    config: Config,
+    gpu_memory: str | None,
+    batch: int | None,
+    length: int | None,
+    gpus: int | None,
+    training: Any,
+    as_json: bool,
 ) -> None:
     """The largest batch or seq_len whose training-step peak fits the GPU, or the memory a shape needs.
 
@@ -743,6 +765,9 @@ def fit(
     from symbert.render.reports import console, describe
 
     budget = _budget(gpu_memory, training)
+    if gpus is not None:
+        _plan(config, training, budget, gpus, batch, length, as_json)
+        return
     result = solve(config, training, budget, batch, length)
     if as_json:
         click.echo(json.dumps(fit_json(result), indent=2))
@@ -779,6 +804,53 @@ def fit(
         for k in result.knobs:
             verdict = "" if budget is None else ("  fits" if k.peak.total <= budget else "")
             out.print(f"  {k.change:<45} {quantity(k.peak.total, 'bytes'):>12}{verdict}")
+
+
+def _plan(
+    config: Config, training: Any, budget: int | None, gpus: int, batch: int | None, length: int | None, as_json: bool
+) -> None:
+    """``fit --gpus``: the layouts that fit, best first, and one line per family that does not."""
+    from symbert.analysis.planner import family, plan, plan_json
+    from symbert.render.formula import quantity
+    from symbert.render.reports import console, describe
+
+    layout = training.memory.layout
+    if layout.gpus > 1 or layout.microbatches > 1 or layout.virtual > 1:
+        raise ConfigError("--gpus searches the layouts: leave out the parallel degrees and --microbatches")
+    if budget is None:
+        raise ConfigError("give --gpu or --gpu-memory: the memory of one GPU")
+    if length is None:
+        if config.max_length is None:
+            raise ConfigError("give --seq-len: the model has no position limit to plan at")
+        length = config.max_length
+    result = plan(config, training, gpus, budget, length, batch)
+    if as_json:
+        click.echo(json.dumps(plan_json(result), indent=2))
+        return
+    out = console()
+    out.print(describe(config))
+    out.print(f"{training.describe()}; {gpus} GPUs of {quantity(budget, 'bytes')} each; seq_len {length}")
+    engine = training.sharding.engine
+    out.print(f"ZeRO as {engine.name}: {engine.summary}; per GPU, on the most loaded GPU (first pipeline stage)")
+    shape = f"micro-batch {batch}" if batch else "the largest micro-batch"
+    if not result.fits:
+        out.print(f"no layout of {gpus} GPUs fits at {shape}")
+    else:
+        order = "best first (least recompute, fewest communication points, largest micro-batch)"
+        out.print(f"{len(result.fits)} layouts fit at {shape}, {order}:")
+        columns = ("t", "p", "d", "ZeRO", "recompute", "micro-batch", "peak", "comm")
+        out.print("  {:>3} {:>3} {:>3} {:>4}  {:<9} {:>11} {:>11} {:>5}".format(*columns))
+        for o in result.fits:
+            lay = o.layout
+            t = f"{lay.tensor}{'s' if lay.sequence else ''}"
+            out.print(
+                f"  {t:>3} {lay.pipeline:>3} {lay.data:>3} {lay.zero:>4}  {o.recompute:<9} {o.batch:>11}"
+                f" {quantity(o.peak.total, 'bytes'):>11} {o.communication:>5}"
+            )
+    if result.rejected:
+        out.print("do not fit:")
+        for r in result.rejected:
+            out.print(f"  {family(r.layout)}: {r.reason}")
 
 
 def _print_headroom(out: Any, result: Any) -> None:

@@ -289,6 +289,9 @@ SPEC = ModelSpec(
         },
         "bert-base": official(12, 768, 12),
         "bert-large": official(24, 1024, 16),
+        # Megatron-LM's BERT models (Shoeybi et al. 2019, table 4): BERT's vocabulary and positions, I = 4H.
+        "bert-1.3b": official(24, 2048, 32),
+        "bert-3.9b": official(48, 2560, 40),
     },
     aliases={
         "bert-tiny": "bert-L2-H128",
