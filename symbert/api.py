@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from symbert.configs import Config
+import sympy
+
+from symbert.configs import Config, ConfigError
 from symbert.ir import Graph
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
@@ -48,6 +50,19 @@ def trace(
         raise ValueError(f"{model} has no head {task.head!r} (heads: {', '.join(spec.heads)})")
     options = encoder_options(spec.heads.get(task.head), {**spec.defaults, **options})
     return _trace(model, tuple(sorted(options.items())), None, *_task_key(task), spread)
+
+
+def per_gpu(config: Config, layout: Layout | None = None) -> tuple[Graph, dict[sympy.Symbol, int]]:
+    """The graph of the most loaded GPU under ``layout``, and the values its formulas take there: the
+    config's sizes and the parallel degrees. A layout that does not split the model evenly is a
+    ConfigError naming the degree."""
+    layout = layout or Layout()
+    sizes = config.symbols()
+    try:
+        layout.check(sizes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return trace(config, layout=layout), {**sizes, **layout.values()}
 
 
 def spread_of(layout: Layout | None) -> Spread:

@@ -906,9 +906,9 @@ def timeline(
 
     from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
-    from symbert.api import trace
+    from symbert.api import per_gpu
     from symbert.render.formula import human, quantity, text
-    from symbert.render.reports import console, describe, show
+    from symbert.render.reports import console, describe, layout_json, show
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
 
@@ -920,12 +920,12 @@ def timeline(
     if plot_file:
         from symbert.render.plots import check_timeline_plot
 
-        check_timeline_plot(config, plot_file)
-    values = {**config.symbols(), B: batch, S: length}
-    graph = trace(config)
+        check_timeline_plot(config, plot_file, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout)
+    values = {**sizes, B: batch, S: length}
     # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
     # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
-    memory = step_memory(graph, training, config.symbols())
+    memory = step_memory(graph, training, sizes)
     steps = phases(memory.timeline(values))
     peak = max((p.peak for p in steps), key=lambda p: p.total)
     formula = memory.formula(values)
@@ -947,9 +947,8 @@ def timeline(
             "precision": training.precision,
             "gpu": training.gpu,
             "runtime": training.runtime.describe() if training.runtime else None,
-            "model_states": {
-                k: {"formula": text(v), "bytes": int(v.subs(config.symbols()))} for k, v in states.items()
-            },
+            "layout": layout_json(training.memory.layout),
+            "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
             "phases": [
                 {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end}
                 for p in steps
@@ -969,7 +968,7 @@ def timeline(
     out.print(describe(config))
     out.print(f"batch B={batch}, seq_len={length}; {training.describe()}")
     for k, v in states.items():
-        out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(config.symbols())), 'bytes')}")
+        out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(sizes)), 'bytes')}")
     table = Table(title="memory over two training steps", title_justify="left")
     for col in ("step", "phase", "peak", "where", "end"):
         table.add_column(col, justify="right" if col in ("peak", "end") else "left")

@@ -24,7 +24,7 @@ import sympy
 from symbert.analysis.sizes import at_least
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import Point, Polynomials, reserved, step_memory
-from symbert.api import trace
+from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size, show
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
@@ -149,12 +149,12 @@ def fit(
         raise ConfigError(f"the GPU memory must be a whole number of bytes from 1 to 2**80, got {show(budget)}")
     if length is not None and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    graph = trace(config, layout=training.memory.layout)
-    memory = step_memory(graph, training, config.symbols())
+    graph, sizes = per_gpu(config, training.memory.layout)
+    memory = step_memory(graph, training, sizes)
     if batch is not None and length is not None:
-        values = {**config.symbols(), B: batch, seq_len: length}
+        values = {**sizes, B: batch, seq_len: length}
         peak = memory.peak(values)
-        top = memory.polynomials(config.symbols(), (B, seq_len)).top(batch, length)
+        top = memory.polynomials(sizes, (B, seq_len)).top(batch, length)
         result = Fit(config, training, budget, batch, length, None, False, peak, None, top)
         result = replace(result, reserved=reserved(graph, training, values))
         return result if result.fits else replace(result, knobs=knobs(config, training, batch, length))
@@ -163,7 +163,7 @@ def fit(
     if batch is None and length is None:
         raise ConfigError("give --batch or --seq-len (or both); fit solves for the one left out")
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
-    values = {**config.symbols(), (seq_len if x is B else B): fixed}
+    values = {**sizes, (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
     n = largest(polys, x, budget)
     if n is None:
@@ -211,10 +211,10 @@ def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[
         changes.append((f"batch {batch // 2}", training, batch // 2, length))
     if length > 1:
         changes.append((f"seq_len {length // 2}", training, batch, length // 2))
-    graph = trace(config, layout=m.layout)
+    graph, sizes = per_gpu(config, m.layout)
     out = []
     for change, setup, b, s in changes:
-        peak = step_memory(graph, setup, config.symbols()).peak({**config.symbols(), B: b, seq_len: s})
+        peak = step_memory(graph, setup, sizes).peak({**sizes, B: b, seq_len: s})
         out.append(Knob(change, peak))
     return tuple(sorted(out, key=lambda k: k.peak.total))
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy
 
 from symbert.analysis import exact
+from symbert.analysis.activations import activations
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
-from symbert.analysis.sizes import Size, add_to, ceiling_values, ceilings, expr_of, scaled
+from symbert.analysis.sizes import Size, add_to, at_least, ceiling_values, ceilings, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
+from symbert.parallel import Layout, stage_factor
+from symbert.symbols import seq_len
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class StepMemory:
         replayed = Replay(graph, training, self.runs, values)
         self.events = replayed.run(steps)
         self.states = replayed.states
+        self.in_flight = in_flight(graph, training, values)
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
         self._steady = {
             block: {
@@ -124,6 +128,9 @@ class StepMemory:
         out = []
         for combo in itertools.product(*options):
             memory = {c: dict(s) for c, s in event.memory.items()}
+            if event.phase in ("forward", "backward"):
+                for c, extra in self.in_flight.items():
+                    add_to(memory[c], extra)
             for _, extra in combo:
                 for c in CATEGORIES:
                     add_to(memory[c], (extra or {}).get(c, {}))
@@ -367,6 +374,22 @@ def _power(x, exponents: tuple[int, ...]):
     for v, e in zip(x, exponents, strict=True):
         out = out * v**e
     return out
+
+
+def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None) -> dict[str, Size]:
+    """On the first of several pipeline stages (``graph`` being its), what the other micro-batches in
+    flight keep for backward while one runs forward and backward, by category: 1F1B's steady state,
+    (k − 1) times one micro-batch's saved activations, k from :func:`symbert.parallel.stage_factor`."""
+    layout = training.memory.layout
+    extra: dict[str, Size] = {"attention": {}, "activations": {}}
+    if layout.pipeline == 1:
+        return extra
+    one = activations(graph, replace(training.memory, layout=Layout()), values)
+    others = stage_factor(layout) - 1
+    for c in one.contributions:
+        category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
+        add_to(extra[category], size_of(c.total * others))
+    return extra
 
 
 def step_memory(
