@@ -13,8 +13,9 @@ what the engine holds beyond the shards, differ between engines; each is one ent
   gradient from construction on (``gradient_as_bucket_view=False``, the default; buckets of 25 MiB,
   the first 1 MiB). Stage 3 is FSDP2 ``fully_shard`` on each encoder layer and on the root model: every
   parameter is padded to a multiple of d along dim 0 and each rank keeps ⌈n₀/d⌉ rows; a layer's
-  parameters are all-gathered (padded) before its forward and resharded after it, gathered again for
-  its backward with the previous layer prefetched, and its gradients reduce-scattered to shards when its
+  parameters are all-gathered (padded, into one flat buffer copied out to one buffer per parameter:
+  ``foreach_all_gather_copy_out``) before its forward and resharded after it, gathered again for its
+  backward with the previous layer prefetched, and its gradients reduce-scattered to shards when its
   backward ends. The root (embeddings, pooler, head) stays gathered from forward to the end of backward
   (``reshard_after_forward`` is False for the root). Stages 1 and 2 (ZeroRedundancyOptimizer, FSDP2
   without resharding after forward) are not modelled.
@@ -44,7 +45,9 @@ class Engine:
     ``split``: ``flat`` (one partition of ⌈Ψ/d⌉ elements) or ``dim0`` (each tensor padded to a multiple of
     d along dim 0). ``buckets``: stage 0 keeps a flat copy of every gradient. ``fp32_gradients``: under
     mixed precision the update holds a float32 copy of the gradient partition. ``prefetch``: layers
-    all-gathered ahead in backward. ``root_stays``: the parameters outside the repeated layers stay
+    all-gathered ahead in backward. ``copy_out``: an all-gather lands in one flat buffer, copied out to a
+    buffer per parameter and then freed (a prefetched one is copied out when its layer's backward
+    starts). ``root_stays``: the parameters outside the repeated layers stay
     gathered from forward to the end of backward (else they are gathered for each pass).
     """
 
@@ -55,6 +58,7 @@ class Engine:
     buckets: bool = False
     fp32_gradients: bool = False
     prefetch: int = 0
+    copy_out: bool = False
     root_stays: bool = False
 
 
@@ -81,6 +85,7 @@ ENGINES: dict[str, Engine] = {
             "dim0",
             buckets=True,
             prefetch=1,
+            copy_out=True,
             root_stays=True,
         ),
     )
