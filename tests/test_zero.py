@@ -101,7 +101,8 @@ def test_stage_three_gathers_one_layer_at_a_time() -> None:
 
 
 #: The measurement, rank 0 of ``world`` on a fake process group (collectives move nothing, every buffer
-#: is allocated as on a real one): a BertModel with fully_shard on each layer and on the root (FSDP2), and
+#: is allocated as on a real one): a BertModel with fully_shard on each layer (resharding after forward,
+#: stage 3, or not, stage 2) and on the root (FSDP2), and
 #: one with DDP, whose all-reduce hook hands each bucket back (the fake group's returns nothing). Two
 #: profiled training steps of each (AdamW, float32, CPU): each phase's peak and end, as
 #: :mod:`symbert.validate.peak` measures one GPU (the parameters' local shards and the inputs alive at
@@ -157,11 +158,13 @@ def steps(model, inputs):
         step, name = label.removeprefix("symbert::").split(":")
         phases.append([int(step), name, high, current])
     return opt, phases
-model, inputs = hugging_face(Config("bert", values, "odd"), 2, 5, "float32", "eager", "cpu")
-for layer in model.encoder.layer:
-    fully_shard(layer)
-fully_shard(model)
-opt, fsdp = steps(model, inputs)
+fsdp = {}
+for reshard in (True, False):
+    model, inputs = hugging_face(Config("bert", values, "odd"), 2, 5, "float32", "eager", "cpu")
+    for layer in model.encoder.layer:
+        fully_shard(layer, reshard_after_forward=reshard)
+    fully_shard(model)
+    opt, fsdp[3 if reshard else 2] = steps(model, inputs)
 shards = {
     "weights": sum(nbytes(local(p)) for p in model.parameters()),
     "optimizer": sum(nbytes(local(v)) for s in opt.state.values() for v in s.values()),
@@ -170,7 +173,7 @@ model, inputs = hugging_face(Config("bert", values, "odd"), 2, 5, "float32", "ea
 model = DistributedDataParallel(model)
 model.register_comm_hook(None, hand_back)
 _, ddp = steps(model, inputs)
-print(json.dumps({"shards": shards, "buckets": sum(buckets) // 2, "fsdp": fsdp, "ddp": ddp}))
+print(json.dumps({"shards": shards, "buckets": sum(buckets) // 2, "fsdp3": fsdp[3], "fsdp2": fsdp[2], "ddp": ddp}))
 """
 
 ODD = Config(
@@ -211,20 +214,22 @@ def test_torch_engines_states_against_fully_shard_and_ddp(measured: dict) -> Non
     assert int(ddp["gradients"].subs(values)) == 2 * measured["buckets"]
 
 
-@pytest.mark.parametrize(("engine", "stage"), [("fsdp", 3), ("ddp", 0)])
+@pytest.mark.parametrize(("engine", "stage"), [("fsdp3", 3), ("fsdp2", 2), ("ddp", 0)])
 def test_training_step_against_fully_shard_and_ddp(measured: dict, engine: str, stage: int) -> None:
-    """In the second step every phase's peak is within 1 % of the measured one (on this model the
-    single-GPU replay is 312 bytes under in forward, 32 in backward and 12 in the update; FSDP2 adds 192
-    in forward) and the memory after the step is equal to the byte. The first step is left out: DDP
-    builds its buckets before the profiler starts and rebuilds them when the second step begins."""
+    """In the second step every phase's peak is at most 512 bytes under the measured one (on this model
+    the single-GPU replay is 312 bytes under in forward, 32 in backward and 12 in the update; FSDP2
+    resharding after forward adds 192 in forward), and the memory at the end of backward and of the step
+    is equal to the byte. The first step is left out: DDP builds its buckets before the profiler starts
+    and rebuilds them when the second step begins."""
     phases_measured = {(step, name): (peak, end) for step, name, peak, end in measured[engine]}
     training = Training("adamw", "fp32", MemoryOptions("torch-cpu", layout=Layout(data=3, zero=stage)))
     values = {**ODD.symbols(), B: 2, seq_len: 5, d: 3}
     memory = step_memory(symbert.trace(ODD), training, values, full=True)
     predicted = {(x.step, x.name): (x.peak.total, x.end) for x in phases(memory.timeline(values))}
     for name in ("forward", "backward", "optimizer"):
-        assert abs(predicted[2, name][0] - phases_measured[2, name][0]) <= 0.01 * phases_measured[2, name][0]
-    assert predicted[2, "optimizer"][1] == phases_measured[2, "optimizer"][1]
+        assert 0 <= phases_measured[2, name][0] - predicted[2, name][0] <= 512
+    for name in ("backward", "optimizer"):
+        assert predicted[2, name][1] == phases_measured[2, name][1]
 
 
 def test_replay_is_symbolic_in_d() -> None:

@@ -443,7 +443,8 @@ class Replay:
                 for key in masks:
                     self.reads_left[key] -= 1
                     self.maybe_free(key)
-            if self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit:
+            layer_done = self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit
+            if layer_done and not self.sharding.keeps_gathered:
                 self.reshard(layer)
         if self.phase == "forward":
             self.note_steady("cached")
