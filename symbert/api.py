@@ -11,7 +11,7 @@ from symbert.ir import Graph
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
 from symbert.parallel import Layout, Sharding, StageEnd
-from symbert.symbols import B
+from symbert.symbols import B, seq_len
 from symbert.tracer import Tracer, graph_output, scope, tracing
 
 #: How a layout shapes the graph: (tensor parallel, sequence parallel, cut to the first pipeline stage).
@@ -52,14 +52,16 @@ def trace(
     return _trace(model, tuple(sorted(options.items())), None, *_task_key(task), spread)
 
 
-def per_gpu(config: Config, layout: Layout | None = None) -> tuple[Graph, dict[sympy.Symbol, int]]:
+def per_gpu(
+    config: Config, layout: Layout | None = None, length: int | None = None
+) -> tuple[Graph, dict[sympy.Symbol, int]]:
     """The graph of the most loaded GPU under ``layout``, and the values its formulas take there: the
-    config's sizes and the parallel degrees. A layout that does not split the model evenly is a
-    ConfigError naming the degree."""
+    config's sizes and the parallel degrees. A layout that does not split the model (or a sequence of
+    ``length``) evenly is a ConfigError naming the degree."""
     layout = layout or Layout()
     sizes = config.symbols()
     try:
-        layout.check(sizes)
+        layout.check({**sizes, seq_len: length} if length else sizes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return trace(config, layout=layout), {**sizes, **layout.values()}

@@ -849,7 +849,7 @@ def timeline(
         from symbert.render.plots import check_timeline_plot
 
         check_timeline_plot(config, plot_file, training.memory.layout)
-    graph, sizes = per_gpu(config, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
     values = {**sizes, B: batch, S: length}
     # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
     # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
