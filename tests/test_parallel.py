@@ -296,3 +296,28 @@ def test_every_family_has_a_plan(name: str, head: str) -> None:
     block = next(iter(spread.blocks))
     linears = [n for n in spread.nodes if n.op == "linear" and n.block == block]
     assert len(linears) == 6 and all(str(n.params[0].shape).count("t") == 1 for n in linears)
+
+
+def test_last_stage_holds_the_head_and_a_copy_of_the_tied_embeddings() -> None:
+    """With p = 2 the two stages hold every parameter once, and the last stage also the word embeddings
+    its tied decoder reads (Megatron-LM keeps that copy and all-reduces its gradient with the first)."""
+    config = symbert.with_task(symbert.preset("bert-base"), head="mlm")
+    first = symbert.params(symbert.trace(config, layout=Layout(pipeline=2))).total
+    last = symbert.params(symbert.trace(config, layout=Layout(pipeline=2, stage="last"))).total
+    whole = symbert.params(symbert.trace(config)).total
+    assert same((first + last).subs(p, 2), whole + symbert.symbols.vocab_size * H)  # the decoder reads it as [V, H]
+
+
+def test_last_stage_keeps_one_micro_batch_and_the_head() -> None:
+    config = symbert.with_task(symbert.preset("bert-base"), head="mlm")
+    layout = Layout(pipeline=4, microbatches=8, stage="last")
+    last = breakdown(layout, config=config)
+    whole = {c.name: c for c in breakdown(Layout(), config=config).components()}
+    for c in last.components():
+        if c.per_layer is not None:
+            assert same(c.per_layer, whole[c.name].per_layer) and c.count == L / p
+        else:
+            assert c.name in ("head", "loss") and same(c.total, whole[c.name].total)
+    assert "embeddings" not in {c.name for c in last.components()}
+    inputs = [n.name for n in symbert.trace(config, layout=layout).nodes if OPS[n.op].graph_input]
+    assert inputs == ["from_previous_stage", "attention_mask", "head/labels"]
