@@ -254,6 +254,7 @@ def test_report_json_is_per_gpu_and_reads_back(tmp_path) -> None:
         "virtual": 1,
         "data": 1,
         "zero": 0,
+        "stage": "first",
         "gpus": 2,
     }
     values = {**symbert.with_task(symbert.preset("bert-base"), head="mlm").symbols(), B: 1, S: 128, t: 2}
@@ -321,3 +322,12 @@ def test_last_stage_keeps_one_micro_batch_and_the_head() -> None:
     assert "embeddings" not in {c.name for c in last.components()}
     inputs = [n.name for n in symbert.trace(config, layout=layout).nodes if OPS[n.op].graph_input]
     assert inputs == ["from_previous_stage", "attention_mask", "head/labels"]
+
+
+def test_diagrams_draw_the_collectives_apart() -> None:
+    from symbert.render.theme import kind_of
+
+    graph = symbert.trace(symbert.preset("bert-tiny"), layout=SP)
+    kinds = {n.op: kind_of(n) for n in graph.nodes}
+    assert {kinds[k] for k in ("all_reduce", "all_gather", "reduce_scatter", "split")} == {"communication"}
+    assert kinds["linear"] == "dense"
