@@ -331,3 +331,24 @@ def test_diagrams_draw_the_collectives_apart() -> None:
     kinds = {n.op: kind_of(n) for n in graph.nodes}
     assert {kinds[k] for k in ("all_reduce", "all_gather", "reduce_scatter", "split")} == {"communication"}
     assert kinds["linear"] == "dense"
+
+
+def test_micro_batches_after_the_first_find_every_gradient_there() -> None:
+    """Gradient accumulation: from the second micro-batch on, forward runs with every parameter's
+    gradient allocated, so the forward peak rises by exactly the gradients (p = 1: nothing in flight)."""
+    from symbert.analysis.states import Training, model_states
+    from symbert.analysis.training import step_memory
+
+    config = symbert.preset("bert-tiny")
+    values = {**config.symbols(), B: 2, S: 16}
+
+    def forward_peak(layout: Layout) -> dict[str, int]:
+        training = Training("adamw", memory=MemoryOptions(layout=layout))
+        memory = step_memory(symbert.trace(config, layout=layout), training, values)
+        return max(
+            (q for q in memory.timeline({**values, **layout.values()}) if q.phase == "forward"), key=lambda q: q.total
+        )
+
+    one, four = forward_peak(Layout()), forward_peak(Layout(microbatches=4))
+    gradients = model_states(symbert.trace(config), Training("adamw"))["gradients"].subs(values)
+    assert four.bytes["gradients"] == gradients and four.total - one.total == gradients - one.bytes["gradients"]
