@@ -108,6 +108,13 @@ class Layout:
                 f"interleaving needs --microbatches a multiple of --pipeline-parallel, got {self.microbatches}"
             )
 
+    @property
+    def tag(self) -> str:
+        """The layout in one word-separated field (a sweep's CSV column): ``t=2+sp p=1 m=1 v=1 d=1 zero=0``."""
+        parts = [f"t={self.tensor}{'+sp' if self.sequence else ''}", f"p={self.pipeline}", f"m={self.microbatches}"]
+        parts += [f"v={self.virtual}", f"d={self.data}", f"zero={self.zero}"]
+        return " ".join(parts + (["stage=last"] if self.stage == "last" else []))
+
     def describe(self) -> str:
         if self.single:
             return "one GPU"
@@ -215,6 +222,18 @@ class Sharding:
         if self.pipeline == "first":
             raise StageEnd(y)
         return self.full_sequence(y)
+
+
+def whole_sequence(expr: sympy.Expr, layout: Layout) -> sympy.Expr:
+    """``expr`` with seq_len written t·⌈seq_len/t⌉ under sequence parallelism, where t divides it: equal,
+    and once t has a value a polynomial with integer coefficients in ⌈seq_len/t⌉, as the compiled
+    closed forms of fit, plot and sweep need (sizes already rounded up are left alone)."""
+    if not layout.sequence:
+        return expr
+    expr = sympy.sympify(expr)
+    rounded = {c: sympy.Dummy() for c in expr.atoms(sympy.ceiling)}
+    whole = expr.xreplace(rounded).subs(seq_len, t * sympy.ceiling(seq_len / t))
+    return whole.xreplace({d: c for c, d in rounded.items()})
 
 
 def _shard(size: sympy.Expr) -> sympy.Expr:

@@ -352,3 +352,23 @@ def test_micro_batches_after_the_first_find_every_gradient_there() -> None:
     one, four = forward_peak(Layout()), forward_peak(Layout(microbatches=4))
     gradients = model_states(symbert.trace(config), Training("adamw"))["gradients"].subs(values)
     assert four.bytes["gradients"] == gradients and four.total - one.total == gradients - one.bytes["gradients"]
+
+
+def test_fit_steps_seq_len_by_t_under_sequence_parallelism() -> None:
+    """seq_len must split over t: the answer is a multiple of t, and t more does not fit."""
+    from symbert.analysis.fit import fit
+    from symbert.analysis.states import Training
+
+    layout = Layout(tensor=4, sequence=True)
+    training = Training("adamw", memory=MemoryOptions("torch-cuda", layout=layout))
+    result = fit(BERT_LARGE, training, 16 * 2**30, batch=64)
+    assert result.seq_len % 4 == 0 and result.peak.total <= 16 * 2**30 < result.above.total
+
+
+def test_allocator_rounding_of_a_shard_is_not_dropped() -> None:
+    """pad512(4·B·seq_len/t) is not 0 because 4·B·seq_len would be a multiple of 512: at B=64, seq_len=316,
+    t=4 the shard is 20,224 bytes, 256 short of a multiple of 512."""
+    from symbert.analysis.runtime import pad512
+
+    assert pad512(4 * B * S / t).subs({B: 64, S: 316, t: 4}) == 256
+    assert pad512(512 * B * S) == 0

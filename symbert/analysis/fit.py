@@ -154,20 +154,21 @@ def fit(
     answers = [a for a in bounds if a is not None]
     if not answers:
         raise ConfigError(f"the peak does not grow with {unknown}")
-    n = min(answers)
+    step = step_of(training, unknown)
+    n = min(answers) // step * step
     # Under a device runtime the allocator's rounding (under 512 bytes an allocation, never negative)
     # comes on top of the polynomials, and sizes rounded up to a multiple (⌈seq_len/32⌉) are at least
     # their unrounded value, so the polynomials bound the answer from above; the peak grows with n.
     while n >= 1 and max(polys.exact(n)) > budget:
-        n -= 1
-    limit = config.max_length if unknown == "seq_len" else None
+        n -= step
+    limit = config.max_length // step * step if unknown == "seq_len" and config.max_length else None
     capped = limit is not None and n > limit
     n = limit if capped else n
-    at = max(n, 1)
+    at = max(n, step)
     peak = memory.peak({**values, x: at})
-    above = memory.peak({**values, x: n + 1}) if n >= 1 and not capped else None
+    above = memory.peak({**values, x: n + step}) if n >= 1 and not capped else None
     closed = max(polys.exact(at))
-    if closed != peak.total or (above is not None and max(polys.exact(n + 1)) != above.total):
+    if closed != peak.total or (above is not None and max(polys.exact(n + step)) != above.total):
         raise AssertionError("the closed form and the replay disagree")
     if n >= 1 and (closed > budget or (above is not None and above.total <= budget)):
         raise AssertionError(f"{unknown}={n} is not the largest that fits")
@@ -178,6 +179,12 @@ def fit(
     if solved:
         result = replace(result, reserved=reserved(graph, training, {**values, x: n}))
     return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
+
+
+def step_of(training: Training, unknown: str | None) -> int:
+    """What a solved value steps by: t for seq_len under sequence parallelism (t divides it), else 1."""
+    layout = training.memory.layout
+    return layout.tensor if unknown == "seq_len" and layout.sequence else 1
 
 
 def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[Knob, ...]:
