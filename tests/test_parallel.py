@@ -372,3 +372,14 @@ def test_allocator_rounding_of_a_shard_is_not_dropped() -> None:
 
     assert pad512(4 * B * S / t).subs({B: 64, S: 316, t: 4}) == 256
     assert pad512(512 * B * S) == 0
+
+
+def test_a_family_without_a_plan_refuses_tensor_parallelism(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from symbert.models import MODELS
+
+    monkeypatch.setitem(MODELS, "bert", dataclasses.replace(MODELS["bert"], tensor_plan={}))
+    with pytest.raises(ValueError, match="bert declares no tensor-parallel plan"):
+        symbert.trace("bert", layout=TP)
+    assert symbert.trace("bert", layout=Layout(pipeline=2)).blocks  # a pipeline needs no plan
