@@ -121,7 +121,8 @@ class Layout:
         parts = [f"t={self.tensor}" + (" with sequence parallelism" if self.sequence else "")]
         parts.append(f"p={self.pipeline}, m={self.microbatches}" + (f", v={self.virtual}" if self.virtual > 1 else ""))
         parts.append(f"d={self.data}, ZeRO {self.zero}")
-        where = "the most loaded GPU (first pipeline stage)" if self.stage == "first" else "the last pipeline stage"
+        where = "the last pipeline stage" if self.stage == "last" else "the most loaded GPU"
+        where += " (first pipeline stage)" if self.stage == "first" and self.pipeline > 1 else ""
         return f"per GPU of {self.gpus} ({'; '.join(parts)}), on {where}"
 
 
