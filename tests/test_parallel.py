@@ -273,6 +273,7 @@ def test_report_json_is_per_gpu_and_reads_back(tmp_path) -> None:
         (("--pipeline-parallel", "5"), "--pipeline-parallel 5 does not divide the layers (L=12)"),
         (("--sequence-parallel",), "sequence parallelism shards along the tensor-parallel group"),
         (("--tensor-parallel", "2", "--sequence-parallel", "-s", "127"), "does not divide the seq_len"),
+        (("--pipeline-parallel", "2", "--virtual-stages", "2", "--microbatches", "3"), "a multiple of"),
     ],
 )
 def test_a_bad_layout_is_one_line(flags: tuple[str, ...], message: str) -> None:
