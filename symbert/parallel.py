@@ -22,7 +22,7 @@ import sympy
 
 from symbert import ops as F
 from symbert.ir import Graph, Node, Tensor
-from symbert.symbols import seq_len, vocab_size
+from symbert.symbols import A, I, L, seq_len, vocab_size
 
 _INT = {"integer": True, "positive": True}
 
@@ -93,8 +93,6 @@ class Layout:
         """Raise ValueError unless the degrees split a model of these sizes evenly: t the heads and the
         intermediate size (and seq_len under sequence parallelism), p the layers, p the micro-batches
         under interleaving."""
-        from symbert.symbols import A, I, L
-
         needs = [(self.tensor, A, "attention heads"), (self.tensor, I, "intermediate size")]
         needs += [(self.tensor, seq_len, "seq_len")] if self.sequence else []
         needs += [(self.pipeline, L, "layers")]
@@ -169,6 +167,11 @@ class Sharding:
     sequence: bool
     pipeline: str
     _gathered: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.plan.values()) - set(STYLES))
+        if unknown:
+            raise ValueError(f"unknown tensor-parallel style {unknown[0]!r} (styles: {', '.join(STYLES)})")
 
     def style(self, path: str) -> str | None:
         """The plan's style for the op at ``path`` (a run index of an unrolled block ignored)."""
