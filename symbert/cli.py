@@ -149,7 +149,7 @@ PRECISION_NAMES = ("fp32", "mixed", "amp")
 
 def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The parallel layout flags, resolved into ``layout`` (:class:`symbert.parallel.Layout`)."""
-    from symbert.parallel import ZERO_STAGES, Layout
+    from symbert.parallel import STAGES, ZERO_STAGES, Layout
 
     @click.option(
         "--tensor-parallel", "tensor", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel degree t."
@@ -170,6 +170,13 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Interleaved stages per rank v.",
     )
     @click.option(
+        "--stage",
+        type=click.Choice(STAGES),
+        default="first",
+        show_default=True,
+        help="Pipeline stage whose GPU to show: first (the most loaded) or last (the pooler and head).",
+    )
+    @click.option(
         "--data-parallel", "data", type=POSITIVE, default=1, show_default=True, help="Data-parallel degree d."
     )
     @click.option(
@@ -181,10 +188,18 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @wraps(fn)
     def wrapper(
-        tensor: int, sequence: bool, pipeline: int, microbatches: int, virtual: int, data: int, zero: str, **kwargs: Any
+        tensor: int,
+        sequence: bool,
+        pipeline: int,
+        microbatches: int,
+        virtual: int,
+        stage: str,
+        data: int,
+        zero: str,
+        **kwargs: Any,
     ) -> Any:
         try:
-            layout = Layout(tensor, sequence, pipeline, microbatches, virtual, data, int(zero))
+            layout = Layout(tensor, sequence, pipeline, microbatches, virtual, data, int(zero), stage)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return fn(layout=layout, **kwargs)
@@ -760,7 +775,7 @@ def fit(
     and the CUDA context lies outside the budget.
     """
     from symbert.analysis.fit import fit as solve
-    from symbert.analysis.fit import fit_json
+    from symbert.analysis.fit import fit_json, step_of
     from symbert.render.formula import human, quantity
     from symbert.render.reports import console, describe
 
@@ -788,7 +803,8 @@ def fit(
         out.print(f"  peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}")
         out.print(f"  {parts}")
         if result.above is not None:
-            out.print(f"  {result.unknown} {result.value + 1} would need {result.above.total:,} bytes")
+            above = result.value + step_of(result.training, result.unknown)
+            out.print(f"  {result.unknown} {above} would need {result.above.total:,} bytes")
         out.print(f"  peak formula: {human(result.formula)}")
         _print_headroom(out, result)
     else:
@@ -921,7 +937,7 @@ def timeline(
         from symbert.render.plots import check_timeline_plot
 
         check_timeline_plot(config, plot_file, training.memory.layout)
-    graph, sizes = per_gpu(config, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
     values = {**sizes, B: batch, S: length}
     # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
     # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
@@ -1047,6 +1063,7 @@ def plot(
 @click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZER_NAMES), multiple=True, help="Default: adamw.")
 @click.option("--precision", "precisions", type=click.Choice(PRECISION_NAMES), multiple=True, help="Default: fp32.")
 @GPU_OPTION
+@parallel_options
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True, help="The CSV file (-: stdout).")
 def sweep(
     configs: list[Config],
@@ -1060,6 +1077,7 @@ def sweep(
     optimizers: tuple[str, ...],
     precisions: tuple[str, ...],
     gpu: str | None,
+    layout: Any,
     output: str,
 ) -> None:
     """Quantities over a grid of CONFIGs × setups × batch × seq_len, as CSV.
@@ -1078,7 +1096,7 @@ def sweep(
     from symbert.outputs import writing
 
     trainings = [
-        make_training(o, p, MemoryOptions(policy, d, a, r), gpu)
+        make_training(o, p, MemoryOptions(policy, d, a, r, layout=layout), gpu)
         for policy, d, a, r, o, p in itertools.product(
             policies or ("torch-cuda",),
             dtypes or (None,),
