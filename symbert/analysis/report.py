@@ -11,7 +11,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.api import trace
+from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.symbols import B, seq_len
 
@@ -36,7 +36,7 @@ class Report:
 
     @property
     def values(self) -> dict[sympy.Symbol, int]:
-        return {**self.config.symbols(), B: self.batch, seq_len: self.seq_len}
+        return {**self.config.symbols(), B: self.batch, seq_len: self.seq_len, **self.options.layout.values()}
 
     def value(self, quantity: str) -> int:
         b = self.breakdowns[quantity]
@@ -54,14 +54,15 @@ class Report:
 
 
 def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:
-    """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``."""
+    """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``;
+    under a layout spread over several GPUs, per GPU on the most loaded one, ``batch`` being the
+    micro-batch."""
     options = options or MemoryOptions()
     check_size("batch", batch)
     check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    graph = trace(config)
-    values = config.symbols()
+    graph, values = per_gpu(config, options.layout, length)
     f = flops(graph, options, values)
     breakdowns = {
         "params": params(graph),

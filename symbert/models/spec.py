@@ -79,6 +79,10 @@ class ModelSpec:
     ``global_attn_every_n_layers``), raising ValueError for what symbert cannot model; ``check`` raises
     ValueError for config values symbert does not model (ModernBERT without a local layer).
 
+    ``tensor_plan`` maps scopes (op paths, run indices left out) to tensor-parallel styles
+    (:data:`symbert.parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
+    runs on one GPU per pipeline stage only.
+
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
     (:mod:`symbert.models.heads`), and ``prefix`` the attribute a task model keeps the bare model under
@@ -104,6 +108,7 @@ class ModelSpec:
     architecture: str = ""
     heads: Mapping[str, Head] = field(default_factory=dict)
     prefix: str = ""
+    tensor_plan: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, object]:
