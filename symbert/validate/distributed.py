@@ -237,7 +237,7 @@ def compare_ranks(
         [
             Check("params", predicted.value("params"), rank.params),
             Check("activation_bytes", predicted.value("activation_bytes"), rank.saved),
-            Check("peak", peak, rank.steps.peak, tolerance),
+            Check(f"peak (step {rank.steps.where.step} {rank.steps.where.name})", peak, rank.steps.peak, tolerance),
         ]
         for rank in ranks
     ]
