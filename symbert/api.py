@@ -4,26 +4,43 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from symbert.configs import Config
+import sympy
+
+from symbert.configs import Config, ConfigError
 from symbert.ir import Graph
-from symbert.models import MODELS
-from symbert.models.heads import BARE, Encoded, Task, encoder_options
+from symbert.models import MODELS, ModelSpec
+from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
+from symbert.parallel import Layout, Sharding, StageEnd
 from symbert.symbols import B
 from symbert.tracer import Tracer, graph_output, scope, tracing
 
+#: How a layout shapes the graph: (tensor parallel, sequence parallel, cut to the first pipeline stage).
+Spread = tuple[bool, bool, bool]
+ONE_GPU: Spread = (False, False, False)
 
-def trace(model: str | Config = "bert", *, unroll: bool = False, task: Task | None = None, **options: object) -> Graph:
+
+def trace(
+    model: str | Config = "bert",
+    *,
+    unroll: bool = False,
+    task: Task | None = None,
+    layout: Layout | None = None,
+    **options: object,
+) -> Graph:
     """Trace a model family (or a config's family, options and task) into a symbolic graph.
 
     The encoder layer is traced once and repeated L times symbolically; ``unroll=True`` with a config
     traces each of its L layers instead. ``task`` puts a head and its loss on the encoder (a config
-    carries its own).
+    carries its own). ``layout`` gives the graph of one GPU, the most loaded (the first pipeline
+    stage), with the degrees t and p as symbols (:mod:`symbert.parallel`).
     """
+    spread = spread_of(layout)
     if isinstance(model, Config):
         options = {**model.structure(), **options}
         task = task or model.task
-        values = tuple(sorted(model.symbols().items(), key=str)) if unroll else None
-        return _trace(model.model, tuple(sorted(options.items())), values, *_task_key(task))
+        values = {**model.symbols(), **(layout.values() if layout else {})}
+        key = tuple(sorted(values.items(), key=str)) if unroll else None
+        return _trace(model.model, tuple(sorted(options.items())), key, *_task_key(task), spread)
     if unroll:
         raise ValueError("unroll needs a Config that gives L")
     if model not in MODELS:
@@ -32,7 +49,27 @@ def trace(model: str | Config = "bert", *, unroll: bool = False, task: Task | No
     if task.head != BARE and task.head not in spec.heads:
         raise ValueError(f"{model} has no head {task.head!r} (heads: {', '.join(spec.heads)})")
     options = encoder_options(spec.heads.get(task.head), {**spec.defaults, **options})
-    return _trace(model, tuple(sorted(options.items())), None, *_task_key(task))
+    return _trace(model, tuple(sorted(options.items())), None, *_task_key(task), spread)
+
+
+def per_gpu(config: Config, layout: Layout | None = None) -> tuple[Graph, dict[sympy.Symbol, int]]:
+    """The graph of the most loaded GPU under ``layout``, and the values its formulas take there: the
+    config's sizes and the parallel degrees. A layout that does not split the model evenly is a
+    ConfigError naming the degree."""
+    layout = layout or Layout()
+    sizes = config.symbols()
+    try:
+        layout.check(sizes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return trace(config, layout=layout), {**sizes, **layout.values()}
+
+
+def spread_of(layout: Layout | None) -> Spread:
+    """What of a layout shapes the per-GPU graph; the degrees themselves stay symbols."""
+    if layout is None:
+        return ONE_GPU
+    return layout.tensor > 1, layout.sequence, layout.pipeline > 1
 
 
 def _task_key(task: Task) -> tuple[str, str]:
@@ -41,20 +78,36 @@ def _task_key(task: Task) -> tuple[str, str]:
 
 
 @lru_cache(maxsize=32)
-def _trace(model: str, options: tuple[tuple[str, object], ...], unroll: tuple | None, head: str, problem: str) -> Graph:
+def _trace(
+    model: str,
+    options: tuple[tuple[str, object], ...],
+    unroll: tuple | None,
+    head: str,
+    problem: str,
+    spread: Spread = ONE_GPU,
+) -> Graph:
     spec = MODELS[model]
     task_head = spec.heads.get(head)
     graph = Graph(model=model, head=head, options=dict(options))
     batch = task_head.batch if task_head else (B,)
-    tracer = Tracer(graph, identities=spec.derived, unroll=dict(unroll) if unroll is not None else None, batch=batch)
+    sharding = Sharding(spec.tensor_plan, *spread) if spread != ONE_GPU else None
+    tracer = Tracer(graph, spec.derived, dict(unroll) if unroll is not None else None, batch, sharding)
     with tracing(tracer):
-        if task_head is None:
-            for name, x in spec.build(**dict(options)).items():
-                graph_output(name, x)
-            return graph
-        with scope(spec.prefix, in_path=False):
-            outputs = spec.build(**dict(options))
-        with scope("head", in_param_name=False):
-            loss = task_head.build(Encoded(outputs, dict(options), spec.prefix), problem)
-        graph_output("loss", loss)
+        try:
+            _build(spec, task_head, options, problem)
+        except StageEnd as end:  # the first pipeline stage: the embeddings and L/p layers
+            graph_output("to_next_stage", end.output)
     return graph
+
+
+def _build(spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, object], ...], problem: str) -> None:
+    """Record the model, with its head and loss when it has one."""
+    if task_head is None:
+        for name, x in spec.build(**dict(options)).items():
+            graph_output(name, x)
+        return
+    with scope(spec.prefix, in_path=False):
+        outputs = spec.build(**dict(options))
+    with scope("head", in_param_name=False):
+        loss = task_head.build(Encoded(outputs, dict(options), spec.prefix), problem)
+    graph_output("loss", loss)

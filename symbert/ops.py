@@ -13,6 +13,8 @@ Each entry states, once, what the analyses need to know about the op:
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
   in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. The
   categories are resolved by :mod:`symbert.analysis.autocast`.
+* ``communication``: a collective over the tensor-parallel group (:mod:`symbert.parallel`); it keeps
+  nothing and costs no FLOPs, and diagrams draw it apart.
 * ``placeholder``: computes nothing; ``graph_input`` and ``graph_output`` mark the tensors the caller
   provides and receives. The tracer records these (:mod:`symbert.tracer`).
 
@@ -45,6 +47,7 @@ class OpDef:
     view: bool = False
     grad_passes_through: bool = False
     autocast: str | Mapping[str, str] = "same"
+    communication: bool = False
     placeholder: bool = False
     graph_input: bool = False
     graph_output: bool = False
@@ -62,12 +65,21 @@ def _op(
     view: bool = False,
     grad_passes_through: bool = False,
     autocast: str | Mapping[str, str] = "same",
+    communication: bool = False,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
         passes = grad_passes_through or view  # a view's backward is a view of the incoming gradient
         OPS[kind] = OpDef(
-            kind, doc, saves, flops_per_element, matmul, view, grad_passes_through=passes, autocast=autocast
+            kind,
+            doc,
+            saves,
+            flops_per_element,
+            matmul,
+            view,
+            grad_passes_through=passes,
+            autocast=autocast,
+            communication=communication,
         )
         return fn
 
@@ -112,9 +124,13 @@ def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
 def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Expr) -> Tensor:
     """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor."""
     _check(ids.role in (Role.INDEX, Role.BUFFER), f"{name}: embedding indices must be an index tensor")
-    return active().record(
+    t = active()
+    style = t.style(name)
+    ids, num_embeddings = t.sharding.before(style, ids, num_embeddings) if style else (ids, num_embeddings)
+    out = t.record(
         "embedding", name, [ids], [((*ids.shape, dim), ACT, Role.ACTIVATION, None)], [("weight", (num_embeddings, dim))]
     )[0]
+    return t.sharding.after(style, out) if style else out
 
 
 @_op("linear", saves=("in0",), matmul=_linear_dims, autocast="lower")
@@ -132,12 +148,15 @@ def linear(
     full name of another parameter it is (a tied LM head), which then counts once.
     """
     t = active()
+    style = t.style(name)
+    x, out_features = t.sharding.before(style, x, out_features) if style else (x, out_features)
     k = x.shape[-1]
     weight = (k, out_features) if in_out else (out_features, k)
     tied = tied or {}
     params = [(tied.get("weight", "weight"), weight)] + ([(tied.get("bias", "bias"), (out_features,))] if bias else [])
     out = ((*x.shape[:-1], out_features), ACT, Role.ACTIVATION, None)
-    return t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
+    y = t.record("linear", name, [x], [out], params, {"in_features": k, "out_features": out_features})[0]
+    return t.sharding.after(style, y) if style else y
 
 
 @_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims, autocast="lower")
@@ -199,6 +218,9 @@ def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
     Per element: sum for the mean, subtract, square and sum for the variance, scale by rstd, affine
     multiply and add.
     """
+    t = active()
+    style = t.style(name)
+    x, _ = t.sharding.before(style, x, x.shape[-1]) if style else (x, None)
     stats = (*x.shape[:-1], 1)
     outs = [
         (x.shape, ACT, Role.ACTIVATION, None),
@@ -206,7 +228,7 @@ def layernorm(name: str, x: Tensor, eps: float = 1e-12) -> Tensor:
         (stats, STATS_DTYPE, Role.STATISTICS, None),
     ]
     dim = x.shape[-1]
-    return active().record("layernorm", name, [x], outs, [("weight", (dim,)), ("bias", (dim,))], {"eps": eps})[0]
+    return t.record("layernorm", name, [x], outs, [("weight", (dim,)), ("bias", (dim,))], {"eps": eps})[0]
 
 
 @_op("gelu", saves=("in0",), flops_per_element=5)
@@ -334,3 +356,43 @@ def mse_loss(x: Tensor, target: Tensor, name: str = "mse_loss") -> Tensor:
 def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") -> Tensor:
     """Mean binary cross-entropy on logits (a stable log-sigmoid per element); backward keeps input and target."""
     return _pointwise_loss("bce_with_logits", name, x, target)
+
+
+# ---- collectives over the tensor-parallel group (inserted by symbert.parallel's plan, not by model code)
+
+
+@_op("all_reduce", view=True, communication=True)
+def all_reduce(x: Tensor, name: str = "all_reduce") -> Tensor:
+    """Sum over the tensor-parallel ranks, in place (Megatron's reduce after a row-parallel linear);
+    backward passes the gradient through."""
+    return active().record("all_reduce", name, [x], [(x.shape, x.dtype, x.role, x.name)])[0]
+
+
+@_op("all_gather", communication=True)
+def all_gather(x: Tensor, dim: int, parts: sympy.Expr, name: str = "all_gather") -> Tensor:
+    """Concatenate the ranks' shards along ``dim`` into a new tensor (before a column-parallel linear
+    under sequence parallelism); backward reduce-scatters the gradient."""
+    shape = list(x.shape)
+    shape[dim] = shape[dim] * parts
+    attrs = {"dim": dim, "parts": parts}
+    return active().record("all_gather", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+
+
+@_op("reduce_scatter", communication=True)
+def reduce_scatter(x: Tensor, dim: int, parts: sympy.Expr, name: str = "reduce_scatter") -> Tensor:
+    """Sum over the ranks and keep this rank's shard along ``dim`` (after a row-parallel linear under
+    sequence parallelism); backward all-gathers the gradient."""
+    shape = list(x.shape)
+    shape[dim] = shape[dim] / parts
+    attrs = {"dim": dim, "parts": parts}
+    return active().record("reduce_scatter", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+
+
+@_op("split", communication=True)
+def split(x: Tensor, dim: int, parts: sympy.Expr, name: str = "split") -> Tensor:
+    """This rank's shard along ``dim``, copied (Megatron's scatter to the sequence-parallel region; no
+    traffic forward); backward all-gathers the gradient."""
+    shape = list(x.shape)
+    shape[dim] = shape[dim] / parts
+    attrs = {"dim": dim, "parts": parts}
+    return active().record("split", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]

@@ -1,15 +1,27 @@
-"""How a training job is spread over GPUs: the parallel degrees and the ZeRO stage, as one value.
+"""How a training job is spread over GPUs: the parallel degrees and the ZeRO stage, as one value, and
+the per-GPU graph they give.
 
 The degrees are the symbols t (tensor), p (pipeline), d (data), m (micro-batches per step) and v
 (virtual stages per pipeline rank), so per-GPU formulas stay symbolic in them; a :class:`Layout`
 gives their values. The default layout is one GPU, where every formula is the single-GPU one.
+
+Tensor, sequence and pipeline parallelism act on the graph: the model is traced again under a
+:class:`Sharding`, which applies the family's tensor-parallel plan (``ModelSpec.tensor_plan``, one
+style per scope, as ``torch.distributed.tensor.parallel.parallelize_module`` takes it) to the ops as
+they are recorded, inserts the collectives (:mod:`symbert.ops`), and cuts the graph to the first
+pipeline stage. Every pass then runs on that per-GPU graph unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import sympy
+
+from symbert import ops as F
+from symbert.ir import Tensor
+from symbert.symbols import seq_len, vocab_size
 
 _INT = {"integer": True, "positive": True}
 
@@ -66,6 +78,25 @@ class Layout:
         """The degrees' values, by symbol."""
         return {t: self.tensor, p: self.pipeline, d: self.data, m: self.microbatches, v: self.virtual}
 
+    def check(self, sizes: Mapping[sympy.Symbol, int]) -> None:
+        """Raise ValueError unless the degrees split a model of these sizes evenly: t the heads and the
+        intermediate size (and seq_len under sequence parallelism), p the layers, p the micro-batches
+        under interleaving."""
+        from symbert.symbols import A, I, L
+
+        needs = [(self.tensor, A, "attention heads"), (self.tensor, I, "intermediate size")]
+        needs += [(self.tensor, seq_len, "seq_len")] if self.sequence else []
+        needs += [(self.pipeline, L, "layers")]
+        for degree, symbol, what in needs:
+            size = sizes.get(symbol)
+            if size is not None and size % degree:
+                flag = "--pipeline-parallel" if symbol is L else "--tensor-parallel"
+                raise ValueError(f"{flag} {degree} does not divide the {what} ({symbol}={size})")
+        if self.virtual > 1 and self.microbatches % self.pipeline:
+            raise ValueError(
+                f"interleaving needs --microbatches a multiple of --pipeline-parallel, got {self.microbatches}"
+            )
+
     def describe(self) -> str:
         if self.single:
             return "one GPU"
@@ -73,3 +104,114 @@ class Layout:
         parts.append(f"p={self.pipeline}, m={self.microbatches}" + (f", v={self.virtual}" if self.virtual > 1 else ""))
         parts.append(f"d={self.data}, ZeRO {self.zero}")
         return f"per GPU of {self.gpus} ({'; '.join(parts)}), on the most loaded GPU (first pipeline stage)"
+
+
+#: Tensor-parallel styles a plan names, per scope (Megatron-LM's layers; torch's ``ParallelStyle`` s):
+#: ``colwise`` splits a linear's outputs (Q, K, V, the intermediate dense, an LM decoder): weight and
+#: bias [out/t, in], output [..., out/t]; ``rowwise`` splits its inputs (the attention output and
+#: output dense): weight [out, in/t], bias whole, the partial output summed by an all-reduce;
+#: ``vocab`` splits an embedding's rows (the word embeddings): [⌈vocab/t⌉, E], then an all-reduce;
+#: ``sequence`` starts the sequence-parallel region at that op (its input split along seq_len).
+STYLES = ("colwise", "rowwise", "vocab", "sequence")
+
+#: The sequence dimension of Hugging Face's batch-first activations [B, seq_len, H].
+SEQ_DIM = 1
+
+
+class StageEnd(Exception):
+    """Raised by the repeat that ends the first pipeline stage, carrying its output (sent on)."""
+
+    def __init__(self, output: Tensor) -> None:
+        super().__init__("end of the first pipeline stage")
+        self.output = output
+
+
+def stage_factor(layout: Layout) -> sympy.Expr:
+    """How many micro-batches' activations the first pipeline stage keeps at once: min(p, m) under
+    1F1B, and p·(1 + (p − 1)/(p·v)) with v interleaved stages (Korthikanti et al. 2022, eq. 5;
+    Narayanan et al. 2021). 1 without a pipeline."""
+    if layout.pipeline == 1:
+        return sympy.S.One
+    if layout.virtual > 1:
+        return p * (1 + (p - 1) / (p * v))
+    return sympy.Min(p, m)
+
+
+@dataclass
+class Sharding:
+    """One GPU's view of the model while it is traced: the plan's styles by scope, sequence
+    parallelism, and whether the graph is cut to the first of several pipeline stages."""
+
+    plan: Mapping[str, str]
+    tensor: bool
+    sequence: bool
+    pipeline: bool
+    _gathered: dict[str, Tensor] = field(default_factory=dict)
+
+    def style(self, path: str) -> str | None:
+        """The plan's style for the op at ``path`` (a run index of an unrolled block ignored)."""
+        if not self.tensor:
+            return None
+        return self.plan.get("/".join(part for part in path.split("/") if not part.isdigit()))
+
+    def before(self, style: str | None, x: Tensor, size: sympy.Expr) -> tuple[Tensor, sympy.Expr]:
+        """The input a sharded op reads and its sharded size (out features, embedding rows)."""
+        if style == "colwise":
+            return self.full_sequence(x), _shard(size)
+        if style == "vocab":
+            return x, _shard(size)
+        if style == "sequence":
+            return self.sequence_shard(x), size
+        return x, size
+
+    def after(self, style: str | None, y: Tensor) -> Tensor:
+        """A row-parallel or vocab-parallel op's partial output, summed over the ranks (reduce-scattered
+        along seq_len under sequence parallelism)."""
+        if style == "rowwise" and self.sequence and _has_sequence(y):
+            return F.reduce_scatter(y, SEQ_DIM, t)
+        if style in ("rowwise", "vocab"):
+            return F.all_reduce(y)
+        return y
+
+    def sequence_shard(self, x: Tensor) -> Tensor:
+        """``x`` split along seq_len, under sequence parallelism (unless it is already)."""
+        if not self.sequence or _sharded(x) or not _has_sequence(x):
+            return x
+        return F.split(x, SEQ_DIM, t, name="scatter_to_sequence_parallel")
+
+    def full_sequence(self, x: Tensor) -> Tensor:
+        """``x`` gathered along seq_len where it is sharded, once per tensor (Q, K and V share it)."""
+        if not _sharded(x):
+            return x
+        if x.name not in self._gathered:
+            self._gathered[x.name] = F.all_gather(x, SEQ_DIM, t, name="gather_from_sequence_parallel")
+        return self._gathered[x.name]
+
+    def enter_block(self, x: Tensor, shape: tuple, count: sympy.Expr) -> tuple[Tensor, tuple, sympy.Expr]:
+        """A repeated block's input, shape and count on this GPU: sharded along seq_len under sequence
+        parallelism, L/p runs on a pipeline stage."""
+        if self.sequence:
+            x = self.sequence_shard(x)
+            shape = (shape[0], shape[SEQ_DIM] / t, *shape[SEQ_DIM + 1 :])
+        return x, shape, count / p if self.pipeline else count
+
+    def leave_block(self, y: Tensor) -> Tensor:
+        """After the repeated block: the first pipeline stage ends (its output is sent on); else the
+        sequence is gathered back for the pooler and heads (as Megatron's BERT pooler does)."""
+        if self.pipeline:
+            raise StageEnd(y)
+        return self.full_sequence(y)
+
+
+def _shard(size: sympy.Expr) -> sympy.Expr:
+    """One rank's share of ``size``: size/t, or ⌈size/t⌉ for a size t need not divide (the vocabulary,
+    which the first ranks hold one row more of, as ``torch.chunk`` and DTensor's Shard split it)."""
+    return sympy.ceiling(size / t) if size == vocab_size else size / t
+
+
+def _has_sequence(x: Tensor) -> bool:
+    return len(x.shape) == 3
+
+
+def _sharded(x: Tensor) -> bool:
+    return _has_sequence(x) and x.shape[SEQ_DIM] == seq_len / t

@@ -13,11 +13,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy
 
 from symbert.ir import RUN, Block, Graph, Node, Param, Role, Shape, Tensor
 from symbert.symbols import B
+
+if TYPE_CHECKING:
+    from symbert.parallel import Sharding
 
 
 class TraceError(ValueError):
@@ -40,6 +44,8 @@ class Tracer:
     unroll: Mapping[sympy.Symbol, int] | None = None
     batch: Shape = (B,)
     """The shape of the batch the caller gives: [B], or [B, C] for a multiple-choice model."""
+    sharding: Sharding | None = None
+    """One GPU's share of a model spread over several (:mod:`symbert.parallel`); None on one GPU."""
     _scope: list[_Frame] = field(default_factory=list)
     _block: str | None = None
     _regions: list[str] = field(default_factory=list)
@@ -51,6 +57,10 @@ class Tracer:
 
     def param_prefix(self, leaf: str) -> str:
         return ".".join([f.name for f in self._scope if f.in_param_name] + [leaf])
+
+    def style(self, name: str) -> str | None:
+        """The tensor-parallel style the plan gives the op ``name`` about to be recorded, if any."""
+        return self.sharding.style(self.path(name)) if self.sharding else None
 
     def unique(self, name: str) -> str:
         self._used[name] += 1
@@ -186,6 +196,8 @@ def repeat(
     t = active()
     if t._block is not None:
         raise TraceError(f"repeat {name!r} is nested inside block {t._block!r}")
+    if t.sharding:
+        x, shape, count = t.sharding.enter_block(x, shape, count)
     if len(shape) != len(x.shape) or not all(t.same(a, b) for a, b in zip(shape, x.shape, strict=True)):
         raise TraceError(f"repeat {name!r} reads shape {list(shape)} but is given {list(x.shape)}")
     if t.unroll is not None:
@@ -197,7 +209,7 @@ def repeat(
             for i in range(int(runs)):
                 with scope(str(i), in_param_name=not shares_params), region(f"{RUN}{t.path()}"):
                     y = body(y)
-        return y
+        return t.sharding.leave_block(y) if t.sharding else y
     carry = Tensor(
         name=f"{t.path(name)}:input",
         shape=tuple(sympy.sympify(d) for d in shape),
@@ -224,4 +236,4 @@ def repeat(
         source=x.name,
         output=y.name,
     )
-    return y
+    return t.sharding.leave_block(y) if t.sharding else y

@@ -20,6 +20,7 @@ from symbert.analysis.breakdown import Breakdown, Contribution, component_of, co
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
+from symbert.parallel import stage_factor
 
 NOT_SAVED = frozenset({Role.BUFFER})
 
@@ -80,12 +81,20 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
         return
     for slot in OPS[node.op].saves:
         names = node.inputs if slot.startswith("in") else node.outputs
-        tensor = graph.tensor(names[int(slot[-1])])
+        tensor = kept_as(graph, graph.tensor(names[int(slot[-1])]), options)
         if tensor.role not in NOT_SAVED | options.backend.ignored:
             yield Saved(node, f"{tensor.role} {slot}", tensor)
     for p in weight_copies(graph, node, options):
         what = f"16-bit weight copy: {p.name} ({options.activation_dtype})"
         yield Saved(node, what, None, p.numel * options.bytes_of(ACT), p.name)
+
+
+def kept_as(graph: Graph, tensor: Tensor, options: MemoryOptions) -> Tensor:
+    """The tensor kept for ``tensor``: under a policy that gathers again in backward, the shard an
+    all-gather (sequence parallelism) read, else ``tensor`` itself."""
+    if options.backend.regathers and graph.node(tensor.producer).op == "all_gather":
+        return graph.tensor(graph.node(tensor.producer).inputs[0])
+    return tensor
 
 
 def _kept_by_region(
@@ -154,17 +163,19 @@ def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str
 
 def activations(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> Breakdown:
     """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
-    see :func:`saved`)."""
+    see :func:`saved`). On the first of several pipeline stages, ``graph`` being that stage's, the
+    activations of every micro-batch in flight (:func:`symbert.parallel.stage_factor`)."""
     options = options or MemoryOptions()
     graph = resolve(graph, options)
     spec = model_of(graph)
+    flight = stage_factor(options.layout)
     claimed: set[str] = set()
     parts = []
     for item in saved(graph, options, values):
         component = component_of(item.node, spec.activation_components)
         if item.tensor is None:
             count = graph.param_multiplicity(item.node) if item.param else graph.multiplicity(item.node)
-            parts.append(Contribution(item.node.name, component, item.what, item.nbytes, count))
+            parts.append(Contribution(item.node.name, component, item.what, item.nbytes * flight, count))
             continue
         instances, sizing = _instances(graph, item.node, item.tensor)
         new = [(key, count) for key, count in instances if key not in claimed]
@@ -173,6 +184,6 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
         claimed.update(key for key, _ in new)
         size = sizing.numel * options.bytes_of(sizing.dtype)
         what = f"{item.what}: {graph.storage(item.tensor.name).name} ({options.dtype_of(sizing.dtype)})"
-        parts.append(Contribution(item.node.name, component, what, size, sympy.Add(*(c for _, c in new))))
+        parts.append(Contribution(item.node.name, component, what, size * flight, sympy.Add(*(c for _, c in new))))
     order = component_order(spec.activation_components)
     return Breakdown("activation_bytes", "bytes", tuple(parts), order, spec.substitutions)

@@ -23,8 +23,8 @@ import sympy
 
 from symbert.analysis.sizes import at_least
 from symbert.analysis.states import CATEGORIES, Training
-from symbert.analysis.training import Point, reserved, step_memory
-from symbert.api import trace
+from symbert.analysis.training import Point, Polynomials, reserved, step_memory
+from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size, show
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
@@ -119,6 +119,21 @@ def _largest(poly: sympy.Expr, x: sympy.Symbol, budget: int) -> int | None:
     return int(sympy.floor(max(roots))) if roots else -1
 
 
+def largest(polys: Polynomials, x: sympy.Symbol, budget: int) -> int | None:
+    """The largest value of ``x`` (0 if none) whose exact peak fits ``budget``; None if the peak does not
+    grow with it. Each polynomial is solved exactly, then the answer is stepped down where the
+    allocator's rounding and sizes rounded up to a multiple (⌈seq_len/32⌉), which the polynomials leave
+    out, push it over: the peak grows with ``x``."""
+    bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
+    answers = [a for a in bounds if a is not None]
+    if not answers:
+        return None
+    n = max(min(answers), 0)
+    while n >= 1 and max(polys.exact(n)) > budget:
+        n -= 1
+    return n
+
+
 def fit(
     config: Config,
     training: Training,
@@ -134,31 +149,25 @@ def fit(
         raise ConfigError(f"the GPU memory must be a whole number of bytes from 1 to 2**80, got {show(budget)}")
     if length is not None and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    memory = step_memory(trace(config), training, config.symbols())
+    graph, sizes = per_gpu(config, training.memory.layout)
+    memory = step_memory(graph, training, sizes)
     if batch is not None and length is not None:
-        values = {**config.symbols(), B: batch, seq_len: length}
+        values = {**sizes, B: batch, seq_len: length}
         peak = memory.peak(values)
-        top = memory.polynomials(config.symbols(), (B, seq_len)).top(batch, length)
+        top = memory.polynomials(sizes, (B, seq_len)).top(batch, length)
         result = Fit(config, training, budget, batch, length, None, False, peak, None, top)
-        result = replace(result, reserved=reserved(trace(config), training, values))
+        result = replace(result, reserved=reserved(graph, training, values))
         return result if result.fits else replace(result, knobs=knobs(config, training, batch, length))
     if budget is None:
         raise ConfigError("give --gpu-memory to solve for batch or seq_len, or give both --batch and --seq-len")
     if batch is None and length is None:
         raise ConfigError("give --batch or --seq-len (or both); fit solves for the one left out")
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
-    values = {**config.symbols(), (seq_len if x is B else B): fixed}
+    values = {**sizes, (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
-    bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
-    answers = [a for a in bounds if a is not None]
-    if not answers:
+    n = largest(polys, x, budget)
+    if n is None:
         raise ConfigError(f"the peak does not grow with {unknown}")
-    n = min(answers)
-    # Under a device runtime the allocator's rounding (under 512 bytes an allocation, never negative)
-    # comes on top of the polynomials, and sizes rounded up to a multiple (⌈seq_len/32⌉) are at least
-    # their unrounded value, so the polynomials bound the answer from above; the peak grows with n.
-    while n >= 1 and max(polys.exact(n)) > budget:
-        n -= 1
     limit = config.max_length if unknown == "seq_len" else None
     capped = limit is not None and n > limit
     n = limit if capped else n
@@ -175,7 +184,7 @@ def fit(
     b, s = (solved, fixed) if unknown == "batch" else (fixed, solved)
     result = Fit(config, training, budget, b, s, unknown, capped, peak, above, top)
     if solved:
-        result = replace(result, reserved=reserved(trace(config), training, {**values, x: n}))
+        result = replace(result, reserved=reserved(graph, training, {**values, x: n}))
     return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
 
 
@@ -202,10 +211,10 @@ def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[
         changes.append((f"batch {batch // 2}", training, batch // 2, length))
     if length > 1:
         changes.append((f"seq_len {length // 2}", training, batch, length // 2))
-    graph = trace(config)
+    graph, sizes = per_gpu(config, m.layout)
     out = []
     for change, setup, b, s in changes:
-        peak = step_memory(graph, setup, config.symbols()).peak({**config.symbols(), B: b, seq_len: s})
+        peak = step_memory(graph, setup, sizes).peak({**sizes, B: b, seq_len: s})
         out.append(Knob(change, peak))
     return tuple(sorted(out, key=lambda k: k.peak.total))
 

@@ -44,6 +44,9 @@ class Policy:
     stats: str | None
     ignored: frozenset[Role] = field(default_factory=frozenset)
     device: str = "cpu"
+    regathers: bool = False
+    """Under sequence parallelism a column-parallel linear keeps its input sharded along seq_len and
+    all-gathers it again in backward (Megatron-LM), instead of keeping the gathered input (DTensor)."""
 
 
 POLICIES: dict[str, Policy] = {
@@ -73,6 +76,7 @@ POLICIES: dict[str, Policy] = {
             stats=None,
             ignored=frozenset({Role.STATISTICS}),
             device="cuda",
+            regathers=True,
         ),
     )
 }

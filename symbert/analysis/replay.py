@@ -11,6 +11,10 @@
   one of them is not shared, else into a fresh tensor. Parameter gradients persist; the op then drops
   its outputs' gradients and what it kept. A recomputed region first re-runs its forward; an
   attention call under sdpa (or flash) is one fused op, the kernel's;
+* over d data-parallel GPUs with ZeRO (:mod:`symbert.analysis.sharding`), the model states are the
+  GPU's shards; under stage 3 each layer's parameters are all-gathered before its forward and its
+  backward and freed after, and under stages 2 and 3 a layer's gradients are reduce-scattered to
+  shards when its backward ends; DDP (stage 0 under torch) holds flat gradient buckets throughout;
 * the optimizer step creates the optimizer states at the first update (PyTorch allocates them
   lazily) and allocates temporaries that depend on how the backend runs it
   (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
@@ -39,11 +43,16 @@ from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.params import params
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
+from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
+from symbert.parallel import d
 from symbert.symbols import seq_len
+
+#: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
+ROOT: tuple = (None, None)
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,17 @@ class Replay:
             if key is not None and key[1] == "recompute":
                 self.regions.setdefault((key[0], unit.run), []).append(unit)
         self.states = model_states(graph, training)
+        self.sharding = training.sharding
+        self.unit_params: dict[str | None, list[Param]] = {}
+        for piece in pieces(graph):
+            self.unit_params.setdefault(piece.unit, []).append(piece.param)
+        ordered = [u for u in self.units if not OPS[u.node.op].placeholder]
+        self.first_of = {self.unit_of(u): u for u in reversed(ordered)}
+        self.last_of = {self.unit_of(u): u for u in ordered}
+        self.gathered: dict[Key, _Buffer] = {}
+        self.unit_grads: dict[Key, list[Key]] = {}
+        self.grad_shards: list[_Buffer] = []
+        self.rs_input: _Buffer | None = None
         self.runtime = training.runtime
         self.workspaces: set[str] = set()
         #: When a list: every allocation (+1) and free (−1) as (event index, sign, bytes, copies), for
@@ -221,6 +241,10 @@ class Replay:
         own = node.block is not None and not self.graph.blocks[node.block].shares_params
         return (name, run if own else None)
 
+    def unit_of(self, unit: Unit) -> Key:
+        """The sharding unit a unit's parameters belong to: its layer run, or the root."""
+        return (unit.block, unit.run) if unit.block is not None and unit.block in self.unit_params else ROOT
+
     @staticmethod
     def owner(unit: Unit) -> tuple[str, int | None] | None:
         return (unit.block, unit.run) if unit.block else None
@@ -239,17 +263,19 @@ class Replay:
             self._pads[key] = self.runtime.padding(expr_of(size))
         return self._pads[key]
 
-    def state_pads(self, bytes_per_element: int, tensors: int = 1, sign: int = 1) -> Size:
-        """The rounding of ``tensors`` allocations of ``bytes_per_element`` per element for each parameter
-        (logged as allocations, or frees with ``sign`` −1)."""
+    def state_pads(self, bytes_per_element: int, what: str, tensors: int = 1, sign: int = 1) -> Size:
+        """The rounding of ``tensors`` allocations of ``bytes_per_element`` per element for each parameter,
+        or for each of this GPU's shards of the model state ``what`` (logged as allocations, or frees
+        with ``sign`` −1)."""
         out: Size = {}
         if self.runtime is None or not bytes_per_element or not tensors:
             return out
+        local = self.sharding.local(self.graph, self.sharding.sharded(what))
         if self.log is not None:
-            for c in params(self.graph).contributions:
-                self.log.append((len(self.events), sign, size_of(bytes_per_element * c.expr), tensors * c.count))
-        for c in params(self.graph).contributions:
-            add_to(out, scaled(self.pad_of(size_of(bytes_per_element * c.expr)), c.count), tensors)
+            for elements, count in local:
+                self.log.append((len(self.events), sign, size_of(bytes_per_element * elements), tensors * count))
+        for elements, count in local:
+            add_to(out, scaled(self.pad_of(size_of(bytes_per_element * elements)), count), tensors)
         return out
 
     def workspace(self, unit: Unit) -> None:
@@ -323,8 +349,9 @@ class Replay:
     def run(self, steps: int) -> list[Event]:
         add_to(self.totals["weights"], size_of(self.states["weights"]))
         add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
-        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights))
-        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master))
+        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights, "weights"))
+        add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master, "optimizer"))
+        add_to(self.totals["gradients"], size_of(self.states["buckets"]))
         for node in self.graph.nodes:
             if OPS[node.op].graph_input:
                 for t in node.outputs:
@@ -341,13 +368,21 @@ class Replay:
                     self.savers[key] = self.savers.get(key, 0) + 1
             held = {self.storage_key(t, u.run) for u in outputs for t in u.node.inputs}
             self.held |= held
+            self.gather(ROOT)
             self.forward(self.units, self.kept, _same)
+            if not self.sharding.engine.root_stays:
+                self.reshard(ROOT)
             self.record("end of forward")
             self.note_steady("saved")
             self.phase = "backward"
+            self.gather(ROOT)
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
             self.backward()
+            self.post_backward(ROOT)
+            if self.rs_input is not None:
+                self.release(self.rs_input)
+                self.rs_input = None
             self.held -= held
             for key in held:
                 self.maybe_free(key)
@@ -374,6 +409,9 @@ class Replay:
             self.reads_left[key] = self.reads_left.get(key, 0) + 1
         for unit in units:
             self.enter(unit, "forward" if self.phase == "forward" else "backward")
+            layer = self.unit_of(unit)
+            if self.phase == "forward" and layer != ROOT and self.first_of[layer] is unit:
+                self.gather(layer)
             self.workspace(unit)
             created = []
             for t in self.writes(unit):
@@ -402,6 +440,8 @@ class Replay:
                 for key in masks:
                     self.reads_left[key] -= 1
                     self.maybe_free(key)
+            if self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit:
+                self.reshard(layer)
         if self.phase == "forward":
             self.note_steady("cached")
         for buf in cache.values():  # autocast's region ends: its cache is cleared
@@ -442,6 +482,9 @@ class Replay:
         for unit in reversed(self.units):
             if OPS[unit.node.op].placeholder:
                 continue
+            layer = self.unit_of(unit)
+            if layer != ROOT and self.last_of[layer] is unit:
+                self.pre_backward(layer)
             region = region_of(unit.node, self.options)
             if region is None or region[1] != "recompute":
                 self.backward_unit(unit, self.kept, _same)
@@ -449,7 +492,63 @@ class Replay:
                 done.add((region[0], unit.run))
                 self.flush_casts()
                 self.recompute(self.regions[(region[0], unit.run)])
+            if layer != ROOT and self.first_of[layer] is unit:
+                self.post_backward(layer)
         self.flush_casts()
+
+    # ---- ZeRO: gathering a unit's parameters, reducing its gradients
+
+    def gather(self, unit: Key) -> None:
+        """All-gather a sharding unit's full parameters (stage 3), unless they are gathered already."""
+        if not self.sharding.gathers or unit in self.gathered or not self.unit_params.get(unit[0]):
+            return
+        elements = self.sharding.gathered(self.unit_params[unit[0]])
+        owner = None if unit == ROOT else unit
+        self.gathered[unit] = self.alloc(size_of(self.training.bytes.weights * elements), "weights", owner)
+        self.record(f"all-gather {self.unit_name(unit)}", owner)
+
+    def reshard(self, unit: Key) -> None:
+        """Free a unit's gathered parameters."""
+        if unit in self.gathered:
+            self.release(self.gathered.pop(unit))
+
+    def unit_name(self, unit: Key) -> str:
+        return "the root's parameters" if unit == ROOT else f"{unit[0]} parameters"
+
+    def pre_backward(self, unit: Key) -> None:
+        """Gather the unit for its backward, and prefetch the layers the engine gathers ahead."""
+        self.gather(unit)
+        block, run = unit
+        for ahead in range(1, self.sharding.engine.prefetch + 1):
+            if run - ahead >= 0:
+                self.gather((block, run - ahead))
+
+    def post_backward(self, unit: Key) -> None:
+        """Free the unit's gathered parameters; under stage 2 and 3 reduce-scatter its gradients to shards.
+
+        Dim-0 shards (FSDP2): the padded gradients are copied into a reduce-scatter input, kept until the
+        next unit's reduce-scatter (one buffer in flight), and this GPU's shard is the output. A flat
+        partition (the paper, DeepSpeed) is allocated at the first reduction and holds every shard.
+        """
+        self.reshard(unit)
+        if not self.sharding.sharded("gradients") or not self.unit_params.get(unit[0]):
+            return
+        self.flush_casts()
+        grads = [self.param_grads.pop(k) for k in self.unit_grads.pop(unit, []) if k in self.param_grads]
+        nbytes, owner = self.training.bytes.gradients, None if unit == ROOT else unit
+        if self.sharding.engine.split == "dim0":
+            if self.rs_input is not None:
+                self.release(self.rs_input)
+            gathered = self.sharding.gathered(self.unit_params[unit[0]])
+            self.rs_input = self.alloc(size_of(nbytes * gathered), "gradients", None)
+            shard = self.sharding.shard(self.unit_params[unit[0]])
+            self.grad_shards.append(self.alloc(size_of(nbytes * shard), "gradients", owner))
+        elif not self.grad_shards:
+            partition = sympy.ceiling(params(self.graph).total / d)
+            self.grad_shards.append(self.alloc(size_of(nbytes * partition), "gradients", None))
+        self.record(f"reduce-scatter gradients of {self.unit_name(unit)}", owner)
+        for buf in grads:
+            self.release(buf)
 
     def recompute(self, region: list[Unit]) -> None:
         """Re-run a region's forward as if nothing were recomputed, run its backward, then drop its inputs."""
@@ -529,6 +628,7 @@ class Replay:
         if key in self.param_grads:
             return [buf]
         self.param_grads[key] = buf
+        self.unit_grads.setdefault(self.unit_of(unit), []).append(key)
         return []
 
     def passed(self, unit: Unit, t: str) -> _Buffer | None:
@@ -563,14 +663,27 @@ class Replay:
         return [old, buf]
 
     def parameter_order(self) -> list[tuple[str, sympy.Expr, tuple[str, int] | None]]:
-        """Every parameter tensor once, in the order the model declares them: (name, elements, run)."""
+        """Every parameter tensor the optimizer steps once, in the order the model declares them:
+        (name, elements on this GPU, run); a flat ZeRO partition is one tensor."""
+        sharded = self.sharding.sharded("optimizer")
+        if sharded and self.sharding.engine.split == "flat":
+            return [("the optimizer's partition", self.sharding.elements(self.graph, "optimizer"), None)]
         seen: dict[Key, tuple[str, sympy.Expr, tuple[str, int] | None]] = {}
         for unit in self.units:
             for n in unit.nodes:
                 for p in n.params:
                     key = self.param_key(n, p.name, unit.run)
-                    seen.setdefault(key, (p.name, p.numel, None if key[1] is None else self.owner(unit)))
+                    numel = self.sharding.shard([p]) if sharded else p.numel
+                    seen.setdefault(key, (p.name, numel, None if key[1] is None else self.owner(unit)))
         return list(seen.values())
+
+    def fp32_gradients(self) -> _Buffer | None:
+        """DeepSpeed's float32 copy of the gradient partition, held through a mixed-precision update."""
+        sharding = self.sharding
+        if not (sharding.engine.fp32_gradients and sharding.sharded("optimizer") and self.training.bytes.master):
+            return None
+        elements = sharding.elements(self.graph, "optimizer")
+        return self.alloc(size_of(UPDATE_BYTES * elements), "gradients", None)
 
     def update(self, first: bool) -> None:
         """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
@@ -580,7 +693,8 @@ class Replay:
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
             states = STATE_BYTES[self.training.optimizer] // UPDATE_BYTES
-            add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, states))
+            add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, "optimizer", states))
+        partition = self.fp32_gradients()
         self.record("optimizer states created" if first else "optimizer step")
         kind = self.training.implementation.temporaries if self.training.adam else None
         temporaries: list[tuple[str, tuple[str, int] | None, sympy.Expr]] = []
@@ -590,20 +704,25 @@ class Replay:
                 temporaries.append((f"update {name}", run, 2 * numel + previous))
                 previous = numel
         elif kind == "foreach":
-            temporaries.append(("update, all parameters at once", None, params(self.graph).total))
+            local = self.sharding.elements(self.graph, "optimizer")
+            temporaries.append(("update, all parameters at once", None, local))
         for label, run, numel in temporaries:
             temp = size_of(UPDATE_BYTES * numel)
-            pad = self.state_pads(UPDATE_BYTES) if kind == "foreach" else self.pad_of(temp)
+            pad = self.state_pads(UPDATE_BYTES, "optimizer") if kind == "foreach" else self.pad_of(temp)
             add_to(self.totals["optimizer"], temp)
             add_to(self.totals["runtime"], pad)
             self.record(label, run)
             add_to(self.totals["optimizer"], temp, -1)
             if kind == "foreach":
-                self.state_pads(UPDATE_BYTES, sign=-1)
+                self.state_pads(UPDATE_BYTES, "optimizer", sign=-1)
             add_to(self.totals["runtime"], pad, -1)
         add_to(self.totals["optimizer"], found_inf, -1)
-        for buf in self.param_grads.values():
+        if partition is not None:
+            self.release(partition)
+        for buf in [*self.param_grads.values(), *self.grad_shards]:
             self.release(buf)
         self.param_grads.clear()
+        self.grad_shards.clear()
+        self.unit_grads.clear()
         self.hidden = dict.fromkeys(self.graph.blocks, "none")
         self.record("zero_grad")

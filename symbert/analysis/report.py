@@ -36,7 +36,7 @@ class Report:
 
     @property
     def values(self) -> dict[sympy.Symbol, int]:
-        return {**self.config.symbols(), B: self.batch, seq_len: self.seq_len}
+        return {**self.config.symbols(), B: self.batch, seq_len: self.seq_len, **self.options.layout.values()}
 
     def value(self, quantity: str) -> int:
         b = self.breakdowns[quantity]
@@ -54,14 +54,20 @@ class Report:
 
 
 def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:
-    """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``."""
+    """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``;
+    under a layout spread over several GPUs, per GPU on the most loaded one, ``batch`` being the
+    micro-batch."""
     options = options or MemoryOptions()
     check_size("batch", batch)
     check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    graph = trace(config)
-    values = config.symbols()
+    try:
+        options.layout.check({**config.symbols(), seq_len: length})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    graph = trace(config, layout=options.layout)
+    values = {**config.symbols(), **options.layout.values()}
     f = flops(graph, options, values)
     breakdowns = {
         "params": params(graph),

@@ -4,6 +4,7 @@ A :class:`Training` names the optimizer, the precision and the activation policy
 parameter count (:func:`symbert.params`) times bytes per parameter, from a small table per optimizer
 and precision (ZeRO's convention: mixed-precision Adam keeps 2 + 2 + 12 bytes). How the backend runs
 the optimizer step (:data:`IMPLEMENTATIONS`) decides Adam's per-tensor step counters and temporaries.
+Over d data-parallel GPUs, ZeRO shards them as the engine does (:mod:`symbert.analysis.sharding`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sympy
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.runtime import Runtime, cuda_runtime
+from symbert.analysis.sharding import ZeroPlan, engine
 from symbert.ir import Graph
 
 #: Memory categories in stacking order, with their labels.
@@ -85,7 +87,8 @@ class Training:
     Mixed precision stores activations in bfloat16 unless ``memory`` names a dtype; amp runs the
     forward under torch.autocast to ``memory``'s dtype (bfloat16 unless named). ``gpu`` names a GPU of
     :data:`symbert.gpus.GPUS` and ``cublas_workspace_config`` a ``CUBLAS_WORKSPACE_CONFIG``; both
-    matter under the torch-cuda policy only (:attr:`runtime`).
+    matter under the torch-cuda policy only (:attr:`runtime`). ``engine`` names the ZeRO convention
+    (:data:`symbert.analysis.sharding.ENGINES`; by default the policy's) used over d > 1 GPUs.
     """
 
     optimizer: str = "adamw"
@@ -93,6 +96,7 @@ class Training:
     memory: MemoryOptions = field(default_factory=MemoryOptions)
     gpu: str | None = None
     cublas_workspace_config: str | None = None
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -106,6 +110,16 @@ class Training:
         if self.memory.amp != (self.precision == "amp"):
             object.__setattr__(self, "memory", replace(self.memory, amp=self.precision == "amp"))
         cuda_runtime(self.gpu, self.cublas_workspace_config)  # unknown GPU or bad config: ValueError
+        layout, convention = self.memory.layout, engine(self.engine, self.memory.policy)
+        if layout.data > 1 and layout.zero not in convention.stages:
+            stages = ", ".join(f"{k} ({v})" for k, v in convention.stages.items())
+            raise ValueError(f"the {convention.name} engines have no ZeRO stage {layout.zero}: choose {stages}")
+
+    @property
+    def sharding(self) -> ZeroPlan:
+        """How the model states are spread over the data-parallel GPUs."""
+        layout = self.memory.layout
+        return ZeroPlan(engine(self.engine, self.memory.policy), layout.zero, layout.data > 1)
 
     @property
     def grad_scaler(self) -> bool:
@@ -135,24 +149,30 @@ class Training:
         runtime = self.runtime
         device = f"; {runtime.describe()}" if runtime else "; no device runtime modelled"
         scaler = " with GradScaler" if self.grad_scaler else ""
-        return f"{self.optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{device}"
+        zero = f"; {self.sharding.describe()}" if self.sharding.spread else ""
+        return f"{self.optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{zero}{device}"
 
 
 def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
-    """Weights, gradients and optimizer states in bytes, as formulas in the parameter symbols.
+    """Weights, gradients and optimizer states in bytes per GPU, as formulas in the parameter symbols
+    (and in d when they are sharded over d data-parallel GPUs).
 
     ``optimizer`` holds the master weights (mixed precision), GradScaler's scale and growth tracker
     (fp16 amp) and the states created at the first update (``lazy``, also given apart), with Adam's
-    per-tensor step counters where the backend keeps them on the device.
+    per-tensor step counters where the backend keeps them on the device. ``gradients`` includes DDP's
+    flat bucket copy of them (``buckets``, also given apart).
     """
-    p = params(graph)
-    tensors = sympy.Add(*(c.count for c in p.contributions))
+    sharding = training.sharding
+    weights, gradients, optimizer = (sharding.elements(graph, k) for k in ("weights", "gradients", "optimizer"))
+    tensors = sympy.Add(*(c.count for c in params(graph).contributions))
     counters = training.implementation.step_counter * tensors if training.adam else sympy.S.Zero
     scaler = GRAD_SCALER_BYTES if training.grad_scaler else 0
-    lazy = sympy.expand(STATE_BYTES[training.optimizer] * p.total + counters)
+    lazy = sympy.expand(STATE_BYTES[training.optimizer] * optimizer + counters)
+    buckets = sympy.expand(training.bytes.gradients * gradients) if sharding.buckets else sympy.S.Zero
     return {
-        "weights": sympy.expand(training.bytes.weights * p.total),
-        "gradients": sympy.expand(training.bytes.gradients * p.total),
-        "optimizer": sympy.expand(training.bytes.master * p.total + lazy + scaler),
+        "weights": sympy.expand(training.bytes.weights * weights),
+        "gradients": sympy.expand(training.bytes.gradients * gradients + buckets),
+        "optimizer": sympy.expand(training.bytes.master * optimizer + lazy + scaler),
         "lazy": lazy,
+        "buckets": buckets,
     }

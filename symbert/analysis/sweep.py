@@ -30,7 +30,7 @@ from symbert.analysis.runtime import ROUND
 from symbert.analysis.sizes import ceiling_values, ceilings
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
-from symbert.api import trace
+from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
 from symbert.quantities import QUANTITIES as REPORT_QUANTITIES
 from symbert.quantities import TRAINING_QUANTITIES
@@ -95,8 +95,7 @@ class Compiled:
 
 def compile_quantities(config: Config, training: Training, memory: StepMemory | None = None) -> dict[str, Compiled]:
     """Every quantity of :data:`QUANTITIES` at ``config``, compiled; ``memory`` may reuse a replay."""
-    graph = trace(config)
-    values = config.symbols()
+    graph, values = per_gpu(config, training.memory.layout)
     f = flops(graph, training.memory, values)
     exprs = {
         "params": params(graph).total,
@@ -277,12 +276,12 @@ def check_grid(
 
 def _memory(config: Config, training: Training, cache: dict[tuple, StepMemory]) -> StepMemory:
     """One replay per model, structure, head, setup and replayed run count, shared by the configs that match."""
-    graph = trace(config)
-    runs = tuple((n, min(int(sympy.sympify(b.count).subs(config.symbols())), 3)) for n, b in graph.blocks.items())
+    graph, sizes = per_gpu(config, training.memory.layout)
+    runs = tuple((n, min(int(sympy.sympify(b.count).subs(sizes)), 3)) for n, b in graph.blocks.items())
     task = (config.task.head, config.task.problem)
     key = (config.model, tuple(sorted(config.structure().items())), task, training, runs)
     if key not in cache:
-        cache[key] = step_memory(graph, training, config.symbols())
+        cache[key] = step_memory(graph, training, sizes)
     return cache[key]
 
 

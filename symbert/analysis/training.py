@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sympy
 
 from symbert.analysis import exact
+from symbert.analysis.activations import activations
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
-from symbert.analysis.sizes import Size, add_to, ceiling_values, ceilings, expr_of, scaled
+from symbert.analysis.sizes import Size, add_to, at_least, ceiling_values, ceilings, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
+from symbert.parallel import Layout, stage_factor
+from symbert.symbols import seq_len
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class StepMemory:
         replayed = Replay(graph, training, self.runs, values)
         self.events = replayed.run(steps)
         self.states = replayed.states
+        self.in_flight = in_flight(graph, training, values)
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
         self._steady = {
             block: {
@@ -124,6 +128,9 @@ class StepMemory:
         out = []
         for combo in itertools.product(*options):
             memory = {c: dict(s) for c, s in event.memory.items()}
+            if event.phase in ("forward", "backward"):
+                for c, extra in self.in_flight.items():
+                    add_to(memory[c], extra)
             for _, extra in combo:
                 for c in CATEGORIES:
                     add_to(memory[c], (extra or {}).get(c, {}))
@@ -142,8 +149,13 @@ class StepMemory:
         after = any(extras.get(block) is self._steady[block][k] for k in ("saved", "cached"))
         return count - 2 if after else sympy.Integer(1)
 
+    def with_layout(self, values: Mapping[sympy.Symbol, int]) -> dict[sympy.Symbol, int]:
+        """``values`` with the parallel degrees (d, …) of the training's layout, which formulas keep symbolic."""
+        return {**self.training.memory.layout.values(), **values}
+
     def check(self, values: Mapping[sympy.Symbol, int]) -> None:
         """Raise unless the replay holds at ``values``: at least three runs of each block, or all of them."""
+        values = self.with_layout(values)
         for block, hidden in self.hidden_runs.items():
             left = sympy.sympify(hidden).subs(values)
             if left.is_number and (left < 0 or (left > 0 and self.runs[block] < 3)):
@@ -151,6 +163,7 @@ class StepMemory:
 
     def monomial_values(self, values: Mapping[sympy.Symbol, int]) -> np.ndarray:
         """Every monomial at ``values`` (each symbol in them must be given)."""
+        values = self.with_layout(values)
         self.check(values)
         out = []
         for m in self.monomials:
@@ -188,7 +201,7 @@ class StepMemory:
 
     def _point(self, i: int, memory: np.ndarray, values: Mapping[sympy.Symbol, int]) -> Point:
         c = self.candidates[i]
-        index = None if c.index is None else int(sympy.sympify(c.index).subs(values))
+        index = None if c.index is None else int(sympy.sympify(c.index).subs(self.with_layout(values)))
         return Point(
             c.event.step, c.event.phase, c.event.label, index, dict(zip(CATEGORIES, map(int, memory), strict=True))
         )
@@ -199,7 +212,7 @@ class StepMemory:
         A candidate is dominated when another's coefficients are all at least as large: its memory is
         then never higher, every symbol being positive. The peak is the largest of those kept.
         """
-        fixed = {k: v for k, v in values.items() if k not in free}
+        fixed = {k: v for k, v in self.with_layout(values).items() if k not in free}
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
@@ -363,6 +376,22 @@ def _power(x, exponents: tuple[int, ...]):
     return out
 
 
+def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None) -> dict[str, Size]:
+    """On the first of several pipeline stages (``graph`` being its), what the other micro-batches in
+    flight keep for backward while one runs forward and backward, by category: 1F1B's steady state,
+    (k − 1) times one micro-batch's saved activations, k from :func:`symbert.parallel.stage_factor`."""
+    layout = training.memory.layout
+    extra: dict[str, Size] = {"attention": {}, "activations": {}}
+    if layout.pipeline == 1:
+        return extra
+    one = activations(graph, replace(training.memory, layout=Layout()), values)
+    others = stage_factor(layout) - 1
+    for c in one.contributions:
+        category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
+        add_to(extra[category], size_of(c.total * others))
+    return extra
+
+
 def step_memory(
     graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None, full: bool = False
 ) -> StepMemory:
@@ -373,7 +402,7 @@ def step_memory(
     """
     runs = {}
     for name, block in graph.blocks.items():
-        count = sympy.sympify(block.count).subs(values or {})
+        count = sympy.sympify(block.count).subs({**training.memory.layout.values(), **(values or {})})
         if full and not count.is_Integer:
             raise ValueError(f"a full replay needs the count of {name}: {block.count}")
         runs[name] = int(count) if count.is_Integer and (full or count < 3) else 3
@@ -389,6 +418,7 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
     """
     if training.runtime is None:
         return None
+    values = {**training.memory.layout.values(), **values}
     runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
     replay = Replay(graph, training, runs)
     replay.log = []

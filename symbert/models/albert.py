@@ -18,6 +18,7 @@ from symbert.models.bert import (
     masked_lm_head,
     options,
     task_heads,
+    tensor_plan,
 )
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
@@ -131,4 +132,10 @@ SPEC = ModelSpec(
     architecture="AlbertModel",
     heads=HEADS,
     prefix="albert",
+    tensor_plan=tensor_plan(
+        f"{LAYER}/albert_layers",
+        ("attention/query", "attention/key", "attention/value", "ffn"),
+        ("attention/dense", "ffn_output"),
+        ("predictions/decoder",),
+    ),
 )

@@ -253,6 +253,24 @@ PARAM_COMPONENTS = (
     Component("pooler", "pooler"),
 )
 
+
+def tensor_plan(
+    layer: str, colwise: tuple[str, ...], rowwise: tuple[str, ...], decoders: tuple[str, ...]
+) -> dict[str, str]:
+    """Megatron-LM's tensor-parallel plan for a BERT-style encoder whose repeated layer is ``layer``: the
+    word embeddings split by vocabulary, sequence parallelism from the embeddings' LayerNorm on, the
+    ``colwise`` linears (Q, K, V, the intermediate dense) split by outputs and the ``rowwise`` ones (the
+    attention output and output dense) by inputs, and the LM decoders (tied to the word embeddings)
+    split by vocabulary like them."""
+    return {
+        "embeddings/word_embeddings": "vocab",
+        "embeddings/LayerNorm": "sequence",
+        **{f"{layer}/{name}": "colwise" for name in colwise},
+        **{f"{layer}/{name}": "rowwise" for name in rowwise},
+        **{f"head/{name}": "colwise" for name in decoders},
+    }
+
+
 SPEC = ModelSpec(
     name="bert",
     build=build,
@@ -271,6 +289,9 @@ SPEC = ModelSpec(
         },
         "bert-base": official(12, 768, 12),
         "bert-large": official(24, 1024, 16),
+        # Megatron-LM's BERT models (Shoeybi et al. 2019, table 4): BERT's vocabulary and positions, I = 4H.
+        "bert-1.3b": official(24, 2048, 32),
+        "bert-3.9b": official(48, 2560, 40),
     },
     aliases={
         "bert-tiny": "bert-L2-H128",
@@ -282,6 +303,12 @@ SPEC = ModelSpec(
     architecture="BertModel",
     heads=HEADS,
     prefix="bert",
+    tensor_plan=tensor_plan(
+        "encoder/layer",
+        ("attention/self/query", "attention/self/key", "attention/self/value", "intermediate/dense"),
+        ("attention/output/dense", "output/dense"),
+        ("cls/predictions/decoder", "lm_head/decoder"),
+    ),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from symbert import ops as F
 from symbert.ir import Tensor
 from symbert.models import heads
-from symbert.models.bert import activation_components, embeddings, inputs, masked_lm_head
+from symbert.models.bert import activation_components, embeddings, inputs, masked_lm_head, tensor_plan
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
@@ -132,4 +132,10 @@ SPEC = ModelSpec(
     architecture="DistilBertModel",
     heads=HEADS,
     prefix="distilbert",
+    tensor_plan=tensor_plan(
+        "transformer/layer",
+        ("attention/q_lin", "attention/k_lin", "attention/v_lin", "ffn/lin1"),
+        ("attention/out_lin", "ffn/lin2"),
+        ("vocab_projector",),
+    ),
 )

@@ -41,13 +41,20 @@ def dropout(x: Tensor, p: float) -> Tensor:
 
 
 def split_heads(x: Tensor) -> Tensor:
-    """[B, seq_len, H] → [B, A, seq_len, H/A]."""
-    return F.transpose(F.reshape(x, (x.shape[0], seq_len, A, H / A)), 1, 2)
+    """[B, seq_len, H] → [B, A, seq_len, H/A]; as Hugging Face's ``view(..., -1, head_dim)``, the heads
+    are the width over H/A, so a tensor-parallel shard [B, seq_len, H/t] gives A/t heads."""
+    head_dim = H / A
+    return F.transpose(F.reshape(x, (*x.shape[:-1], x.shape[-1] / head_dim, head_dim)), 1, 2)
 
 
 def merge_heads(x: Tensor) -> Tensor:
     """[B, A, seq_len, H/A] → [B, seq_len, H] (transpose, copy, view)."""
-    return F.reshape(F.contiguous(F.transpose(x, 1, 2)), (x.shape[0], seq_len, H))
+    return _merged(F.contiguous(F.transpose(x, 1, 2)))
+
+
+def _merged(x: Tensor) -> Tensor:
+    """[B, seq_len, heads, H/A] → [B, seq_len, heads·H/A], a view (Hugging Face's ``reshape(..., -1)``)."""
+    return F.reshape(x, (*x.shape[:-2], x.shape[-2] * x.shape[-1]))
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:
@@ -55,7 +62,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) ->
     heads transposed back and made contiguous (one region, which sdpa runs as one kernel), merged by a view."""
     with region("attention"):
         context = F.contiguous(F.transpose(attention_core(q, k, v, mask, p), 1, 2))
-    return F.reshape(context, (context.shape[0], seq_len, H))
+    return _merged(context)
 
 
 def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float) -> Tensor:

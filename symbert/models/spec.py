@@ -73,6 +73,10 @@ class ModelSpec:
     its substituted formulas (BERT's E = H, I = 4H). ``position_offset`` is how many positions the
     model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it.
 
+    ``tensor_plan`` maps scopes (op paths, run indices left out) to tensor-parallel styles
+    (:data:`symbert.parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
+    runs on one GPU per pipeline stage only.
+
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
     (:mod:`symbert.models.heads`), and ``prefix`` the attribute a task model keeps the bare model under
@@ -96,6 +100,7 @@ class ModelSpec:
     architecture: str = ""
     heads: Mapping[str, Head] = field(default_factory=dict)
     prefix: str = ""
+    tensor_plan: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, object]:

@@ -25,6 +25,7 @@ FUNCTIONS: dict[str, object] = {
     "oo": sympy.oo,
     "Rational": sympy.Rational,
     "ceiling": sympy.ceiling,
+    "Min": sympy.Min,
 }
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/(),]))")
 
@@ -34,17 +35,20 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
 
     Names are symbert's symbols (``I`` is the intermediate size and ``E`` the embedding size, not the
     imaginary unit and Euler's number, as a plain ``sympy.sympify`` would read them), the names in
-    ``symbols`` (a user-defined model's), ``sqrt``, ``oo``, ``Rational``, ``ceiling`` (a size rounded up
-    to a multiple) and ``pad512`` (the CUDA allocator's rounding in torch-cuda training formulas). The
-    text is checked token by token before sympy sees it: only integers, those names,
+    ``symbols`` (a user-defined model's), the parallel degrees ``t, p, d, m, v``, ``sqrt``, ``oo``,
+    ``Rational``, ``ceiling`` (a size rounded up to a multiple, or a shard of one), ``Min`` (the
+    micro-batches a pipeline stage holds) and ``pad512`` (the CUDA allocator's rounding in torch-cuda
+    training formulas). The text is checked token by token before sympy sees it: only integers, those names,
     ``+ - * / ** ( ) ,`` and spaces; anything else (an attribute, a string, an unknown name) raises
     ValueError, and nothing is evaluated as Python.
     """
     if not isinstance(formula, str):
         raise ValueError(f"a formula is a string, got {type(formula).__name__}")
     from symbert.analysis.runtime import pad512  # the CUDA allocator's rounding, in torch-cuda formulas
+    from symbert.parallel import DEGREES
 
-    names: dict[str, object] = {**FUNCTIONS, "pad512": pad512, **BY_NAME, **(symbols or {})}
+    degrees = {s.name: s for s in DEGREES}
+    names: dict[str, object] = {**FUNCTIONS, "pad512": pad512, **BY_NAME, **degrees, **(symbols or {})}
     pos, depth = 0, 0
     stripped = formula.rstrip()
     if not stripped.strip():

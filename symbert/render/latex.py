@@ -17,6 +17,7 @@ import sympy
 
 from symbert.analysis.breakdown import Breakdown, ComponentTotal
 from symbert.configs import Config, ConfigError
+from symbert.parallel import DEGREES
 from symbert.render.formula import ORDER, quantity, text
 from symbert.symbols import A, B, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
 
@@ -250,7 +251,7 @@ def align(
     """
     form = sympy.expand if general else breakdown.substituted
     lines = [(label(breakdown), notation.latex(form(breakdown.total)))]
-    shown = [s for s in (B, seq_len, C, num_labels) if s in breakdown.total.free_symbols]
+    shown = [s for s in (B, seq_len, C, num_labels, *DEGREES) if s in breakdown.total.free_symbols]
     for name, values in at:
         settings = "".join(rf",\ {notation.latex(s)} = {values[s]}" for s in shown)
         value = number(breakdown.evaluate(breakdown.total, values), breakdown.unit)

@@ -16,9 +16,10 @@ import sympy
 
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import step_memory
-from symbert.api import trace
+from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.outputs import check_output, write_output
+from symbert.parallel import Layout
 from symbert.render.formula import quantity
 from symbert.symbols import B, seq_len
 
@@ -62,10 +63,11 @@ def check_plot(path: str | Path) -> Path:
     return check_output(path)
 
 
-def check_timeline_plot(config: Config, path: str | Path) -> Path:
+def check_timeline_plot(config: Config, path: str | Path, layout: Layout | None = None) -> Path:
     """A timeline plot's path (see :func:`check_plot`), for a config with few enough runs to draw each."""
     path = check_plot(path)
-    runs = sum(int(sympy.sympify(b.count).subs(config.symbols())) for b in trace(config).blocks.values())
+    graph, sizes = per_gpu(config, layout)
+    runs = sum(int(sympy.sympify(b.count).subs(sizes)) for b in graph.blocks.values())
     if runs > MAX_TIMELINE_RUNS:
         raise ConfigError(
             f"a timeline plot draws every event of every layer: {runs:,} layers are too many "
@@ -107,8 +109,9 @@ def _budget(ax, budget: int | None, scale: int) -> None:
 def memory_curve(config: Config, training: Training, axis: str, fixed: int, xs: Sequence[int]) -> np.ndarray:
     """The peak's bytes per category at each x (rows), with the other of batch and seq_len fixed."""
     x, other = (seq_len, B) if axis == "seq_len" else (B, seq_len)
-    memory = step_memory(trace(config), training, config.symbols())
-    polys = memory.polynomials({**config.symbols(), other: fixed}, (x,))
+    graph, sizes = per_gpu(config, training.memory.layout)
+    memory = step_memory(graph, training, sizes)
+    polys = memory.polynomials({**sizes, other: fixed}, (x,))
     _, parts = polys.breakdown(np.asarray(xs, dtype=np.int64))
     return parts
 
@@ -169,12 +172,13 @@ def plot_timeline(
 
     Each phase gets at least a twelfth of the width, so that the few events of an optimizer step show.
     """
-    path = check_timeline_plot(config, path)
+    path = check_timeline_plot(config, path, training.memory.layout)
     check_size("batch", batch)
     check_size("seq_len", length)
     plt = _pyplot()
-    values = {**config.symbols(), B: batch, seq_len: length}
-    points = [p for p in step_memory(trace(config), training, values, full=True).timeline(values) if p.step]
+    graph, sizes = per_gpu(config, training.memory.layout)
+    values = {**sizes, B: batch, seq_len: length}
+    points = [p for p in step_memory(graph, training, values, full=True).timeline(values) if p.step]
     data = np.array([[p.bytes[c] for c in CATEGORIES] for p in points], dtype=np.float64)
     unit, scale = _unit(max(data.sum(axis=1).max(), budget or 0))
     data = data / scale

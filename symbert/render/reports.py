@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 
 import sympy
 from rich.cells import cell_len
@@ -16,6 +17,7 @@ from symbert.analysis.report import Report
 from symbert.api import trace
 from symbert.configs import Config
 from symbert.ir import Graph
+from symbert.parallel import Layout
 from symbert.render.formula import human, quantity, text
 
 
@@ -148,6 +150,7 @@ def report_json(r: Report) -> dict[str, object]:
         "attention": r.options.attention,
         "attention_kernel": ", ".join(r.kernels) or None,
         "recompute": r.options.recompute,
+        "layout": layout_json(r.options.layout),
         "params": r.value("params"),
         "activation_bytes": r.value("activation_bytes"),
         "flops": {
@@ -160,6 +163,11 @@ def report_json(r: Report) -> dict[str, object]:
             {"quantity": key, **entry} for key, b in r.breakdowns.items() for entry in components_json(b, values)
         ],
     }
+
+
+def layout_json(layout: Layout) -> dict[str, object]:
+    """The parallel layout; every figure beside it is per GPU, on the most loaded one (first stage)."""
+    return {**asdict(layout), "gpus": layout.gpus}
 
 
 def breakdown_table(breakdown: Breakdown, values: dict, title: str, show: Callable[[int], str]) -> Table:

@@ -1,0 +1,172 @@
+"""Data parallelism with ZeRO: where each GPU's weights, gradients and optimizer states live.
+
+Over d data-parallel GPUs, ZeRO stage 1 shards the optimizer states (fp32 master weights included),
+stage 2 the gradients too, stage 3 the weights too (Rajbhandari et al. 2020). How a shard is cut, and
+what the engine holds beyond the shards, differ between engines; each is one entry of :data:`ENGINES`:
+
+* ``paper``: the ZeRO paper's accounting. Every rank holds ⌈Ψ/d⌉ elements of each sharded quantity (one
+  flat partition; the paper's Ψ/d when d divides Ψ) and nothing else.
+* ``deepspeed``: as the paper, and under mixed precision the update holds a float32 copy of the gradient
+  partition (``single_partition_of_fp32_groups[i].grad`` in DeepSpeed's ``stage_1_and_2.py``;
+  ``fp32_partitioned_groups_flat`` in ``stage3.py``), 4·⌈Ψ/d⌉ bytes.
+* ``torch``: PyTorch's own engines. Stage 0 is DDP: its Reducer keeps a flat bucket copy of every
+  gradient from construction on (``gradient_as_bucket_view=False``, the default; buckets of 25 MiB,
+  the first 1 MiB). Stage 3 is FSDP2 ``fully_shard`` on each encoder layer and on the root model: every
+  parameter is padded to a multiple of d along dim 0 and each rank keeps ⌈n₀/d⌉ rows; a layer's
+  parameters are all-gathered (padded) before its forward and resharded after it, gathered again for
+  its backward with the previous layer prefetched, and its gradients reduce-scattered to shards when its
+  backward ends. The root (embeddings, pooler, head) stays gathered from forward to the end of backward
+  (``reshard_after_forward`` is False for the root). Stages 1 and 2 (ZeroRedundancyOptimizer, FSDP2
+  without resharding after forward) are not modelled.
+
+The degree d stays the sympy symbol :data:`symbert.parallel.d`, so per-GPU formulas are symbolic in it;
+on one GPU (d = 1) nothing is sharded and every formula is the single-GPU one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.analysis.params import params
+from symbert.ir import Graph, Param
+from symbert.parallel import d
+
+#: The stage from which each model state is sharded.
+SHARDED_FROM = {"optimizer": 1, "gradients": 2, "weights": 3}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How one engine shards and what it holds beyond the shards.
+
+    ``split``: ``flat`` (one partition of ⌈Ψ/d⌉ elements) or ``dim0`` (each tensor padded to a multiple of
+    d along dim 0). ``buckets``: stage 0 keeps a flat copy of every gradient. ``fp32_gradients``: under
+    mixed precision the update holds a float32 copy of the gradient partition. ``prefetch``: layers
+    all-gathered ahead in backward. ``root_stays``: the parameters outside the repeated layers stay
+    gathered from forward to the end of backward (else they are gathered for each pass).
+    """
+
+    name: str
+    summary: str
+    stages: dict[int, str]
+    split: str
+    buckets: bool = False
+    fp32_gradients: bool = False
+    prefetch: int = 0
+    root_stays: bool = False
+
+
+ENGINES: dict[str, Engine] = {
+    e.name: e
+    for e in (
+        Engine(
+            "paper",
+            "ZeRO as Rajbhandari et al. 2020 count it: ⌈Ψ/d⌉ elements of each sharded state per GPU",
+            {0: "data parallelism", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"},
+            "flat",
+        ),
+        Engine(
+            "deepspeed",
+            "DeepSpeed ZeRO: the paper's partitions, and a float32 gradient partition during the update",
+            {1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"},
+            "flat",
+            fp32_gradients=True,
+        ),
+        Engine(
+            "torch",
+            "PyTorch: DDP (flat gradient buckets) at stage 0, FSDP2 fully_shard per layer at stage 3",
+            {0: "DDP", 3: "FSDP2 fully_shard"},
+            "dim0",
+            buckets=True,
+            prefetch=1,
+            root_stays=True,
+        ),
+    )
+}
+
+#: The engine each policy assumes unless one is named: Megatron's setup is the paper's accounting.
+DEFAULT_ENGINE = {"megatron": "paper", "torch-cpu": "torch", "torch-cuda": "torch"}
+
+
+def engine(name: str | None, policy: str) -> Engine:
+    """The engine named ``name``, or the policy's default; ValueError naming the known ones."""
+    key = DEFAULT_ENGINE[policy] if name is None else name
+    if key not in ENGINES:
+        raise ValueError(f"unknown ZeRO engine {key!r} (choose from {', '.join(ENGINES)})")
+    return ENGINES[key]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Parameter tensors of one shape: where they belong (a block's layer, or None: the root) and how many."""
+
+    param: Param
+    unit: str | None
+    count: sympy.Expr
+
+
+def pieces(graph: Graph) -> list[Piece]:
+    """Every distinct parameter, with its unit: a repeated block's own layer, else the root."""
+    seen: set[str] = set()
+    out = []
+    for node in graph.nodes:
+        for p in node.params:
+            if p.name not in seen:
+                seen.add(p.name)
+                own = node.block is not None and not graph.blocks[node.block].shares_params
+                out.append(Piece(p, node.block if own else None, graph.param_multiplicity(node)))
+    return out
+
+
+def _rows(p: Param) -> tuple[sympy.Expr, sympy.Expr]:
+    return p.shape[0], sympy.Mul(*p.shape[1:])
+
+
+@dataclass(frozen=True)
+class ZeroPlan:
+    """The sharding of one training setup: the engine, the ZeRO stage and whether d > 1."""
+
+    engine: Engine
+    stage: int
+    spread: bool
+
+    def sharded(self, what: str) -> bool:
+        """Whether ``what`` (weights, gradients, optimizer) is sharded over the data-parallel group."""
+        return self.spread and self.stage >= SHARDED_FROM[what]
+
+    @property
+    def gathers(self) -> bool:
+        """Weights are sharded: each layer is all-gathered around its forward and its backward."""
+        return self.sharded("weights")
+
+    @property
+    def buckets(self) -> bool:
+        """DDP's flat gradient buckets."""
+        return self.spread and self.stage == 0 and self.engine.buckets
+
+    def local(self, graph: Graph, sharded: bool) -> list[tuple[sympy.Expr, sympy.Expr]]:
+        """The allocations one GPU holds of a per-parameter quantity, as (elements, how many)."""
+        if not sharded:
+            return [(c.expr, c.count) for c in params(graph).contributions]
+        if self.engine.split == "flat":
+            return [(sympy.ceiling(params(graph).total / d), sympy.S.One)]
+        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in pieces(graph)]
+
+    def elements(self, graph: Graph, what: str) -> sympy.Expr:
+        """Elements per GPU of a per-parameter state (weights, gradients, optimizer)."""
+        return sympy.Add(*(e * n for e, n in self.local(graph, self.sharded(what))))
+
+    def gathered(self, params_: list[Param]) -> sympy.Expr:
+        """Elements of one all-gather of ``params_`` (dim 0 split: padded to a multiple of d)."""
+        if self.engine.split == "flat":
+            return sympy.Add(*(p.numel for p in params_))
+        return sympy.Add(*(d * sympy.ceiling(_rows(p)[0] / d) * _rows(p)[1] for p in params_))
+
+    def shard(self, params_: list[Param]) -> sympy.Expr:
+        """Elements of one GPU's shard of ``params_`` (dim 0 split)."""
+        return sympy.Add(*(sympy.ceiling(_rows(p)[0] / d) * _rows(p)[1] for p in params_))
+
+    def describe(self) -> str:
+        return f"ZeRO stage {self.stage} as {self.engine.stages[self.stage]} ({self.engine.name} convention)"
