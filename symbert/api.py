@@ -10,13 +10,13 @@ from symbert.configs import Config, ConfigError
 from symbert.ir import Graph
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
-from symbert.parallel import Layout, Sharding, StageEnd
-from symbert.symbols import B
+from symbert.parallel import Layout, Sharding, StageEnd, last_stage
+from symbert.symbols import B, seq_len
 from symbert.tracer import Tracer, graph_output, scope, tracing
 
-#: How a layout shapes the graph: (tensor parallel, sequence parallel, cut to the first pipeline stage).
-Spread = tuple[bool, bool, bool]
-ONE_GPU: Spread = (False, False, False)
+#: How a layout shapes the graph: (tensor parallel, sequence parallel, the pipeline stage or "").
+Spread = tuple[bool, bool, str]
+ONE_GPU: Spread = (False, False, "")
 
 
 def trace(
@@ -32,7 +32,7 @@ def trace(
     The encoder layer is traced once and repeated L times symbolically; ``unroll=True`` with a config
     traces each of its L layers instead. ``task`` puts a head and its loss on the encoder (a config
     carries its own). ``layout`` gives the graph of one GPU, the most loaded (the first pipeline
-    stage), with the degrees t and p as symbols (:mod:`symbert.parallel`).
+    stage) unless it names the last, with the degrees t and p as symbols (:mod:`symbert.parallel`).
     """
     spread = spread_of(layout)
     if isinstance(model, Config):
@@ -52,14 +52,16 @@ def trace(
     return _trace(model, tuple(sorted(options.items())), None, *_task_key(task), spread)
 
 
-def per_gpu(config: Config, layout: Layout | None = None) -> tuple[Graph, dict[sympy.Symbol, int]]:
+def per_gpu(
+    config: Config, layout: Layout | None = None, length: int | None = None
+) -> tuple[Graph, dict[sympy.Symbol, int]]:
     """The graph of the most loaded GPU under ``layout``, and the values its formulas take there: the
-    config's sizes and the parallel degrees. A layout that does not split the model evenly is a
-    ConfigError naming the degree."""
+    config's sizes and the parallel degrees. A layout that does not split the model (or a sequence of
+    ``length``) evenly is a ConfigError naming the degree."""
     layout = layout or Layout()
     sizes = config.symbols()
     try:
-        layout.check(sizes)
+        layout.check({**sizes, seq_len: length} if length else sizes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return trace(config, layout=layout), {**sizes, **layout.values()}
@@ -69,7 +71,7 @@ def spread_of(layout: Layout | None) -> Spread:
     """What of a layout shapes the per-GPU graph; the degrees themselves stay symbols."""
     if layout is None:
         return ONE_GPU
-    return layout.tensor > 1, layout.sequence, layout.pipeline > 1
+    return layout.tensor > 1, layout.sequence, layout.stage if layout.pipeline > 1 else ""
 
 
 def _task_key(task: Task) -> tuple[str, str]:
@@ -97,7 +99,7 @@ def _trace(
             _build(spec, task_head, options, problem)
         except StageEnd as end:  # the first pipeline stage: the embeddings and L/p layers
             graph_output("to_next_stage", end.output)
-    return graph
+    return last_stage(graph) if spread[2] == "last" else graph
 
 
 def _build(spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, object], ...], problem: str) -> None:

@@ -149,7 +149,7 @@ PRECISION_NAMES = ("fp32", "mixed", "amp")
 
 def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The parallel layout flags, resolved into ``layout`` (:class:`symbert.parallel.Layout`)."""
-    from symbert.parallel import ZERO_STAGES, Layout
+    from symbert.parallel import STAGES, ZERO_STAGES, Layout
 
     @click.option(
         "--tensor-parallel", "tensor", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel degree t."
@@ -170,6 +170,13 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Interleaved stages per rank v.",
     )
     @click.option(
+        "--stage",
+        type=click.Choice(STAGES),
+        default="first",
+        show_default=True,
+        help="Pipeline stage whose GPU to show: first (the most loaded) or last (the pooler and head).",
+    )
+    @click.option(
         "--data-parallel", "data", type=POSITIVE, default=1, show_default=True, help="Data-parallel degree d."
     )
     @click.option(
@@ -181,10 +188,18 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @wraps(fn)
     def wrapper(
-        tensor: int, sequence: bool, pipeline: int, microbatches: int, virtual: int, data: int, zero: str, **kwargs: Any
+        tensor: int,
+        sequence: bool,
+        pipeline: int,
+        microbatches: int,
+        virtual: int,
+        stage: str,
+        data: int,
+        zero: str,
+        **kwargs: Any,
     ) -> Any:
         try:
-            layout = Layout(tensor, sequence, pipeline, microbatches, virtual, data, int(zero))
+            layout = Layout(tensor, sequence, pipeline, microbatches, virtual, data, int(zero), stage)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return fn(layout=layout, **kwargs)
@@ -951,7 +966,7 @@ def timeline(
         from symbert.render.plots import check_timeline_plot
 
         check_timeline_plot(config, plot_file, training.memory.layout)
-    graph, sizes = per_gpu(config, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
     values = {**sizes, B: batch, S: length}
     # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
     # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).

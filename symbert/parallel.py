@@ -14,13 +14,14 @@ pipeline stage. Every pass then runs on that per-GPU graph unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import sympy
 
 from symbert import ops as F
-from symbert.ir import Tensor
+from symbert.ir import Graph, Node, Tensor
 from symbert.symbols import seq_len, vocab_size
 
 _INT = {"integer": True, "positive": True}
@@ -35,6 +36,8 @@ DEGREES: tuple[sympy.Symbol, ...] = (t, p, d, m, v)
 
 #: ZeRO stages: 0 is plain data parallelism (DDP), 3 shards weights too (FSDP's full sharding).
 ZERO_STAGES = (0, 1, 2, 3)
+#: The pipeline stages a layout can describe.
+STAGES = ("first", "last")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class Layout:
     virtual: int = 1
     data: int = 1
     zero: int = 0
+    stage: str = "first"
+    """The pipeline stage whose GPU the figures are for: ``first`` (the embeddings and L/p layers, with
+    every micro-batch in flight: the most loaded) or ``last`` (L/p layers, the pooler and the head, one
+    micro-batch at a time; with a large-vocabulary head it can hold more)."""
 
     def __post_init__(self) -> None:
         for name in ("tensor", "pipeline", "microbatches", "virtual", "data"):
@@ -64,6 +71,10 @@ class Layout:
             )
         if self.virtual > 1 and self.pipeline == 1:
             raise ValueError("virtual stages interleave a pipeline: they need --pipeline-parallel > 1")
+        if self.stage not in STAGES:
+            raise ValueError(f"the pipeline stage is one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.stage != "first" and self.pipeline == 1:
+            raise ValueError("--stage last needs --pipeline-parallel > 1")
 
     @property
     def gpus(self) -> int:
@@ -103,7 +114,8 @@ class Layout:
         parts = [f"t={self.tensor}" + (" with sequence parallelism" if self.sequence else "")]
         parts.append(f"p={self.pipeline}, m={self.microbatches}" + (f", v={self.virtual}" if self.virtual > 1 else ""))
         parts.append(f"d={self.data}, ZeRO {self.zero}")
-        return f"per GPU of {self.gpus} ({'; '.join(parts)}), on the most loaded GPU (first pipeline stage)"
+        where = "the most loaded GPU (first pipeline stage)" if self.stage == "first" else "the last pipeline stage"
+        return f"per GPU of {self.gpus} ({'; '.join(parts)}), on {where}"
 
 
 #: Tensor-parallel styles a plan names, per scope (Megatron-LM's layers; torch's ``ParallelStyle`` s):
@@ -129,8 +141,9 @@ class StageEnd(Exception):
 def stage_factor(layout: Layout) -> sympy.Expr:
     """How many micro-batches' activations the first pipeline stage keeps at once: min(p, m) under
     1F1B, and p·(1 + (p − 1)/(p·v)) with v interleaved stages (Korthikanti et al. 2022, eq. 5;
-    Narayanan et al. 2021). 1 without a pipeline."""
-    if layout.pipeline == 1:
+    Narayanan et al. 2021). 1 without a pipeline, and on the last stage, which runs each micro-batch's
+    backward right after its forward."""
+    if layout.pipeline == 1 or layout.stage == "last":
         return sympy.S.One
     if layout.virtual > 1:
         return p * (1 + (p - 1) / (p * v))
@@ -140,12 +153,13 @@ def stage_factor(layout: Layout) -> sympy.Expr:
 @dataclass
 class Sharding:
     """One GPU's view of the model while it is traced: the plan's styles by scope, sequence
-    parallelism, and whether the graph is cut to the first of several pipeline stages."""
+    parallelism, and the pipeline stage it holds (``""`` without a pipeline, else ``first`` or ``last``;
+    a stage holds L/p layers)."""
 
     plan: Mapping[str, str]
     tensor: bool
     sequence: bool
-    pipeline: bool
+    pipeline: str
     _gathered: dict[str, Tensor] = field(default_factory=dict)
 
     def style(self, path: str) -> str | None:
@@ -198,7 +212,7 @@ class Sharding:
     def leave_block(self, y: Tensor) -> Tensor:
         """After the repeated block: the first pipeline stage ends (its output is sent on); else the
         sequence is gathered back for the pooler and heads (as Megatron's BERT pooler does)."""
-        if self.pipeline:
+        if self.pipeline == "first":
             raise StageEnd(y)
         return self.full_sequence(y)
 
@@ -215,3 +229,38 @@ def _has_sequence(x: Tensor) -> bool:
 
 def _sharded(x: Tensor) -> bool:
     return _has_sequence(x) and x.shape[SEQ_DIM] == seq_len / t
+
+
+#: The input node of the last pipeline stage: the activations the previous stage sends.
+RECEIVED = "from_previous_stage"
+
+
+def last_stage(graph: Graph) -> Graph:
+    """The last of several pipeline stages, from a graph traced with L/p layers: its repeated block reads
+    what the previous stage sends (an input, which needs a gradient: it is sent back), and what only
+    fed that (the embeddings) is dropped. What the layers and the head read besides (the attention mask,
+    the labels, a decoder's weight tied to the word embeddings, which Megatron-LM keeps a copy of on the
+    last stage) stays."""
+    block = next(iter(graph.blocks.values()))
+    received = {block.source, block.input}
+    nodes = list(graph.nodes)
+    start = next(i for i, n in enumerate(nodes) if n.block == block.name)
+    keep = {n.name for n in nodes[start:]}
+    wanted = [x for n in nodes[start:] for x in n.inputs]
+    while wanted:
+        name = wanted.pop()
+        producer = graph.tensor(name).producer
+        if name in received or producer in keep:
+            continue
+        keep.add(producer)
+        wanted.extend(graph.node(producer).inputs)
+    out = Graph(model=graph.model, head=graph.head, options=dict(graph.options))
+    source = graph.tensor(block.source)
+    sent = dataclasses.replace(source, producer=RECEIVED, block=None, base=None, requires_grad=True)
+    out.add_node(Node(RECEIVED, "input", "", (), (sent.name,)), [sent])
+    out.tensors[block.input] = dataclasses.replace(graph.tensor(block.input), producer=RECEIVED)
+    for node in nodes:
+        if node.name in keep:
+            out.add_node(node, [graph.tensor(x) for x in node.outputs])
+    out.blocks = dict(graph.blocks)
+    return out

@@ -165,7 +165,7 @@ def _roots(expr: sympy.Expr) -> tuple[sympy.Expr, ...]:
 def side(r: Report, key: str) -> Side:
     """Quantity ``key`` of one report: formulas, value, dominant terms, crossovers, components."""
     b = r.breakdowns[key]
-    config_values = r.config.symbols()
+    config_values = {**r.config.symbols(), **r.options.layout.values()}
     values = {**config_values, B: r.batch}
     crossovers = (crossover(b, values, per_layer) for per_layer in (True, False))
     dominants = (dominant(b, s) for s in LIMITS)

@@ -149,7 +149,7 @@ def fit(
         raise ConfigError(f"the GPU memory must be a whole number of bytes from 1 to 2**80, got {show(budget)}")
     if length is not None and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    graph, sizes = per_gpu(config, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
     memory = step_memory(graph, training, sizes)
     if batch is not None and length is not None:
         values = {**sizes, B: batch, seq_len: length}

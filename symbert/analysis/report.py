@@ -11,7 +11,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.api import trace
+from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.symbols import B, seq_len
 
@@ -62,12 +62,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
     check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
-    try:
-        options.layout.check({**config.symbols(), seq_len: length})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    graph = trace(config, layout=options.layout)
-    values = {**config.symbols(), **options.layout.values()}
+    graph, values = per_gpu(config, options.layout, length)
     f = flops(graph, options, values)
     breakdowns = {
         "params": params(graph),

@@ -80,6 +80,11 @@ class StepMemory:
     count), or three, the others added as the middle run's steady state times their number, which
     holds for any count of at least three. Evaluation is numpy over a shared list of monomials, in int64
     where a bound proves it exact and in Python integers otherwise (:mod:`symbert.analysis.exact`).
+
+    A step of m micro-batches is replayed as one micro-batch in the steady state: its forward and
+    backward events also hold every parameter's gradient (accumulated by the micro-batches before it)
+    and, on the first of several pipeline stages, what the other micro-batches in flight keep
+    (:func:`in_flight`).
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class StepMemory:
         self.events = replayed.run(steps)
         self.states = replayed.states
         self.in_flight = in_flight(graph, training, values)
+        accumulating = training.memory.layout.microbatches > 1
+        self.accumulated = size_of(self.states["gradients"]) if accumulating else None
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
         self._steady = {
             block: {
@@ -131,6 +138,8 @@ class StepMemory:
             if event.phase in ("forward", "backward"):
                 for c, extra in self.in_flight.items():
                     add_to(memory[c], extra)
+                if self.accumulated is not None:  # a later micro-batch: every gradient is there already
+                    memory["gradients"] = dict(self.accumulated)
             for _, extra in combo:
                 for c in CATEGORIES:
                     add_to(memory[c], (extra or {}).get(c, {}))
@@ -425,9 +434,10 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
     events = replay.run(steps)
     sizes: dict[frozenset, int] = {}
     alive: dict[int, int] = {}
+    others = in_flight_allocations(graph, training, values)
     highest, entries = 0, iter(replay.log)
     entry = next(entries, None)
-    for k in range(len(events)):
+    for k, event in enumerate(events):
         while entry is not None and entry[0] <= k:
             _, sign, size, copies = entry
             key = frozenset(size.items())
@@ -436,8 +446,25 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
                 sizes[key] = n + (-n % ROUND)
             alive[sizes[key]] = alive.get(sizes[key], 0) + sign * int(sympy.sympify(copies).subs(values))
             entry = next(entries, None)
-        highest = max(highest, reserved_estimate(n for n, count in alive.items() for _ in range(count)))
+        held = [*alive.items(), *(others.items() if event.phase in ("forward", "backward") else ())]
+        highest = max(highest, reserved_estimate(n for n, count in held for _ in range(count)))
     return highest
+
+
+def in_flight_allocations(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int]) -> dict[int, int]:
+    """The allocations :func:`in_flight` holds, by size rounded to 512 bytes, with how many of each
+    (the micro-batches in flight rounded up, as Megatron-LM counts them)."""
+    layout = training.memory.layout
+    if layout.pipeline == 1:
+        return {}
+    others = sympy.ceiling(stage_factor(layout).subs(layout.values())) - 1
+    one = activations(graph, replace(training.memory, layout=Layout()), values)
+    out: dict[int, int] = {}
+    for c in one.contributions:
+        n = int(sympy.sympify(c.expr).subs(values))
+        n += -n % ROUND
+        out[n] = out.get(n, 0) + int(sympy.sympify(c.count).subs(values)) * int(others)
+    return out
 
 
 @dataclass(frozen=True)

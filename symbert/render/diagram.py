@@ -233,7 +233,7 @@ def diagram(
         if value not in allowed:
             raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
     config = model if isinstance(model, Config) else None
-    graph = trace(config) if config else model
+    graph = trace(config, layout=(memory or MemoryOptions()).layout) if config else model
     if heat and config is None:
         raise ValueError("heat mode needs a Config to evaluate at")
     names = _names(graph)

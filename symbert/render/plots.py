@@ -176,7 +176,7 @@ def plot_timeline(
     check_size("batch", batch)
     check_size("seq_len", length)
     plt = _pyplot()
-    graph, sizes = per_gpu(config, training.memory.layout)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
     values = {**sizes, B: batch, seq_len: length}
     points = [p for p in step_memory(graph, training, values, full=True).timeline(values) if p.step]
     data = np.array([[p.bytes[c] for c in CATEGORIES] for p in points], dtype=np.float64)

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "function": "other op without parameters",
     "view": "view of another tensor",
     "loss": "loss function",
+    "communication": "collective over the tensor-parallel group",
     "io": "the model's inputs and outputs, and buffers",
 }
 
@@ -48,6 +49,8 @@ def kind_of(node: Node) -> str:
     """The box kind a single op is drawn as."""
     if node.op in OP_KINDS:
         return OP_KINDS[node.op]
+    if OPS[node.op].communication:
+        return "communication"
     if node.params:
         return "dense"
     return "view" if OPS[node.op].view else "function"
@@ -104,6 +107,7 @@ THEMES: dict[str, Theme] = {
                 "function": Style("ellipse", "filled", _GRAY, _GRAY_FILL),
                 "view": Style("ellipse", "dashed,filled", _GRAY, "white"),
                 "loss": Style("octagon", "filled", _GRAY, _GRAY_FILL),
+                "communication": Style("hexagon", "filled", "#b35900", "#fde3c8"),
                 "io": Style("plaintext", "", "black", "white"),
             },
             "gray shapes have no trainable parameters",
@@ -120,6 +124,7 @@ THEMES: dict[str, Theme] = {
                 "function": Style("ellipse", "filled", "black", _MONO_FILL),
                 "view": Style("ellipse", "dashed,filled", "black", "white"),
                 "loss": Style("octagon", "filled", "black", _MONO_FILL),
+                "communication": Style("hexagon", "bold,filled", "black", "white"),
                 "io": Style("plaintext", "", "black", "white"),
             },
             "shaded shapes have no trainable parameters",
