@@ -360,8 +360,7 @@ def validate_ranks(config: Config, batch: int, seq_len: int, setup: tuple[str, .
         where = f"; rank {rank} of {how}"
         reports.print_checks(config, batch, seq_len, "float32", checks, "cpu", "eager", where)
     click.echo(f"peak within {distributed.PEAK_TOLERANCE:.0%}: gloo's own buffers are outside PyTorch's allocator")
-    if distributed.kind(layout) == "fsdp":
-        click.echo(distributed.FSDP_PEAK)
+    click.echo(distributed.NOTES[distributed.kind(layout)])
     if not all(c.ok for checks in ranks for c in checks):
         sys.exit(1)
 

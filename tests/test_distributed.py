@@ -21,6 +21,9 @@ V, POS, TYPES, H, L, A, INTER = 30522, 512, 2, 128, 2, 2, 512
 PARAMS = (V + POS + TYPES) * H + 2 * H + L * (4 * H * H + 4 * H + 2 * H * INTER + INTER + H + 4 * H) + H * H + H
 #: Bytes of the batch every rank takes: input ids, token types and attention mask, int64 [B, S] each.
 INPUTS = 3 * 8 * BATCH * SEQ
+#: What the profiler may miss under tensor parallelism: a few all-reduce outputs, [B, S, H] float32 each,
+#: freed on gloo's worker threads.
+ALL_REDUCES = 16 * 4 * BATCH * SEQ * H
 
 
 def distributed() -> None:
@@ -99,15 +102,16 @@ def test_fsdp_rank_holds_its_shard_of_every_parameter(fsdp: list[Any], single: A
 
 
 def tensor_parallel_params(t: int) -> int:
-    """bert-tiny's parameters per rank of t: query, key and value by columns (weight and bias),
-    attention.output.dense by rows (its bias whole), intermediate.dense by columns, output.dense by
-    rows; embeddings, layer norms and pooler whole."""
-    split = 3 * (H * H + H) + H * H + (H * INTER + INTER) + INTER * H
-    return PARAMS - L * split + L * split // t
+    """bert-tiny's parameters per rank of t: the word embeddings by rows (vocabulary), query, key and
+    value by columns (weight and bias), attention.output.dense by rows (its bias whole),
+    intermediate.dense by columns, output.dense by rows; the other embeddings, layer norms and pooler
+    whole."""
+    split = V * H + L * (3 * (H * H + H) + H * H + (H * INTER + INTER) + INTER * H)
+    return PARAMS - split + split // t
 
 
-def test_tensor_parallel_rank_holds_its_columns_and_rows(tensor: list[Any]) -> None:
-    assert tensor_parallel_params(2) == 4_188_416
+def test_tensor_parallel_rank_holds_its_rows_and_columns(tensor: list[Any]) -> None:
+    assert tensor_parallel_params(2) == 2_235_008
     for rank in tensor:
         assert rank.params == tensor_parallel_params(2)
         # the device mesh's own small tensors
@@ -123,13 +127,46 @@ def test_tensor_parallel_rank_saves_half_of_the_split_activations(tensor: list[A
         assert rank.saved == single[1] - L * split // 2
 
 
-def test_ddp_compared_with_the_per_gpu_prediction(ddp: list[Any]) -> None:
-    """Parameters and saved bytes of a DDP rank are those of one GPU, predicted exactly."""
+def test_tensor_parallel_word_embedding_gradient_is_whole(tensor: list[Any]) -> None:
+    """torch's RowwiseParallel embedding returns a Replicate gradient: when the update starts, each rank
+    holds its parameters, every gradient of its shards and the word embeddings' whole [V, H] gradient."""
+    for rank in tensor:
+        update = next(p for p in rank.steps.phases if (p.step, p.name) == (1, "optimizer"))
+        assert abs(update.start - (4 * rank.params + 4 * (rank.params + V * H // 2) + INPUTS)) <= ALL_REDUCES
+
+
+def compared(config: symbert.Config, layout: Layout, measured: list[Any]) -> list[list[Any]]:
     from symbert.validate.distributed import compare_ranks
 
-    for checks in compare_ranks(TINY, BATCH, SEQ, Layout(data=2), ddp):
-        assert [c.quantity for c in checks] == ["params", "activation_bytes", "peak (step 1 optimizer)"]
+    checks = compare_ranks(config, BATCH, SEQ, layout, measured)
+    for rank in checks:
+        assert [c.quantity for c in rank[:2]] == ["params", "activation_bytes"]
+        assert rank[2].quantity.startswith("peak (step ")
+    return checks
+
+
+def test_ddp_matches_the_per_gpu_prediction(ddp: list[Any]) -> None:
+    """DDP under the torch engine: the buckets in the prediction, the peak to a few kilobytes."""
+    for checks in compared(TINY, Layout(data=2), ddp):
+        assert all(c.ok for c in checks)
+        assert abs(checks[2].predicted - checks[2].measured) <= 64 * 1024
+
+
+def test_fsdp_matches_the_per_gpu_prediction(fsdp: list[Any]) -> None:
+    """Padded dim-0 shards and saved bytes exactly; the peak is shown only (NOTES), and the profiler
+    can only miss frees, so the measured peak is never below the prediction by more than the tolerance."""
+    config = with_overrides(TINY, [f"vocab_size={V + 1}"])
+    for checks in compared(config, Layout(data=2, zero=3), fsdp):
+        assert all(c.ok for c in checks[:2]) and checks[2].tolerance is None
+        assert checks[2].predicted <= checks[2].measured * 1.02
+
+
+def test_tensor_parallel_matches_the_per_gpu_prediction_but_the_embedding_gradient(tensor: list[Any]) -> None:
+    """Parameters and saved bytes exactly. The prediction keeps a shard of the word embeddings' gradient,
+    as Megatron's vocab-parallel embedding does; torch keeps it whole, a shard more at the peak."""
+    for checks in compared(TINY, Layout(tensor=2), tensor):
         assert all(c.ok for c in checks[:2])
+        assert abs(checks[2].measured - checks[2].predicted - 4 * V * H // 2) <= ALL_REDUCES
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,10 @@ from symbert.parallel import Layout
 from symbert.validate import measure
 from symbert.validate.peak import MeasuredSteps, measure_steps
 
-#: Hugging Face BERT's module names (by suffix) and the tensor-parallel style of each.
+#: Hugging Face BERT's module names (by suffix) and the tensor-parallel style of each; the word
+#: embeddings split by vocabulary (``RowwiseParallel`` of an embedding, its output all-reduced).
 TENSOR_PLAN = {
+    "embeddings.word_embeddings": "vocab",
     "attention.self.query": "colwise",
     "attention.self.key": "colwise",
     "attention.self.value": "colwise",
@@ -92,13 +94,16 @@ def check_runnable(config: Config, layout: Layout) -> None:
     if not (dist.is_available() and dist.is_gloo_available()):
         raise ConfigError("this PyTorch has no torch.distributed with the gloo backend")
     if how == "tensor":
+        if config.head is not None:
+            raise ConfigError("tensor-parallel validation runs the bare encoder: drop --head")
         if config.model not in ("bert", "roberta"):
             raise ConfigError(f"tensor-parallel validation splits Hugging Face BERT's layers, not {config.model}'s")
         heads = config.values["num_attention_heads"]
         if heads % layout.tensor:
             raise ConfigError(f"--tensor-parallel {layout.tensor} does not divide the {heads} attention heads")
-        if config.values["intermediate_size"] % layout.tensor:
-            raise ConfigError(f"--tensor-parallel {layout.tensor} does not divide intermediate_size")
+        for key in ("intermediate_size", "vocab_size"):
+            if config.values[key] % layout.tensor:
+                raise ConfigError(f"--tensor-parallel {layout.tensor} does not divide {key}={config.values[key]}")
 
 
 def spread(model: Any, layout: Layout) -> Any:
@@ -118,10 +123,15 @@ def spread(model: Any, layout: Layout) -> Any:
                 fully_shard(module)
         return fully_shard(model)
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     t = dist.get_world_size()
-    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    styles = {
+        "colwise": ColwiseParallel,
+        "rowwise": RowwiseParallel,
+        "vocab": lambda: RowwiseParallel(input_layouts=Replicate()),
+    }
     plan = {
         name: styles[style]()
         for name, _ in model.named_modules()
@@ -132,7 +142,7 @@ def spread(model: Any, layout: Layout) -> Any:
         if name.endswith("attention.self"):
             module.num_attention_heads //= t
             module.all_head_size //= t
-    return parallelize_module(model, init_device_mesh("cpu", (t,)), plan)
+    return parallelize_module(model, init_device_mesh("cpu", (t,)), plan, src_data_rank=None)
 
 
 def _rank(
@@ -186,10 +196,11 @@ def measure_ranks(
     world = layout.gpus
     with tempfile.TemporaryDirectory() as folder:
         try:
-            mp.spawn(
+            mp.start_processes(
                 _rank,
                 args=(world, _free_port(), config, batch, seq_len, layout, optimizer, folder),
                 nprocs=world,
+                start_method="fork",
             )
         except mp.ProcessRaisedException as exc:
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -205,38 +216,51 @@ def measure_ranks(
 #: the single-process CPU peak, for the allocator's small transients.
 PEAK_TOLERANCE = 0.02
 
-#: Why an FSDP2 peak is shown, not checked.
-FSDP_PEAK = (
-    "FSDP2's peak is shown, not checked: gloo's worker threads drop the last reference to some all-gather "
-    "buffers, and the profiler sees no free made on a thread it does not profile, so the measured peak "
-    "can keep a freed layer's full parameters"
-)
+#: What each kind of run does that the comparison must be read with.
+NOTES = {
+    "ddp": "DDP's buckets (one float32 copy of every gradient) are in the prediction and the measurement",
+    "fsdp": (
+        "FSDP2's peak is shown, not checked: gloo's worker threads sometimes drop the last reference to an "
+        "all-gather output, and the profiler sees no free made on a thread it does not follow, so the "
+        "measured peak can keep a layer's gathered parameters after they are gone (never less than the truth)"
+    ),
+    "tensor": (
+        "torch's RowwiseParallel embedding returns a Replicate gradient: every rank holds the whole "
+        "word-embedding gradient, where the prediction, like Megatron's vocab-parallel embedding, holds its shard"
+    ),
+}
 
 
 def compare_ranks(
     config: Config, batch: int, seq_len: int, layout: Layout, ranks: list[RankMeasurement], optimizer: str = "adamw"
 ) -> list[list[Any]]:
-    """Per rank, the per-GPU prediction of ``layout`` (policy torch-cpu, float32, eager attention)
-    against that rank's measurement: parameter elements and saved bytes exactly, the training-step peak
-    within :data:`PEAK_TOLERANCE` (FSDP2's shown, not checked: :data:`FSDP_PEAK`)."""
+    """Per rank, the per-GPU prediction of ``layout`` (policy torch-cpu, float32, eager attention, the
+    torch ZeRO engine: DDP's buckets, FSDP2's padded dim-0 shards) against that rank's measurement:
+    parameter elements held and saved bytes exactly, the training-step peak within
+    :data:`PEAK_TOLERANCE` (FSDP2's shown, not checked: :data:`NOTES`)."""
+    import sympy
+
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.report import report
     from symbert.analysis.states import Training
     from symbert.analysis.training import step_memory
-    from symbert.api import trace
+    from symbert.api import per_gpu
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
     from symbert.validate.compare import Check
 
     memory = MemoryOptions("torch-cpu", layout=layout)
-    predicted = report(config, batch, seq_len, memory)
-    values = {**config.symbols(), B: batch, S: seq_len}
-    peak = step_memory(trace(config), Training(optimizer, "fp32", memory), values).peak(values).total
+    training = Training(optimizer, "fp32", memory, engine="torch")
+    graph, sizes = per_gpu(config, layout, seq_len)
+    values = {**sizes, B: batch, S: seq_len}
+    params = int(sympy.sympify(training.sharding.elements(graph, "weights")).subs(values))
+    saved = report(config, batch, seq_len, memory).value("activation_bytes")
+    peak = step_memory(graph, training, values).peak(values).total
     tolerance = None if kind(layout) == "fsdp" else PEAK_TOLERANCE
     return [
         [
-            Check("params", predicted.value("params"), rank.params),
-            Check("activation_bytes", predicted.value("activation_bytes"), rank.saved),
+            Check("params", params, rank.params),
+            Check("activation_bytes", saved, rank.saved),
             Check(f"peak (step {rank.steps.where.step} {rank.steps.where.name})", peak, rank.steps.peak, tolerance),
         ]
         for rank in ranks
