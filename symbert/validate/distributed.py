@@ -3,14 +3,14 @@
 A :class:`~symbert.parallel.Layout` says how the model is spread, the way people apply each method:
 
 * data parallelism with ZeRO 0: ``DistributedDataParallel`` with its defaults (25 MiB buckets, gradients
-  copied into them, not bucket views);
+  copied into them, not bucket views); the weights are equal on every rank, so its first broadcast is
+  skipped (``init_sync=False``);
 * data parallelism with ZeRO 3: FSDP2, ``fully_shard`` on every encoder layer, then on the root;
-* tensor parallelism: ``parallelize_module`` on a one-dimensional ``DeviceMesh``, Megatron's split of
-  every encoder layer: ``ColwiseParallel`` for query, key, value and intermediate.dense,
-  ``RowwiseParallel`` for attention.output.dense and output.dense. Embeddings, layer norms, pooler and
-  head stay whole on every rank. Each self-attention module is told its local head count, A/t heads of
-  H/t columns (``num_attention_heads``, ``all_head_size``), as torch's tensor-parallel tutorial does for
-  Llama; Hugging Face's BERT reshapes with ``-1`` heads, so its forward follows the local width anyway.
+* tensor parallelism: ``parallelize_module`` on a one-dimensional ``DeviceMesh`` with Megatron's plan
+  (:data:`TENSOR_PLAN`), each rank cutting its own shards. Each self-attention module is told its local
+  head count, A/t heads of H/t columns (``num_attention_heads``, ``all_head_size``), as torch's
+  tensor-parallel tutorial does for Llama; Hugging Face's BERT reshapes with ``-1`` heads, so its forward
+  follows the local width anyway.
 
 Every rank takes the same micro-batch (``--batch``). Each measures what it holds (see
 :mod:`symbert.validate.measure`: a DTensor counts its local storage): parameter elements, the bytes one
@@ -188,7 +188,7 @@ def _free_port() -> int:
 def measure_ranks(
     config: Config, batch: int, seq_len: int, layout: Layout, optimizer: str = "adamw"
 ) -> list[RankMeasurement]:
-    """Start ``layout.gpus`` processes on this machine (gloo over 127.0.0.1 and a free port), run
+    """Fork ``layout.gpus`` processes from this one (gloo over 127.0.0.1 and a free port), run
     ``config``'s Hugging Face model spread as ``layout`` says, and return what each rank measured."""
     import torch.multiprocessing as mp
 
