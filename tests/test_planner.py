@@ -33,14 +33,20 @@ def test_communication_points_by_hand() -> None:
     """Megatron's tensor parallelism on bert-tiny: the vocabulary-split embeddings' all-reduce and two per
     layer (after the attention output and the output dense), 1 + 2·2 = 5; on the first of two stages,
     1 + 2 = 3. Each counts forward and backward; a pipeline adds a send and a receive per micro-batch;
-    ZeRO 3 an all-gather forward and backward and a reduce-scatter per layer and for the root."""
+    over 8 GPUs, 24 layers and the root: DDP all-reduces once; ZeRO 1 reduce-scatters and all-gathers
+    once; ZeRO 2 reduce-scatters per unit, then all-gathers once; ZeRO 3 all-gathers per unit forward and
+    backward and reduce-scatters per unit; FSDP2 without resharding after forward gathers once per unit."""
     tiny = symbert.preset("bert-tiny")
     assert collectives(tiny, Layout(tensor=2)) == 5
     assert collectives(tiny, Layout(tensor=2, pipeline=2, microbatches=2)) == 3
-    assert communication(5, Layout(tensor=2), 2) == 10
-    assert communication(3, Layout(tensor=2, pipeline=2, microbatches=2), 2) == 6 + 4
-    assert communication(0, Layout(data=8, zero=3), 24) == 3 * (24 + 1)
-    assert communication(0, Layout(data=8, zero=0), 24) == 1
+    one = Training().sharding
+    assert communication(5, Layout(tensor=2), 2, one) == 10
+    assert communication(3, Layout(tensor=2, pipeline=2, microbatches=2), 2, one) == 6 + 4
+    for stage, points in ((0, 1), (1, 2), (2, 25 + 1), (3, 3 * 25)):
+        paper = Training(memory=MemoryOptions("megatron", layout=Layout(data=8, zero=stage))).sharding
+        assert communication(0, Layout(data=8, zero=stage), 24, paper) == points
+    fsdp = Training(memory=MemoryOptions(layout=Layout(data=8, zero=2))).sharding
+    assert communication(0, Layout(data=8, zero=2), 24, fsdp) == 25 + 25
 
 
 def test_ranking_least_recompute_then_communication_then_batch() -> None:

@@ -22,6 +22,7 @@ import sympy
 
 from symbert.analysis.fit import largest
 from symbert.analysis.policy import RECOMPUTE
+from symbert.analysis.sharding import ZeroPlan
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import Point, StepMemory, step_memory
 from symbert.api import spread_of, trace
@@ -89,19 +90,25 @@ def layouts(config: Config, gpus: int, stages: tuple[int, ...], sequence: bool) 
     return out
 
 
-def communication(graph_collectives: int, layout: Layout, layers: int) -> int:
+def communication(graph_collectives: int, layout: Layout, layers: int, zero: ZeroPlan) -> int:
     """Communication points per step on one GPU: each tensor-parallel collective of the per-GPU graph
-    forward and backward; under a pipeline one send and one receive per micro-batch; over d > 1 GPUs the
-    gradient all-reduce (stage 0), reduce-scatter and all-gather of the updated weights (1), a
-    reduce-scatter per layer and for the root then that all-gather (2), or per layer and for the root
-    an all-gather forward and backward and a reduce-scatter (3)."""
+    forward and backward; under a pipeline one send and one receive per micro-batch; over d > 1 GPUs
+    the gradient all-reduce, or with ZeRO the gradients' reduce-scatter (one per layer and one for the
+    root where gradients are sharded) and the weights' all-gather (once after the update, or per layer
+    and for the root where weights are sharded: forward and backward, or once when they stay gathered
+    in between)."""
     points = 2 * graph_collectives
     if layout.pipeline > 1:
         points += 2 * layout.microbatches
     units = layers // layout.pipeline + 1
-    if layout.data > 1:
-        points += {0: 1, 1: 2, 2: units + 1, 3: 3 * units}[layout.zero]
-    return points
+    if not zero.spread:
+        return points
+    if not zero.sharded("optimizer"):
+        return points + 1
+    points += units if zero.sharded("gradients") else 1
+    if not zero.gathers:
+        return points + 1
+    return points + (units if zero.keeps_gathered else 2 * units)
 
 
 def collectives(config: Config, layout: Layout) -> int:
@@ -141,8 +148,9 @@ class Planner:
             layout.check({**self.config.symbols(), seq_len: self.length})
         except ValueError as exc:
             return str(exc)
-        points = communication(collectives(self.config, layout), layout, layers)
         values = self.values(layout)
+        zero = self.setup(layout, "none").sharding
+        points = communication(collectives(self.config, layout), layout, layers, zero)
         for recompute in RECOMPUTE:
             training = self.setup(layout, recompute)
             memory = self.replay(layout, training)

@@ -151,6 +151,8 @@ class Replay:
         self.first_of = {self.unit_of(u): u for u in reversed(ordered)}
         self.last_of = {self.unit_of(u): u for u in ordered}
         self.gathered: dict[Key, _Buffer] = {}
+        self.flat: dict[Key, _Buffer] = {}
+        self.last_flat: _Buffer | None = None
         self.unit_grads: dict[Key, list[Key]] = {}
         self.grad_shards: list[_Buffer] = []
         self.rs_input: _Buffer | None = None
@@ -370,6 +372,7 @@ class Replay:
             self.held |= held
             self.gather(ROOT)
             self.forward(self.units, self.kept, _same)
+            self.drop_held()
             if not self.sharding.engine.root_stays:
                 self.reshard(ROOT)
             self.record("end of forward")
@@ -440,7 +443,8 @@ class Replay:
                 for key in masks:
                     self.reads_left[key] -= 1
                     self.maybe_free(key)
-            if self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit:
+            layer_done = self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit
+            if layer_done and not self.sharding.keeps_gathered:
                 self.reshard(layer)
         if self.phase == "forward":
             self.note_steady("cached")
@@ -498,14 +502,37 @@ class Replay:
 
     # ---- ZeRO: gathering a unit's parameters, reducing its gradients
 
-    def gather(self, unit: Key) -> None:
-        """All-gather a sharding unit's full parameters (stage 3), unless they are gathered already."""
+    def gather(self, unit: Key, prefetch: bool = False) -> None:
+        """All-gather a sharding unit's full parameters (stage 3), unless they are gathered already.
+
+        Where the engine copies out (FSDP2), the all-gather fills a flat buffer that is copied out into
+        one buffer per parameter. In backward the flat buffer goes after the copy-out; in forward FSDP2
+        keeps it until the next unit's copy-out (``all_gather_state``), or until the forward ends. A
+        prefetched unit keeps its flat buffer until its backward starts."""
         if not self.sharding.gathers or unit in self.gathered or not self.unit_params.get(unit[0]):
             return
-        elements = self.sharding.gathered(self.unit_params[unit[0]])
+        size = size_of(self.training.bytes.weights * self.sharding.gathered(self.unit_params[unit[0]]))
         owner = None if unit == ROOT else unit
-        self.gathered[unit] = self.alloc(size_of(self.training.bytes.weights * elements), "weights", owner)
+        copy_out = self.sharding.engine.copy_out
+        if prefetch:
+            if copy_out and unit not in self.flat:
+                self.flat[unit] = self.alloc(size, "weights", owner)
+                self.record(f"all-gather {self.unit_name(unit)} (prefetch)", owner)
+            return
+        flat = self.flat.pop(unit, None) or (self.alloc(size, "weights", owner) if copy_out else None)
+        self.gathered[unit] = self.alloc(size, "weights", owner)
         self.record(f"all-gather {self.unit_name(unit)}", owner)
+        if self.phase == "forward":
+            self.drop_held()
+            self.last_flat = flat
+        elif flat is not None:
+            self.release(flat)
+
+    def drop_held(self) -> None:
+        """Free the flat buffer of the forward's last all-gather."""
+        if self.last_flat is not None:
+            self.release(self.last_flat)
+            self.last_flat = None
 
     def reshard(self, unit: Key) -> None:
         """Free a unit's gathered parameters."""
@@ -521,7 +548,7 @@ class Replay:
         block, run = unit
         for ahead in range(1, self.sharding.engine.prefetch + 1):
             if run - ahead >= 0:
-                self.gather((block, run - ahead))
+                self.gather((block, run - ahead), prefetch=True)
 
     def post_backward(self, unit: Key) -> None:
         """Free the unit's gathered parameters; under stage 2 and 3 reduce-scatter its gradients to shards.

@@ -13,11 +13,14 @@ what the engine holds beyond the shards, differ between engines; each is one ent
   gradient from construction on (``gradient_as_bucket_view=False``, the default; buckets of 25 MiB,
   the first 1 MiB). Stage 3 is FSDP2 ``fully_shard`` on each encoder layer and on the root model: every
   parameter is padded to a multiple of d along dim 0 and each rank keeps ⌈n₀/d⌉ rows; a layer's
-  parameters are all-gathered (padded) before its forward and resharded after it, gathered again for
-  its backward with the previous layer prefetched, and its gradients reduce-scattered to shards when its
+  parameters are all-gathered (padded, into one flat buffer copied out to one buffer per parameter:
+  ``foreach_all_gather_copy_out``) before its forward and resharded after it, gathered again for its
+  backward with the previous layer prefetched, and its gradients reduce-scattered to shards when its
   backward ends. The root (embeddings, pooler, head) stays gathered from forward to the end of backward
-  (``reshard_after_forward`` is False for the root). Stages 1 and 2 (ZeroRedundancyOptimizer, FSDP2
-  without resharding after forward) are not modelled.
+  (``reshard_after_forward`` is False for the root). Stage 2 is FSDP2 with
+  ``reshard_after_forward=False`` (FSDP1's SHARD_GRAD_OP): the weights are sharded at rest too, but each
+  layer stays gathered from its forward to the end of its backward. Stage 1 (ZeroRedundancyOptimizer)
+  is not modelled.
 
 The degree d stays the sympy symbol :data:`symbert.parallel.d`, so per-GPU formulas are symbolic in it;
 on one GPU (d = 1) nothing is sharded and every formula is the single-GPU one.
@@ -44,8 +47,12 @@ class Engine:
     ``split``: ``flat`` (one partition of ⌈Ψ/d⌉ elements) or ``dim0`` (each tensor padded to a multiple of
     d along dim 0). ``buckets``: stage 0 keeps a flat copy of every gradient. ``fp32_gradients``: under
     mixed precision the update holds a float32 copy of the gradient partition. ``prefetch``: layers
-    all-gathered ahead in backward. ``root_stays``: the parameters outside the repeated layers stay
+    all-gathered ahead in backward. ``copy_out``: an all-gather lands in one flat buffer, copied out to a
+    buffer per parameter and then freed (a prefetched one is copied out when its layer's backward
+    starts). ``root_stays``: the parameters outside the repeated layers stay
     gathered from forward to the end of backward (else they are gathered for each pass).
+    ``weights_from``: the stage from which the weights are sharded at rest; below stage 3 the layers
+    then stay gathered from their forward to the end of their backward.
     """
 
     name: str
@@ -55,7 +62,9 @@ class Engine:
     buckets: bool = False
     fp32_gradients: bool = False
     prefetch: int = 0
+    copy_out: bool = False
     root_stays: bool = False
+    weights_from: int = 3
 
 
 ENGINES: dict[str, Engine] = {
@@ -76,12 +85,14 @@ ENGINES: dict[str, Engine] = {
         ),
         Engine(
             "torch",
-            "PyTorch: DDP (flat gradient buckets) at stage 0, FSDP2 fully_shard per layer at stage 3",
-            {0: "DDP", 3: "FSDP2 fully_shard"},
+            "PyTorch: DDP (flat gradient buckets) at stage 0, FSDP2 fully_shard per layer at stages 2 and 3",
+            {0: "DDP", 2: "FSDP2 fully_shard(reshard_after_forward=False)", 3: "FSDP2 fully_shard"},
             "dim0",
             buckets=True,
             prefetch=1,
+            copy_out=True,
             root_stays=True,
+            weights_from=2,
         ),
     )
 }
@@ -134,12 +145,18 @@ class ZeroPlan:
 
     def sharded(self, what: str) -> bool:
         """Whether ``what`` (weights, gradients, optimizer) is sharded over the data-parallel group."""
-        return self.spread and self.stage >= SHARDED_FROM[what]
+        start = self.engine.weights_from if what == "weights" else SHARDED_FROM[what]
+        return self.spread and self.stage >= start
 
     @property
     def gathers(self) -> bool:
         """Weights are sharded: each layer is all-gathered around its forward and its backward."""
         return self.sharded("weights")
+
+    @property
+    def keeps_gathered(self) -> bool:
+        """Each layer stays gathered from its forward to the end of its backward."""
+        return self.gathers and self.stage < 3
 
     @property
     def buckets(self) -> bool:

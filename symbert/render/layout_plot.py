@@ -59,8 +59,9 @@ def plot_layouts(
     fig, axes = plt.subplots(len(configs), len(stages), figsize=(3.4 * len(stages), 3 * len(configs)), squeeze=False)
     for row, config in zip(axes, configs, strict=True):
         for ax, stage in zip(row, stages, strict=True):
-            for (d, peaks), marker in zip(layout_peaks(config, training, stage, ts, ds, batch, length).items(), MARKERS):
-                ax.plot(ts, [x / GIB for x in peaks], marker=marker, label=f"d={d}")
+            peaks = layout_peaks(config, training, stage, ts, ds, batch, length)
+            for (d, row_peaks), marker in zip(peaks.items(), MARKERS[: len(peaks)], strict=True):
+                ax.plot(ts, [x / GIB for x in row_peaks], marker=marker, label=f"d={d}")
             _budget(ax, budget, GIB)
             ax.set_xscale("log", base=2)
             ax.set_xticks(list(ts), [str(t) for t in ts])
