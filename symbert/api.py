@@ -35,6 +35,9 @@ def trace(
     stage) unless it names the last, with the degrees t and p as symbols (:mod:`symbert.parallel`).
     """
     spread = spread_of(layout)
+    name = model.model if isinstance(model, Config) else model
+    if spread[0] and name in MODELS and not MODELS[name].tensor_plan:
+        raise ValueError(f"{name} declares no tensor-parallel plan (ModelSpec.tensor_plan): --tensor-parallel 1 only")
     if isinstance(model, Config):
         options = {**model.structure(), **options}
         task = task or model.task
@@ -62,9 +65,10 @@ def per_gpu(
     sizes = config.symbols()
     try:
         layout.check({**sizes, seq_len: length} if length else sizes)
+        graph = trace(config, layout=layout)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return trace(config, layout=layout), {**sizes, **layout.values()}
+    return graph, {**sizes, **layout.values()}
 
 
 def spread_of(layout: Layout | None) -> Spread:

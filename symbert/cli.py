@@ -804,7 +804,7 @@ def fit(
     and the CUDA context lies outside the budget.
     """
     from symbert.analysis.fit import fit as solve
-    from symbert.analysis.fit import fit_json
+    from symbert.analysis.fit import fit_json, step_of
     from symbert.render.formula import human, quantity
     from symbert.render.reports import console, describe
 
@@ -832,7 +832,8 @@ def fit(
         out.print(f"  peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}")
         out.print(f"  {parts}")
         if result.above is not None:
-            out.print(f"  {result.unknown} {result.value + 1} would need {result.above.total:,} bytes")
+            above = result.value + step_of(result.training, result.unknown)
+            out.print(f"  {result.unknown} {above} would need {result.above.total:,} bytes")
         out.print(f"  peak formula: {human(result.formula)}")
         _print_headroom(out, result)
     else:
@@ -1091,6 +1092,7 @@ def plot(
 @click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZER_NAMES), multiple=True, help="Default: adamw.")
 @click.option("--precision", "precisions", type=click.Choice(PRECISION_NAMES), multiple=True, help="Default: fp32.")
 @GPU_OPTION
+@parallel_options
 @click.option("-o", "--output", metavar="FILE", default="-", show_default=True, help="The CSV file (-: stdout).")
 def sweep(
     configs: list[Config],
@@ -1104,6 +1106,7 @@ def sweep(
     optimizers: tuple[str, ...],
     precisions: tuple[str, ...],
     gpu: str | None,
+    layout: Any,
     output: str,
 ) -> None:
     """Quantities over a grid of CONFIGs × setups × batch × seq_len, as CSV.
@@ -1122,7 +1125,7 @@ def sweep(
     from symbert.outputs import writing
 
     trainings = [
-        make_training(o, p, MemoryOptions(policy, d, a, r), gpu)
+        make_training(o, p, MemoryOptions(policy, d, a, r, layout=layout), gpu)
         for policy, d, a, r, o, p in itertools.product(
             policies or ("torch-cuda",),
             dtypes or (None,),

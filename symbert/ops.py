@@ -361,11 +361,11 @@ def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") ->
 # ---- collectives over the tensor-parallel group (inserted by symbert.parallel's plan, not by model code)
 
 
-@_op("all_reduce", view=True, communication=True)
+@_op("all_reduce", grad_passes_through=True, communication=True)
 def all_reduce(x: Tensor, name: str = "all_reduce") -> Tensor:
-    """Sum over the tensor-parallel ranks, in place (Megatron's reduce after a row-parallel linear);
-    backward passes the gradient through."""
-    return active().record("all_reduce", name, [x], [(x.shape, x.dtype, x.role, x.name)])[0]
+    """Sum over the tensor-parallel ranks after a row-parallel linear, into a new tensor as DTensor's
+    functional collectives give it (Megatron-LM reduces in place); backward passes the gradient through."""
+    return active().record("all_reduce", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
 
 
 @_op("all_gather", communication=True)

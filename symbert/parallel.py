@@ -22,7 +22,7 @@ import sympy
 
 from symbert import ops as F
 from symbert.ir import Graph, Node, Tensor
-from symbert.symbols import seq_len, vocab_size
+from symbert.symbols import A, I, L, seq_len, vocab_size
 
 _INT = {"integer": True, "positive": True}
 
@@ -93,8 +93,6 @@ class Layout:
         """Raise ValueError unless the degrees split a model of these sizes evenly: t the heads and the
         intermediate size (and seq_len under sequence parallelism), p the layers, p the micro-batches
         under interleaving."""
-        from symbert.symbols import A, I, L
-
         needs = [(self.tensor, A, "attention heads"), (self.tensor, I, "intermediate size")]
         needs += [(self.tensor, seq_len, "seq_len")] if self.sequence else []
         needs += [(self.pipeline, L, "layers")]
@@ -108,13 +106,21 @@ class Layout:
                 f"interleaving needs --microbatches a multiple of --pipeline-parallel, got {self.microbatches}"
             )
 
+    @property
+    def tag(self) -> str:
+        """The layout in one word-separated field (a sweep's CSV column): ``t=2+sp p=1 m=1 v=1 d=1 zero=0``."""
+        parts = [f"t={self.tensor}{'+sp' if self.sequence else ''}", f"p={self.pipeline}", f"m={self.microbatches}"]
+        parts += [f"v={self.virtual}", f"d={self.data}", f"zero={self.zero}"]
+        return " ".join(parts + (["stage=last"] if self.stage == "last" else []))
+
     def describe(self) -> str:
         if self.single:
             return "one GPU"
         parts = [f"t={self.tensor}" + (" with sequence parallelism" if self.sequence else "")]
         parts.append(f"p={self.pipeline}, m={self.microbatches}" + (f", v={self.virtual}" if self.virtual > 1 else ""))
         parts.append(f"d={self.data}, ZeRO {self.zero}")
-        where = "the most loaded GPU (first pipeline stage)" if self.stage == "first" else "the last pipeline stage"
+        where = "the last pipeline stage" if self.stage == "last" else "the most loaded GPU"
+        where += " (first pipeline stage)" if self.stage == "first" and self.pipeline > 1 else ""
         return f"per GPU of {self.gpus} ({'; '.join(parts)}), on {where}"
 
 
@@ -161,6 +167,11 @@ class Sharding:
     sequence: bool
     pipeline: str
     _gathered: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.plan.values()) - set(STYLES))
+        if unknown:
+            raise ValueError(f"unknown tensor-parallel style {unknown[0]!r} (styles: {', '.join(STYLES)})")
 
     def style(self, path: str) -> str | None:
         """The plan's style for the op at ``path`` (a run index of an unrolled block ignored)."""
@@ -215,6 +226,18 @@ class Sharding:
         if self.pipeline == "first":
             raise StageEnd(y)
         return self.full_sequence(y)
+
+
+def whole_sequence(expr: sympy.Expr, layout: Layout) -> sympy.Expr:
+    """``expr`` with seq_len written t·⌈seq_len/t⌉ under sequence parallelism, where t divides it: equal,
+    and once t has a value a polynomial with integer coefficients in ⌈seq_len/t⌉, as the compiled
+    closed forms of fit, plot and sweep need (sizes already rounded up are left alone)."""
+    if not layout.sequence:
+        return expr
+    expr = sympy.sympify(expr)
+    rounded = {c: sympy.Dummy() for c in expr.atoms(sympy.ceiling)}
+    whole = expr.xreplace(rounded).subs(seq_len, t * sympy.ceiling(seq_len / t))
+    return whole.xreplace({d: c for c, d in rounded.items()})
 
 
 def _shard(size: sympy.Expr) -> sympy.Expr:

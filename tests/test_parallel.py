@@ -273,12 +273,13 @@ def test_report_json_is_per_gpu_and_reads_back(tmp_path) -> None:
         (("--pipeline-parallel", "5"), "--pipeline-parallel 5 does not divide the layers (L=12)"),
         (("--sequence-parallel",), "sequence parallelism shards along the tensor-parallel group"),
         (("--tensor-parallel", "2", "--sequence-parallel", "-s", "127"), "does not divide the seq_len"),
+        (("--pipeline-parallel", "2", "--virtual-stages", "2", "--microbatches", "3"), "a multiple of"),
     ],
 )
 def test_a_bad_layout_is_one_line(flags: tuple[str, ...], message: str) -> None:
     from conftest import run_cli
 
-    for command in ("report", "timeline"):
+    for command in ("report", "timeline") if flags[0] == "--tensor-parallel" else ("report",):
         result = run_cli(command, "--preset", "bert-base", *flags)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
 
@@ -352,3 +353,34 @@ def test_micro_batches_after_the_first_find_every_gradient_there() -> None:
     one, four = forward_peak(Layout()), forward_peak(Layout(microbatches=4))
     gradients = model_states(symbert.trace(config), Training("adamw"))["gradients"].subs(values)
     assert four.bytes["gradients"] == gradients and four.total - one.total == gradients - one.bytes["gradients"]
+
+
+def test_fit_steps_seq_len_by_t_under_sequence_parallelism() -> None:
+    """seq_len must split over t: the answer is a multiple of t, and t more does not fit."""
+    from symbert.analysis.fit import fit
+    from symbert.analysis.states import Training
+
+    layout = Layout(tensor=4, sequence=True)
+    training = Training("adamw", memory=MemoryOptions("torch-cuda", layout=layout))
+    result = fit(symbert.preset("bert-small"), training, 2**30, batch=64)
+    assert result.seq_len % 4 == 0 and result.peak.total <= 2**30 < result.above.total
+
+
+def test_allocator_rounding_of_a_shard_is_not_dropped() -> None:
+    """pad512(4·B·seq_len/t) is not 0 because 4·B·seq_len would be a multiple of 512: at B=64, seq_len=316,
+    t=4 the shard is 20,224 bytes, 256 short of a multiple of 512."""
+    from symbert.analysis.runtime import pad512
+
+    assert pad512(4 * B * S / t).subs({B: 64, S: 316, t: 4}) == 256
+    assert pad512(512 * B * S) == 0
+
+
+def test_a_family_without_a_plan_refuses_tensor_parallelism(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from symbert.models import MODELS
+
+    monkeypatch.setitem(MODELS, "bert", dataclasses.replace(MODELS["bert"], tensor_plan={}))
+    with pytest.raises(ValueError, match="bert declares no tensor-parallel plan"):
+        symbert.trace("bert", layout=TP)
+    assert symbert.trace("bert", layout=Layout(pipeline=2)).blocks  # a pipeline needs no plan

@@ -78,7 +78,7 @@ def test_cli_sweep_csv(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(out.open()))
     assert rows[0].keys() == {
-        *["config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision", "gpu"],
+        *["config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision", "gpu", "layout"],
         "batch",
         "seq_len",
         "peak",

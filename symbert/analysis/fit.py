@@ -119,18 +119,18 @@ def _largest(poly: sympy.Expr, x: sympy.Symbol, budget: int) -> int | None:
     return int(sympy.floor(max(roots))) if roots else -1
 
 
-def largest(polys: Polynomials, x: sympy.Symbol, budget: int) -> int | None:
-    """The largest value of ``x`` (0 if none) whose exact peak fits ``budget``; None if the peak does not
-    grow with it. Each polynomial is solved exactly, then the answer is stepped down where the
-    allocator's rounding and sizes rounded up to a multiple (⌈seq_len/32⌉), which the polynomials leave
-    out, push it over: the peak grows with ``x``."""
+def largest(polys: Polynomials, x: sympy.Symbol, budget: int, step: int = 1) -> int | None:
+    """The largest multiple of ``step`` (0 if none) that ``x`` may take with its exact peak within
+    ``budget``; None if the peak does not grow with it. Each polynomial is solved exactly, then the
+    answer is stepped down where the allocator's rounding and sizes rounded up to a multiple
+    (⌈seq_len/32⌉), which the polynomials leave out, push it over: the peak grows with ``x``."""
     bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
     answers = [a for a in bounds if a is not None]
     if not answers:
         return None
-    n = max(min(answers), 0)
+    n = max(min(answers), 0) // step * step
     while n >= 1 and max(polys.exact(n)) > budget:
-        n -= 1
+        n -= step
     return n
 
 
@@ -165,17 +165,18 @@ def fit(
     x, fixed, unknown = (B, length, "batch") if batch is None else (seq_len, batch, "seq_len")
     values = {**sizes, (seq_len if x is B else B): fixed}
     polys = memory.polynomials(values, (x,))
-    n = largest(polys, x, budget)
+    step = step_of(training, unknown)
+    n = largest(polys, x, budget, step)
     if n is None:
         raise ConfigError(f"the peak does not grow with {unknown}")
-    limit = config.max_length if unknown == "seq_len" else None
+    limit = config.max_length // step * step if unknown == "seq_len" and config.max_length else None
     capped = limit is not None and n > limit
     n = limit if capped else n
-    at = max(n, 1)
+    at = max(n, step)
     peak = memory.peak({**values, x: at})
-    above = memory.peak({**values, x: n + 1}) if n >= 1 and not capped else None
+    above = memory.peak({**values, x: n + step}) if n >= 1 and not capped else None
     closed = max(polys.exact(at))
-    if closed != peak.total or (above is not None and max(polys.exact(n + 1)) != above.total):
+    if closed != peak.total or (above is not None and max(polys.exact(n + step)) != above.total):
         raise AssertionError("the closed form and the replay disagree")
     if n >= 1 and (closed > budget or (above is not None and above.total <= budget)):
         raise AssertionError(f"{unknown}={n} is not the largest that fits")
@@ -186,6 +187,12 @@ def fit(
     if solved:
         result = replace(result, reserved=reserved(graph, training, {**values, x: n}))
     return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
+
+
+def step_of(training: Training, unknown: str | None) -> int:
+    """What a solved value steps by: t for seq_len under sequence parallelism (t divides it), else 1."""
+    layout = training.memory.layout
+    return layout.tensor if unknown == "seq_len" and layout.sequence else 1
 
 
 def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[Knob, ...]:

@@ -41,14 +41,12 @@ import sympy
 
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
-from symbert.analysis.params import params
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
-from symbert.parallel import d
 from symbert.symbols import seq_len
 
 #: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
@@ -372,7 +370,7 @@ class Replay:
             self.held |= held
             self.gather(ROOT)
             self.forward(self.units, self.kept, _same)
-            self.drop_held()
+            self.drop_last_flat()
             if not self.sharding.engine.root_stays:
                 self.reshard(ROOT)
             self.record("end of forward")
@@ -523,12 +521,12 @@ class Replay:
         self.gathered[unit] = self.alloc(size, "weights", owner)
         self.record(f"all-gather {self.unit_name(unit)}", owner)
         if self.phase == "forward":
-            self.drop_held()
+            self.drop_last_flat()
             self.last_flat = flat
         elif flat is not None:
             self.release(flat)
 
-    def drop_held(self) -> None:
+    def drop_last_flat(self) -> None:
         """Free the flat buffer of the forward's last all-gather."""
         if self.last_flat is not None:
             self.release(self.last_flat)
@@ -571,7 +569,7 @@ class Replay:
             shard = self.sharding.shard(self.unit_params[unit[0]])
             self.grad_shards.append(self.alloc(size_of(nbytes * shard), "gradients", owner))
         elif not self.grad_shards:
-            partition = sympy.ceiling(params(self.graph).total / d)
+            partition = self.sharding.elements(self.graph, "gradients")
             self.grad_shards.append(self.alloc(size_of(nbytes * partition), "gradients", None))
         self.record(f"reduce-scatter gradients of {self.unit_name(unit)}", owner)
         for buf in grads:

@@ -32,13 +32,25 @@ from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
+from symbert.parallel import whole_sequence
 from symbert.quantities import QUANTITIES as REPORT_QUANTITIES
 from symbert.quantities import TRAINING_QUANTITIES
 from symbert.symbols import B, seq_len
 
 #: Quantities a sweep can evaluate, in column order: a report's, then the training step's.
 QUANTITIES = REPORT_QUANTITIES + TRAINING_QUANTITIES
-SETUP_COLUMNS = ("config", "head", "policy", "dtype", "attention", "recompute", "optimizer", "precision", "gpu")
+SETUP_COLUMNS = (
+    "config",
+    "head",
+    "policy",
+    "dtype",
+    "attention",
+    "recompute",
+    "optimizer",
+    "precision",
+    "gpu",
+    "layout",
+)
 FREE = (B, seq_len)
 CHUNK = 1 << 16
 #: Grids of at least this many points show a progress bar (on a terminal).
@@ -106,7 +118,8 @@ def compile_quantities(config: Config, training: Training, memory: StepMemory | 
     }
     states = model_states(graph, training)
     exprs |= {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"]}
-    out = {k: Compiled.of(sympy.sympify(v).subs(values)) for k, v in exprs.items()}
+    layout = training.memory.layout
+    out = {k: Compiled.of(whole_sequence(v, layout).subs(values)) for k, v in exprs.items()}
     polys = (memory or step_memory(graph, training, values)).polynomials(values, FREE)
     out["peak"] = Compiled(polys.exponents, polys.totals, polys.pad_args, polys.pad_totals, polys.gens)
     return out
@@ -230,7 +243,7 @@ def sweep(
             m = training.memory
             setup = (config.name, config.task.head, m.policy, m.activation_dtype, m.attention, m.recompute)
             gpu = training.gpu or ("cuda" if training.runtime else "")
-            prefix = csv_line((*setup, training.optimizer, training.precision, gpu, ""))[:-1]
+            prefix = csv_line((*setup, training.optimizer, training.precision, gpu, m.layout.tag, ""))[:-1]
             for batch, length in grid_blocks(batches, usable):
                 tops = (int(batch.max()), int(length.max()))
                 values = [compiled[q].constant for q in quantities]

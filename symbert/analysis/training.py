@@ -26,7 +26,7 @@ from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
 from symbert.analysis.sizes import Size, add_to, at_least, ceiling_values, ceilings, expr_of, scaled, size_of
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
-from symbert.parallel import Layout, stage_factor
+from symbert.parallel import Layout, stage_factor, whole_sequence
 from symbert.symbols import seq_len
 
 
@@ -225,7 +225,8 @@ class StepMemory:
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
-        monomials = [m.subs(fixed) for m in self.monomials]
+        layout = self.training.memory.layout
+        monomials = [sympy.expand(whole_sequence(m, layout).subs(fixed)) for m in self.monomials]
         gens = ceilings(monomials, free)
         for i, m in enumerate(monomials):
             if m.has(pad512) and m.free_symbols & set(free):
