@@ -317,10 +317,18 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
 )
-def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str) -> None:
-    """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch."""
+@parallel_options
+def validate(
+    config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str, layout: Any
+) -> None:
+    """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch.
+
+    With --data-parallel D (--zero 0: DDP; 3: FSDP2) or --tensor-parallel T, starts the ranks itself
+    (one process each, gloo on CPU) and compares each rank with the per-GPU prediction."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
+    if not layout.single:
+        return validate_ranks(config, batch, seq_len, (dtype, device, attention, precision), layout)
     if device == "cuda":
         _require_cuda()
     from symbert.render import reports
@@ -333,6 +341,27 @@ def validate(config: Config, batch: int, seq_len: int, dtype: str, device: str, 
     shown = f"autocast {dtype}" if amp else dtype
     reports.print_checks(config, batch, seq_len, shown, checks, device, attention)
     if not all(c.ok for c in checks):
+        sys.exit(1)
+
+
+def validate_ranks(config: Config, batch: int, seq_len: int, setup: tuple[str, ...], layout: Any) -> None:
+    """validate's distributed runs: each rank against the per-GPU prediction; exit 1 on a mismatch."""
+    if setup != ("float32", "cpu", "eager", "fp32"):
+        raise ConfigError(
+            "distributed validation runs float32 eager attention on CPU: drop --dtype, --device, "
+            "--attention and --precision"
+        )
+    from symbert.render import reports
+    from symbert.validate import distributed
+
+    ranks = distributed.validate_ranks(config, batch, seq_len, layout)
+    how = distributed.describe(layout)
+    for rank, checks in enumerate(ranks):
+        where = f"; rank {rank} of {how}"
+        reports.print_checks(config, batch, seq_len, "float32", checks, "cpu", "eager", where)
+    click.echo(f"peak within {distributed.PEAK_TOLERANCE:.0%}: gloo's own buffers are outside PyTorch's allocator")
+    click.echo(distributed.NOTES[distributed.kind(layout)])
+    if not all(c.ok for checks in ranks for c in checks):
         sys.exit(1)
 
 

@@ -241,10 +241,17 @@ def print_graph(config: Config) -> None:
 
 
 def print_checks(
-    config: Config, batch: int, seq_len: int, dtype: str, checks: list, device: str = "cpu", attention: str = "eager"
+    config: Config,
+    batch: int,
+    seq_len: int,
+    dtype: str,
+    checks: list,
+    device: str = "cpu",
+    attention: str = "eager",
+    where: str = "",
 ) -> None:
-    """Predicted against measured, one row per quantity."""
-    setup = f"B={batch}, seq_len={seq_len}, {dtype}, torch-{device}, {attention} attention"
+    """Predicted against measured, one row per quantity; ``where`` names the rank of a distributed run."""
+    setup = f"B={batch}, seq_len={seq_len}, {dtype}, torch-{device}, {attention} attention{where}"
     table = Table(title=f"{describe(config)}; {setup}", title_justify="left")
     for col in ("quantity", "predicted", "measured", "difference", ""):
         table.add_column(col, justify="right")

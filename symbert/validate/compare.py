@@ -96,6 +96,16 @@ PEAK_TOLERANCE = 0.005
 VALIDATE_LIMIT = 16 * 2**30
 
 
+def check_size(predicted: Any) -> None:
+    """A ConfigError when the model a report predicts needs more than :data:`VALIDATE_LIMIT` to run."""
+    need = 4 * predicted.value("params") + predicted.value("activation_bytes")
+    if need > VALIDATE_LIMIT:
+        raise ConfigError(
+            f"validate builds and runs the real model: this one needs about {quantity(need, 'bytes')} "
+            f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
+        )
+
+
 def validate(
     config: Config,
     batch: int,
@@ -118,12 +128,7 @@ def validate(
         raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
     options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
-    need = 4 * predicted.value("params") + predicted.value("activation_bytes")
-    if need > VALIDATE_LIMIT:
-        raise ConfigError(
-            f"validate builds and runs the real model: this one needs about {quantity(need, 'bytes')} "
-            f"(at most {quantity(VALIDATE_LIMIT, 'bytes')}); try smaller sizes"
-        )
+    check_size(predicted)
     model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
     saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
     forward, backward = measure.measure_flops(model, inputs)

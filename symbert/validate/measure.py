@@ -11,6 +11,9 @@ Conventions shared by all functions:
   for the backward pass, counted by storage: a saved view keeps its whole base storage alive, and a
   storage saved several times is counted once. Parameter and buffer storages are not activations and
   are left out of the totals; the model inputs (token ids kept by embedding lookups) are counted;
+* a DTensor (tensor parallelism, FSDP2) is counted by its local tensor's storage: what this process
+  holds. A parameter is whatever parameter a running module holds at the moment it is saved, so FSDP2's
+  gathered full weights count as parameters, not activations;
 * FLOPs are what ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix products and its SDPA
   kernel formulas), for one forward and for the backward of the loss: the model's own loss when it is
   given labels (a task model), else the sum of every floating output. The counter has no formula for
@@ -155,9 +158,22 @@ def make_inputs(
     return inputs
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The part of ``tensor`` this process holds: a DTensor's local tensor (read without recording an
+    autograd op), else the tensor itself."""
+    return getattr(tensor, "_local_tensor", tensor)
+
+
+def storage_of(tensor: torch.Tensor) -> Any:
+    """The storage this process holds for ``tensor`` (:func:`local`)."""
+    return local(tensor).untyped_storage()
+
+
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameter elements, each shared (tied) parameter counted once."""
-    return sum(p.numel() for p in model.parameters())
+    """Parameter elements this process holds: each parameter storage once (tied parameters share one), a
+    DTensor's local shard (FSDP2's as stored, padded to equal rows on every rank)."""
+    storages = {storage_of(p).data_ptr(): storage_of(p).nbytes() // p.element_size() for p in model.parameters()}
+    return sum(storages.values())
 
 
 def _grad_outputs(output: Any) -> list[torch.Tensor]:
@@ -225,22 +241,23 @@ def saved_tensor_records(
     """
     import torch
 
-    packed: list[tuple[str, torch.Tensor]] = []
-    module_stack = [""]
+    packed: list[tuple[str, torch.Tensor, bool]] = []
+    module_stack: list[tuple[str, torch.nn.Module]] = [("", model)]
 
-    def enter(name: str) -> Callable[..., None]:
-        return lambda *_: module_stack.append(name)
+    def enter(name: str, module: torch.nn.Module) -> Callable[..., None]:
+        return lambda *_: module_stack.append((name, module))
 
     def leave(*_: object) -> None:
         module_stack.pop()
 
     hooks = []
     for name, module in model.named_modules():
-        hooks.append(module.register_forward_pre_hook(enter(name)))
+        hooks.append(module.register_forward_pre_hook(enter(name, module)))
         hooks.append(module.register_forward_hook(leave))
 
     def pack(tensor: torch.Tensor) -> int:
-        packed.append((module_stack[-1], tensor))
+        running = {storage_of(p).data_ptr() for _, m in module_stack for p in m.parameters(recurse=False)}
+        packed.append((module_stack[-1][0], tensor, storage_of(tensor).data_ptr() in running))
         return len(packed) - 1
 
     holders: dict[int, tuple[str, str]] = {}
@@ -266,24 +283,24 @@ def saved_tensor_records(
 
     owners = {t.untyped_storage().data_ptr(): "input" for t in inputs.values()}
     owners |= {t.untyped_storage().data_ptr(): "buffer" for t in model.buffers()}
-    owners |= {p.untyped_storage().data_ptr(): "parameter" for p in model.parameters()}
+    owners |= {storage_of(p).data_ptr(): "parameter" for p in model.parameters()}
     storage_index: dict[int, int] = {}
     records = []
     for handle in sorted(holders):
-        module, tensor = packed[handle]
+        module, tensor, parameter = packed[handle]
         node, slot = holders[handle]
-        storage = tensor.untyped_storage()
+        storage = storage_of(tensor)
         records.append(
             SavedTensorRecord(
                 node=node,
                 slot=slot,
                 module=module,
-                shape=tuple(tensor.shape),
+                shape=tuple(local(tensor).shape),
                 dtype=str(tensor.dtype).removeprefix("torch."),
                 storage=storage_index.setdefault(storage.data_ptr(), len(storage_index)),
                 storage_nbytes=storage.nbytes(),
-                is_view=tensor._base is not None,
-                source=owners.get(storage.data_ptr(), "activation"),
+                is_view=local(tensor)._base is not None,
+                source="parameter" if parameter else owners.get(storage.data_ptr(), "activation"),
             )
         )
     return records

@@ -6,9 +6,10 @@ A step is ``loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=T
 loss is its own (it is given labels) and only the loss is kept, the logits dropped before backward as
 Hugging Face's Trainer does; a bare model's loss is the sum of its differentiable outputs, which stay
 alive until backward ends. The profiler's memory
-events give every allocation and free of the CPU allocator; memory at any moment is what was alive
-when profiling started (the parameters and the inputs, counted from their storages) plus the running
-sum of those events. Model buffers (position ids) are left out, as symbert's prediction leaves them out.
+events give every allocation and free of the CPU allocator; the model and its inputs are built under
+the profiler (the allocator reports no free of memory allocated before profiling started, and sharding
+a model frees its full parameters), so memory at any moment is the running sum of those events. Model
+buffers (position ids) are left out, as symbert's prediction leaves them out.
 
 On CUDA (:func:`measure_steps_cuda`) the caching allocator's own counters measure each phase:
 ``reset_peak_memory_stats`` before it, then ``max_memory_allocated`` and ``max_memory_reserved``. They
@@ -142,21 +143,18 @@ def measure_steps_cuda(
 
 
 def measure_steps(
-    model: Any, inputs: Mapping[str, Any], optimizer: str = "adamw", steps: int = 2, amp: str | None = None
-) -> MeasuredSteps:
-    """Profile ``steps`` training steps of a Hugging Face model on ``inputs``; with ``amp`` (a 16-bit
-    dtype name) the forward and loss run under CPU autocast, as Hugging Face's Trainer runs them, and
-    float16 scales the loss and steps through a GradScaler."""
+    prepare: Callable[[], tuple[Any, Mapping[str, Any]]],
+    optimizer: str = "adamw",
+    steps: int = 2,
+    amp: str | None = None,
+) -> tuple[MeasuredSteps, Any, Mapping[str, Any]]:
+    """Profile ``steps`` training steps of the model and inputs ``prepare`` builds (under the profiler,
+    so that everything it allocates and frees counts: a data-parallel wrapper's buckets, a sharded
+    model's full parameters freed); with ``amp`` (a 16-bit dtype name) the forward and loss run under CPU
+    autocast, as Hugging Face's Trainer runs them, and float16 scales the loss and steps through a
+    GradScaler. Returns the phases, the model and the inputs."""
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
-
-    name, kwargs = OPTIMIZERS[optimizer]
-    opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
-    backward, update = _stepping(opt, amp, "cpu")
-
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in inputs.values()}
-    storages |= {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
-    baseline = sum(storages.values())
 
     def phase(label: str, fn: Callable[[], Any]) -> Any:
         with record_function(f"symbert::{label}"):
@@ -168,6 +166,10 @@ def measure_steps(
             return (None if output.get("loss") is not None else output), measure.loss_of(output)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model, inputs = prepare()
+        name, kwargs = OPTIMIZERS[optimizer]
+        opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
+        backward, update = _stepping(opt, amp, "cpu")
         for step in range(1, steps + 1):
             output, loss = phase(f"{step}:forward", forward)
             phase(f"{step}:backward", lambda loss=loss: backward(loss))
@@ -177,8 +179,9 @@ def measure_steps(
     events = list(prof.profiler.kineto_results.events())
     memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     spans = sorted((e.start_ns(), e.end_ns(), e.name()) for e in events if e.name().startswith("symbert::"))
+    buffers = {measure.storage_of(b).data_ptr(): measure.storage_of(b).nbytes() for b in model.buffers()}
     phases = []
-    current, i = baseline, 0
+    current, i = -sum(buffers.values()), 0
     for begin, end, label in spans:
         while i < len(memory) and memory[i][0] < begin:
             current += memory[i][1]
@@ -190,7 +193,7 @@ def measure_steps(
             i += 1
         step, name = label.removeprefix("symbert::").split(":")
         phases.append(Phase(int(step), name, start, high, current))
-    return MeasuredSteps(baseline, tuple(phases))
+    return MeasuredSteps(phases[0].start, tuple(phases)), model, inputs
 
 
 @dataclass(frozen=True)
@@ -260,12 +263,13 @@ def check_peak(
     else:
         training = Training(optimizer, precision, MemoryOptions("torch-cpu", amp, attention))
     peak = step_memory(graph, training, values).peak(values)
-    model, inputs = hugging_face(config, batch, seq_len, "float32", attention, device)
     if device == "cuda":
+        model, inputs = hugging_face(config, batch, seq_len, "float32", attention, device)
         measured = measure_steps_cuda(model, inputs, optimizer, amp=amp)
         estimate = reserved(graph, training, values)
     else:
-        measured, estimate = measure_steps(model, inputs, optimizer, amp=amp), None
+        built = measure_steps(lambda: hugging_face(config, batch, seq_len, "float32", attention), optimizer, amp=amp)
+        measured, estimate = built[0], None
     return PeakCheck(config.name, batch, seq_len, optimizer, peak.total, peak.where, measured, device, estimate)
 
 
