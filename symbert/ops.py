@@ -3,7 +3,9 @@
 Each entry states, once, what the analyses need to know about the op:
 
 * ``saves``: which of its tensors PyTorch autograd keeps for backward (``in0`` is the first input,
-  ``out1`` the second output). Their dtypes and whether some are ignored is the backend policy's call.
+  ``out1`` the second output); ``in1 for in0`` keeps ``in1`` only when ``in0`` needs a gradient (a
+  product keeps each operand for the other's gradient). Their dtypes and whether some are ignored is
+  the backend policy's call.
 * ``flops_per_element``: the non-matmul cost convention, operations per output element.
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
@@ -155,9 +157,10 @@ def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
     return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("mul", saves=("in0", "in1"), flops_per_element=1, autocast="promote")
+@_op("mul", saves=("in1 for in0", "in0 for in1"), flops_per_element=1, autocast="promote")
 def mul(a: Tensor, b: Tensor, name: str = "mul") -> Tensor:
-    """Element-wise product of two tensors, with broadcasting."""
+    """Element-wise product (or quotient) of two tensors, with broadcasting; each operand is kept for the
+    other's gradient, so a product with a constant or a mask keeps only that."""
     return active().record("mul", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
@@ -291,9 +294,10 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
 
 
 @_op("mask_bias", autocast="weights")
-def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias") -> Tensor:
-    """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``."""
-    return active().record("mask_bias", name, [mask], [(shape, ACT, Role.MASK, None)])[0]
+def mask_bias(mask: Tensor, shape: Shape, name: str = "mask_bias", dtype: str = ACT) -> Tensor:
+    """Turn a 0/1 padding mask into an attention mask of ``shape``: an additive bias (0 or the dtype's
+    minimum) in the embeddings' dtype, or with ``dtype`` given the 0/1 values in it (DeBERTa's)."""
+    return active().record("mask_bias", name, [mask], [(shape, dtype, Role.MASK, None)])[0]
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
@@ -334,3 +338,54 @@ def mse_loss(x: Tensor, target: Tensor, name: str = "mse_loss") -> Tensor:
 def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") -> Tensor:
     """Mean binary cross-entropy on logits (a stable log-sigmoid per element); backward keeps input and target."""
     return _pointwise_loss("bce_with_logits", name, x, target)
+
+
+@_op("expand", view=True)
+def expand(x: Tensor, shape: Shape, name: str = "expand") -> Tensor:
+    """View broadcast to a larger ``shape`` (size-1 dimensions repeated without copying)."""
+    _check(len(_broadcast(x.shape, shape)) == len(shape), f"{name}: cannot expand {list(x.shape)} to {list(shape)}")
+    return active().record("expand", name, [x], [(tuple(shape), x.dtype, x.role, x.name)])[0]
+
+
+@_op("tile")
+def tile(x: Tensor, shape: Shape, name: str = "tile") -> Tensor:
+    """``Tensor.repeat``: a new tensor of ``shape`` holding copies of ``x`` along its leading dimension."""
+    t = active()
+    _check(t.same(sympy.expand(numel(shape) / x.numel * x.shape[0]), shape[0]), f"{name}: cannot tile {list(x.shape)}")
+    return t.record("tile", name, [x], [(tuple(shape), x.dtype, x.role, None)])[0]
+
+
+@_op("gather", saves=("in0", "in1"))
+def gather(x: Tensor, index: Tensor, name: str = "gather") -> Tensor:
+    """Entries of ``x`` picked along the last dimension by an int64 index of the output's shape; backward
+    keeps both (DeBERTa's relative-position scores)."""
+    _check(index.role in (Role.INDEX, Role.BUFFER), f"{name}: gather indices must be an index tensor")
+    return active().record("gather", name, [x, index], [(index.shape, x.dtype, Role.ACTIVATION, None)])[0]
+
+
+@_op("invert_mask")
+def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
+    """``~mask.bool()``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
+    return active().record("invert_mask", name, [mask], [(mask.shape, "bool", Role.MASK, None)])[0]
+
+
+@_op("masked_fill", saves=("in1",), flops_per_element=1)
+def masked_fill(x: Tensor, mask: Tensor, name: str = "masked_fill") -> Tensor:
+    """A copy of ``x`` with the entries where a bool mask (broadcast) is true set to a constant; backward
+    keeps the mask."""
+    out = (_broadcast(x.shape, mask.shape), ACT, Role.ACTIVATION, None)
+    return active().record("masked_fill", name, [x, mask], [out])[0]
+
+
+@_op("constant")
+def constant(name: str = "constant") -> Tensor:
+    """A 0-dim tensor computed at run time in the activations' dtype (DeBERTa's √(d·factor) scale);
+    it needs no gradient."""
+    return active().record("constant", name, [], [((), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("parameter", autocast="weights")
+def parameter(name: str, shape: Shape) -> Tensor:
+    """A parameter read as a tensor (DeBERTa's relative-position table): the model's own storage,
+    not an activation."""
+    return active().record("parameter", name, [], [(tuple(shape), ACT, Role.BUFFER, None)], [("weight", shape)])[0]

@@ -78,7 +78,10 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
     """What the op's autograd formula keeps, less what the policy ignores."""
     if not any(graph.tensor(t).requires_grad for t in node.outputs):
         return
-    for slot in OPS[node.op].saves:
+    for entry in OPS[node.op].saves:
+        slot, _, needs = entry.partition(" for ")
+        if needs and not graph.tensor(node.inputs[int(needs[-1])]).requires_grad:
+            continue
         names = node.inputs if slot.startswith("in") else node.outputs
         tensor = graph.tensor(names[int(slot[-1])])
         if tensor.role not in NOT_SAVED | options.backend.ignored:

@@ -37,6 +37,7 @@ MODEL_CLASSES: dict[str, str] = {
     "roberta": "RobertaModel",
     "distilbert": "DistilBertModel",
     "gpt2": "GPT2Model",
+    "deberta-v2": "DebertaV2Model",
 }
 """Supported ``model_type`` values and the bare ``transformers`` model class built for each."""
 
