@@ -20,7 +20,21 @@ position_buckets = sympy.Symbol("position_buckets", **_INT)  # DeBERTa's relativ
 num_labels = sympy.Symbol("num_labels", **_INT)  # a classifier's outputs
 C = sympy.Symbol("C", **_INT)  # a multiple-choice model's choices per example
 
-ALL: tuple[sympy.Symbol, ...] = (B, seq_len, L, H, E, A, I, vocab_size, type_size, position_size, position_buckets, num_labels, C)
+ALL: tuple[sympy.Symbol, ...] = (
+    B,
+    seq_len,
+    L,
+    H,
+    E,
+    A,
+    I,
+    vocab_size,
+    type_size,
+    position_size,
+    position_buckets,
+    num_labels,
+    C,
+)
 BY_NAME: dict[str, sympy.Symbol] = {s.name: s for s in ALL}
 
 #: BERT's fixed relations: embedding size equals hidden size, intermediate size is four times it.

@@ -62,7 +62,7 @@ def position_projection(name: str, table: Tensor, rows: sympy.Expr) -> Tensor:
 def position_scores(x: Tensor, table: Tensor, index: Tensor, name: str) -> Tensor:
     """x·tableᵀ over the 2k buckets, then each pair's bucket gathered: [rows·A, seq_len, seq_len]."""
     scores = F.matmul(x, F.transpose(table, 1, 2), name=f"{name}_scores")
-    return F.gather(scores, F.expand(index, scores.shape[:2] + (seq_len,), name=f"{name}_index"), name=name)
+    return F.gather(scores, F.expand(index, (*scores.shape[:2], seq_len), name=f"{name}_index"), name=name)
 
 
 def self_attention(
