@@ -18,6 +18,7 @@ from symbert.analysis import sdpa
 from symbert.analysis.autocast import resolve, weight_copies
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
+from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
@@ -159,6 +160,8 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
     see :func:`saved`)."""
     options = options or MemoryOptions()
+    if options.attention != "eager" and not any(ATTENTION_CALL in n.regions for n in graph.nodes):
+        raise ConfigError(f"{graph.model} runs eager attention only (Hugging Face has no sdpa for it)")
     graph = resolve(graph, options)
     spec = model_of(graph)
     claimed: set[str] = set()

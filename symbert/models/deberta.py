@@ -22,8 +22,10 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
-from symbert.tracer import buffer, param_name, repeat, scope
+from symbert.tracer import buffer, param_name, region, repeat, scope
 
+#: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
+ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
 #: The position terms every supported config has: pos_att_type p2c and c2p (the scale is √(3·d)).
 SCALE_FACTOR = 3
 
@@ -72,21 +74,39 @@ def self_attention(
     rows = x.shape[0]
     with scope("self"):
         q, k, v = (heads_of(F.linear(n, x, H)) for n in ("query_proj", "key_proj", "value_proj"))
-        scores = F.matmul(q, scaled(F.transpose(k, 1, 2), "key_scaled"), name="scores")
-        table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
-        pos_key = position_projection("key_proj" if share_att_key else "pos_key_proj", table, rows)
-        pos_query = position_projection("query_proj" if share_att_key else "pos_query_proj", table, rows)
-        c2p_index = F.clamp(relative_pos, name="c2p_pos")
-        bias = F.shift(scaled(position_scores(q, pos_key, c2p_index, "c2p"), "c2p_scaled"), 0.0, name="score")
-        p2c_index = F.clamp(relative_pos, name="p2c_pos")
-        p2c = F.transpose(position_scores(k, pos_query, p2c_index, "p2c"), 1, 2)
-        bias = F.add(bias, scaled(p2c, "p2c_scaled"), name="score_add")
-        scores = F.reshape(F.add(scores, bias, name="add_position"), (rows, A, seq_len, seq_len))
-        scores = F.masked_fill(scores, F.invert_mask(mask), name="fill_mask")
-        probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
-        context = F.matmul(probs, v, name="context")
+        k_scaled = scaled(F.transpose(k, 1, 2), "key_scaled")
+        with region(ATTENTION_CORE):
+            scores = F.matmul(q, k_scaled, name="scores")
+        with region(POSITION_SCORES):
+            bias = position_bias(q, k, relative_pos, rel_embeddings, share_att_key, p)
+        filled = F.invert_mask(mask)
+        with region(ATTENTION_CORE):
+            scores = F.add(scores, bias, name="add_position")
+            scores = F.masked_fill(F.reshape(scores, (rows, A, seq_len, seq_len)), filled, name="fill_mask")
+            probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
+            context = F.matmul(probs, v, name="context")
         context = F.transpose(F.reshape(context, (rows, A, seq_len, H / A)), 1, 2)
         return F.reshape(F.contiguous(context), (rows, seq_len, H))
+
+
+def position_bias(
+    q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float
+) -> Tensor:
+    """disentangled_attention_bias: the content→position scores (queries against the projected position
+    keys, at each pair's bucket) plus the position→content ones (keys against the position queries,
+    transposed), each scaled: [rows·A, seq_len, seq_len]."""
+    rows = q.shape[0] / A
+    table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
+    if share_att_key:
+        pos_query = position_projection("query_proj", table, rows)
+        pos_key = position_projection("key_proj", table, rows)
+    else:
+        pos_key = position_projection("pos_key_proj", table, rows)
+        pos_query = position_projection("pos_query_proj", table, rows)
+    c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
+    bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
+    p2c = F.transpose(position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c"), 1, 2)
+    return F.add(bias, scaled(p2c, "p2c_scaled"), name="score_add")
 
 
 def layer(
@@ -246,10 +266,8 @@ SPEC = ModelSpec(
     activation_components=(
         Component("embeddings", "embeddings"),
         Component("relative positions", "encoder/LayerNorm"),
-        Component("position scores", f"{LAYER}/attention/self", ops=("gather", "tile", "clamp", "expand")),
-        Component("position scores", f"{LAYER}/attention/self/c2p_scores"),
-        Component("position scores", f"{LAYER}/attention/self/p2c_scores"),
-        Component("attention scores", f"{LAYER}/attention/self", ops=("matmul", "softmax", "dropout", "masked_fill")),
+        Component("position scores", LAYER, region=POSITION_SCORES),
+        Component("attention scores", LAYER, region=ATTENTION_CORE),
         Component("layernorms", LAYER, ops=("layernorm",)),
         Component("rest of attention", f"{LAYER}/attention"),
         Component("feed-forward", LAYER),
