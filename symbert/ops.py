@@ -388,4 +388,4 @@ def constant(name: str = "constant") -> Tensor:
 def parameter(name: str, shape: Shape) -> Tensor:
     """A parameter read as a tensor (DeBERTa's relative-position table): the model's own storage,
     not an activation."""
-    return active().record("parameter", name, [], [(tuple(shape), ACT, Role.BUFFER, None)], [("weight", shape)])[0]
+    return active().record("parameter", name, [], [(tuple(shape), ACT, Role.PARAMETER, None)], [("weight", shape)])[0]

@@ -22,7 +22,7 @@ from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 
-NOT_SAVED = frozenset({Role.BUFFER})
+NOT_SAVED = frozenset({Role.BUFFER, Role.PARAMETER})
 
 #: Sizes known so far (a config's), which decide what depends on a concrete size (the SDPA kernel).
 Values = Mapping[sympy.Symbol, int] | None
