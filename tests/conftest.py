@@ -56,7 +56,8 @@ def random_configs(model: str, n: int, seed: int = 0) -> list[Config]:
             s.position_size: rng.randint(8, 40),
             s.type_size: rng.randint(1, 3),
         }
-        values = {key: by_symbol[symbol] for key, symbol in spec.fields.items()}
+        # A family's own sizes (DeBERTa's position buckets) take a small value.
+        values = {key: by_symbol.get(symbol) or rng.randint(2, 12) for key, symbol in spec.fields.items()}
         options = {"pooler": rng.random() < 0.7} if spec.option("pooler") else {}
         configs.append(Config(model, values, f"{model}-random-{i}", options))
     return configs
