@@ -71,7 +71,9 @@ class ModelSpec:
     (a, b) where b must divide a. ``derived`` gives symbols the structure ties to others (BERT's E = H),
     used both to evaluate and to check shapes; ``substitutions`` are the family's conventions shown in
     its substituted formulas (BERT's E = H, I = 4H). ``position_offset`` is how many positions the
-    model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it.
+    model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it. ``constraints`` are
+    Hugging Face config values the family is modelled with (ALBERT's one layer group, DeBERTa's relative
+    attention): a config file with another value is refused, and validation builds the model with them.
 
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
