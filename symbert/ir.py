@@ -18,13 +18,15 @@ Shape = tuple[sympy.Expr, ...]
 
 
 class Role(StrEnum):
-    """What a tensor is for, which decides how analyses treat it."""
+    """What a tensor is for, which decides how analyses treat it. A ``PARAMETER`` tensor is a parameter
+    read as a tensor: it needs a gradient but, like a buffer, is the model's storage, not an activation."""
 
     ACTIVATION = "activation"
     INDEX = "index"
     MASK = "mask"
     STATISTICS = "statistics"
     BUFFER = "buffer"
+    PARAMETER = "parameter"
 
 
 #: The prefix of the region that tags one run of an unrolled repeat (``run:encoder/layer/3``).

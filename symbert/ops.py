@@ -3,7 +3,9 @@
 Each entry states, once, what the analyses need to know about the op:
 
 * ``saves``: which of its tensors PyTorch autograd keeps for backward (``in0`` is the first input,
-  ``out1`` the second output). Their dtypes and whether some are ignored is the backend policy's call.
+  ``out1`` the second output); ``in1 for in0`` keeps ``in1`` only when ``in0`` needs a gradient (a
+  product keeps each operand for the other's gradient). Their dtypes and whether some are ignored is
+  the backend policy's call.
 * ``flops_per_element``: the non-matmul cost convention, operations per output element.
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
@@ -174,9 +176,10 @@ def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
     return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
-@_op("mul", saves=("in0", "in1"), flops_per_element=1, autocast="promote")
+@_op("mul", saves=("in1 for in0", "in0 for in1"), flops_per_element=1, autocast="promote")
 def mul(a: Tensor, b: Tensor, name: str = "mul") -> Tensor:
-    """Element-wise product of two tensors, with broadcasting."""
+    """Element-wise product (or quotient) of two tensors, with broadcasting; each operand is kept for the
+    other's gradient, so a product with a constant or a mask keeps only that."""
     return active().record("mul", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
 
 
@@ -337,13 +340,15 @@ def mask_bias(
     like: Tensor | None = None,
     name: str = "mask_bias",
     window: sympy.Expr | None = None,
+    dtype: str = ACT,
 ) -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``, in the dtype
     of ``like`` (the embeddings' output it is built for), else of the float32 weights; with ``window``,
-    also masking every pair of positions further apart than it (a sliding-window mask)."""
+    also masking every pair of positions further apart than it (a sliding-window mask). With ``dtype``
+    given, the 0/1 values in that dtype instead (DeBERTa's)."""
     inputs = [mask] if like is None else [mask, like]
     attrs = {} if window is None else {"window": window}
-    return active().record("mask_bias", name, inputs, [(shape, ACT, Role.MASK, None)], attrs=attrs)[0]
+    return active().record("mask_bias", name, inputs, [(shape, dtype, Role.MASK, None)], attrs=attrs)[0]
 
 
 @_op("rope_tables", autocast="weights")
@@ -451,3 +456,54 @@ def split(x: Tensor, dim: int, parts: sympy.Expr, name: str = "split") -> Tensor
     shape[dim] = shape[dim] / parts
     attrs = {"dim": dim, "parts": parts}
     return active().record("split", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+
+
+@_op("expand", view=True)
+def expand(x: Tensor, shape: Shape, name: str = "expand") -> Tensor:
+    """View broadcast to a larger ``shape`` (size-1 dimensions repeated without copying)."""
+    _check(len(_broadcast(x.shape, shape)) == len(shape), f"{name}: cannot expand {list(x.shape)} to {list(shape)}")
+    return active().record("expand", name, [x], [(tuple(shape), x.dtype, x.role, x.name)])[0]
+
+
+@_op("tile")
+def tile(x: Tensor, shape: Shape, name: str = "tile") -> Tensor:
+    """``Tensor.repeat``: a new tensor of ``shape`` holding copies of ``x`` along its leading dimension."""
+    t = active()
+    _check(t.same(sympy.expand(numel(shape) / x.numel * x.shape[0]), shape[0]), f"{name}: cannot tile {list(x.shape)}")
+    return t.record("tile", name, [x], [(tuple(shape), x.dtype, x.role, None)])[0]
+
+
+@_op("gather", saves=("in0", "in1"))
+def gather(x: Tensor, index: Tensor, name: str = "gather") -> Tensor:
+    """Entries of ``x`` picked along the last dimension by an int64 index of the output's shape; backward
+    keeps both (DeBERTa's relative-position scores)."""
+    _check(index.role in (Role.INDEX, Role.BUFFER), f"{name}: gather indices must be an index tensor")
+    return active().record("gather", name, [x, index], [(index.shape, x.dtype, Role.ACTIVATION, None)])[0]
+
+
+@_op("invert_mask")
+def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
+    """``~mask.bool()``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
+    return active().record("invert_mask", name, [mask], [(mask.shape, "bool", Role.MASK, None)])[0]
+
+
+@_op("masked_fill", saves=("in1",), flops_per_element=1)
+def masked_fill(x: Tensor, mask: Tensor, name: str = "masked_fill") -> Tensor:
+    """A copy of ``x`` with the entries where a bool mask (broadcast) is true set to a constant; backward
+    keeps the mask."""
+    out = (_broadcast(x.shape, mask.shape), ACT, Role.ACTIVATION, None)
+    return active().record("masked_fill", name, [x, mask], [out])[0]
+
+
+@_op("constant")
+def constant(name: str = "constant") -> Tensor:
+    """A 0-dim tensor computed at run time in the activations' dtype (DeBERTa's √(d·factor) scale);
+    it needs no gradient."""
+    return active().record("constant", name, [], [((), ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("parameter", autocast="weights")
+def parameter(name: str, shape: Shape) -> Tensor:
+    """A parameter read as a tensor (DeBERTa's relative-position table): the model's own storage,
+    not an activation."""
+    return active().record("parameter", name, [], [(tuple(shape), ACT, Role.PARAMETER, None)], [("weight", shape)])[0]

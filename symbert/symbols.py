@@ -16,6 +16,7 @@ I = sympy.Symbol("I", **_INT)  # noqa: E741 - the seed's name for the intermedia
 vocab_size = sympy.Symbol("vocab_size", **_INT)
 type_size = sympy.Symbol("type_size", **_INT)
 position_size = sympy.Symbol("position_size", **_INT)
+position_buckets = sympy.Symbol("position_buckets", **_INT)  # DeBERTa's relative-position buckets
 num_labels = sympy.Symbol("num_labels", **_INT)  # a classifier's outputs
 C = sympy.Symbol("C", **_INT)  # a multiple-choice model's choices per example
 window = sympy.Symbol("window", **_INT)  # a sliding-window attention's width (ModernBERT's local_attention)
@@ -23,7 +24,7 @@ global_every = sympy.Symbol("global_every", **_INT)  # one global-attention laye
 L_global = sympy.Symbol("L_global", **_INT)  # the layers that attend globally, ⌈L/global_every⌉ (ModernBERT)
 
 ALL: tuple[sympy.Symbol, ...] = (
-    *(B, seq_len, L, H, E, A, I, vocab_size, type_size, position_size, num_labels, C),
+    *(B, seq_len, L, H, E, A, I, vocab_size, type_size, position_size, position_buckets, num_labels, C),
     *(window, global_every, L_global),
 )
 BY_NAME: dict[str, sympy.Symbol] = {s.name: s for s in ALL}

@@ -91,7 +91,7 @@ class Tracer:
                 shape=tuple(sympy.sympify(d) for d in shape),
                 dtype=dtype,
                 role=role,
-                requires_grad=grad and role == Role.ACTIVATION,
+                requires_grad=grad and role in (Role.ACTIVATION, Role.PARAMETER),
                 producer=node_name,
                 block=self._block,
                 base=base,

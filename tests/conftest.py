@@ -60,7 +60,8 @@ def random_configs(model: str, n: int, seed: int = 0) -> list[Config]:
             heads = max(heads, 2)
             by_symbol |= {s.window: rng.randint(2, 6), s.global_every: rng.randint(2, 4), s.A: heads}
             by_symbol[s.H] = heads * 2 * rng.randint(1, 6)
-        values = {key: by_symbol[symbol] for key, symbol in spec.fields.items()}
+        # A family's own sizes (DeBERTa's position buckets) take a small value.
+        values = {key: by_symbol.get(symbol) or rng.randint(2, 12) for key, symbol in spec.fields.items()}
         options = {"pooler": rng.random() < 0.7} if spec.option("pooler") else {}
         configs.append(Config(model, values, f"{model}-random-{i}", options))
     return configs

@@ -29,7 +29,7 @@ def config_with(config: symbert.Config, **options: object) -> symbert.Config:
 # ---- the graph
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", [m for m, spec in MODELS.items() if spec.option("padding")])
 def test_every_family_takes_the_option(model: str) -> None:
     """Padded: one padding mask_bias [B, 1, seq_len, seq_len] (as masking_utils builds it) and an add to the
     scores in each layer; without padding neither, though the caller still passes attention_mask. A

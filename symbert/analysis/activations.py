@@ -18,11 +18,12 @@ from symbert.analysis import sdpa
 from symbert.analysis.autocast import resolve, weight_copies
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
+from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 from symbert.parallel import stage_factor
 
-NOT_SAVED = frozenset({Role.BUFFER})
+NOT_SAVED = frozenset({Role.BUFFER, Role.PARAMETER})
 
 #: Sizes known so far (a config's), which decide what depends on a concrete size (the SDPA kernel).
 Values = Mapping[sympy.Symbol, int] | None
@@ -79,7 +80,10 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
     """What the op's autograd formula keeps, less what the policy ignores."""
     if not any(graph.tensor(t).requires_grad for t in node.outputs):
         return
-    for slot in OPS[node.op].saves:
+    for entry in OPS[node.op].saves:
+        slot, _, needs = entry.partition(" for ")
+        if needs and not graph.tensor(node.inputs[int(needs[-1])]).requires_grad:
+            continue
         names = node.inputs if slot.startswith("in") else node.outputs
         tensor = kept_as(graph, graph.tensor(names[int(slot[-1])]), options)
         if tensor.role not in NOT_SAVED | options.backend.ignored:
@@ -166,6 +170,8 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     see :func:`saved`). On the first of several pipeline stages, ``graph`` being that stage's, the
     activations of every micro-batch in flight (:func:`symbert.parallel.stage_factor`)."""
     options = options or MemoryOptions()
+    if options.attention != "eager" and not any(ATTENTION_CALL in n.regions for n in graph.nodes):
+        raise ConfigError(f"{graph.model} runs eager attention only (Hugging Face has no sdpa for it)")
     graph = resolve(graph, options)
     spec = model_of(graph)
     flight = stage_factor(options.layout)

@@ -417,7 +417,7 @@ class Replay:
             created = []
             for t in self.writes(unit):
                 tensor = self.graph.tensor(t)
-                if tensor.base is None and tensor.role != Role.BUFFER:
+                if tensor.base is None and tensor.role not in (Role.BUFFER, Role.PARAMETER):
                     key = rekey(self.storage_key(t, unit.run))
                     self.live[key] = self.tensor_alloc(t, self.owner(unit))
                     created.append(key)

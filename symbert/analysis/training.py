@@ -419,17 +419,24 @@ def step_memory(
     return StepMemory(graph, training, runs, values=values)
 
 
+#: The most runs of repeated blocks :func:`reserved` replays one by one.
+MAX_REPLAYED_RUNS = 4096
+
+
 def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> int | None:
     """An estimate of the caching allocator's reserved bytes over ``steps`` training steps at ``values``.
 
     Every run is replayed; at each event the allocations alive (each rounded up to 512 bytes) are
     grouped into segments by :func:`symbert.analysis.runtime.reserved_estimate`, and the largest such
-    total is the estimate. None without a device runtime.
+    total is the estimate. None without a device runtime, or when more than :data:`MAX_REPLAYED_RUNS`
+    runs would have to be replayed (a million layers).
     """
     if training.runtime is None:
         return None
     values = {**training.memory.layout.values(), **values}
     runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
+    if sum(runs.values()) > MAX_REPLAYED_RUNS:
+        return None
     replay = Replay(graph, training, runs)
     replay.log = []
     events = replay.run(steps)

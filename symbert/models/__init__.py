@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from symbert.models import albert, bert, distilbert, electra, modernbert
+from symbert.models import albert, bert, deberta, distilbert, electra, modernbert
 from symbert.models.spec import Component, ModelSpec, Option
 
 MODELS: dict[str, ModelSpec] = {}
@@ -14,7 +14,7 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-for _spec in (bert.SPEC, bert.ROBERTA, albert.SPEC, distilbert.SPEC, electra.SPEC, modernbert.SPEC):
+for _spec in (bert.SPEC, bert.ROBERTA, albert.SPEC, distilbert.SPEC, deberta.SPEC, electra.SPEC, modernbert.SPEC):
     register(_spec)
 
 __all__ = ["MODELS", "Component", "ModelSpec", "Option", "register"]

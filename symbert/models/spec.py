@@ -81,7 +81,9 @@ class ModelSpec:
 
     ``tensor_plan`` maps scopes (op paths, run indices left out) to tensor-parallel styles
     (:data:`symbert.parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
-    runs on one GPU per pipeline stage only.
+    runs on one GPU per pipeline stage only. ``constraints`` are
+    Hugging Face config values the family is modelled with (ALBERT's one layer group, DeBERTa's relative
+    attention): a config file with another value is refused, and validation builds the model with them.
 
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name

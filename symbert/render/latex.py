@@ -19,7 +19,22 @@ from symbert.analysis.breakdown import Breakdown, ComponentTotal
 from symbert.configs import Config, ConfigError
 from symbert.parallel import DEGREES
 from symbert.render.formula import ORDER, quantity, text
-from symbert.symbols import A, B, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
+from symbert.symbols import (
+    ALL,
+    A,
+    B,
+    C,
+    E,
+    H,
+    I,
+    L,
+    num_labels,
+    position_buckets,
+    position_size,
+    seq_len,
+    type_size,
+    vocab_size,
+)
 
 #: Terms of a factored form's cofactor run upward from its constant: 34 + 5·A·seq_len/H.
 ASCENDING = "igrlex"
@@ -40,6 +55,8 @@ FACTOR_ORDER: tuple[sympy.Symbol, ...] = (
     type_size,
     position_size,
 )
+#: Then every other symbol of :data:`symbert.symbols.ALL` (a family's own sizes), in its order.
+FACTOR_ORDER += tuple(s for s in ALL if s not in FACTOR_ORDER)
 
 _NAME = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:_(?:\{([A-Za-z0-9]+)\}|([A-Za-z0-9]+)))?")
 
@@ -160,6 +177,7 @@ NOTATIONS: dict[str, Notation] = {
             (num_labels, "K"),
             (type_size, "T"),
             (position_size, "s_max"),
+            (position_buckets, "k"),
         ),
     ),
 }

@@ -15,7 +15,21 @@ from symbert.analysis.report import Report, report
 from symbert.configs import preset
 from symbert.render.latex import LAYER, NOTATIONS, factored_latex, label, layer_total
 from symbert.render.tables import Table, component_table, to_markdown
-from symbert.symbols import A, B, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
+from symbert.symbols import (
+    A,
+    B,
+    C,
+    E,
+    H,
+    I,
+    L,
+    num_labels,
+    position_buckets,
+    position_size,
+    seq_len,
+    type_size,
+    vocab_size,
+)
 
 MEANINGS = {
     B: "batch size",
@@ -28,6 +42,7 @@ MEANINGS = {
     vocab_size: "vocabulary (vocab_size)",
     type_size: "token types (type_vocab_size)",
     position_size: "positions (max_position_embeddings)",
+    position_buckets: "relative-position buckets (DeBERTa's position_buckets)",
     num_labels: "a classifier's outputs (num_labels; --head)",
     C: "choices per example of a multiple-choice head (--choices)",
 }

@@ -55,7 +55,8 @@ def hugging_face(
         raise ConfigError(
             f"Hugging Face's {config.model} model always has token-type embeddings; drop --no-token-types"
         )
-    hf_config = {**config.values, **{o.name: structure[o.name] for o in config.spec.options if o.from_config}}
+    options = {o.name: structure[o.name] for o in config.spec.options if o.from_config}
+    hf_config = {**dict(config.spec.constraints), **config.values, **options}
     hf_config |= {k: v for k, v in config.task_dict().items() if k in ("num_labels", "problem_type")}
     head, graph = config.head, trace(config)
     values = {**config.symbols(), symbols.B: batch, symbols.seq_len: length}

@@ -42,6 +42,7 @@ MODEL_CLASSES: dict[str, str] = {
     "electra": "ElectraModel",
     "modernbert": "ModernBertModel",
     "gpt2": "GPT2Model",
+    "deberta-v2": "DebertaV2Model",
 }
 """Supported ``model_type`` values and the bare ``transformers`` model class built for each."""
 

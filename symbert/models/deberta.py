@@ -1,0 +1,303 @@
+"""DeBERTa-v2/v3: BERT's post-LN encoder with disentangled attention over bucketed relative positions.
+
+Embeddings: word lookups (plus absolute positions with ``position_biased_input``), LayerNorm, times the
+padding mask, dropout. The encoder normalises one table of 2·position_buckets relative-position
+embeddings and builds the relative position of every query–key pair once (log buckets). Each layer's
+attention adds to the content scores Q·Kᵀ two position terms: content→position (queries against the
+projected position table, gathered at each pair's bucket) and position→content (keys against it,
+gathered and transposed), all scaled by √(3·d); the scores are filled with the dtype's minimum where the
+mask is 0 before the softmax. Scopes, parameter names and the op order follow Hugging Face's
+``DebertaV2Model`` (``modeling_deberta_v2.py``).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from symbert import ops as F
+from symbert.ir import Role, Tensor
+from symbert.models import heads
+from symbert.models.bert import residual_block
+from symbert.models.heads import Encoded, Head
+from symbert.models.layers import ACTIVATIONS, dropout, token_input
+from symbert.models.spec import Component, ModelSpec, Option
+from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
+from symbert.tracer import buffer, param_name, region, repeat, scope
+
+#: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
+ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
+#: The position terms every supported config has: pos_att_type p2c and c2p (the scale is √(3·d)).
+SCALE_FACTOR = 3
+
+
+def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input: bool) -> Tensor:
+    """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout."""
+    with scope("embeddings"):
+        x = F.embedding("word_embeddings", input_ids, vocab_size, E)
+        if position_biased_input:
+            position_ids = buffer("position_ids", (1, seq_len), "int64")
+            x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, E))
+        x = F.layernorm("LayerNorm", x)
+        x = F.mul(x, F.mask_bias(mask, (*mask.shape, 1), name="mask"), name="mask_multiply")
+        return dropout(x, p)
+
+
+def heads_of(x: Tensor) -> Tensor:
+    """transpose_for_scores: [rows, n, H] → [rows·A, n, H/A] (view, permute, contiguous copy, view)."""
+    rows, n = x.shape[0], x.shape[1]
+    split = F.transpose(F.reshape(x, (rows, n, A, H / A)), 1, 2)
+    return F.reshape(F.contiguous(split), (rows * A, n, H / A))
+
+
+def scaled(x: Tensor, name: str) -> Tensor:
+    """x divided by the 0-dim tensor √(d·3), which the division keeps for backward."""
+    return F.mul(x, F.constant(name=f"{name}_scale"), name=name)
+
+
+def position_projection(name: str, table: Tensor, rows: sympy.Expr) -> Tensor:
+    """The relative-position table [1, 2k, H] projected by ``name``, split into heads and repeated for
+    every row of the batch: [rows·A, 2k, H/A]."""
+    projected = heads_of(F.linear(name, table, H))
+    return F.tile(projected, (rows * A, 2 * position_buckets, H / A), name=f"{name}_repeat")
+
+
+def position_scores(x: Tensor, table: Tensor, index: Tensor, name: str) -> Tensor:
+    """x·tableᵀ over the 2k buckets, then each pair's bucket gathered: [rows·A, seq_len, seq_len]."""
+    scores = F.matmul(x, F.transpose(table, 1, 2), name=f"{name}_scores")
+    return F.gather(scores, F.expand(index, (*scores.shape[:2], seq_len), name=f"{name}_index"), name=name)
+
+
+def self_attention(
+    x: Tensor, mask: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float, p_att: float
+) -> Tensor:
+    """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]."""
+    rows = x.shape[0]
+    with scope("self"):
+        q, k, v = (heads_of(F.linear(n, x, H)) for n in ("query_proj", "key_proj", "value_proj"))
+        k_scaled = scaled(F.transpose(k, 1, 2), "key_scaled")
+        with region(ATTENTION_CORE):
+            scores = F.matmul(q, k_scaled, name="scores")
+        with region(POSITION_SCORES):
+            bias = position_bias(q, k, relative_pos, rel_embeddings, share_att_key, p)
+        filled = F.invert_mask(mask)
+        with region(ATTENTION_CORE):
+            scores = F.add(scores, bias, name="add_position")
+            scores = F.masked_fill(F.reshape(scores, (rows, A, seq_len, seq_len)), filled, name="fill_mask")
+            probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
+            context = F.matmul(probs, v, name="context")
+        context = F.transpose(F.reshape(context, (rows, A, seq_len, H / A)), 1, 2)
+        return F.reshape(F.contiguous(context), (rows, seq_len, H))
+
+
+def position_bias(
+    q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float
+) -> Tensor:
+    """disentangled_attention_bias: the content→position scores (queries against the projected position
+    keys, at each pair's bucket) plus the position→content ones (keys against the position queries,
+    transposed), each scaled: [rows·A, seq_len, seq_len]."""
+    rows = q.shape[0] / A
+    table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
+    if share_att_key:
+        pos_query = position_projection("query_proj", table, rows)
+        pos_key = position_projection("key_proj", table, rows)
+    else:
+        pos_key = position_projection("pos_key_proj", table, rows)
+        pos_query = position_projection("pos_query_proj", table, rows)
+    c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
+    bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
+    p2c = F.transpose(position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c"), 1, 2)
+    return F.add(bias, scaled(p2c, "p2c_scaled"), name="score_add")
+
+
+def layer(
+    x: Tensor,
+    mask: Tensor,
+    relative_pos: Tensor,
+    rel_embeddings: Tensor,
+    options: dict[str, object],
+) -> Tensor:
+    """DebertaV2Layer: disentangled attention, then BERT's post-LN output blocks."""
+    p, act = options["hidden_dropout_prob"], options["hidden_act"]
+    with scope("attention"):
+        context = self_attention(
+            x, mask, relative_pos, rel_embeddings, options["share_att_key"], p, options["attention_probs_dropout_prob"]
+        )
+        x = residual_block("output", context, x, p)
+    with scope("intermediate"):
+        hidden = ACTIVATIONS[act](F.linear("dense", x, I))
+    return residual_block("output", hidden, x, p)
+
+
+def build(
+    hidden_act: str = "gelu",
+    hidden_dropout_prob: float = 0.1,
+    attention_probs_dropout_prob: float = 0.1,
+    position_biased_input: bool = False,
+    share_att_key: bool = True,
+    norm_rel_ebd: str = "layer_norm",
+    legacy: bool = True,
+    cls_dropout: float | None = None,
+    pooler_dropout: float = 0.0,
+    pooler_hidden_act: str = "gelu",
+) -> dict[str, Tensor]:
+    """Trace DebertaV2Model.forward(input_ids, attention_mask) in training mode. Hugging Face always
+    applies the mask (an all-ones one included), so there is no ``padding`` option."""
+    options = dict(locals())
+    input_ids = token_input("input_ids")
+    attention_mask = token_input("attention_mask", Role.MASK)
+    x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
+    with scope("encoder"):
+        rows = attention_mask.shape[0]
+        mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
+        relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
+        rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
+        if norm_rel_ebd == "layer_norm":
+            rel_embeddings = F.layernorm("LayerNorm", rel_embeddings)
+        body = lambda h: layer(h, mask, relative_pos, rel_embeddings, options)  # noqa: E731
+        x = repeat("layer", L, body, x, (rows, seq_len, H))
+    return {"last_hidden_state": x}
+
+
+# ---- task heads (Hugging Face's DebertaV2For* classes)
+
+
+def classifier_p(e: Encoded) -> float:
+    """``cls_dropout``, or the hidden dropout when it is unset."""
+    p = e.options["cls_dropout"]
+    return e.options["hidden_dropout_prob"] if p is None else p
+
+
+def context_pooler(e: Encoded) -> Tensor:
+    """ContextPooler: the first token, dropout, dense, activation (``pooler_hidden_act``)."""
+    with scope("pooler"):
+        x = dropout(F.select(e.sequence, 1, 0), e.options["pooler_dropout"])
+        return ACTIVATIONS[e.options["pooler_hidden_act"]](F.linear("dense", x, H))
+
+
+def lm_scores(e: Encoded) -> Tensor:
+    """The masked-LM head: dense, activation, LayerNorm, and scores over the vocabulary against the word
+    embeddings plus the head's own bias. ``legacy`` (Hugging Face's default): ``cls.predictions``, a
+    transform of width E and a decoder tied to the embeddings; otherwise ``lm_predictions.lm_head``."""
+    if e.options["legacy"]:
+        with scope("cls"), scope("predictions"):
+            with scope("transform"):
+                x = transform(e, E)
+            return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+    with scope("lm_predictions"), scope("lm_head"):
+        x = transform(e, H)
+        return F.linear("scores", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+
+
+def transform(e: Encoded, width: sympy.Expr) -> Tensor:
+    """dense H → ``width``, the activation, LayerNorm."""
+    return F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, width)))
+
+
+def mlm(e: Encoded, problem: str) -> Tensor:
+    scores = lm_scores(e)
+    return heads.cross_entropy("masked_lm", scores, heads.labels("labels", e.sequence.shape[:2]))
+
+
+HEADS = heads.by_name(
+    Head("mlm", "DebertaV2ForMaskedLM", mlm),
+    Head(
+        "sequence-classification",
+        "DebertaV2ForSequenceClassification",
+        heads.sequence_classification(context_pooler, classifier_p),
+        symbols=(num_labels,),
+    ),
+    Head(
+        "token-classification",
+        "DebertaV2ForTokenClassification",
+        heads.token_classification(lambda e: e.options["hidden_dropout_prob"]),
+        symbols=(num_labels,),
+    ),
+    Head("question-answering", "DebertaV2ForQuestionAnswering", heads.question_answering()),
+    Head(
+        "multiple-choice",
+        "DebertaV2ForMultipleChoice",
+        heads.multiple_choice(context_pooler, classifier_p),
+        batch=heads.CHOICE_BATCH,
+        symbols=(C,),
+    ),
+)
+
+
+def v3(layers: int, hidden: int, heads: int) -> dict[str, object]:
+    """A config of Microsoft's released DeBERTa-v3 checkpoints: I = 4H, 128,100 words, 256 position
+    buckets (so 512 rows of relative embeddings), no token types, no absolute positions."""
+    return {
+        "vocab_size": 128100,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": 4 * hidden,
+        "max_position_embeddings": 512,
+        "position_buckets": 256,
+    }
+
+
+LAYER = "encoder/layer"
+SPEC = ModelSpec(
+    name="deberta-v2",
+    build=build,
+    options=(
+        Option("hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_dropout_prob", 0.1, from_config=True),
+        Option("attention_probs_dropout_prob", 0.1, from_config=True),
+        Option("position_biased_input", False, from_config=True),
+        Option("share_att_key", True, from_config=True),
+        Option("norm_rel_ebd", "layer_norm", ("layer_norm", "none"), from_config=True),
+        Option("legacy", True, from_config=True),
+        Option("cls_dropout", None, from_config=True, optional=True),
+        Option("pooler_dropout", 0.0, from_config=True),
+        Option("pooler_hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+    ),
+    param_components=(
+        Component("embeddings", "embeddings"),
+        Component("relative positions", "encoder/rel_embeddings"),
+        Component("relative positions", "encoder/LayerNorm"),
+        Component("self-attention", f"{LAYER}/attention/self"),
+        Component("layernorms", LAYER, ops=("layernorm",)),
+        Component("attention output", f"{LAYER}/attention/output"),
+        Component("intermediate", f"{LAYER}/intermediate"),
+        Component("output", f"{LAYER}/output"),
+    ),
+    activation_components=(
+        Component("embeddings", "embeddings"),
+        Component("relative positions", "encoder/LayerNorm"),
+        Component("position scores", LAYER, region=POSITION_SCORES),
+        Component("attention scores", LAYER, region=ATTENTION_CORE),
+        Component("layernorms", LAYER, ops=("layernorm",)),
+        Component("rest of attention", f"{LAYER}/attention"),
+        Component("feed-forward", LAYER),
+    ),
+    fields={
+        "vocab_size": vocab_size,
+        "hidden_size": H,
+        "num_hidden_layers": L,
+        "num_attention_heads": A,
+        "intermediate_size": I,
+        "max_position_embeddings": position_size,
+        "position_buckets": position_buckets,
+    },
+    divides=(("hidden_size", "num_attention_heads"),),
+    derived={E: H},
+    substitutions={E: H, I: 4 * H},
+    presets={
+        "deberta-v3-xsmall": v3(12, 384, 6),
+        "deberta-v3-small": v3(6, 768, 12),
+        "deberta-v3-base": v3(12, 768, 12),
+        "deberta-v3-large": v3(24, 1024, 16),
+    },
+    default_preset="deberta-v3-base",
+    constraints=(
+        ("relative_attention", True),
+        ("pos_att_type", "p2c|c2p"),
+        ("type_vocab_size", 0),
+        ("conv_kernel_size", 0),
+    ),
+    architecture="DebertaV2Model",
+    heads=HEADS,
+    prefix="deberta",
+)
