@@ -14,6 +14,7 @@ import sympy
 
 from symbert import Config, trace
 from symbert import symbols as s
+from symbert.analysis.policy import ATTENTION_CALL
 from symbert.models import MODELS
 
 #: The checkout's root.
@@ -65,6 +66,11 @@ def random_configs(model: str, n: int, seed: int = 0) -> list[Config]:
         options = {"pooler": rng.random() < 0.7} if spec.option("pooler") else {}
         configs.append(Config(model, values, f"{model}-random-{i}", options))
     return configs
+
+
+def has_sdpa(config: Config) -> bool:
+    """Whether the family's attention can run as one SDPA call (DeBERTa's is eager only)."""
+    return any(ATTENTION_CALL in n.regions for n in trace(config).nodes)
 
 
 def random_bert_configs(n: int, seed: int = 0) -> list[Config]:
