@@ -827,7 +827,8 @@ def fit(
         out.print(f"  over budget: {result.over_budget()}; {parts}")
     elif result.unknown:
         other = f"seq_len={result.seq_len}" if result.unknown == "batch" else f"batch={result.batch}"
-        limit = " (all the model's positions)" if result.capped else ""
+        limit = {"positions": " (all the model's positions)", "size limit": " (the largest size symbert accepts)"}
+        limit = limit.get(result.capped, "")
         out.print(f"largest {result.unknown} that fits at {other}: {result.value}{limit}")
         out.print(f"  peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}")
         out.print(f"  {parts}")

@@ -25,7 +25,7 @@ from symbert.analysis.sizes import at_least
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import Point, Polynomials, reserved, step_memory
 from symbert.api import per_gpu
-from symbert.configs import Config, ConfigError, check_size, show
+from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
 from symbert.render.formula import text
 from symbert.symbols import B, seq_len
 
@@ -69,7 +69,8 @@ class Fit:
     """A fitted or given shape and its peak.
 
     ``unknown`` is ``batch`` or ``seq_len`` when it was solved for (None when both were given);
-    ``capped`` says the model's positions, not memory, stopped seq_len. When nothing fits, the solved
+    ``capped`` says what stopped the solved value instead of memory: ``positions`` (the model's, for
+    seq_len) or ``size limit`` (the largest size symbert accepts, 10**12), else None. When nothing fits, the solved
     value is None and ``peak`` is the peak at 1. ``above`` is the peak at the solved value + 1.
     ``formula`` is the polynomial that gives the peak there, in the unknown (or in B and seq_len).
     ``knobs`` lists single changes, lowest peak first, when the shape does not fit.
@@ -81,7 +82,7 @@ class Fit:
     batch: int | None
     seq_len: int | None
     unknown: str | None
-    capped: bool
+    capped: str | None
     peak: Point
     above: Point | None
     formula: sympy.Expr
@@ -169,9 +170,10 @@ def fit(
     n = largest(polys, x, budget, step)
     if n is None:
         raise ConfigError(f"the peak does not grow with {unknown}")
-    limit = config.max_length // step * step if unknown == "seq_len" and config.max_length else None
-    capped = limit is not None and n > limit
-    n = limit if capped else n
+    positions = config.max_length // step * step if unknown == "seq_len" and config.max_length else None
+    capped = "positions" if positions is not None and n > positions else None
+    capped = capped or ("size limit" if n > MAX_SIZE else None)
+    n = {None: n, "positions": positions, "size limit": MAX_SIZE // step * step}[capped]
     at = max(n, step)
     peak = memory.peak({**values, x: at})
     above = memory.peak({**values, x: n + step}) if n >= 1 and not capped else None
@@ -246,7 +248,8 @@ def fit_json(result: Fit) -> dict[str, object]:
         "gpu": result.training.gpu,
         "runtime": runtime.describe() if runtime else None,
         "fits": result.fits,
-        "capped_by_positions": result.capped,
+        "capped_by_positions": result.capped == "positions",
+        "capped_by_size_limit": result.capped == "size limit",
         "memory": peak.total,
         "allocated": peak.total,
         "reserved_estimate": result.reserved,

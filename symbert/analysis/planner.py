@@ -26,7 +26,7 @@ from symbert.analysis.sharding import ZeroPlan
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import Point, StepMemory, step_memory
 from symbert.api import spread_of, trace
-from symbert.configs import Config, ConfigError
+from symbert.configs import MAX_SIZE, Config, ConfigError
 from symbert.ops import OPS
 from symbert.parallel import Layout
 from symbert.render.formula import quantity
@@ -155,7 +155,7 @@ class Planner:
             training = self.setup(layout, recompute)
             memory = self.replay(layout, training)
             if self.batch is None:
-                n = largest(memory.polynomials(values, (B,)), B, self.budget) or 0
+                n = min(largest(memory.polynomials(values, (B,)), B, self.budget) or 0, MAX_SIZE)
             else:
                 n = self.batch if memory.peak({**values, B: self.batch}).total <= self.budget else 0
             if n >= 1:
