@@ -421,6 +421,14 @@ def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") ->
 # ---- collectives over the tensor-parallel group (inserted by symbert.parallel's plan, not by model code)
 
 
+def _resized(kind: str, name: str, x: Tensor, dim: int, parts: sympy.Expr, factor: sympy.Expr) -> Tensor:
+    """Record a collective whose output is ``x`` with dimension ``dim`` scaled by ``factor``."""
+    shape = list(x.shape)
+    shape[dim] = shape[dim] * factor
+    attrs = {"dim": dim, "parts": parts}
+    return active().record(kind, name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+
+
 @_op("all_reduce", grad_passes_through=True, communication=True)
 def all_reduce(x: Tensor, name: str = "all_reduce") -> Tensor:
     """Sum over the tensor-parallel ranks after a row-parallel linear, into a new tensor as DTensor's
@@ -432,30 +440,21 @@ def all_reduce(x: Tensor, name: str = "all_reduce") -> Tensor:
 def all_gather(x: Tensor, dim: int, parts: sympy.Expr, name: str = "all_gather") -> Tensor:
     """Concatenate the ranks' shards along ``dim`` into a new tensor (before a column-parallel linear
     under sequence parallelism); backward reduce-scatters the gradient."""
-    shape = list(x.shape)
-    shape[dim] = shape[dim] * parts
-    attrs = {"dim": dim, "parts": parts}
-    return active().record("all_gather", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+    return _resized("all_gather", name, x, dim, parts, parts)
 
 
 @_op("reduce_scatter", communication=True)
 def reduce_scatter(x: Tensor, dim: int, parts: sympy.Expr, name: str = "reduce_scatter") -> Tensor:
     """Sum over the ranks and keep this rank's shard along ``dim`` (after a row-parallel linear under
     sequence parallelism); backward all-gathers the gradient."""
-    shape = list(x.shape)
-    shape[dim] = shape[dim] / parts
-    attrs = {"dim": dim, "parts": parts}
-    return active().record("reduce_scatter", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+    return _resized("reduce_scatter", name, x, dim, parts, sympy.S.One / parts)
 
 
 @_op("split", communication=True)
 def split(x: Tensor, dim: int, parts: sympy.Expr, name: str = "split") -> Tensor:
     """This rank's shard along ``dim``, copied (Megatron's scatter to the sequence-parallel region; no
     traffic forward); backward all-gathers the gradient."""
-    shape = list(x.shape)
-    shape[dim] = shape[dim] / parts
-    attrs = {"dim": dim, "parts": parts}
-    return active().record("split", name, [x], [(tuple(shape), x.dtype, x.role, None)], attrs=attrs)[0]
+    return _resized("split", name, x, dim, parts, sympy.S.One / parts)
 
 
 @_op("expand", view=True)

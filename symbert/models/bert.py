@@ -203,15 +203,16 @@ def official(layers: int, hidden: int, heads: int, **extra: object) -> dict[str,
     }
 
 
-FIELDS = {
+#: The config keys every BERT-style encoder has (Hugging Face's names), and BERT's with token types.
+ENCODER_FIELDS = {
     "vocab_size": vocab_size,
     "hidden_size": H,
     "num_hidden_layers": L,
     "num_attention_heads": A,
     "intermediate_size": I,
     "max_position_embeddings": position_size,
-    "type_vocab_size": type_size,
 }
+FIELDS = {**ENCODER_FIELDS, "type_vocab_size": type_size}
 
 
 def options(hidden_act: str, dropout: float) -> tuple[Option, ...]:

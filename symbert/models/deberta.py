@@ -17,7 +17,7 @@ import sympy
 from symbert import ops as F
 from symbert.ir import Role, Tensor
 from symbert.models import heads
-from symbert.models.bert import residual_block
+from symbert.models.bert import ENCODER_FIELDS, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
@@ -272,15 +272,7 @@ SPEC = ModelSpec(
         Component("rest of attention", f"{LAYER}/attention"),
         Component("feed-forward", LAYER),
     ),
-    fields={
-        "vocab_size": vocab_size,
-        "hidden_size": H,
-        "num_hidden_layers": L,
-        "num_attention_heads": A,
-        "intermediate_size": I,
-        "max_position_embeddings": position_size,
-        "position_buckets": position_buckets,
-    },
+    fields={**ENCODER_FIELDS, "position_buckets": position_buckets},
     divides=(("hidden_size", "num_attention_heads"),),
     derived={E: H},
     substitutions={E: H, I: 4 * H},

@@ -24,10 +24,11 @@ import sympy
 from symbert import ops as F
 from symbert.ir import Role, Tensor
 from symbert.models import heads
+from symbert.models.bert import ENCODER_FIELDS
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, H, I, L, L_global, global_every, num_labels, position_size, seq_len, vocab_size, window
+from symbert.symbols import A, H, I, L, L_global, global_every, num_labels, seq_len, vocab_size, window
 from symbert.tracer import active, repeat, scope
 
 EPS = 1e-5
@@ -206,16 +207,7 @@ SPEC = ModelSpec(
         Component("masks", "masks"),
         Component("rotary tables", "rotary_emb"),
     ),
-    fields={
-        "vocab_size": vocab_size,
-        "hidden_size": H,
-        "num_hidden_layers": L,
-        "num_attention_heads": A,
-        "intermediate_size": I,
-        "max_position_embeddings": position_size,
-        "global_attn_every_n_layers": global_every,
-        "local_attention": window,
-    },
+    fields={**ENCODER_FIELDS, "global_attn_every_n_layers": global_every, "local_attention": window},
     divides=(("hidden_size", "num_attention_heads"),),
     derived={L_global: sympy.ceiling(L / global_every)},
     presets={
