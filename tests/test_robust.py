@@ -161,12 +161,23 @@ def test_fit_never_wraps_around() -> None:
 
 def test_fit_with_a_huge_budget() -> None:
     assert invoke("fit", "--gpu-memory", "99999999999999999999999TiB", "--seq-len", "512").refused
-    result = invoke("fit", "--gpu-memory", "1000000000TiB", "--seq-len", "512", "--json")
+    result = invoke("fit", "--gpu-memory", "1000000TiB", "--seq-len", "512", "--json")
     assert result.code == 0, result
     data = json.loads(result.stdout)
     config = preset("bert-base")
     n = data["batch"]
-    assert exact_peak(config, ADAMW, n, 512) == data["memory"] <= 10**9 * 2**40 < exact_peak(config, ADAMW, n + 1, 512)
+    assert exact_peak(config, ADAMW, n, 512) == data["memory"] <= 10**6 * 2**40 < exact_peak(config, ADAMW, n + 1, 512)
+    assert not data["capped_by_size_limit"]
+
+
+def test_fit_stops_at_the_size_limit() -> None:
+    """10**9 TiB would hold about 1.5·10**12 bert-base samples of 512 tokens, more than the 10**12 symbert
+    accepts: the answer is 10**12, marked as stopped by the size limit, and its peak is the exact one."""
+    result = invoke("fit", "--gpu-memory", "1000000000TiB", "--seq-len", "512", "--json")
+    assert result.code == 0, result
+    data = json.loads(result.stdout)
+    assert (data["batch"], data["capped_by_size_limit"]) == (10**12, True)
+    assert exact_peak(preset("bert-base"), ADAMW, 10**12, 512) == data["memory"] <= 10**9 * 2**40
 
 
 @pytest.mark.parametrize("command", ["fit", "timeline", "plot", "sweep"])

@@ -28,12 +28,15 @@ from symbert.symbols import (
     H,
     I,
     L,
+    L_global,
+    global_every,
     num_labels,
     position_buckets,
     position_size,
     seq_len,
     type_size,
     vocab_size,
+    window,
 )
 
 #: Terms of a factored form's cofactor run upward from its constant: 34 + 5·A·seq_len/H.
@@ -178,6 +181,9 @@ NOTATIONS: dict[str, Notation] = {
             (type_size, "T"),
             (position_size, "s_max"),
             (position_buckets, "k"),
+            (window, "w"),
+            (global_every, "n_g"),
+            (L_global, "L_g"),
         ),
     ),
 }

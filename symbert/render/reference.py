@@ -23,12 +23,15 @@ from symbert.symbols import (
     H,
     I,
     L,
+    L_global,
+    global_every,
     num_labels,
     position_buckets,
     position_size,
     seq_len,
     type_size,
     vocab_size,
+    window,
 )
 
 MEANINGS = {
@@ -43,6 +46,9 @@ MEANINGS = {
     type_size: "token types (type_vocab_size)",
     position_size: "positions (max_position_embeddings)",
     position_buckets: "relative-position buckets (DeBERTa's position_buckets)",
+    window: "sliding-window width of local attention (ModernBERT's local_attention)",
+    global_every: "one globally attending layer in this many (ModernBERT's global_attn_every_n_layers)",
+    L_global: "layers that attend globally, ⌈L/global_every⌉ (ModernBERT)",
     num_labels: "a classifier's outputs (num_labels; --head)",
     C: "choices per example of a multiple-choice head (--choices)",
 }
