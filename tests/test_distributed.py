@@ -178,7 +178,8 @@ def test_tensor_parallel_validate_exits_0(tensor: list[Any], monkeypatch: pytest
     flags = ["--batch", str(BATCH), "--seq-len", str(SEQ), "--tensor-parallel", "2"]
     outcome = invoke("validate", "--preset", "bert-tiny", *flags)
     assert outcome.code == 0, outcome
-    assert outcome.stdout.count("rank ") == 2 and "MISMATCH" not in outcome.stdout
+    assert "rank 0 of 2 ranks" in outcome.stdout and "rank 1 of 2 ranks" in outcome.stdout
+    assert outcome.stdout.count(" ok ") == 6 and "MISMATCH" not in outcome.stdout
 
 
 @pytest.mark.parametrize(
