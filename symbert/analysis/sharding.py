@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import sympy
 
+from symbert.analysis.params import params
 from symbert.ir import Graph, Node, Param
 from symbert.parallel import d
 
@@ -175,13 +176,13 @@ class ZeroPlan:
     def local(self, graph: Graph, what: str) -> list[tuple[sympy.Expr, sympy.Expr]]:
         """The allocations one GPU holds of a per-parameter state (weights, gradients, optimizer), as
         (elements, how many)."""
-        all_ = pieces(graph)
+        every = pieces(graph)
         if not self.sharded(what):
-            held = self.gradient_numel if what == "gradients" else (lambda _, p: p.numel)
-            return [(held(x.node, x.param), x.count) for x in all_]
+            gradients = what == "gradients"
+            return [(self.gradient_numel(x.node, x.param) if gradients else x.param.numel, x.count) for x in every]
         if self.engine.split == "flat":
-            return [(sympy.ceiling(sympy.Add(*(x.param.numel * x.count for x in all_)) / d), sympy.S.One)]
-        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in all_]
+            return [(sympy.ceiling(params(graph).total / d), sympy.S.One)]
+        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in every]
 
     def gradient_numel(self, node: Node, p: Param) -> sympy.Expr:
         """Elements of ``p``'s gradient as backward makes it (before any ZeRO reduce-scatter): the whole
