@@ -124,14 +124,16 @@ def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
 
 @_op("embedding", saves=("in0",), autocast="weights")
 def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Expr) -> Tensor:
-    """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor."""
+    """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor. Split by the
+    ``vocab`` style, the node records the whole table's row count (``whole_rows``): an engine may hold
+    the gradient of the whole table (:class:`symbert.analysis.sharding.Engine`)."""
     _check(ids.role in (Role.INDEX, Role.BUFFER), f"{name}: embedding indices must be an index tensor")
     t = active()
     style = t.style(name)
+    attrs = {"whole_rows": num_embeddings} if style == "vocab" else None
     ids, num_embeddings = t.sharding.before(style, ids, num_embeddings) if style else (ids, num_embeddings)
-    out = t.record(
-        "embedding", name, [ids], [((*ids.shape, dim), ACT, Role.ACTIVATION, None)], [("weight", (num_embeddings, dim))]
-    )[0]
+    params = [("weight", (num_embeddings, dim))]
+    out = t.record("embedding", name, [ids], [((*ids.shape, dim), ACT, Role.ACTIVATION, None)], params, attrs)[0]
     return t.sharding.after(style, out) if style else out
 
 

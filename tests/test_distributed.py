@@ -161,12 +161,25 @@ def test_fsdp_matches_the_per_gpu_prediction(fsdp: list[Any]) -> None:
         assert checks[2].predicted <= checks[2].measured * 1.02
 
 
-def test_tensor_parallel_matches_the_per_gpu_prediction_but_the_embedding_gradient(tensor: list[Any]) -> None:
-    """Parameters and saved bytes exactly. The prediction keeps a shard of the word embeddings' gradient,
-    as Megatron's vocab-parallel embedding does; torch keeps it whole, a shard more at the peak."""
+def test_tensor_parallel_matches_the_per_gpu_prediction(tensor: list[Any]) -> None:
+    """Parameters and saved bytes exactly; the peak with the word embeddings' whole gradient (the torch
+    engine's convention), above the prediction by no more than the all-reduce outputs the profiler may
+    miss (a missed free only adds)."""
     for checks in compared(TINY, Layout(tensor=2), tensor):
-        assert all(c.ok for c in checks[:2])
-        assert abs(checks[2].measured - checks[2].predicted - 4 * V * H // 2) <= ALL_REDUCES
+        assert all(c.ok for c in checks)
+        assert 0 <= checks[2].measured - checks[2].predicted <= ALL_REDUCES
+
+
+def test_tensor_parallel_validate_exits_0(tensor: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command on the two ranks measured above: every check passes on both."""
+    from symbert.validate import distributed as module
+
+    monkeypatch.setattr(module, "measure_ranks", lambda *_, **__: tensor)
+    flags = ["--batch", str(BATCH), "--seq-len", str(SEQ), "--tensor-parallel", "2"]
+    outcome = invoke("validate", "--preset", "bert-tiny", *flags)
+    assert outcome.code == 0, outcome
+    assert "rank 0 of 2 ranks" in outcome.stdout and "rank 1 of 2 ranks" in outcome.stdout
+    assert outcome.stdout.count(" ok ") == 6 and "MISMATCH" not in outcome.stdout
 
 
 @pytest.mark.parametrize(

@@ -384,3 +384,28 @@ def test_a_family_without_a_plan_refuses_tensor_parallelism(monkeypatch: pytest.
     with pytest.raises(ValueError, match="bert declares no tensor-parallel plan"):
         symbert.trace("bert", layout=TP)
     assert symbert.trace("bert", layout=Layout(pipeline=2)).blocks  # a pipeline needs no plan
+
+
+@pytest.mark.parametrize(
+    ("policy", "word_gradient_rows"),
+    [("megatron", 15261), ("torch-cpu", 30522)],
+)
+def test_word_embedding_gradient_per_gpu_by_hand(policy: str, word_gradient_rows: int) -> None:
+    """bert-tiny with t=2 holds 2,235,008 parameter elements per rank (above), 15,261 of the 30,522 word
+    rows. Megatron's VocabParallelEmbedding keeps that shard's gradient; torch's RowwiseParallel embedding
+    returns a Replicate gradient, the whole [30522, 128] table on each rank. The weights are shards either
+    way, and the replay holds the same gradients as the model states when the update starts."""
+    from symbert.analysis.states import Training, model_states
+    from symbert.analysis.training import step_memory
+
+    config = symbert.preset("bert-tiny")
+    values = {**config.symbols(), B: 2, S: 16, t: 2}
+    graph = symbert.trace(config, layout=TP)
+    training = Training("adamw", memory=MemoryOptions(policy, layout=TP))
+    states = {k: v.subs(values) for k, v in model_states(graph, training).items()}
+    gradient_bytes = 4 * (2_235_008 - 15261 * 128 + word_gradient_rows * 128)
+    assert states["weights"] == 4 * 2_235_008 == 8_940_032
+    assert states["gradients"] == gradient_bytes == {"megatron": 8_940_032, "torch-cpu": 16_753_664}[policy]
+    timeline = step_memory(graph, training, values).timeline(values)
+    update = next(q for q in timeline if q.step == 1 and q.phase == "optimizer")
+    assert update.bytes["gradients"] == gradient_bytes

@@ -270,7 +270,7 @@ class Replay:
         out: Size = {}
         if self.runtime is None or not bytes_per_element or not tensors:
             return out
-        local = self.sharding.local(self.graph, self.sharding.sharded(what))
+        local = self.sharding.local(self.graph, what)
         if self.log is not None:
             for elements, count in local:
                 self.log.append((len(self.events), sign, size_of(bytes_per_element * elements), tensors * count))
@@ -647,9 +647,12 @@ class Replay:
                 self.release(buf)
 
     def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[_Buffer]:
-        """Allocate a parameter's gradient; returns it to drop when it is summed into an existing one."""
+        """Allocate a parameter's gradient (as the engine holds it:
+        :meth:`symbert.analysis.sharding.ZeroPlan.gradient_numel`);
+        returns it to drop when it is summed into an existing one."""
         key = self.param_key(node, p.name, unit.run)
-        buf = self.alloc(size_of(self.training.bytes.gradients * p.numel), "gradients", self.owner(unit))
+        numel = self.sharding.gradient_numel(node, p)
+        buf = self.alloc(size_of(self.training.bytes.gradients * numel), "gradients", self.owner(unit))
         if key in self.param_grads:
             return [buf]
         self.param_grads[key] = buf

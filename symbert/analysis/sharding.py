@@ -20,7 +20,11 @@ what the engine holds beyond the shards, differ between engines; each is one ent
   (``reshard_after_forward`` is False for the root). Stage 2 is FSDP2 with
   ``reshard_after_forward=False`` (FSDP1's SHARD_GRAD_OP): the weights are sharded at rest too, but each
   layer stays gathered from its forward to the end of its backward. Stage 1 (ZeroRedundancyOptimizer)
-  is not modelled.
+  is not modelled. Under tensor parallelism (DTensor's ``parallelize_module``), the word embeddings split
+  by vocabulary (``RowwiseParallel(input_layouts=Replicate())``, weight ``Shard(0)``) get a
+  ``Replicate`` gradient: every rank holds the whole [vocab, E] gradient until ``zero_grad``, while the
+  weight and the optimizer states stay shards (AdamW redistributes the gradient to the weight's shard
+  op by op; its temporaries are shard-sized). Megatron's ``VocabParallelEmbedding`` keeps a shard.
 
 The degree d stays the sympy symbol :data:`symbert.parallel.d`, so per-GPU formulas are symbolic in it;
 on one GPU (d = 1) nothing is sharded and every formula is the single-GPU one.
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis.params import params
-from symbert.ir import Graph, Param
+from symbert.ir import Graph, Node, Param
 from symbert.parallel import d
 
 #: The stage from which each model state is sharded.
@@ -52,7 +56,9 @@ class Engine:
     starts). ``root_stays``: the parameters outside the repeated layers stay
     gathered from forward to the end of backward (else they are gathered for each pass).
     ``weights_from``: the stage from which the weights are sharded at rest; below stage 3 the layers
-    then stay gathered from their forward to the end of their backward.
+    then stay gathered from their forward to the end of their backward. ``whole_vocab_gradient``: a
+    vocab-parallel embedding's gradient is the whole table on every tensor-parallel rank (DTensor's
+    Replicate gradient) until ``zero_grad``, or until ZeRO reduce-scatters gradients to shards.
     """
 
     name: str
@@ -65,6 +71,7 @@ class Engine:
     copy_out: bool = False
     root_stays: bool = False
     weights_from: int = 3
+    whole_vocab_gradient: bool = False
 
 
 ENGINES: dict[str, Engine] = {
@@ -93,6 +100,7 @@ ENGINES: dict[str, Engine] = {
             copy_out=True,
             root_stays=True,
             weights_from=2,
+            whole_vocab_gradient=True,
         ),
     )
 }
@@ -111,8 +119,10 @@ def engine(name: str | None, policy: str) -> Engine:
 
 @dataclass(frozen=True)
 class Piece:
-    """Parameter tensors of one shape: where they belong (a block's layer, or None: the root) and how many."""
+    """Parameter tensors of one shape: the node that owns them, where they belong (a block's layer, or
+    None: the root) and how many."""
 
+    node: Node
     param: Param
     unit: str | None
     count: sympy.Expr
@@ -127,7 +137,7 @@ def pieces(graph: Graph) -> list[Piece]:
             if p.name not in seen:
                 seen.add(p.name)
                 own = node.block is not None and not graph.blocks[node.block].shares_params
-                out.append(Piece(p, node.block if own else None, graph.param_multiplicity(node)))
+                out.append(Piece(node, p, node.block if own else None, graph.param_multiplicity(node)))
     return out
 
 
@@ -163,17 +173,28 @@ class ZeroPlan:
         """DDP's flat gradient buckets."""
         return self.spread and self.stage == 0 and self.engine.buckets
 
-    def local(self, graph: Graph, sharded: bool) -> list[tuple[sympy.Expr, sympy.Expr]]:
-        """The allocations one GPU holds of a per-parameter quantity, as (elements, how many)."""
-        if not sharded:
-            return [(c.expr, c.count) for c in params(graph).contributions]
+    def local(self, graph: Graph, what: str) -> list[tuple[sympy.Expr, sympy.Expr]]:
+        """The allocations one GPU holds of a per-parameter state (weights, gradients, optimizer), as
+        (elements, how many)."""
+        every = pieces(graph)
+        if not self.sharded(what):
+            gradients = what == "gradients"
+            return [(self.gradient_numel(x.node, x.param) if gradients else x.param.numel, x.count) for x in every]
         if self.engine.split == "flat":
             return [(sympy.ceiling(params(graph).total / d), sympy.S.One)]
-        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in pieces(graph)]
+        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in every]
+
+    def gradient_numel(self, node: Node, p: Param) -> sympy.Expr:
+        """Elements of ``p``'s gradient as backward makes it (before any ZeRO reduce-scatter): the whole
+        table of a vocab-parallel embedding where the engine holds it whole, else ``p``'s."""
+        rows = node.attr("whole_rows")
+        if rows is None or not self.engine.whole_vocab_gradient:
+            return p.numel
+        return rows * _rows(p)[1]
 
     def elements(self, graph: Graph, what: str) -> sympy.Expr:
         """Elements per GPU of a per-parameter state (weights, gradients, optimizer)."""
-        return sympy.Add(*(e * n for e, n in self.local(graph, self.sharded(what))))
+        return sympy.Add(*(e * n for e, n in self.local(graph, what)))
 
     def gathered(self, params_: list[Param]) -> sympy.Expr:
         """Elements of one all-gather of ``params_`` (dim 0 split: padded to a multiple of d)."""

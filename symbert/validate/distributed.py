@@ -226,7 +226,7 @@ NOTES = {
     ),
     "tensor": (
         "torch's RowwiseParallel embedding returns a Replicate gradient: every rank holds the whole "
-        "word-embedding gradient, where the prediction, like Megatron's vocab-parallel embedding, holds its shard"
+        "word-embedding gradient until zero_grad (the torch engine's convention; Megatron's holds its shard)"
     ),
 }
 
