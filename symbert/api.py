@@ -38,6 +38,11 @@ def trace(
     name = model.model if isinstance(model, Config) else model
     if spread[0] and name in MODELS and not MODELS[name].tensor_plan:
         raise ValueError(f"{name} declares no tensor-parallel plan (ModelSpec.tensor_plan): --tensor-parallel 1 only")
+    if spread[2] and len(trace(model, task=task, **options).blocks) != 1:
+        raise ValueError(
+            f"{name}'s layers are not one repeated stack, so they cannot be cut into pipeline stages of L/p "
+            "layers: --pipeline-parallel 1 only"
+        )
     if isinstance(model, Config):
         options = {**model.structure(), **options}
         task = task or model.task

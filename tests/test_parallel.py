@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import sympy
+from inprocess import invoke
 
 import symbert
 from symbert.analysis.activations import activations
@@ -384,6 +385,18 @@ def test_a_family_without_a_plan_refuses_tensor_parallelism(monkeypatch: pytest.
     with pytest.raises(ValueError, match="bert declares no tensor-parallel plan"):
         symbert.trace("bert", layout=TP)
     assert symbert.trace("bert", layout=Layout(pipeline=2)).blocks  # a pipeline needs no plan
+
+
+def test_layers_in_several_blocks_refuse_a_pipeline() -> None:
+    """ModernBERT traces layer 0, its other global layers and its local layers apart (they differ), so no
+    stage boundary after L/p layers exists in its graph: with p = 2 its first stage held only the global
+    layers (61,250,304 parameters of 149,014,272). It is refused in one line instead, as the planner's
+    reason for every p > 1."""
+    modern = symbert.preset("modernbert-base")
+    with pytest.raises(ValueError, match="not one repeated stack"):
+        symbert.trace(modern, layout=Layout(pipeline=2))
+    result = invoke("report", "--preset", "modernbert-base", "--pipeline-parallel", "2")
+    assert result.code == 2 and "not one repeated stack" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

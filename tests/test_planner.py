@@ -13,6 +13,7 @@ from symbert.analysis.planner import Option, collectives, communication, layouts
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.states import Training
 from symbert.analysis.training import Point
+from symbert.api import per_gpu
 from symbert.parallel import Layout
 from symbert.render.formula import quantity
 
@@ -37,8 +38,8 @@ def test_communication_points_by_hand() -> None:
     once; ZeRO 2 reduce-scatters per unit, then all-gathers once; ZeRO 3 all-gathers per unit forward and
     backward and reduce-scatters per unit; FSDP2 without resharding after forward gathers once per unit."""
     tiny = symbert.preset("bert-tiny")
-    assert collectives(tiny, Layout(tensor=2)) == 5
-    assert collectives(tiny, Layout(tensor=2, pipeline=2, microbatches=2)) == 3
+    assert collectives(*per_gpu(tiny, Layout(tensor=2))) == 5
+    assert collectives(*per_gpu(tiny, Layout(tensor=2, pipeline=2, microbatches=2))) == 3
     one = Training().sharding
     assert communication(5, Layout(tensor=2), 2, one) == 10
     assert communication(3, Layout(tensor=2, pipeline=2, microbatches=2), 2, one) == 6 + 4
@@ -109,3 +110,13 @@ def test_cli_plans_a_model_too_large_for_one_gpu() -> None:
 )
 def test_cli_plan_errors_are_one_line(args: tuple[str, ...]) -> None:
     assert invoke("fit", "--preset", "bert-tiny", *args).refused
+
+
+def test_layouts_a_family_cannot_take_are_rejected_with_their_reason() -> None:
+    """ModernBERT declares no tensor-parallel plan and is not one repeated stack of layers: on four GPUs
+    only t = p = 1 can run it; every other layout is rejected, saying which of the two stops it."""
+    result = plan(symbert.preset("modernbert-base"), Training(), 4, 80 * 2**30, 512)
+    assert result.fits and {(o.layout.tensor, o.layout.pipeline) for o in result.fits} == {(1, 1)}
+    reasons = {(r.layout.tensor > 1, r.layout.pipeline > 1): r.reason for r in result.rejected}
+    assert "declares no tensor-parallel plan" in reasons[(True, False)]
+    assert "not one repeated stack" in reasons[(False, True)]

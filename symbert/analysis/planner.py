@@ -25,8 +25,9 @@ from symbert.analysis.policy import RECOMPUTE
 from symbert.analysis.sharding import ZeroPlan
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import Point, StepMemory, step_memory
-from symbert.api import spread_of, trace
+from symbert.api import per_gpu, spread_of, trace
 from symbert.configs import MAX_SIZE, Config, ConfigError
+from symbert.ir import Graph
 from symbert.ops import OPS
 from symbert.parallel import Layout
 from symbert.render.formula import quantity
@@ -111,10 +112,8 @@ def communication(graph_collectives: int, layout: Layout, layers: int, zero: Zer
     return points + (units if zero.keeps_gathered else 2 * units)
 
 
-def collectives(config: Config, layout: Layout) -> int:
-    """Collectives in the per-GPU graph, each counted as often as its op runs."""
-    graph = trace(config, layout=layout)
-    values = {**config.symbols(), **layout.values()}
+def collectives(graph: Graph, values: Mapping[sympy.Symbol, int]) -> int:
+    """Collectives in a per-GPU graph, each counted as often as its op runs at ``values``."""
     return sum(int(sympy.sympify(graph.multiplicity(n)).subs(values)) for n in graph.nodes if OPS[n.op].communication)
 
 
@@ -145,12 +144,12 @@ class Planner:
         """The least recomputation that fits, with its largest micro-batch; else why nothing fits."""
         layers = int(self.config.symbols()[L])
         try:
-            layout.check({**self.config.symbols(), seq_len: self.length})
-        except ValueError as exc:
+            graph, _ = per_gpu(self.config, layout, self.length)
+        except ConfigError as exc:  # the degrees do not split the model, or it cannot be split so
             return str(exc)
         values = self.values(layout)
         zero = self.setup(layout, "none").sharding
-        points = communication(collectives(self.config, layout), layout, layers, zero)
+        points = communication(collectives(graph, values), layout, layers, zero)
         for recompute in RECOMPUTE:
             training = self.setup(layout, recompute)
             memory = self.replay(layout, training)
