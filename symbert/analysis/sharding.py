@@ -145,6 +145,12 @@ def _rows(p: Param) -> tuple[sympy.Expr, sympy.Expr]:
     return p.shape[0], sympy.Mul(*p.shape[1:])
 
 
+def _row_shard(p: Param) -> sympy.Expr:
+    """Elements of one GPU's dim-0 shard of ``p``: ⌈rows/d⌉ rows, the rows padded to a multiple of d."""
+    rows, width = _rows(p)
+    return sympy.ceiling(rows / d) * width
+
+
 @dataclass(frozen=True)
 class ZeroPlan:
     """The sharding of one training setup: the engine, the ZeRO stage and whether d > 1."""
@@ -182,7 +188,7 @@ class ZeroPlan:
             return [(self.gradient_numel(x.node, x.param) if gradients else x.param.numel, x.count) for x in every]
         if self.engine.split == "flat":
             return [(sympy.ceiling(params(graph).total / d), sympy.S.One)]
-        return [(sympy.ceiling(_rows(x.param)[0] / d) * _rows(x.param)[1], x.count) for x in every]
+        return [(_row_shard(x.param), x.count) for x in every]
 
     def gradient_numel(self, node: Node, p: Param) -> sympy.Expr:
         """Elements of ``p``'s gradient as backward makes it (before any ZeRO reduce-scatter): the whole
@@ -200,11 +206,11 @@ class ZeroPlan:
         """Elements of one all-gather of ``params_`` (dim 0 split: padded to a multiple of d)."""
         if self.engine.split == "flat":
             return sympy.Add(*(p.numel for p in params_))
-        return sympy.Add(*(d * sympy.ceiling(_rows(p)[0] / d) * _rows(p)[1] for p in params_))
+        return d * self.shard(params_)
 
     def shard(self, params_: list[Param]) -> sympy.Expr:
         """Elements of one GPU's shard of ``params_`` (dim 0 split)."""
-        return sympy.Add(*(sympy.ceiling(_rows(p)[0] / d) * _rows(p)[1] for p in params_))
+        return sympy.Add(*(_row_shard(p) for p in params_))
 
     def describe(self) -> str:
         return f"ZeRO stage {self.stage} as {self.engine.stages[self.stage]} ({self.engine.name} convention)"
