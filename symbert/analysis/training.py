@@ -21,6 +21,7 @@ import sympy
 
 from symbert.analysis import exact
 from symbert.analysis.activations import activations
+from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
 from symbert.analysis.sizes import Size, add_to, at_least, ceiling_values, ceilings, expr_of, scaled, size_of
@@ -386,6 +387,12 @@ def _power(x, exponents: tuple[int, ...]):
     return out
 
 
+def one_microbatch(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None) -> Breakdown:
+    """What one micro-batch keeps for backward on the stage ``graph`` is: the activations pass without the
+    pipeline's in-flight factor."""
+    return activations(graph, replace(training.memory, layout=Layout()), values)
+
+
 def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None) -> dict[str, Size]:
     """On the first of several pipeline stages (``graph`` being its), what the other micro-batches in
     flight keep for backward while one runs forward and backward, by category: 1F1B's steady state,
@@ -394,9 +401,8 @@ def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, in
     extra: dict[str, Size] = {"attention": {}, "activations": {}}
     if layout.pipeline == 1:
         return extra
-    one = activations(graph, replace(training.memory, layout=Layout()), values)
     others = stage_factor(layout) - 1
-    for c in one.contributions:
+    for c in one_microbatch(graph, training, values).contributions:
         category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
         add_to(extra[category], size_of(c.total * others))
     return extra
@@ -466,9 +472,8 @@ def in_flight_allocations(graph: Graph, training: Training, values: Mapping[symp
     if layout.pipeline == 1:
         return {}
     others = sympy.ceiling(stage_factor(layout).subs(layout.values())) - 1
-    one = activations(graph, replace(training.memory, layout=Layout()), values)
     out: dict[int, int] = {}
-    for c in one.contributions:
+    for c in one_microbatch(graph, training, values).contributions:
         n = int(sympy.sympify(c.expr).subs(values))
         n += -n % ROUND
         out[n] = out.get(n, 0) + int(sympy.sympify(c.count).subs(values)) * int(others)
