@@ -17,7 +17,7 @@ import sympy
 from symbert import ops as F
 from symbert.ir import Role, Tensor
 from symbert.models import heads
-from symbert.models.bert import ENCODER_FIELDS, residual_block
+from symbert.models.bert import ENCODER_FIELDS, masked_lm_head, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
@@ -193,13 +193,8 @@ def transform(e: Encoded, width: sympy.Expr) -> Tensor:
     return F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, width)))
 
 
-def mlm(e: Encoded, problem: str) -> Tensor:
-    scores = lm_scores(e)
-    return heads.cross_entropy("masked_lm", scores, heads.labels("labels", e.sequence.shape[:2]))
-
-
 HEADS = heads.by_name(
-    Head("mlm", "DebertaV2ForMaskedLM", mlm),
+    Head("mlm", "DebertaV2ForMaskedLM", masked_lm_head(lm_scores)),
     Head(
         "sequence-classification",
         "DebertaV2ForSequenceClassification",

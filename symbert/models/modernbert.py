@@ -23,7 +23,7 @@ import sympy
 
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models import heads
+from symbert.models import bert, heads
 from symbert.models.bert import ENCODER_FIELDS
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
@@ -103,8 +103,7 @@ def masked_lm(e: Encoded, problem: str) -> Tensor:
     tied = {"weight": f"{e.prefix}.embeddings.tok_embeddings.weight"}
     x = prediction_head(e.sequence, e)
     logits = F.linear("decoder", x, vocab_size, bias=e.options["decoder_bias"], tied=tied)
-    logits = F.cast(logits, "float32", name="float")
-    return heads.cross_entropy("masked_lm", logits, heads.labels("labels", e.sequence.shape[:2]))
+    return bert.masked_lm(e, F.cast(logits, "float32", name="float"))
 
 
 def pooled(e: Encoded) -> Tensor:
