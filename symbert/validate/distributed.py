@@ -7,7 +7,9 @@ A :class:`~symbert.parallel.Layout` says how the model is spread, the way people
   skipped (``init_sync=False``);
 * data parallelism with ZeRO 3: FSDP2, ``fully_shard`` on every encoder layer, then on the root;
 * tensor parallelism: ``parallelize_module`` on a one-dimensional ``DeviceMesh`` with Megatron's plan
-  (:data:`TENSOR_PLAN`), each rank cutting its own shards. Each self-attention module is told its local
+  (the family's ``tensor_plan``, the one the prediction traces under: :func:`module_plan`), each rank
+  cutting its own shards; the word embeddings split by vocabulary (``RowwiseParallel`` of an embedding,
+  its output all-reduced). Each self-attention module is told its local
   head count, A/t heads of H/t columns (``num_attention_heads``, ``all_head_size``), as torch's
   tensor-parallel tutorial does for Llama; Hugging Face's BERT reshapes with ``-1`` heads, so its forward
   follows the local width anyway.
@@ -25,6 +27,7 @@ import pickle
 import re
 import socket
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,18 +36,6 @@ from symbert.configs import Config, ConfigError
 from symbert.parallel import Layout
 from symbert.validate import measure
 from symbert.validate.peak import MeasuredSteps, measure_steps
-
-#: Hugging Face BERT's module names (by suffix) and the tensor-parallel style of each; the word
-#: embeddings split by vocabulary (``RowwiseParallel`` of an embedding, its output all-reduced).
-TENSOR_PLAN = {
-    "embeddings.word_embeddings": "vocab",
-    "attention.self.query": "colwise",
-    "attention.self.key": "colwise",
-    "attention.self.value": "colwise",
-    "attention.output.dense": "rowwise",
-    "intermediate.dense": "colwise",
-    "output.dense": "rowwise",
-}
 
 #: An encoder layer, which FSDP2 shards as one unit: ``encoder.layer.3``, ``transformer.layer.0``.
 LAYER = re.compile(r"(^|\.)layer\.\d+$")
@@ -106,8 +97,21 @@ def check_runnable(config: Config, layout: Layout) -> None:
                 raise ConfigError(f"--tensor-parallel {layout.tensor} does not divide {key}={config.values[key]}")
 
 
-def spread(model: Any, layout: Layout) -> Any:
-    """``model`` spread over the process group as ``layout`` says (module docstring): the model to train."""
+def module_plan(model: Any, plan: Mapping[str, str]) -> dict[str, str]:
+    """A family's tensor-parallel plan (scope → style) as ``parallelize_module`` takes it: the model's
+    module names, layer indices and all, whose scope (the name without its indices, as symbert's scopes
+    follow Hugging Face's names) the plan splits."""
+    return {
+        name: plan[scope]
+        for name, _ in model.named_modules()
+        if (scope := "/".join(part for part in name.split(".") if not part.isdigit())) in plan
+        and plan[scope] != "sequence"
+    }
+
+
+def spread(model: Any, layout: Layout, plan: Mapping[str, str]) -> Any:
+    """``model`` spread over the process group as ``layout`` says (module docstring), tensor parallelism
+    under the family's ``plan``: the model to train."""
     import torch.distributed as dist
 
     how = kind(layout)
@@ -132,17 +136,12 @@ def spread(model: Any, layout: Layout) -> Any:
         "rowwise": RowwiseParallel,
         "vocab": lambda: RowwiseParallel(input_layouts=Replicate()),
     }
-    plan = {
-        name: styles[style]()
-        for name, _ in model.named_modules()
-        for suffix, style in TENSOR_PLAN.items()
-        if name == suffix or name.endswith("." + suffix)
-    }
+    styled = {name: styles[style]() for name, style in module_plan(model, plan).items()}
     for name, module in model.named_modules():
         if name.endswith("attention.self"):
             module.num_attention_heads //= t
             module.all_head_size //= t
-    return parallelize_module(model, init_device_mesh("cpu", (t,)), plan, src_data_rank=None)
+    return parallelize_module(model, init_device_mesh("cpu", (t,)), styled, src_data_rank=None)
 
 
 def _rank(
@@ -160,6 +159,7 @@ def _rank(
     import torch
     import torch.distributed as dist
 
+    from symbert.models import MODELS
     from symbert.validate.compare import hugging_face
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -169,7 +169,7 @@ def _rank(
 
         def prepare() -> tuple[Any, dict[str, Any]]:
             model, inputs = hugging_face(config, batch, seq_len, "float32")
-            return spread(model, layout), inputs
+            return spread(model, layout, MODELS[config.model].tensor_plan), inputs
 
         steps, model, inputs = measure_steps(prepare, optimizer)
         params = measure.count_parameters(model)  # before a forward unshards FSDP2's root
