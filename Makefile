@@ -21,11 +21,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks
 
 # Generated docs: the diagram gallery (docs/gallery.md, docs/diagrams/), the formula reference (docs/formulas.md)
-# and the plots of docs/rl-memory.md (docs/img/). Tests check the gallery and the reference are fresh.
+# and the plots of docs/rl-memory.md and docs/parallel.md (docs/img/). Tests check the gallery and the reference are fresh.
 docs: $(VENV)/.installed system-deps
 	$(BIN)/python scripts/make_docs.py
 	$(BIN)/python -m symbert.render.reference docs/formulas.md
 	$(BIN)/python -m symbert.render.plots docs/img
+	$(BIN)/python -m symbert.render.layout_plot docs/img
 
 # Graphviz's `dot` draws the diagrams; installed from Debian/Ubuntu packages where it is missing.
 system-deps:
