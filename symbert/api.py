@@ -12,7 +12,7 @@ from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
 from symbert.parallel import Layout, Sharding, StageEnd, last_stage
 from symbert.symbols import B, seq_len
-from symbert.tracer import Tracer, graph_output, scope, tracing
+from symbert.tracer import Tracer, call, graph_output, scope, tracing
 
 #: How a layout shapes the graph: (tensor parallel, sequence parallel, the pipeline stage or "").
 Spread = tuple[bool, bool, str]
@@ -114,10 +114,12 @@ def _trace(
 def _build(spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, object], ...], problem: str) -> None:
     """Record the model, with its head and loss when it has one."""
     if task_head is None:
-        for name, x in spec.build(**dict(options)).items():
+        with call():
+            outputs = spec.build(**dict(options))
+        for name, x in outputs.items():
             graph_output(name, x)
         return
-    with scope(spec.prefix, in_path=False):
+    with scope(spec.prefix, in_path=False), call():
         outputs = spec.build(**dict(options))
     with scope("head", in_param_name=False):
         loss = task_head.build(Encoded(outputs, dict(options), spec.prefix), problem)

@@ -119,6 +119,9 @@ class Graph:
     tensors: dict[str, Tensor] = field(default_factory=dict)
     blocks: dict[str, Block] = field(default_factory=dict)
     options: dict[str, object] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    """Tensors a module's Python locals keep past their last use: tensor → the node after which the
+    module returns (:func:`symbert.tracer.held`)."""
 
     def add_node(self, node: Node, outputs: list[Tensor]) -> None:
         for t in outputs:

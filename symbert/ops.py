@@ -10,6 +10,9 @@ Each entry states, once, what the analyses need to know about the op:
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
 * ``view``: the output shares its input's storage.
+* ``view_when``: for an op that is a view at some sizes and a copy at others (``torch.reshape``), the
+  indicator (sympy, 1 or 0) of the sizes where it is a view; the analyses keep and allocate whichever
+  it is (:func:`symbert.analysis.sizes.folded`).
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
@@ -50,6 +53,7 @@ class OpDef:
     grad_passes_through: bool = False
     autocast: str | Mapping[str, str] = "same"
     communication: bool = False
+    view_when: Callable[[Node, Graph], sympy.Expr] | None = None
     placeholder: bool = False
     graph_input: bool = False
     graph_output: bool = False
@@ -68,6 +72,7 @@ def _op(
     grad_passes_through: bool = False,
     autocast: str | Mapping[str, str] = "same",
     communication: bool = False,
+    view_when: Callable[[Node, Graph], sympy.Expr] | None = None,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
@@ -82,6 +87,7 @@ def _op(
             grad_passes_through=passes,
             autocast=autocast,
             communication=communication,
+            view_when=view_when,
         )
         return fn
 
@@ -292,6 +298,15 @@ def select(x: Tensor, dim: int, index: int, name: str = "select") -> Tensor:
 def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     """Copy into a fresh row-major tensor (after a transpose)."""
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
+
+
+@_op("fold", grad_passes_through=True, view_when=lambda node, graph: node.attr("view_when"))
+def fold(x: Tensor, view_when: sympy.Expr, name: str = "fold") -> Tensor:
+    """torch.matmul folding the batch of a [rows, heads, n, d] operand into rows·heads: a view where its
+    strides allow, else a copy. ``view_when`` is the bracket of the sizes where they allow it: for a
+    third of a fused QKV projection [rows = 1] (heads ≥ 2), for a tensor laid out [rows, n, heads, d]
+    [rows = 1 or n = 1]."""
+    return active().record("fold", name, [x], [(x.shape, x.dtype, x.role, None)], attrs={"view_when": view_when})[0]
 
 
 @_op("cast")

@@ -23,6 +23,42 @@ window = sympy.Symbol("window", **_INT)  # a sliding-window attention's width (M
 global_every = sympy.Symbol("global_every", **_INT)  # one global-attention layer in this many (ModernBERT)
 L_global = sympy.Symbol("L_global", **_INT)  # the layers that attend globally, ⌈L/global_every⌉ (ModernBERT)
 
+
+class is_one(sympy.Function):
+    """The Iverson bracket [x = 1] of a size x: 1 where it is one, else 0. PyTorch keeps some tensors
+    differently at batch 1, where a strided view folds without a copy (:func:`symbert.ops.fold`)."""
+
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_Integer:
+            return sympy.S.One if x == 1 else sympy.S.Zero
+        return sympy.S.Zero if (x - 1).is_positive else None  # 4·B, B + 1: at least 2
+
+    def _latex(self, printer: object) -> str:
+        return rf"\left[{printer._print(self.args[0])} = 1\right]"
+
+
+def either(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+    """[p or q] of two brackets [p] and [q]."""
+    return a + b - a * b
+
+
+def settled(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` expanded, with each size x set to 1 in the terms a bracket [x = 1] multiplies, and
+    each bracket's powers as itself: [B = 1]·2·seq_len·H, not [B = 1]²·2·B·seq_len·H."""
+    out = []
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        factors = sympy.Mul.make_args(term)
+        brackets = {f.base if f.is_Pow else f for f in factors if (f.base if f.is_Pow else f).func is is_one}
+        rest = sympy.Mul(*(f for f in factors if (f.base if f.is_Pow else f) not in brackets))
+        ones = {b.args[0]: 1 for b in brackets if b.args[0].is_Symbol}
+        out.append(rest.subs(ones) * sympy.Mul(*brackets))
+    return sympy.Add(*out)
+
+
 ALL: tuple[sympy.Symbol, ...] = (
     *(B, seq_len, L, H, E, A, I, vocab_size, type_size, position_size, position_buckets, num_labels, C),
     *(window, global_every, L_global),

@@ -50,6 +50,8 @@ class Tracer:
     _block: str | None = None
     _regions: list[str] = field(default_factory=list)
     _used: Counter[str] = field(default_factory=Counter)
+    _calls: list[list[str]] = field(default_factory=list)
+    _last: str = ""
 
     def path(self, leaf: str = "") -> str:
         parts = [f.name for f in self._scope if f.in_path] + ([leaf] if leaf else [])
@@ -110,6 +112,7 @@ class Tracer:
             regions=tuple(self._regions),
         )
         self.graph.add_node(node, made)
+        self._last = node_name
         return made
 
 
@@ -156,6 +159,28 @@ def region(name: str) -> Iterator[None]:
         yield
     finally:
         t._regions.pop()
+
+
+@contextmanager
+def call() -> Iterator[None]:
+    """A module's forward being traced: what :func:`held` marks inside stays referenced by its Python
+    locals until it returns, that is until the last op recorded inside has run."""
+    t = active()
+    t._calls.append([])
+    try:
+        yield
+    finally:
+        for name in t._calls.pop():
+            t.graph.held[name] = t._last
+
+
+def held(*xs: Tensor | None) -> None:
+    """``xs`` stay referenced by locals of the module call being traced (:func:`call`) until it returns,
+    as Hugging Face's forward keeps ``qkv`` or the attention mask past their last use."""
+    t = active()
+    if not t._calls:
+        raise TraceError("held() needs an enclosing call()")
+    t._calls[-1].extend(x.name for x in xs if x is not None)
 
 
 def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:

@@ -4,6 +4,8 @@ bf16, eager and sdpa, padded and not; the released configs' parameter counts; ha
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import replace
 
@@ -15,7 +17,7 @@ from inprocess import invoke
 import symbert
 from symbert.analysis.activations import activations
 from symbert.analysis.policy import MemoryOptions
-from symbert.symbols import A, B, H, I, L, L_global, seq_len, vocab_size
+from symbert.symbols import A, B, H, I, L, L_global, is_one, seq_len, vocab_size
 
 #: Small configs: three heads of width 8 with a window of 4 under seq_len 7; four heads of width 6, a
 #: global layer every 2; two layers with a global period of 3 (layer 1 local, no other global layer).
@@ -103,6 +105,54 @@ def test_exact_against_hugging_face(name: str, head: str, padding: bool, dtype: 
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
     model, _ = hugging_face(config, 1, 2, "float32")
     assert traced_param_shapes(config) == hf_param_shapes(model)
+
+
+@pytest.mark.parametrize(("name", "head", "dtype"), [("odd", "model", "float32"), ("period-2", "mlm", "bfloat16")])
+def test_batch_one_keeps_the_fused_projection(name: str, head: str, dtype: str) -> None:
+    """At batch 1 eager attention's product reads V in place, so it keeps the whole fused QKV projection
+    where at batch 2 it keeps a copy of V: saved bytes equal the real model's at both."""
+    hf()
+    from symbert.validate.compare import validate
+
+    for batch in (1, 2):
+        checks = validate(small(name, head), batch, 7, dtype)
+        assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_batch_one_term_by_hand() -> None:
+    """Per layer, batch 1 keeps QKV (3·seq_len·H) instead of V's copy (seq_len·H): 2·seq_len·H·4 bytes
+    more in float32, a bracket [B = 1] in the formula, in every command's formulas and values."""
+    total = activations(symbert.trace("modernbert"), MemoryOptions()).total
+    assert sympy.expand(total - total.subs(is_one(B), 0)) == 8 * seq_len * H * L * is_one(B)
+    config = symbert.preset("modernbert-base")
+    one, two = (symbert.report(config, b, 128).value("activation_bytes") for b in (1, 2))
+    by_hand = 8 * 128 * 768 * 22
+    assert one == evaluate(total, config, 1, 128) == evaluate(total.subs(is_one(B), 0), config, 1, 128) + by_hand
+    assert two == evaluate(total.subs(is_one(B), 0), config, 2, 128)
+    assert "[B = 1]" in invoke("report", "--preset", "modernbert-base").stdout
+    assert r"\left[b = 1\right]" in invoke("latex", "--preset", "modernbert-base", "--notation", "megatron").stdout
+
+
+def test_sweep_and_fit_at_batch_one() -> None:
+    """The compiled sweep and fit's solver evaluate the bracket at each batch: the sweep equals the
+    replayed peak at batch 1 and 2, and a budget of exactly the batch-1 peak fits batch 1 and no more."""
+    from symbert.analysis.fit import fit
+    from symbert.analysis.states import Training
+    from symbert.analysis.sweep import sweep
+    from symbert.analysis.training import step_memory
+
+    config, training = small("odd"), Training()
+    sizes = config.symbols()
+    memory = step_memory(symbert.trace(config), training, sizes)
+    peaks = [memory.peak({**sizes, B: b, seq_len: 7}).total for b in (1, 2)]
+    out = io.BytesIO()
+    sweep([config], [training], [1, 2], [7], ("peak", "activation_bytes"), out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
+    assert [int(r["peak"]) for r in rows] == peaks
+    saved = [symbert.report(config, b, 7).value("activation_bytes") for b in (1, 2)]
+    assert [int(r["activation_bytes"]) for r in rows] == saved
+    assert fit(config, training, peaks[0], length=7).batch == 1
+    assert fit(config, training, peaks[0] - 1, length=7).batch is None
 
 
 @pytest.mark.parametrize(("head", "attention"), [("model", "eager"), ("mlm", "sdpa")])

@@ -18,10 +18,12 @@ from symbert.analysis import sdpa
 from symbert.analysis.autocast import resolve, weight_copies
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
+from symbert.analysis.sizes import folded
 from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
 from symbert.parallel import stage_factor
+from symbert.symbols import settled
 
 NOT_SAVED = frozenset({Role.BUFFER, Role.PARAMETER})
 
@@ -165,6 +167,18 @@ def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str
     return [(root.name, graph.blocks[root.block].count)], root
 
 
+def _stored(graph: Graph, tensor: Tensor, options: MemoryOptions, storages: set[str]) -> sympy.Expr:
+    """Bytes a kept storage holds; for the output of an op that is a view at some sizes
+    (:func:`~symbert.analysis.sizes.folded`), the storage it views there, unless that is kept anyway."""
+    size = tensor.numel * options.bytes_of(tensor.dtype)
+    fold = folded(graph, tensor)
+    if fold is None:
+        return size
+    view, base = fold
+    held = 0 if base.name in storages else base.numel * options.bytes_of(base.dtype)
+    return size + settled(view * (held - size))
+
+
 def activations(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> Breakdown:
     """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
     see :func:`saved`). On the first of several pipeline stages, ``graph`` being that stage's, the
@@ -177,7 +191,9 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     flight = stage_factor(options.layout)
     claimed: set[str] = set()
     parts = []
-    for item in saved(graph, options, values):
+    items = list(saved(graph, options, values))
+    storages = {graph.storage(item.tensor.name).name for item in items if item.tensor is not None}
+    for item in items:
         component = component_of(item.node, spec.activation_components)
         if item.tensor is None:
             count = graph.param_multiplicity(item.node) if item.param else graph.multiplicity(item.node)
@@ -188,7 +204,7 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
         if not new:
             continue
         claimed.update(key for key, _ in new)
-        size = sizing.numel * options.bytes_of(sizing.dtype)
+        size = _stored(graph, sizing, options, storages)
         what = f"{item.what}: {graph.storage(item.tensor.name).name} ({options.dtype_of(sizing.dtype)})"
         parts.append(Contribution(item.node.name, component, what, size * flight, sympy.Add(*(c for _, c in new))))
     order = component_order(spec.activation_components)

@@ -75,7 +75,7 @@ def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
     }
     if not same:
         return graph
-    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options))
+    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
     for node in graph.nodes:
         made = [replace(graph.tensor(t), base=same.get(t, graph.tensor(t).base)) for t in node.outputs]
         for name in node.inputs:
@@ -86,7 +86,7 @@ def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
 
 
 def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Graph:
-    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options))
+    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
     dtypes: dict[str, str] = {}
     for node in graph.nodes:
         kind = category(node.op, device)
@@ -118,7 +118,7 @@ def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gra
         made = []
         for name in node.outputs:
             t = graph.tensor(name)
-            if OPS[node.op].view or node.op in ("contiguous", "clamp"):
+            if OPS[node.op].view or node.op in ("contiguous", "fold", "clamp"):
                 dtype = dtypes.get(inputs[0], graph.tensor(inputs[0]).dtype)
             else:
                 classes = {ACT: act, MASK_DTYPE: options.backend.mask or act, STATS_DTYPE: options.backend.stats}

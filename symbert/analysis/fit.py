@@ -124,7 +124,9 @@ def largest(polys: Polynomials, x: sympy.Symbol, budget: int, step: int = 1) -> 
     """The largest multiple of ``step`` (0 if none) that ``x`` may take with its exact peak within
     ``budget``; None if the peak does not grow with it. Each polynomial is solved exactly, then the
     answer is stepped down where the allocator's rounding and sizes rounded up to a multiple
-    (⌈seq_len/32⌉), which the polynomials leave out, push it over: the peak grows with ``x``."""
+    (⌈seq_len/32⌉), which the polynomials leave out, push it over: the peak grows with ``x``. The
+    polynomials hold for x ≥ 2; at x = 1 a bracket [x = 1] (what PyTorch keeps at batch 1) may add or
+    take away, so 1 is tried exactly too."""
     bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
     answers = [a for a in bounds if a is not None]
     if not answers:
@@ -132,6 +134,8 @@ def largest(polys: Polynomials, x: sympy.Symbol, budget: int, step: int = 1) -> 
     n = max(min(answers), 0) // step * step
     while n >= 1 and max(polys.exact(n)) > budget:
         n -= step
+    if n == 0 and max(polys.exact(step)) <= budget:  # a bracket [x = 1] the bound left out can lower it
+        n = step
     return n
 
 

@@ -43,11 +43,11 @@ from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
-from symbert.analysis.sizes import Size, add_to, at_least, expr_of, scaled, size_of
+from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
-from symbert.symbols import seq_len
+from symbert.symbols import seq_len, settled
 
 #: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
 ROOT: tuple = (None, None)
@@ -135,6 +135,8 @@ class Replay:
         ]
         self.kept = self._by_node(saved(graph, self.options, values))
         self.kept_plain = self._by_node(saved(graph, self.plain, values))
+        every = [i for kept in (self.kept, self.kept_plain) for items in kept.values() for i in items]
+        self.kept_storages = {graph.storage(i.tensor.name).name for i in every if i.tensor is not None}
         self.regions: dict[Key, list[Unit]] = {}
         for unit in self.units:
             key = region_of(unit.node, self.options)
@@ -206,13 +208,33 @@ class Replay:
 
         A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows, ⌈seq_len/32⌉) stays
         exact: the closed forms carry it as a generator of their polynomials
-        (:func:`~symbert.analysis.sizes.ceilings`)."""
+        (:func:`~symbert.analysis.sizes.generators`)."""
         nbytes = sympy.sympify(item.nbytes)
         category = "attention" if sympy.degree(at_least(nbytes), seq_len) >= 2 else "activations"
         return size_of(nbytes), category
 
     def tensor_alloc(self, name: str, owner: tuple[str, int | None] | None) -> _Buffer:
         return self.alloc(*self.tensor_size(name), owner)
+
+    def output_alloc(self, unit: Unit, name: str, rekey: Rekey) -> _Buffer:
+        """A forward output's allocation. Where the op is a view at some sizes (:func:`folded`), only
+        its copy at the others; the view then holds the storage it views, unless that is kept anyway:
+        that share of the storage moves to the output, to be freed with it."""
+        size, category = self.tensor_size(name)
+        fold = folded(self.graph, self.graph.tensor(name))
+        if fold is None:
+            return self.alloc(size, category, self.owner(unit))
+        view, base = fold
+        buf = self.alloc(size_of(expr_of(size) - settled(view * expr_of(size))), category, self.owner(unit))
+        if base.name not in self.kept_storages:
+            viewed = self.live[rekey(self.storage_key(unit.node.inputs[0], unit.run))]
+            for field in ("size", "pad"):
+                moved = size_of(settled(view * expr_of(getattr(viewed, field))))
+                setattr(viewed, field, {**getattr(viewed, field)})
+                add_to(getattr(viewed, field), moved, -1)
+                setattr(buf, field, {**getattr(buf, field)})
+                add_to(getattr(buf, field), moved)
+        return buf
 
     def tensor_key(self, name: str, run: int | None) -> Key:
         """The tensor instance a reference from run ``run`` means: a block's input is the previous run's
@@ -405,9 +427,10 @@ class Replay:
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
-        masks, last = self.masks_held(units)
-        for key in masks:
-            self.reads_left[key] = self.reads_left.get(key, 0) + 1
+        returns = self.returns(units, rekey)
+        for keys in returns.values():
+            for key in keys:
+                self.reads_left[key] = self.reads_left.get(key, 0) + 1
         for unit in units:
             self.enter(unit, "forward" if self.phase == "forward" else "backward")
             layer = self.unit_of(unit)
@@ -419,7 +442,7 @@ class Replay:
                 tensor = self.graph.tensor(t)
                 if tensor.base is None and tensor.role not in (Role.BUFFER, Role.PARAMETER):
                     key = rekey(self.storage_key(t, unit.run))
-                    self.live[key] = self.tensor_alloc(t, self.owner(unit))
+                    self.live[key] = self.output_alloc(unit, t, rekey)
                     created.append(key)
             for item, key in self.keeps(unit, kept, rekey):
                 if item.tensor is None and key not in self.live:
@@ -437,10 +460,9 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
-            if unit is last:
-                for key in masks:
-                    self.reads_left[key] -= 1
-                    self.maybe_free(key)
+            for key in returns.get(id(unit), ()):
+                self.reads_left[key] -= 1
+                self.maybe_free(key)
             layer_done = self.phase == "forward" and layer != ROOT and self.last_of[layer] is unit
             if layer_done and not self.sharding.keeps_gathered:
                 self.reshard(layer)
@@ -449,15 +471,16 @@ class Replay:
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
 
-    def masks_held(self, units: list[Unit]) -> tuple[list[Key], Unit | None]:
-        """The 4D attention masks and the last unit of the encoder model's forward: Hugging Face's model
-        holds its mask in a local until its forward returns, past the last layer that reads it (a task
-        model's head runs after)."""
-        if self.phase != "forward":
-            return [], None
-        masks = [self.storage_key(t, None) for n in self.graph.nodes if n.op == "mask_bias" for t in n.outputs]
-        encoder = [u for u in units if not u.node.name.startswith("head/")]
-        return (masks, encoder[-1]) if masks and encoder else ([], None)
+    def returns(self, units: list[Unit], rekey: Rekey) -> dict[int, list[Key]]:
+        """What modules' Python locals hold past its last use (:attr:`symbert.ir.Graph.held`), by the
+        unit (its ``id``) after which the module returns, for those among ``units``: a recomputed
+        layer re-runs its forward and holds its own locals again."""
+        out: dict[int, list[Key]] = {}
+        for unit in units:
+            for t, until in self.graph.held.items():
+                if any(n.name == until for n in unit.nodes):
+                    out.setdefault(id(unit), []).append(rekey(self.storage_key(t, unit.run)))
+        return out
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import sympy
+
+from symbert.ir import Graph, Tensor
+from symbert.ops import OPS
+from symbert.symbols import is_one
 
 Size = dict[sympy.Expr, sympy.Expr]
 
@@ -16,14 +21,14 @@ def size_of(expr: sympy.Expr) -> Size:
 
 def polynomial(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` with each ceiling of n/q (a size rounded up to a multiple, as the memory-efficient SDPA
-    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, so that it is a
-    polynomial; exact where the rounded size is already a multiple of q."""
+    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x = 1] by 1,
+    so that it is a polynomial; exact where the rounded size is already a multiple of q and x is 1."""
 
     def bound(x: sympy.Expr) -> sympy.Expr:
         q = sympy.fraction(sympy.Rational(x.as_coeff_Mul()[0]))[1]
         return x + sympy.Rational(q - 1, q)
 
-    return sympy.sympify(expr).replace(sympy.ceiling, bound)
+    return sympy.sympify(expr).replace(sympy.ceiling, bound).replace(is_one, lambda x: sympy.S.One)
 
 
 def add_to(into: Size, other: Size, times: sympy.Expr | int = 1) -> None:
@@ -50,31 +55,46 @@ def expr_of(size: Size) -> sympy.Expr:
     return sympy.Add(*(c * m for m, c in size.items()))
 
 
-def ceilings(exprs: Iterable[sympy.Expr], free: Iterable[sympy.Symbol]) -> tuple[sympy.Expr, ...]:
-    """The sizes rounded up to a multiple in ``exprs`` that depend on the ``free`` symbols (the
-    memory-efficient SDPA kernel's ⌈seq_len/32⌉ rows), in a fixed order. A polynomial in the free
-    symbols and these is exact; :func:`ceiling_values` gives their values at points."""
+def generators(exprs: Iterable[sympy.Expr], free: Iterable[sympy.Symbol]) -> tuple[sympy.Expr, ...]:
+    """The steps in ``exprs`` that depend on the ``free`` symbols, in a fixed order: sizes rounded up to
+    a multiple (the memory-efficient SDPA kernel's ⌈seq_len/32⌉ rows) and brackets [x = 1] (what
+    PyTorch keeps differently at batch 1). A polynomial in the free symbols and these is exact;
+    :func:`generator_values` gives their values at points."""
     free = set(free)
-    found = {c for e in exprs for c in sympy.sympify(e).atoms(sympy.ceiling) if c.free_symbols & free}
+    found = {c for e in exprs for c in sympy.sympify(e).atoms(sympy.ceiling, is_one) if c.free_symbols & free}
     for c in found:
         (symbol,) = c.free_symbols
-        if not sympy.sympify(c.args[0] / symbol).is_Rational:
-            raise ValueError(f"cannot evaluate {c}: only ⌈r·x⌉ of one size x is supported")
+        if c.args[0] != symbol and not (isinstance(c, sympy.ceiling) and sympy.sympify(c.args[0] / symbol).is_Rational):
+            raise ValueError(f"cannot evaluate {c}: only ⌈r·x⌉ and [x = 1] of one size x are supported")
     return tuple(sorted(found, key=sympy.default_sort_key))
 
 
-def ceiling_values(gens: Sequence[sympy.Expr], free: Sequence[sympy.Symbol], xs: Sequence[object]) -> list[object]:
+def generator_values(gens: Sequence[sympy.Expr], free: Sequence[sympy.Symbol], xs: Sequence[object]) -> list[object]:
     """``xs`` (values of the ``free`` symbols: integers or integer arrays), followed by each of ``gens``
-    (see :func:`ceilings`) at them, exactly: ⌈p·x/q⌉ = −(−p·x // q)."""
+    (see :func:`generators`) at them, exactly: ⌈p·x/q⌉ = −(−p·x // q), and [x = 1]."""
     out = list(xs)
     for c in gens:
         (symbol,) = c.free_symbols
-        r = sympy.Rational(c.args[0] / symbol)
         x = xs[list(free).index(symbol)]
+        if isinstance(c, is_one):
+            out.append((x == 1).astype(x.dtype) if isinstance(x, np.ndarray) else int(x == 1))
+            continue
+        r = sympy.Rational(c.args[0] / symbol)
         out.append(-(-(int(r.p) * x) // int(r.q)))
     return out
 
 
 def at_least(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` with every ⌈a⌉ replaced by a, a lower bound where coefficients are positive."""
-    return sympy.sympify(expr).replace(sympy.ceiling, lambda a: a)
+    """``expr`` with every ⌈a⌉ replaced by a and every [x = 1] by 0: a lower bound where coefficients
+    are positive, exact wherever no size is rounded and none is 1."""
+    return sympy.sympify(expr).replace(sympy.ceiling, lambda a: a).replace(is_one, lambda x: sympy.S.Zero)
+
+
+def folded(graph: Graph, tensor: Tensor) -> tuple[sympy.Expr, Tensor] | None:
+    """For the output of an op that is a view at some sizes and a copy at others
+    (:attr:`symbert.ops.OpDef.view_when`): the indicator of a view, and the storage it then views;
+    None for any other tensor. Where it is a view nothing is allocated and whoever keeps it keeps that
+    storage, which then lives as long as it does."""
+    node = graph.node(tensor.producer)
+    rule = OPS[node.op].view_when
+    return None if rule is None else (rule(node, graph), graph.storage(node.inputs[0]))

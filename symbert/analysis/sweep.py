@@ -27,7 +27,7 @@ from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.runtime import ROUND
-from symbert.analysis.sizes import ceiling_values, ceilings
+from symbert.analysis.sizes import generator_values, generators
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import per_gpu
@@ -81,7 +81,7 @@ class Compiled:
     def of(cls, expr: sympy.Expr) -> Compiled:
         """One polynomial; every symbol but B and seq_len must already have its value."""
         expr = sympy.expand(expr)
-        gens = ceilings([expr], FREE)
+        gens = generators([expr], FREE)
         poly = sympy.Poly(expr, *FREE, *gens).as_dict() or {(0,) * (len(FREE) + len(gens)): sympy.Integer(0)}
         if any(not c.is_Integer for c in poly.values()):
             raise ValueError(f"not a polynomial in B and seq_len with integer coefficients: {expr}")
@@ -98,9 +98,9 @@ class Compiled:
         where int64 could overflow.
 
         ``tops`` may give the largest batch and length, when the caller knows them."""
-        points = ceiling_values(self.gens, FREE, (batch, length))
+        points = generator_values(self.gens, FREE, (batch, length))
         if tops is not None:
-            tops = tuple(ceiling_values(self.gens, FREE, tops))
+            tops = tuple(generator_values(self.gens, FREE, tops))
         rounding = None if self.pad_args is None else (self.pad_args, self.pad_coefficients, ROUND)
         return exact.polymax_rounded(self.exponents, self.coefficients, rounding, *points, tops=tops)
 

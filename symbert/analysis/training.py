@@ -24,7 +24,7 @@ from symbert.analysis.activations import activations
 from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
-from symbert.analysis.sizes import Size, add_to, at_least, ceiling_values, ceilings, expr_of, scaled, size_of
+from symbert.analysis.sizes import Size, add_to, at_least, expr_of, generator_values, generators, scaled, size_of
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
 from symbert.parallel import Layout, stage_factor, whole_sequence
@@ -228,7 +228,7 @@ class StepMemory:
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}
         layout = self.training.memory.layout
         monomials = [sympy.expand(whole_sequence(m, layout).subs(fixed)) for m in self.monomials]
-        gens = ceilings(monomials, free)
+        gens = generators(monomials, free)
         for i, m in enumerate(monomials):
             if m.has(pad512) and m.free_symbols & set(free):
                 coefficient, pad = m.as_coeff_Mul()
@@ -286,7 +286,7 @@ class Polynomials:
     ``coefficients[i, c, t]`` (int64, or Python ints where one does not fit) is candidate i's coefficient
     in category c of term ``exponents[t]``, a monomial in the free symbols and ``gens``: the sizes
     rounded up to a multiple (``⌈seq_len/32⌉``), evaluated from the free symbols
-    (:func:`~symbert.analysis.sizes.ceiling_values`). Rounding term j is
+    (:func:`~symbert.analysis.sizes.generator_values`). Rounding term j is
     ``pad512(pad_args[j] · terms)``, which candidate i holds ``pad_coefficients[i, c, j]`` times (it is
     at most 511 bytes, so the polynomial alone is a lower bound). Calls take numpy arrays (or numbers)
     of non-negative integers for the free symbols and evaluate exactly
@@ -320,7 +320,7 @@ class Polynomials:
 
     def _points(self, x: tuple) -> list:
         """The free symbols' values followed by the generators' at them."""
-        return ceiling_values(self.gens, self.free, x)
+        return generator_values(self.gens, self.free, x)
 
     def polynomial(self, i: int) -> sympy.Expr:
         """Candidate i's total without the allocator's rounding terms, a lower bound of it."""

@@ -22,7 +22,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
-from symbert.tracer import buffer, param_name, region, repeat, scope
+from symbert.tracer import buffer, held, param_name, region, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -38,7 +38,9 @@ def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
             x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, E))
         x = F.layernorm("LayerNorm", x)
-        x = F.mul(x, F.mask_bias(mask, (*mask.shape, 1), name="mask"), name="mask_multiply")
+        padding = F.mask_bias(mask, (*mask.shape, 1), name="mask")
+        held(padding)
+        x = F.mul(x, padding, name="mask_multiply")
         return dropout(x, p)
 
 
@@ -149,6 +151,7 @@ def build(
     with scope("encoder"):
         rows = attention_mask.shape[0]
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
+        held(mask)
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
         if norm_rel_ebd == "layer_norm":

@@ -9,8 +9,8 @@ import sympy
 
 from symbert import ops as F
 from symbert.ir import ACT, Role, Tensor, numel
-from symbert.symbols import A, H, seq_len
-from symbert.tracer import active, graph_input, region
+from symbert.symbols import A, H, either, is_one, seq_len
+from symbert.tracer import active, graph_input, held, region
 
 
 def token_input(name: str, role: Role = Role.INDEX) -> Tensor:
@@ -33,7 +33,9 @@ def mask_bias(attention_mask: Tensor, padding: bool = True, like: Tensor | None 
     all-ones mask and passes None: no bias, nothing added to the scores."""
     if not padding:
         return None
-    return F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len), like)
+    mask = F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len), like)
+    held(mask)  # the model's forward keeps it in a local until it returns
+    return mask
 
 
 def dropout(x: Tensor, p: float) -> Tensor:
@@ -69,17 +71,23 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fu
 def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
     """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention.
 
-    ``fused_qkv``: the newer eager attention of models with one QKV projection (ModernBERT). Its softmax
-    runs in float32 and is cast back to Q's dtype (``softmax(..., dtype=torch.float32).to(query.dtype)``,
-    a copy only where the dtypes differ), and V, a strided view of the fused projection, is copied by
-    the product (``torch.matmul`` reshapes a batch it cannot view), which keeps the copy, not the
-    projection. (A separate value projection is the copy's size, so BERT's graph reads it directly.)"""
+    ``fused_qkv``: the newer eager attention of models with one QKV projection and rotary positions
+    (ModernBERT). Its softmax runs in float32 and is cast back to Q's dtype (``softmax(...,
+    dtype=torch.float32).to(query.dtype)``, a copy only where the dtypes differ). The products fold
+    their operands' batch (:func:`symbert.ops.fold`): the rotated Q and K, laid out as the projection
+    was, are copied unless rows or seq_len is 1; V, a strided view of the fused projection, is copied
+    unless rows is 1, when the product keeps the whole projection. (BERT's separate projections are
+    copied the same way at the same size, which changes no byte, so its graph reads them directly.)"""
     with region("attention_core"):
+        if fused_qkv:  # Q and K come out of the rotation laid out [rows, seq_len, heads, H/A]
+            one = either(is_one(q.shape[0]), is_one(seq_len))
+            q, k = F.fold(q, one, name="query_fold"), F.fold(k, one, name="key_fold")
         scores = F.scale(F.matmul(q, F.transpose(k, 2, 3), name="scores"), 1 / sympy.sqrt(H / A))
         if mask is not None:
             scores = F.add(scores, mask, name="add_mask")
         if fused_qkv:
-            probs, v = F.cast(F.softmax(scores, dtype="float32"), ACT), F.contiguous(v, name="value_copy")
+            probs = F.cast(F.softmax(scores, dtype="float32"), ACT)
+            v = F.fold(v, is_one(v.shape[0]), name="value_fold")
         else:
             probs = F.softmax(scores)
         return F.matmul(dropout(probs, p), v, name="context")

@@ -29,26 +29,30 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, H, I, L, L_global, global_every, num_labels, seq_len, vocab_size, window
-from symbert.tracer import active, repeat, scope
+from symbert.tracer import active, call, held, repeat, scope
 
 EPS = 1e-5
 
 
 def layer(x: Tensor, mask: Tensor | None, rotary: tuple[Tensor, Tensor], o: dict, first: bool = False) -> Tensor:
-    """One pre-LN layer; the first has no attention norm."""
-    normed = x if first else F.layernorm("attn_norm", x, EPS, bias=o["norm_bias"])
-    with scope("attn"):
-        qkv = F.linear("Wqkv", normed, 3 * H, bias=o["attention_bias"])
-        q, k, v = (split_heads(F.narrow(qkv, 2, i * H, H)) for i in range(3))
-        q, k = (F.rope(t, *rotary, name=f"rope_{n}") for t, n in ((q, "q"), (k, "k")))
-        context = attention(q, k, v, mask, o["attention_dropout"], fused_qkv=True)
-        out = dropout(F.linear("Wo", context, H, bias=o["attention_bias"]), o["attention_dropout"])
-    x = F.add(x, out)
-    normed = F.layernorm("mlp_norm", x, EPS, bias=o["norm_bias"])
-    with scope("mlp"):
-        wi = F.linear("Wi", normed, 2 * I, bias=o["mlp_bias"])
-        hidden = F.mul(ACTIVATIONS[o["hidden_activation"]](F.narrow(wi, 2, 0, I)), F.narrow(wi, 2, I, I))
-        return F.add(x, F.linear("Wo", dropout(hidden, o["mlp_dropout"]), H, bias=o["mlp_bias"]))
+    """One pre-LN layer; the first has no attention norm. The attention's locals keep the projection
+    and the rotated Q and K until it returns, and the layer's keep the attention's output until it does."""
+    with call():
+        normed = x if first else F.layernorm("attn_norm", x, EPS, bias=o["norm_bias"])
+        with scope("attn"), call():
+            qkv = F.linear("Wqkv", normed, 3 * H, bias=o["attention_bias"])
+            q, k, v = (split_heads(F.narrow(qkv, 2, i * H, H)) for i in range(3))
+            q, k = (F.rope(t, *rotary, name=f"rope_{n}") for t, n in ((q, "q"), (k, "k")))
+            held(qkv, q, k)
+            context = attention(q, k, v, mask, o["attention_dropout"], fused_qkv=True)
+            out = dropout(F.linear("Wo", context, H, bias=o["attention_bias"]), o["attention_dropout"])
+        held(out)
+        x = F.add(x, out)
+        normed = F.layernorm("mlp_norm", x, EPS, bias=o["norm_bias"])
+        with scope("mlp"):
+            wi = F.linear("Wi", normed, 2 * I, bias=o["mlp_bias"])
+            hidden = F.mul(ACTIVATIONS[o["hidden_activation"]](F.narrow(wi, 2, 0, I)), F.narrow(wi, 2, I, I))
+            return F.add(x, F.linear("Wo", dropout(hidden, o["mlp_dropout"]), H, bias=o["mlp_bias"]))
 
 
 def build(
@@ -80,6 +84,7 @@ def build(
     with scope("rotary_emb"):
         positions = F.positions((1, seq_len))
         tables = [F.rope_tables(positions, H / A, name=kind) for kind in ("global", "local")]
+    held(sliding, positions)  # locals of the model's forward
     shape = (x.shape[0], seq_len, H)
     with scope("layers"):
         with scope("0", in_param_name=False):
