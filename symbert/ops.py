@@ -10,9 +10,12 @@ Each entry states, once, what the analyses need to know about the op:
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
 * ``view``: the output shares its input's storage.
-* ``view_when``: for an op that is a view at some sizes and a copy at others (``torch.reshape``), the
-  indicator (sympy, 1 or 0) of the sizes where it is a view; the analyses keep and allocate whichever
-  it is (:func:`symbert.analysis.sizes.folded`).
+
+What depends on the sizes is a node's, as brackets ([x < k], :class:`symbert.symbols.below`): a node
+with the attribute ``view_when`` is a view of its first input where it holds and a copy, or its op,
+elsewhere (:func:`fold`; an added mask that is not there); one with ``present`` exists only where it
+holds (a mask Hugging Face does not build). The analyses count each where it holds
+(:func:`symbert.analysis.sizes.folded`, :func:`symbert.analysis.sizes.presence`).
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
@@ -53,7 +56,6 @@ class OpDef:
     grad_passes_through: bool = False
     autocast: str | Mapping[str, str] = "same"
     communication: bool = False
-    view_when: Callable[[Node, Graph], sympy.Expr] | None = None
     placeholder: bool = False
     graph_input: bool = False
     graph_output: bool = False
@@ -72,7 +74,6 @@ def _op(
     grad_passes_through: bool = False,
     autocast: str | Mapping[str, str] = "same",
     communication: bool = False,
-    view_when: Callable[[Node, Graph], sympy.Expr] | None = None,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
@@ -87,7 +88,6 @@ def _op(
             grad_passes_through=passes,
             autocast=autocast,
             communication=communication,
-            view_when=view_when,
         )
         return fn
 
@@ -179,9 +179,12 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
 
 
 @_op("add", flops_per_element=1, grad_passes_through=True, autocast="promote")
-def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
-    """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
-    return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
+def add(a: Tensor, b: Tensor, name: str = "add", view_when: sympy.Expr | None = None) -> Tensor:
+    """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask);
+    ``view_when``: the sizes where ``b`` is not there, and the sum is ``a`` itself."""
+    attrs = {} if view_when is None else {"view_when": view_when}
+    shape = _broadcast(a.shape, b.shape)
+    return active().record("add", name, [a, b], [(shape, ACT, Role.ACTIVATION, None)], attrs=attrs)[0]
 
 
 @_op("mul", saves=("in1 for in0", "in0 for in1"), flops_per_element=1, autocast="promote")
@@ -300,7 +303,7 @@ def contiguous(x: Tensor, name: str = "contiguous") -> Tensor:
     return active().record("contiguous", name, [x], [(x.shape, x.dtype, x.role, None)])[0]
 
 
-@_op("fold", grad_passes_through=True, view_when=lambda node, graph: node.attr("view_when"))
+@_op("fold", grad_passes_through=True)
 def fold(x: Tensor, view_when: sympy.Expr, name: str = "fold") -> Tensor:
     """torch.matmul folding the batch of a [rows, heads, n, d] operand into rows·heads: a view where its
     strides allow, else a copy. ``view_when`` is the bracket of the sizes where they allow it: for a
@@ -358,13 +361,14 @@ def mask_bias(
     name: str = "mask_bias",
     window: sympy.Expr | None = None,
     dtype: str = ACT,
+    present: sympy.Expr | None = None,
 ) -> Tensor:
     """Turn a 0/1 padding mask into an additive bias (0 or the dtype's minimum) of ``shape``, in the dtype
     of ``like`` (the embeddings' output it is built for), else of the float32 weights; with ``window``,
     also masking every pair of positions further apart than it (a sliding-window mask). With ``dtype``
-    given, the 0/1 values in that dtype instead (DeBERTa's)."""
+    given, the 0/1 values in that dtype instead (DeBERTa's). ``present``: the sizes where it is built."""
     inputs = [mask] if like is None else [mask, like]
-    attrs = {} if window is None else {"window": window}
+    attrs = {k: v for k, v in (("window", window), ("present", present)) if v is not None}
     return active().record("mask_bias", name, inputs, [(shape, dtype, Role.MASK, None)], attrs=attrs)[0]
 
 

@@ -24,21 +24,35 @@ global_every = sympy.Symbol("global_every", **_INT)  # one global-attention laye
 L_global = sympy.Symbol("L_global", **_INT)  # the layers that attend globally, ⌈L/global_every⌉ (ModernBERT)
 
 
-class is_one(sympy.Function):
-    """The Iverson bracket [x = 1] of a size x: 1 where it is one, else 0. PyTorch keeps some tensors
-    differently at batch 1, where a strided view folds without a copy (:func:`symbert.ops.fold`)."""
+class below(sympy.Function):
+    """The Iverson bracket [x < k] of a size x ≥ 1: 1 where it holds, else 0. PyTorch and Hugging Face
+    keep some tensors differently at small sizes: at batch 1 a strided view folds without a copy
+    (:func:`symbert.ops.fold`), and ModernBERT gets no window mask for a short unpadded batch."""
 
     is_integer = True
     is_nonnegative = True
 
     @classmethod
-    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
-        if x.is_Integer:
-            return sympy.S.One if x == 1 else sympy.S.Zero
-        return sympy.S.Zero if (x - 1).is_positive else None  # 4·B, B + 1: at least 2
+    def eval(cls, x: sympy.Expr, k: sympy.Expr) -> sympy.Expr | None:
+        if x.is_Integer and k.is_Integer:
+            return sympy.S.One if x < k else sympy.S.Zero
+        if (x - k).is_nonnegative or (k.is_Integer and k <= 1):  # 4·B against 2: never below
+            return sympy.S.Zero
+        return None
 
     def _latex(self, printer: object) -> str:
-        return rf"\left[{printer._print(self.args[0])} = 1\right]"
+        return rf"\left[{bracket(self, printer._print)}\right]"
+
+
+def bracket(b: below, show: object = str) -> str:
+    """``B = 1`` for [B < 2], ``seq_len < k`` otherwise, each size written by ``show``."""
+    x, k = b.args
+    return f"{show(x)} = 1" if k == 2 else f"{show(x)} < {show(k)}"
+
+
+def is_one(x: sympy.Expr) -> sympy.Expr:
+    """[x = 1] of a size x ≥ 1, that is [x < 2]."""
+    return below(x, 2)
 
 
 def either(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
@@ -52,9 +66,9 @@ def settled(expr: sympy.Expr) -> sympy.Expr:
     out = []
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
-        brackets = {f.base if f.is_Pow else f for f in factors if (f.base if f.is_Pow else f).func is is_one}
+        brackets = {f.base if f.is_Pow else f for f in factors if (f.base if f.is_Pow else f).func is below}
         rest = sympy.Mul(*(f for f in factors if (f.base if f.is_Pow else f) not in brackets))
-        ones = {b.args[0]: 1 for b in brackets if b.args[0].is_Symbol}
+        ones = {b.args[0]: 1 for b in brackets if b.args[0].is_Symbol and b.args[1] == 2}
         out.append(rest.subs(ones) * sympy.Mul(*brackets))
     return sympy.Add(*out)
 

@@ -17,7 +17,7 @@ from inprocess import invoke
 import symbert
 from symbert.analysis.activations import activations
 from symbert.analysis.policy import MemoryOptions
-from symbert.symbols import A, B, H, I, L, L_global, is_one, seq_len, vocab_size
+from symbert.symbols import A, B, H, I, L, L_global, below, is_one, seq_len, vocab_size, window
 
 #: Small configs: three heads of width 8 with a window of 4 under seq_len 7; four heads of width 6, a
 #: global layer every 2; two layers with a global period of 3 (layer 1 local, no other global layer).
@@ -73,8 +73,43 @@ def test_scores_are_full_and_only_local_layers_keep_a_mask_without_padding() -> 
     sdpa = MemoryOptions("torch-cpu", attention="sdpa")
     unpadded = activations(symbert.trace("modernbert", padding=False), sdpa).total
     padded = activations(symbert.trace("modernbert", padding=True), sdpa).total
-    assert sympy.expand(unpadded).coeff(seq_len**2) == sympy.expand(4 * B * (L - L_global))
+    short = below(seq_len, sympy.floor(window / 2))  # an unpadded batch this short gets no window mask
+    assert sympy.expand(unpadded).coeff(seq_len**2) == sympy.expand(4 * B * (L - L_global) * (1 - short))
     assert sympy.expand(padded).coeff(seq_len**2) == 4 * B * L
+
+
+@pytest.mark.parametrize(("attention", "dtype"), [("sdpa", "float32"), ("eager", "bfloat16"), ("sdpa", "bfloat16")])
+def test_short_unpadded_batch_has_no_window_mask(attention: str, dtype: str) -> None:
+    """Hugging Face builds no window mask for an unpadded batch shorter than ⌊local_attention/2⌋ (8
+    here): saved bytes and FLOPs equal the real model's on both sides of it, at batch 1 and 2."""
+    hf()
+    from symbert.validate.compare import validate
+
+    config = symbert.with_overrides(small("odd", padding=False), ["local_attention=16"])
+    for batch, length in ((1, 7), (2, 7), (2, 8)):
+        checks = validate(config, batch, length, dtype, attention=attention)
+        assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+def test_fit_steps_over_the_window_mask() -> None:
+    """The peak jumps where the window mask appears (seq_len = ⌊local_attention/2⌋ = 8): fit solves each
+    side of it exactly, and the compiled sweep evaluates the bracket at every length."""
+    from symbert.analysis.fit import fit
+    from symbert.analysis.states import Training
+    from symbert.analysis.sweep import sweep
+    from symbert.analysis.training import step_memory
+
+    config = symbert.with_overrides(small("odd", padding=False), ["local_attention=16"])
+    training = Training(memory=MemoryOptions("torch-cpu", attention="sdpa"))
+    sizes = config.symbols()
+    memory = step_memory(symbert.trace(config), training, sizes)
+    peaks = {s: memory.peak({**sizes, B: 2, seq_len: s}).total for s in (6, 7, 8, 9)}
+    assert peaks[8] - peaks[7] > peaks[7] - peaks[6]  # the masks of the local layers, from 8 on
+    for s in (7, 8):
+        assert fit(config, training, peaks[s], batch=2).seq_len == s
+    out = io.BytesIO()
+    sweep([config], [training], [2], list(peaks), ("peak",), out)
+    assert [int(r["peak"]) for r in csv.DictReader(io.StringIO(out.getvalue().decode()))] == list(peaks.values())
 
 
 CASES = [

@@ -13,10 +13,10 @@ from symbert import parse_formula
 from symbert.analysis.runtime import pad512
 from symbert.cli import cli
 from symbert.render.formula import text
-from symbert.symbols import BY_NAME, E, I, is_one
+from symbert.symbols import BY_NAME, E, I, below
 
 #: What sympy needs to read symbert's formulas as symbert means them (the reference reading).
-NAMES = {**BY_NAME, "pad512": pad512, "is_one": is_one}
+NAMES = {**BY_NAME, "pad512": pad512, "below": below, "floor": sympy.floor}
 
 #: JSON keys whose values (strings, or lists or mappings of strings) are formulas.
 FORMULA_KEYS = {
@@ -54,7 +54,7 @@ COMMANDS = (
     ("report", "--json", "--preset", "albert-base-v2", "--head", "mlm"),
     ("compare", "--json", "bert-tiny", "bert-mini"),
     ("compare", "--json", "bert-base", "roberta-base"),
-    ("compare", "--json", "bert-base", "modernbert-base"),  # is_one(B): what batch 1 keeps
+    ("compare", "--json", "bert-base", "modernbert-base"),  # below(B, 2): what batch 1 keeps
     ("fit", "--json", "--gpu-memory", "16GiB", "-s", "512"),
     ("fit", "--json", "--gpu", "h100", "-b", "3", "-s", "128"),
     ("timeline", "--json", "--preset", "bert-tiny", "-s", "8"),  # pad512: the CUDA allocator's rounding

@@ -27,7 +27,7 @@ from symbert.analysis.training import Point, Polynomials, reserved, step_memory
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
 from symbert.render.formula import text
-from symbert.symbols import B, seq_len
+from symbert.symbols import B, below, seq_len
 
 #: What fit says about the memory the budget leaves out.
 CUDA_CONTEXT_NOTE = (
@@ -122,20 +122,30 @@ def _largest(poly: sympy.Expr, x: sympy.Symbol, budget: int) -> int | None:
 
 def largest(polys: Polynomials, x: sympy.Symbol, budget: int, step: int = 1) -> int | None:
     """The largest multiple of ``step`` (0 if none) that ``x`` may take with its exact peak within
-    ``budget``; None if the peak does not grow with it. Each polynomial is solved exactly, then the
-    answer is stepped down where the allocator's rounding and sizes rounded up to a multiple
-    (⌈seq_len/32⌉), which the polynomials leave out, push it over: the peak grows with ``x``. The
-    polynomials hold for x ≥ 2; at x = 1 a bracket [x = 1] (what PyTorch keeps at batch 1) may add or
-    take away, so 1 is tried exactly too."""
-    bounds = [_largest(at_least(polys.polynomial(i)), x, budget) for i in range(len(polys.candidates))]
-    answers = [a for a in bounds if a is not None]
-    if not answers:
+    ``budget``; None if the peak does not grow with it.
+
+    Brackets [x < k] (what PyTorch keeps at batch 1, a window mask a short sequence goes without) cut
+    the values of x into ranges where each is constant; in each range each polynomial is solved
+    exactly, and the last range with a value that fits gives the answer. It is then stepped down
+    where the allocator's rounding and sizes rounded up to a multiple (⌈seq_len/32⌉), which the
+    polynomials leave out, push it over: the peak grows with ``x``."""
+    cuts = sorted({int(g.args[1]) for g in polys.gens if isinstance(g, below) and g.args[0] == x and g.args[1] > 1})
+    found, grows = -1, False
+    for low, high in zip([1, *cuts], [*cuts, None], strict=True):
+        fixed = {g: g.subs(x, low) for g in polys.gens if isinstance(g, below) and g.args[0] == x}
+        bounds = [_largest(at_least(polys.polynomial(i).subs(fixed)), x, budget) for i in range(len(polys.candidates))]
+        answers = [a for a in bounds if a is not None]
+        grows = grows or bool(answers)
+        n = min(answers, default=None if high is None else high - 1)
+        if n is None:
+            return None
+        if n >= low:
+            found = n if high is None else min(n, high - 1)
+    if not grows:
         return None
-    n = max(min(answers), 0) // step * step
+    n = max(found, 0) // step * step
     while n >= 1 and max(polys.exact(n)) > budget:
         n -= step
-    if n == 0 and max(polys.exact(step)) <= budget:  # a bracket [x = 1] the bound left out can lower it
-        n = step
     return n
 
 

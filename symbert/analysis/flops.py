@@ -16,6 +16,7 @@ from symbert.analysis import sdpa
 from symbert.analysis.activations import Values, attention_calls
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.sizes import presence
 from symbert.ir import Graph
 from symbert.ops import OPS
 
@@ -48,7 +49,9 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
                 what = "fused attention backward recomputes Q·Kᵀ"
                 terms["backward"].append(Contribution(node.name, component, what, product, count))
         elif op.flops_per_element:
-            elements = node.attr("elements", graph.tensor(node.outputs[0]).numel)
+            output = graph.tensor(node.outputs[0])
+            runs = (1 - node.attr("view_when", 0)) * presence(graph, output)  # brackets: where it runs
+            elements = node.attr("elements", output.numel) * runs
             what = f"{op.flops_per_element} per element"
             terms["non_matmul_forward"].append(
                 Contribution(node.name, component, what, op.flops_per_element * elements, count)

@@ -41,11 +41,13 @@ released BERT-family checkpoint (64); give the sizes to decide it exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
 from symbert.analysis.policy import BYTES, MemoryOptions
+from symbert.analysis.sizes import presence
+from symbert.configs import ConfigError
 from symbert.ir import Graph, Node, Role, Tensor, numel
 
 KERNELS = ("flash", "efficient", "math")
@@ -107,6 +109,9 @@ class Call:
     """The node computing Q·Kᵀ."""
     mask: Tensor | None = None
     """The attention mask passed to the call ([B, 1, seq_len, seq_len]), None without padding."""
+    present: sympy.Expr = sympy.S.One
+    """The bracket of the sizes where the mask is built (ModernBERT's window mask: not for a short
+    unpadded batch)."""
 
     @property
     def head_dim(self) -> sympy.Expr:
@@ -123,16 +128,22 @@ def call_of(graph: Graph, nodes: list[Node]) -> Call:
     inside = {n.name for n in nodes}
     matmuls = [n for n in nodes if n.op == "matmul"]
     scores, context = matmuls[0], matmuls[-1]
-    k_side = graph.tensor(scores.inputs[1])
-    k = graph.tensor(graph.node(k_side.producer).inputs[0]) if k_side.producer in inside else k_side
+
+    def given(name: str) -> Tensor:
+        """The tensor the call is given for an operand of an eager product: K before its transpose,
+        an operand before the product's fold (the kernel reads them as given)."""
+        t = graph.tensor(name)
+        while t.producer in inside:
+            t = graph.tensor(graph.node(t.producer).inputs[0])
+        return t
+
     outputs = [t for n in nodes for t in n.outputs if any(c not in inside for c in graph.consumers(t))]
     dropout = next((float(n.attr("p")) for n in nodes if n.op == "dropout"), 0.0)
-    q, v = graph.tensor(scores.inputs[0]), graph.tensor(context.inputs[1])
-    if v.producer in inside:  # the eager product's copy of a strided V: the kernel reads V as given
-        v = graph.tensor(graph.node(v.producer).inputs[0])
+    q, k, v = given(scores.inputs[0]), given(scores.inputs[1]), given(context.inputs[1])
     masks = [graph.tensor(t) for n in nodes for t in n.inputs if graph.tensor(t).producer not in inside]
     mask = next((t for t in masks if is_mask_bias(graph, t)), None)
-    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name, mask)
+    present = presence(graph, mask) if mask is not None else sympy.S.One
+    return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name, mask, present)
 
 
 def is_mask_bias(graph: Graph, t: Tensor) -> bool:
@@ -160,7 +171,8 @@ class Kept:
 
 
 def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None) -> str:
-    """The kernel of ``call`` under ``options``: forced flash, or PyTorch's choice."""
+    """The kernel of ``call`` under ``options``: forced flash, or PyTorch's choice; for a mask built at
+    some sizes only, where it is (:func:`kept` says what the call keeps at each)."""
     if options.attention == "flash":
         return "flash"
     head_dim = sympy.sympify(call.head_dim).subs(values or {})
@@ -171,7 +183,24 @@ def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol,
 def kept(
     call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
 ) -> tuple[str, list[Kept]]:
-    """The kernel and what it keeps for backward, per call.
+    """The kernel and what it keeps for backward, per call (:func:`kept_by`); a mask built at some sizes
+    only (``call.present``) keeps, in brackets, what the call keeps with it there and without it
+    elsewhere, which can be another kernel's (CUDA: flash without a mask, memory-efficient with one)."""
+    if call.mask is None or call.present == 1:
+        return kept_by(call, options, values)
+    (kernel, masked), (other, bare) = kept_by(call, options, values), kept_by(replace(call, mask=None), options, values)
+    tensors = [i for i in masked if i.tensor]
+    if [i.tensor for i in tensors] != [i.tensor for i in bare if i.tensor]:  # math, or padded flash, on one side
+        raise ConfigError(f"symbert cannot model the {kernel} and {other} kernels of a mask built at some sizes only")
+    extra = [replace(i, nbytes=i.nbytes * call.present) for i in masked if not i.tensor]
+    extra += [replace(i, nbytes=i.nbytes * (1 - call.present)) for i in bare if not i.tensor]
+    return kernel if kernel == other else f"{kernel} ({other} where the mask is not built)", tensors + extra
+
+
+def kept_by(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> tuple[str, list[Kept]]:
+    """The kernel and what it keeps for backward, per call, as the call is given its mask or none.
 
     * fused kernels (flash, memory-efficient; the CPU flash kernel): Q, K and V as given, the output,
       a float32 logsumexp [B, A, seq_len] (memory-efficient: seq_len rounded up to a multiple of 32)

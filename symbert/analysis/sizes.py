@@ -8,8 +8,7 @@ import numpy as np
 import sympy
 
 from symbert.ir import Graph, Tensor
-from symbert.ops import OPS
-from symbert.symbols import is_one
+from symbert.symbols import below
 
 Size = dict[sympy.Expr, sympy.Expr]
 
@@ -21,14 +20,14 @@ def size_of(expr: sympy.Expr) -> Size:
 
 def polynomial(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` with each ceiling of n/q (a size rounded up to a multiple, as the memory-efficient SDPA
-    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x = 1] by 1,
+    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x < k] by 1,
     so that it is a polynomial; exact where the rounded size is already a multiple of q and x is 1."""
 
     def bound(x: sympy.Expr) -> sympy.Expr:
         q = sympy.fraction(sympy.Rational(x.as_coeff_Mul()[0]))[1]
         return x + sympy.Rational(q - 1, q)
 
-    return sympy.sympify(expr).replace(sympy.ceiling, bound).replace(is_one, lambda x: sympy.S.One)
+    return sympy.sympify(expr).replace(sympy.ceiling, bound).replace(below, lambda x, k: sympy.S.One)
 
 
 def add_to(into: Size, other: Size, times: sympy.Expr | int = 1) -> None:
@@ -57,27 +56,29 @@ def expr_of(size: Size) -> sympy.Expr:
 
 def generators(exprs: Iterable[sympy.Expr], free: Iterable[sympy.Symbol]) -> tuple[sympy.Expr, ...]:
     """The steps in ``exprs`` that depend on the ``free`` symbols, in a fixed order: sizes rounded up to
-    a multiple (the memory-efficient SDPA kernel's ⌈seq_len/32⌉ rows) and brackets [x = 1] (what
-    PyTorch keeps differently at batch 1). A polynomial in the free symbols and these is exact;
+    a multiple (the memory-efficient SDPA kernel's ⌈seq_len/32⌉ rows) and brackets [x < k] (what
+    PyTorch keeps differently at batch 1 or a short sequence). A polynomial in the free symbols and these is exact;
     :func:`generator_values` gives their values at points."""
     free = set(free)
-    found = {c for e in exprs for c in sympy.sympify(e).atoms(sympy.ceiling, is_one) if c.free_symbols & free}
+    found = {c for e in exprs for c in sympy.sympify(e).atoms(sympy.ceiling, below) if c.free_symbols & free}
     for c in found:
         (symbol,) = c.free_symbols
-        if c.args[0] != symbol and not (isinstance(c, sympy.ceiling) and sympy.sympify(c.args[0] / symbol).is_Rational):
-            raise ValueError(f"cannot evaluate {c}: only ⌈r·x⌉ and [x = 1] of one size x are supported")
+        ceiling = isinstance(c, sympy.ceiling) and sympy.sympify(c.args[0] / symbol).is_Rational
+        if not ceiling and not (isinstance(c, below) and c.args[0] == symbol and c.args[1].is_Integer):
+            raise ValueError(f"cannot evaluate {c}: only ⌈r·x⌉ and [x < k] of one size x are supported")
     return tuple(sorted(found, key=sympy.default_sort_key))
 
 
 def generator_values(gens: Sequence[sympy.Expr], free: Sequence[sympy.Symbol], xs: Sequence[object]) -> list[object]:
     """``xs`` (values of the ``free`` symbols: integers or integer arrays), followed by each of ``gens``
-    (see :func:`generators`) at them, exactly: ⌈p·x/q⌉ = −(−p·x // q), and [x = 1]."""
+    (see :func:`generators`) at them, exactly: ⌈p·x/q⌉ = −(−p·x // q), and [x < k]."""
     out = list(xs)
     for c in gens:
         (symbol,) = c.free_symbols
         x = xs[list(free).index(symbol)]
-        if isinstance(c, is_one):
-            out.append((x == 1).astype(x.dtype) if isinstance(x, np.ndarray) else int(x == 1))
+        if isinstance(c, below):
+            k = int(c.args[1])
+            out.append((x < k).astype(x.dtype) if isinstance(x, np.ndarray) else int(x < k))
             continue
         r = sympy.Rational(c.args[0] / symbol)
         out.append(-(-(int(r.p) * x) // int(r.q)))
@@ -85,16 +86,21 @@ def generator_values(gens: Sequence[sympy.Expr], free: Sequence[sympy.Symbol], x
 
 
 def at_least(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` with every ⌈a⌉ replaced by a and every [x = 1] by 0: a lower bound where coefficients
-    are positive, exact wherever no size is rounded and none is 1."""
-    return sympy.sympify(expr).replace(sympy.ceiling, lambda a: a).replace(is_one, lambda x: sympy.S.Zero)
+    """``expr`` with every ⌈a⌉ replaced by a and every [x < k] by 0: a lower bound where coefficients
+    are positive, exact wherever no size is rounded and no bracket holds."""
+    return sympy.sympify(expr).replace(sympy.ceiling, lambda a: a).replace(below, lambda x, k: sympy.S.Zero)
 
 
 def folded(graph: Graph, tensor: Tensor) -> tuple[sympy.Expr, Tensor] | None:
-    """For the output of an op that is a view at some sizes and a copy at others
-    (:attr:`symbert.ops.OpDef.view_when`): the indicator of a view, and the storage it then views;
+    """For the output of a node that is a view at some sizes and a copy at others (its ``view_when``,
+    :mod:`symbert.ops`): the bracket of a view, and the storage it then views;
     None for any other tensor. Where it is a view nothing is allocated and whoever keeps it keeps that
     storage, which then lives as long as it does."""
     node = graph.node(tensor.producer)
-    rule = OPS[node.op].view_when
-    return None if rule is None else (rule(node, graph), graph.storage(node.inputs[0]))
+    view = node.attr("view_when")
+    return None if view is None else (view, graph.storage(node.inputs[0]))
+
+
+def presence(graph: Graph, tensor: Tensor) -> sympy.Expr:
+    """The bracket of the sizes where ``tensor`` exists (its node's ``present``), else 1."""
+    return graph.node(tensor.producer).attr("present", sympy.S.One) if tensor.producer else sympy.S.One

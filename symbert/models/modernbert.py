@@ -13,8 +13,9 @@ graph is layer 0, then the other global layers repeated L_global − 1 times, th
 repeated L − L_global times; the order does not change what they keep or compute. Eager and sdpa
 attention still compute all seq_len² scores: the window lives in the mask, [B, 1, seq_len, seq_len],
 which Hugging Face builds for the local layers even without padding (``create_bidirectional_sliding_
-window_mask``; it drops it only when seq_len < local_attention/2 and nothing is padded, which symbert
-does not model). The global layers get the padding mask, none without padding.
+window_mask``), except for an unpadded batch shorter than ⌊local_attention/2⌋: the mask, and the
+addition of it, then exist only where the bracket 1 − [seq_len < ⌊window/2⌋] says. The global layers
+get the padding mask, none without padding.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from symbert.models.bert import ENCODER_FIELDS
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, H, I, L, L_global, global_every, num_labels, seq_len, vocab_size, window
+from symbert.symbols import A, H, I, L, L_global, below, global_every, num_labels, seq_len, vocab_size, window
 from symbert.tracer import active, call, held, repeat, scope
 
 EPS = 1e-5
@@ -79,7 +80,9 @@ def build(
         x = dropout(F.layernorm("norm", x, EPS, bias=norm_bias), embedding_dropout)
     with scope("masks", in_param_name=False):
         rows = (x.shape[0], 1, seq_len, seq_len)
-        sliding = F.mask_bias(attention_mask, rows, name="sliding_window", window=sympy.floor(window / 2))
+        half = sympy.floor(window / 2)  # Hugging Face's sliding_window; an unpadded batch shorter gets no mask
+        present = None if padding else 1 - below(seq_len, half)
+        sliding = F.mask_bias(attention_mask, rows, name="sliding_window", window=half, present=present)
         masks = mask_bias(attention_mask, padding), sliding
     with scope("rotary_emb"):
         positions = F.positions((1, seq_len))

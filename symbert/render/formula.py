@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import sympy
 from sympy.parsing.sympy_parser import auto_number, parse_expr
 
-from symbert.symbols import BY_NAME, is_one
+from symbert.symbols import BY_NAME, below, bracket
 
 ORDER = "grlex"
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -25,8 +25,9 @@ FUNCTIONS: dict[str, object] = {
     "oo": sympy.oo,
     "Rational": sympy.Rational,
     "ceiling": sympy.ceiling,
+    "floor": sympy.floor,
     "Min": sympy.Min,
-    "is_one": is_one,
+    "below": below,
 }
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/(),]))")
 
@@ -37,8 +38,9 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
     Names are symbert's symbols (``I`` is the intermediate size and ``E`` the embedding size, not the
     imaginary unit and Euler's number, as a plain ``sympy.sympify`` would read them), the names in
     ``symbols`` (a user-defined model's), the parallel degrees ``t, p, d, m, v``, ``sqrt``, ``oo``,
-    ``Rational``, ``ceiling`` (a size rounded up to a multiple, or a shard of one), ``is_one`` (the
-    bracket [x = 1], what PyTorch keeps differently at batch 1), ``Min`` (the
+    ``Rational``, ``ceiling`` (a size rounded up to a multiple, or a shard of one), ``floor`` (half a
+    window), ``below`` (the bracket [x < k], what PyTorch keeps differently at batch 1 or a short
+    sequence), ``Min`` (the
     micro-batches a pipeline stage holds) and ``pad512`` (the CUDA allocator's rounding in torch-cuda
     training formulas). The text is checked token by token before sympy sees it: only integers, those names,
     ``+ - * / ** ( ) ,`` and spaces; anything else (an attribute, a string, an unknown name) raises
@@ -81,9 +83,10 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
 
 
 def human(expr: sympy.Expr) -> str:
-    """``12·H²·L + 13·H·L`` style, for terminals; ``is_one(B)`` as the bracket ``[B = 1]``."""
+    """``12·H²·L + 13·H·L`` style, for terminals; a bracket ``below(B, 2)`` as ``[B = 1]``."""
+    expr = sympy.sympify(expr)
+    expr = expr.xreplace({b: sympy.Symbol(f"[{bracket(b, human)}]") for b in expr.atoms(below)})
     s = re.sub(r"\*\*(\d+)", lambda m: m.group(1).translate(_SUPERSCRIPT), text(expr))
-    s = re.sub(r"is_one\(([^()]*)\)", r"[\1 = 1]", s)
     return s.replace("*", "·")
 
 
