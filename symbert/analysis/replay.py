@@ -41,6 +41,7 @@ import sympy
 
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
+from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, presence, scaled, size_of
@@ -102,6 +103,18 @@ class _Buffer:
     owner: tuple[str, int | None] | None
     pad: Size
     refs: int = 1
+
+
+def _split_pads(pads: Size, view: sympy.Expr) -> tuple[Size, Size]:
+    """An allocation's rounding terms where ``view`` (a bracket) does not hold, and where it does:
+    pad512(X) is pad512((1 − [c])·X) + pad512([c]·X), each a rounding term the closed forms compile."""
+    parts: tuple[Size, Size] = ({}, {})
+    for term, count in pads.items():
+        for part, share in zip(parts, (1 - view, view), strict=True):
+            split = pad512(settled(share * term.args[0])) if isinstance(term, pad512) else settled(share * term)
+            if split != 0:
+                add_to(part, {split: count})
+    return parts
 
 
 Key = tuple
@@ -229,12 +242,13 @@ class Replay:
         buf = self.alloc(size_of(expr_of(size) - settled(view * expr_of(size))), category, self.owner(unit))
         if base.name not in self.kept_storages:
             viewed = self.live[rekey(self.storage_key(unit.node.inputs[0], unit.run))]
-            for field in ("size", "pad"):
-                moved = size_of(settled(view * expr_of(getattr(viewed, field))))
-                setattr(viewed, field, {**getattr(viewed, field)})
-                add_to(getattr(viewed, field), moved, -1)
-                setattr(buf, field, {**getattr(buf, field)})
-                add_to(getattr(buf, field), moved)
+            moved = size_of(settled(view * expr_of(viewed.size)))
+            viewed.size, buf.size = {**viewed.size}, {**buf.size}
+            add_to(viewed.size, moved, -1)
+            add_to(buf.size, moved)
+            kept, taken = _split_pads(viewed.pad, view)
+            viewed.pad, buf.pad = kept, {**buf.pad}
+            add_to(buf.pad, taken)
         return buf
 
     def tensor_key(self, name: str, run: int | None) -> Key:
