@@ -215,14 +215,15 @@ def test_exact_under_cpu_autocast(head: str, attention: str) -> None:
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
 
 
-def test_dropouts_and_biases_exact() -> None:
+@pytest.mark.parametrize("head", ["mlm", "question-answering", "multiple-choice"])
+def test_dropouts_and_biases_exact(head: str) -> None:
     """Every dropout on (attention, its output, MLP, embeddings, classifier) and every bias flag flipped."""
     hf()
     from symbert.validate.compare import validate
 
     flags = ["attention_dropout=0.1", "mlp_dropout=0.1", "embedding_dropout=0.1", "classifier_dropout=0.1"]
     flags += ["norm_bias=true", "attention_bias=true", "mlp_bias=true", "decoder_bias=false", "classifier_bias=true"]
-    config = symbert.with_task(symbert.with_overrides(small("period-2"), flags), head="mlm")
+    config = symbert.with_overrides(small("period-2", head), flags)
     checks = validate(config, 2, 7, "float32")
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
 
