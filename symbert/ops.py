@@ -501,6 +501,23 @@ def gather(x: Tensor, index: Tensor, name: str = "gather") -> Tensor:
     return active().record("gather", name, [x, index], [(index.shape, x.dtype, Role.ACTIVATION, None)])[0]
 
 
+@_op("argmax")
+def argmax(x: Tensor, name: str = "argmax") -> Tensor:
+    """The int64 index of the largest entry along the last dimension (of a 0/1 mask: the first 1); no
+    gradient."""
+    return active().record("argmax", name, [x], [(x.shape[:-1], "int64", Role.INDEX, None)])[0]
+
+
+@_op("index", saves=("in1", "in2"))
+def index(x: Tensor, rows: Tensor, cols: Tensor, name: str = "index") -> Tensor:
+    """``x[rows, cols]``: one entry of the second dimension per row, picked by two int64 index tensors
+    [n], copied into [n, ...]; backward keeps both indices (it scatters the gradient through them)."""
+    t = active()
+    _check(rows.role == cols.role == Role.INDEX, f"{name}: indices must be index tensors")
+    _check(t.same(rows.shape[0], x.shape[0]) and t.same(cols.shape[0], x.shape[0]), f"{name}: one index per row")
+    return t.record("index", name, [x, rows, cols], [((x.shape[0], *x.shape[2:]), x.dtype, x.role, None)])[0]
+
+
 @_op("invert_mask")
 def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
     """``~mask.bool()``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""

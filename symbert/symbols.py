@@ -61,14 +61,16 @@ def either(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
 
 
 def settled(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` expanded, with each size x set to 1 in the terms a bracket [x = 1] multiplies, and
-    each bracket's powers as itself: [B = 1]·2·seq_len·H, not [B = 1]²·2·B·seq_len·H."""
+    """``expr`` expanded, with each size x set to 1 in the terms a bracket [x = 1] multiplies (every
+    factor of a product of sizes: [B·C = 1] sets B and C), and each bracket's powers as itself:
+    [B = 1]·2·seq_len·H, not [B = 1]²·2·B·seq_len·H."""
     out = []
     for term in sympy.Add.make_args(sympy.expand(expr)):
         factors = sympy.Mul.make_args(term)
         brackets = {f.base if f.is_Pow else f for f in factors if (f.base if f.is_Pow else f).func is below}
         rest = sympy.Mul(*(f for f in factors if (f.base if f.is_Pow else f) not in brackets))
-        ones = {b.args[0]: 1 for b in brackets if b.args[0].is_Symbol and b.args[1] == 2}
+        sizes = (sympy.Mul.make_args(b.args[0]) for b in brackets if b.args[1] == 2)
+        ones = {x: 1 for factors in sizes if all(x.is_Symbol for x in factors) for x in factors}
         out.append(rest.subs(ones) * sympy.Mul(*brackets))
     return sympy.Add(*out)
 

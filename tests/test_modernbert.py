@@ -17,7 +17,7 @@ from inprocess import invoke
 import symbert
 from symbert.analysis.activations import activations
 from symbert.analysis.policy import MemoryOptions
-from symbert.symbols import A, B, H, I, L, L_global, below, is_one, seq_len, vocab_size, window
+from symbert.symbols import A, B, C, H, I, L, L_global, below, is_one, seq_len, vocab_size, window
 
 #: Small configs: three heads of width 8 with a window of 4 under seq_len 7; four heads of width 6, a
 #: global layer every 2; two layers with a global period of 3 (layer 1 local, no other global layer).
@@ -31,12 +31,18 @@ SMALL = {
 }  # fmt: skip
 
 
-def small(name: str, head: str = "model", **options: object) -> symbert.Config:
-    """A small config with a head; ``mean-pooled`` is sequence classification with classifier_pooling "mean"."""
+#: Heads pooled with classifier_pooling "mean" instead of "cls".
+MEAN_POOLED = {"mean-pooled": "sequence-classification", "mean-pooled-choices": "multiple-choice"}
+
+
+def small(name: str, head: str = "model", choices: int = 4, **options: object) -> symbert.Config:
+    """A small config with a head (of :data:`MEAN_POOLED`, the head pooled by the mean)."""
     config = symbert.with_overrides(symbert.preset("modernbert-base"), [f"{k}={v}" for k, v in SMALL[name].items()])
-    if head == "mean-pooled":
-        head, options = "sequence-classification", {**options, "classifier_pooling": "mean"}
-    return symbert.with_task(replace(config, name=name, options={**config.options, **options}), head=head)
+    if head in MEAN_POOLED:
+        head, options = MEAN_POOLED[head], {**options, "classifier_pooling": "mean"}
+    config = replace(config, name=name, options={**config.options, **options})
+    task = {"choices": choices} if head == "multiple-choice" else {}
+    return symbert.with_task(config, head=head, **task)
 
 
 def evaluate(expr: sympy.Expr, config: symbert.Config, batch: int, length: int) -> int:
@@ -129,6 +135,14 @@ CASES = [
     ("short", "mean-pooled", True, "bfloat16", "eager"),
     ("odd", "token-classification", False, "bfloat16", "sdpa"),
     ("period-2", "mean-pooled", False, "float32", "sdpa"),
+    ("odd", "question-answering", True, "float32", "eager"),
+    ("short", "question-answering", False, "bfloat16", "sdpa"),
+    ("period-2", "question-answering", True, "bfloat16", "sdpa"),
+    ("period-2", "multiple-choice", True, "bfloat16", "eager"),
+    ("odd", "multiple-choice", False, "float32", "sdpa"),
+    ("short", "multiple-choice", True, "float32", "sdpa"),
+    ("short", "mean-pooled-choices", True, "float32", "eager"),
+    ("odd", "mean-pooled-choices", False, "bfloat16", "sdpa"),
 ]
 
 
@@ -172,15 +186,17 @@ def test_batch_one_term_by_hand() -> None:
     assert r"\left[b = 1\right]" in invoke("latex", "--preset", "modernbert-base", "--notation", "megatron").stdout
 
 
-def test_sweep_and_fit_at_batch_one() -> None:
+@pytest.mark.parametrize("head", ["model", "multiple-choice"])
+def test_sweep_and_fit_at_batch_one(head: str) -> None:
     """The compiled sweep and fit's solver evaluate the bracket at each batch: the sweep equals the
-    replayed peak at batch 1 and 2, and a budget of exactly the batch-1 peak fits batch 1 and no more."""
+    replayed peak at batch 1 and 2, and a budget of exactly the batch-1 peak fits batch 1 and no more;
+    with one choice per example the bracket [B·C = 1] is [B = 1]."""
     from symbert.analysis.fit import fit
     from symbert.analysis.states import Training
     from symbert.analysis.sweep import sweep
     from symbert.analysis.training import step_memory
 
-    config, training = small("odd"), Training()
+    config, training = small("odd", head, choices=1), Training()
     sizes = config.symbols()
     memory = step_memory(symbert.trace(config), training, sizes)
     peaks = [memory.peak({**sizes, B: b, seq_len: 7}).total for b in (1, 2)]
@@ -194,6 +210,41 @@ def test_sweep_and_fit_at_batch_one() -> None:
     assert fit(config, training, peaks[0] - 1, length=7).batch is None
 
 
+def test_head_parameters_by_hand() -> None:
+    """Both heads put ModernBertPredictionHead (dense H², bias-free by default, and a norm weight H) before
+    a classifier with its bias: H → 2 for the answer span's start and end, H → 1 per choice."""
+    total = {
+        h: symbert.params(symbert.trace(small("odd", h))).total
+        for h in ("model", "question-answering", "multiple-choice")
+    }
+    assert sympy.expand(total["question-answering"] - total["model"]) == H**2 + H + 2 * H + 2
+    assert sympy.expand(total["multiple-choice"] - total["model"]) == H**2 + H + H + 1
+
+
+def test_choice_pooling_keeps_two_indices_per_row() -> None:
+    """ModernBertForMultipleChoice pools "cls" as x[arange(rows), mask.argmax(-1)], a copy whose backward
+    keeps both int64 indices: 16 bytes a row, then the prediction head's dense and GELU inputs, its
+    LayerNorm's input, mean and rstd, and the classifier's input, over B·C rows in float32."""
+    saved = activations(symbert.trace(small("odd", "multiple-choice")), MemoryOptions())
+    head = next(c for c in saved.components() if c.name == "head")
+    assert sympy.expand(head.total - (16 * B * C + 4 * 4 * B * C * H + 8 * B * C)) == 0
+
+
+def test_choices_fold_the_batch_into_b_c_rows() -> None:
+    """The encoder runs on B·C rows, so eager attention reads V in place (keeping the fused projection,
+    8·seq_len·H·L bytes more in float32) exactly when B·C = 1: at one choice and batch 1, never with three
+    choices. Saved bytes equal the real model's at (C, B) = (1, 1), (1, 2) and (3, 1)."""
+    hf()
+    from symbert.validate.compare import validate
+
+    total = activations(symbert.trace(small("odd", "multiple-choice")), MemoryOptions()).total
+    assert sympy.expand(total - total.subs(is_one(B * C), 0)) == 8 * seq_len * H * L * is_one(B * C)
+    assert not total.subs(C, 3).has(is_one) and total.subs(C, 1).has(is_one(B))
+    for choices, batch in ((1, 1), (1, 2), (3, 1)):
+        checks = validate(small("odd", "multiple-choice", choices=choices), batch, 7, "float32")
+        assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
 @pytest.mark.parametrize(("head", "attention"), [("model", "eager"), ("mlm", "sdpa")])
 def test_exact_under_cpu_autocast(head: str, attention: str) -> None:
     hf()
@@ -203,14 +254,15 @@ def test_exact_under_cpu_autocast(head: str, attention: str) -> None:
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
 
 
-def test_dropouts_and_biases_exact() -> None:
+@pytest.mark.parametrize("head", ["mlm", "question-answering", "multiple-choice"])
+def test_dropouts_and_biases_exact(head: str) -> None:
     """Every dropout on (attention, its output, MLP, embeddings, classifier) and every bias flag flipped."""
     hf()
     from symbert.validate.compare import validate
 
     flags = ["attention_dropout=0.1", "mlp_dropout=0.1", "embedding_dropout=0.1", "classifier_dropout=0.1"]
     flags += ["norm_bias=true", "attention_bias=true", "mlp_bias=true", "decoder_bias=false", "classifier_bias=true"]
-    config = symbert.with_task(symbert.with_overrides(small("period-2"), flags), head="mlm")
+    config = symbert.with_overrides(small("period-2", head), flags)
     checks = validate(config, 2, 7, "float32")
     assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
 
@@ -258,6 +310,12 @@ def test_configs_symbert_does_not_model_get_one_line(flag: str, message: str) ->
         ("fit", "--preset", "modernbert-base", "--seq-len", "1024", "--gpu", "h100"),
         ("sweep", "--preset", "modernbert-base", "--batch", "1,4", "--seq-len", "128,8192"),
         ("report", "--preset", "modernbert-large", "--head", "mlm", "--attention", "sdpa", "--json"),
+        ("params", "--preset", "modernbert-base", "--head", "question-answering"),
+        ("latex", "modernbert-base", "--head", "multiple-choice"),
+        ("diagram", "--preset", "modernbert-base", "--head", "question-answering", "--format", "dot"),
+        ("fit", "--preset", "modernbert-base", "--head", "multiple-choice", "--seq-len", "512", "--gpu", "h100"),
+        ("sweep", "--preset", "modernbert-base", "--head", "multiple-choice", "--choices", "1", "--batch", "1,2"),
+        ("report", "--preset", "modernbert-base", "--head", "question-answering", "--attention", "sdpa"),
     ],
     ids=lambda c: c[0],
 )
@@ -267,9 +325,10 @@ def test_every_command_runs(command: tuple[str, ...]) -> None:
     assert result.stdout
 
 
-def test_validate_command_on_a_small_config() -> None:
+@pytest.mark.parametrize("head", ["model", "question-answering", "multiple-choice"])
+def test_validate_command_on_a_small_config(head: str) -> None:
     hf()
     flags = [a for k, v in SMALL["odd"].items() for a in ("--set", f"{k}={v}")]
-    result = invoke("validate", "--preset", "modernbert-base", *flags, "--batch", "2", "--seq-len", "7")
+    result = invoke("validate", "--preset", "modernbert-base", *flags, "--head", head, "--batch", "2", "--seq-len", "7")
     assert result.code == 0, result.stdout + result.stderr
     assert "mismatch" not in result.stdout.lower()

@@ -178,21 +178,30 @@ def sequence_classification(pooled: Callable[[Encoded], Tensor], p: Callable[[En
     return build
 
 
-def token_classification(p: Callable[[Encoded], float]) -> Callable:
-    """Dropout, a classifier per token, cross-entropy against one label per token."""
+def sequence(e: Encoded) -> Tensor:
+    """The encoder's last hidden state, what a per-token head reads by default."""
+    return e.sequence
+
+
+def token_classification(p: Callable[[Encoded], float], tokens: Callable[[Encoded], Tensor] = sequence) -> Callable:
+    """Dropout, a classifier per token (of ``tokens``), cross-entropy against one label per token."""
 
     def build(e: Encoded, problem: str) -> Tensor:
-        logits = classifier(e.sequence, p(e))
+        logits = classifier(tokens(e), p(e))
         return cross_entropy("classification", logits, labels("labels", (B, seq_len)))
 
     return build
 
 
-def question_answering(p: Callable[[Encoded], float] = lambda e: 0.0) -> Callable:
-    """(Dropout), ``qa_outputs`` H → 2, the span loss."""
+def question_answering(
+    p: Callable[[Encoded], float] = lambda e: 0.0,
+    tokens: Callable[[Encoded], Tensor] = sequence,
+    name: str = "qa_outputs",
+) -> Callable:
+    """(Dropout), a classifier ``name`` H → 2 on every token (of ``tokens``), the span loss."""
 
     def build(e: Encoded, problem: str) -> Tensor:
-        return span_loss(classifier(e.sequence, p(e), 2, name="qa_outputs"))
+        return span_loss(classifier(tokens(e), p(e), 2, name=name))
 
     return build
 

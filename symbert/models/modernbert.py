@@ -20,6 +20,8 @@ get the padding mask, none without padding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy
 
 from symbert import ops as F
@@ -29,8 +31,8 @@ from symbert.models.bert import ENCODER_FIELDS
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, H, I, L, L_global, below, global_every, num_labels, seq_len, vocab_size, window
-from symbert.tracer import active, call, held, repeat, scope
+from symbert.symbols import A, C, H, I, L, L_global, below, global_every, num_labels, seq_len, vocab_size, window
+from symbert.tracer import call, held, repeat, scope
 
 EPS = 1e-5
 
@@ -114,20 +116,37 @@ def masked_lm(e: Encoded, problem: str) -> Tensor:
     return bert.masked_lm(e, F.cast(logits, "float32", name="float"))
 
 
-def pooled(e: Encoded) -> Tensor:
-    """The sequence pooled as ``classifier_pooling`` says, through the prediction head: "cls" the first
-    token, "mean" the mean of the tokens the attention mask keeps."""
-    if e.options["classifier_pooling"] == "cls":
-        return prediction_head(F.select(e.sequence, 1, 0), e)
-    attention_mask = active().graph.tensor("attention_mask:0")
-    return prediction_head(F.masked_mean(e.sequence, attention_mask, name="mean_pooling"), e)
+def classifier_p(e: Encoded) -> float:
+    return e.options["classifier_dropout"]
 
 
-def token_classification(e: Encoded, problem: str) -> Tensor:
-    """ModernBertForTokenClassification: the prediction head on every token, dropout, the classifier,
-    cross-entropy against one label per token."""
-    logits = heads.classifier(prediction_head(e.sequence, e), e.options["classifier_dropout"])
-    return heads.cross_entropy("classification", logits, heads.labels("labels", e.sequence.shape[:2]))
+def tokens(e: Encoded) -> Tensor:
+    """The prediction head on every token (token classification, question answering)."""
+    return prediction_head(e.sequence, e)
+
+
+def first_token(x: Tensor, mask: Tensor) -> Tensor:
+    """ModernBertForSequenceClassification's "cls": the first token, a view."""
+    return F.select(x, 1, 0)
+
+
+def first_kept(x: Tensor, mask: Tensor) -> Tensor:
+    """ModernBertForMultipleChoice's "cls": each row's first token the attention mask keeps,
+    ``x[arange(rows), mask.argmax(-1)]``, a copy whose backward keeps both int64 indices."""
+    return F.index(x, F.positions(x.shape[:1], name="rows"), F.argmax(mask, name="cls_mask"), name="cls")
+
+
+def pooled(cls: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Encoded], Tensor]:
+    """The sequence pooled as ``classifier_pooling`` says, through the prediction head: "cls" as ``cls``
+    picks it, "mean" the mean of the tokens the attention mask (as rows) keeps."""
+
+    def pool(e: Encoded) -> Tensor:
+        mask = heads.rows(heads.given("attention_mask"))
+        if e.options["classifier_pooling"] == "cls":
+            return prediction_head(cls(e.sequence, mask), e)
+        return prediction_head(F.masked_mean(e.sequence, mask, name="mean_pooling"), e)
+
+    return pool
 
 
 def read(data: dict) -> dict:
@@ -231,10 +250,27 @@ SPEC = ModelSpec(
         Head(
             "sequence-classification",
             "ModernBertForSequenceClassification",
-            heads.sequence_classification(pooled, lambda e: e.options["classifier_dropout"]),
+            heads.sequence_classification(pooled(first_token), classifier_p),
             symbols=(num_labels,),
         ),
-        Head("token-classification", "ModernBertForTokenClassification", token_classification, symbols=(num_labels,)),
+        Head(
+            "token-classification",
+            "ModernBertForTokenClassification",
+            heads.token_classification(classifier_p, tokens),
+            symbols=(num_labels,),
+        ),
+        Head(
+            "question-answering",
+            "ModernBertForQuestionAnswering",
+            heads.question_answering(classifier_p, tokens, name="classifier"),
+        ),
+        Head(
+            "multiple-choice",
+            "ModernBertForMultipleChoice",
+            heads.multiple_choice(pooled(first_kept), classifier_p),
+            batch=heads.CHOICE_BATCH,
+            symbols=(C,),
+        ),
     ),
     prefix="model",
 )
