@@ -179,9 +179,12 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
 
 
 @_op("add", flops_per_element=1, grad_passes_through=True, autocast="promote")
-def add(a: Tensor, b: Tensor, name: str = "add") -> Tensor:
-    """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask)."""
-    return active().record("add", name, [a, b], [(_broadcast(a.shape, b.shape), ACT, Role.ACTIVATION, None)])[0]
+def add(a: Tensor, b: Tensor, name: str = "add", inplace: bool = False) -> Tensor:
+    """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask);
+    ``inplace``: ``a += b``, the sum written into ``a``'s storage (a's shape)."""
+    shape = a.shape if inplace else _broadcast(a.shape, b.shape)
+    out = (shape, ACT, Role.ACTIVATION, a.name if inplace else None)
+    return active().record("add", name, [a, b], [out])[0]
 
 
 @_op("mul", saves=("in1 for in0", "in0 for in1"), flops_per_element=1, autocast="promote")
@@ -344,6 +347,12 @@ def relu(x: Tensor, name: str = "relu") -> Tensor:
     return active().record("relu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
 
 
+@_op("zeros")
+def zeros(shape: Shape, name: str = "zeros") -> Tensor:
+    """An int64 tensor of zeros made at run time (DeBERTa's token type ids when the caller gives none)."""
+    return active().record("zeros", name, [], [(shape, "int64", Role.INDEX, None)])[0]
+
+
 @_op("positions")
 def positions(shape: Shape, source: Tensor | None = None, name: str = "position_ids") -> Tensor:
     """Position indices computed at run time: an arange, or counted from the token ids (RoBERTa)."""
@@ -499,7 +508,7 @@ def gather(x: Tensor, index: Tensor, name: str = "gather") -> Tensor:
 
 @_op("invert_mask")
 def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
-    """``~mask.bool()``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
+    """``~mask``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
     return active().record("invert_mask", name, [mask], [(mask.shape, "bool", Role.MASK, None)])[0]
 
 

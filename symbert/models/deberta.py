@@ -22,7 +22,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
-from symbert.tracer import buffer, held, param_name, region, repeat, scope
+from symbert.tracer import buffer, call, held, param_name, region, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -31,15 +31,17 @@ SCALE_FACTOR = 3
 
 
 def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input: bool) -> Tensor:
-    """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout."""
-    with scope("embeddings"):
+    """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout; the
+    lookups stay referenced until it returns."""
+    with scope("embeddings"), call():
         x = F.embedding("word_embeddings", input_ids, vocab_size, E)
         if position_biased_input:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
-            x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, E))
+            positions = F.embedding("position_embeddings", position_ids, position_size, E)
+            held(x, positions)
+            x = F.add(x, positions)
         x = F.layernorm("LayerNorm", x)
         padding = F.mask_bias(mask, (*mask.shape, 1), name="mask")
-        held(padding)
         x = F.mul(x, padding, name="mask_multiply")
         return dropout(x, p)
 
@@ -72,19 +74,23 @@ def position_scores(x: Tensor, table: Tensor, index: Tensor, name: str) -> Tenso
 def self_attention(
     x: Tensor, mask: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float, p_att: float
 ) -> Tensor:
-    """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]."""
+    """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]. Its
+    locals keep the position bias, the mask's bool copy and the filled scores until it returns."""
     rows = x.shape[0]
-    with scope("self"):
+    with scope("self"), call():
         q, k, v = (heads_of(F.linear(n, x, H)) for n in ("query_proj", "key_proj", "value_proj"))
         k_scaled = scaled(F.transpose(k, 1, 2), "key_scaled")
         with region(ATTENTION_CORE):
             scores = F.matmul(q, k_scaled, name="scores")
         with region(POSITION_SCORES):
             bias = position_bias(q, k, relative_pos, rel_embeddings, share_att_key, p)
-        filled = F.invert_mask(mask)
         with region(ATTENTION_CORE):
-            scores = F.add(scores, bias, name="add_position")
-            scores = F.masked_fill(F.reshape(scores, (rows, A, seq_len, seq_len)), filled, name="fill_mask")
+            scores = F.reshape(F.add(scores, bias, name="add_position"), (rows, A, seq_len, seq_len))
+        as_bool = F.cast(mask, "bool", name="mask_bool")
+        filled = F.invert_mask(as_bool)
+        with region(ATTENTION_CORE):
+            scores = F.masked_fill(scores, filled, name="fill_mask")
+            held(bias, as_bool, scores)
             probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
             context = F.matmul(probs, v, name="context")
         context = F.transpose(F.reshape(context, (rows, A, seq_len, H / A)), 1, 2)
@@ -96,19 +102,22 @@ def position_bias(
 ) -> Tensor:
     """disentangled_attention_bias: the content→position scores (queries against the projected position
     keys, at each pair's bucket) plus the position→content ones (keys against the position queries,
-    transposed), each scaled: [rows·A, seq_len, seq_len]."""
+    transposed), each scaled and summed into the first in place: [rows·A, seq_len, seq_len]. Its locals
+    keep both gathered scores until it returns."""
     rows = q.shape[0] / A
-    table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
-    if share_att_key:
-        pos_query = position_projection("query_proj", table, rows)
-        pos_key = position_projection("key_proj", table, rows)
-    else:
-        pos_key = position_projection("pos_key_proj", table, rows)
-        pos_query = position_projection("pos_query_proj", table, rows)
-    c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
-    bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
-    p2c = F.transpose(position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c"), 1, 2)
-    return F.add(bias, scaled(p2c, "p2c_scaled"), name="score_add")
+    with call():
+        table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
+        if share_att_key:
+            pos_query = position_projection("query_proj", table, rows)
+            pos_key = position_projection("key_proj", table, rows)
+        else:
+            pos_key = position_projection("pos_key_proj", table, rows)
+            pos_query = position_projection("pos_query_proj", table, rows)
+        c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
+        bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
+        p2c = position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c")
+        held(c2p, p2c)
+        return F.add(bias, scaled(F.transpose(p2c, 1, 2), "p2c_scaled"), name="score_add", inplace=True)
 
 
 def layer(
@@ -147,15 +156,16 @@ def build(
     options = dict(locals())
     input_ids = token_input("input_ids")
     attention_mask = token_input("attention_mask", Role.MASK)
+    rows = attention_mask.shape[0]
+    held(F.zeros((rows, seq_len), name="token_type_ids"))
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
-    with scope("encoder"):
-        rows = attention_mask.shape[0]
+    with scope("encoder"), call():
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
-        held(mask)
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
         if norm_rel_ebd == "layer_norm":
             rel_embeddings = F.layernorm("LayerNorm", rel_embeddings)
+        held(mask, relative_pos, rel_embeddings)
         body = lambda h: layer(h, mask, relative_pos, rel_embeddings, options)  # noqa: E731
         x = repeat("layer", L, body, x, (rows, seq_len, H))
     return {"last_hidden_state": x}
