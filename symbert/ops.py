@@ -308,7 +308,7 @@ def fold(x: Tensor, view_when: sympy.Expr, name: str = "fold") -> Tensor:
     """torch.matmul folding the batch of a [rows, heads, n, d] operand into rows·heads: a view where its
     strides allow, else a copy. ``view_when`` is the bracket of the sizes where they allow it: for a
     third of a fused QKV projection [rows = 1] (heads ≥ 2), for a tensor laid out [rows, n, heads, d]
-    [rows = 1 or n = 1]."""
+    [rows = 1 or n = 1]. Likewise ``.contiguous()`` of permuted heads, a view with one head or n = 1."""
     return active().record("fold", name, [x], [(x.shape, x.dtype, x.role, None)], attrs={"view_when": view_when})[0]
 
 

@@ -21,7 +21,21 @@ from symbert.models.bert import ENCODER_FIELDS, masked_lm_head, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
+from symbert.symbols import (
+    A,
+    C,
+    E,
+    H,
+    I,
+    L,
+    either,
+    is_one,
+    num_labels,
+    position_buckets,
+    position_size,
+    seq_len,
+    vocab_size,
+)
 from symbert.tracer import buffer, call, held, param_name, region, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
@@ -50,7 +64,13 @@ def heads_of(x: Tensor) -> Tensor:
     """transpose_for_scores: [rows, n, H] → [rows·A, n, H/A] (view, permute, contiguous copy, view)."""
     rows, n = x.shape[0], x.shape[1]
     split = F.transpose(F.reshape(x, (rows, n, A, H / A)), 1, 2)
-    return F.reshape(F.contiguous(split), (rows * A, n, H / A))
+    return F.reshape(contiguous(split, n), (rows * A, n, H / A))
+
+
+def contiguous(x: Tensor, n: sympy.Expr) -> Tensor:
+    """``.contiguous()`` of heads permuted between [rows, n, A, H/A] and [rows, A, n, H/A]: a copy, except
+    with one head or n = 1, where the permutation is already contiguous and PyTorch returns the tensor."""
+    return F.fold(x, either(is_one(A), is_one(n)), name="contiguous")
 
 
 def scaled(x: Tensor, name: str) -> Tensor:
@@ -94,7 +114,7 @@ def self_attention(
             probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
             context = F.matmul(probs, v, name="context")
         context = F.transpose(F.reshape(context, (rows, A, seq_len, H / A)), 1, 2)
-        return F.reshape(F.contiguous(context), (rows, seq_len, H))
+        return F.reshape(contiguous(context, seq_len), (rows, seq_len, H))
 
 
 def position_bias(
@@ -127,16 +147,18 @@ def layer(
     rel_embeddings: Tensor,
     options: dict[str, object],
 ) -> Tensor:
-    """DebertaV2Layer: disentangled attention, then BERT's post-LN output blocks."""
+    """DebertaV2Layer: disentangled attention, then BERT's post-LN output blocks; its locals keep the
+    attention's output until it returns (under autocast no product keeps that float32 tensor)."""
     p, act = options["hidden_dropout_prob"], options["hidden_act"]
-    with scope("attention"):
-        context = self_attention(
-            x, mask, relative_pos, rel_embeddings, options["share_att_key"], p, options["attention_probs_dropout_prob"]
-        )
-        x = residual_block("output", context, x, p)
-    with scope("intermediate"):
-        hidden = ACTIVATIONS[act](F.linear("dense", x, I))
-    return residual_block("output", hidden, x, p)
+    with call():
+        with scope("attention"):
+            p_att, share = options["attention_probs_dropout_prob"], options["share_att_key"]
+            context = self_attention(x, mask, relative_pos, rel_embeddings, share, p, p_att)
+            x = residual_block("output", context, x, p)
+        held(x)
+        with scope("intermediate"):
+            hidden = ACTIVATIONS[act](F.linear("dense", x, I))
+        return residual_block("output", hidden, x, p)
 
 
 def build(
@@ -159,6 +181,7 @@ def build(
     rows = attention_mask.shape[0]
     held(F.zeros((rows, seq_len), name="token_type_ids"))
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
+    held(x)
     with scope("encoder"), call():
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
