@@ -103,7 +103,9 @@ def self_attention(
         with region(ATTENTION_CORE):
             scores = F.matmul(q, k_scaled, name="scores")
         with region(POSITION_SCORES):
-            bias = position_bias(q, k, relative_pos, rel_embeddings, share_att_key, p)
+            table = dropout(rel_embeddings, p)
+            held(table)
+            bias = position_bias(q, k, relative_pos, table, share_att_key)
         with region(ATTENTION_CORE):
             scores = F.reshape(F.add(scores, bias, name="add_position"), (rows, A, seq_len, seq_len))
         as_bool = F.cast(mask, "bool", name="mask_bool")
@@ -117,16 +119,14 @@ def self_attention(
         return F.reshape(contiguous(context, seq_len), (rows, seq_len, H))
 
 
-def position_bias(
-    q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float
-) -> Tensor:
+def position_bias(q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool) -> Tensor:
     """disentangled_attention_bias: the content→position scores (queries against the projected position
     keys, at each pair's bucket) plus the position→content ones (keys against the position queries,
     transposed), each scaled and summed into the first in place: [rows·A, seq_len, seq_len]. Its locals
     keep both gathered scores until it returns."""
     rows = q.shape[0] / A
     with call():
-        table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
+        table = F.reshape(rel_embeddings, (1, 2 * position_buckets, H), name="rel_table")
         if share_att_key:
             pos_query = position_projection("query_proj", table, rows)
             pos_key = position_projection("key_proj", table, rows)
@@ -189,7 +189,12 @@ def build(
         if norm_rel_ebd == "layer_norm":
             rel_embeddings = F.layernorm("LayerNorm", rel_embeddings)
         held(mask, relative_pos, rel_embeddings)
-        body = lambda h: layer(h, mask, relative_pos, rel_embeddings, options)  # noqa: E731
+
+        def body(h: Tensor) -> Tensor:
+            out = layer(h, mask, relative_pos, rel_embeddings, options)
+            held(out)  # in the tuple of every layer's output
+            return out
+
         x = repeat("layer", L, body, x, (rows, seq_len, H))
     return {"last_hidden_state": x}
 
