@@ -95,7 +95,8 @@ def self_attention(
     x: Tensor, mask: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float, p_att: float
 ) -> Tensor:
     """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]. Its
-    locals keep the position bias, the mask's bool copy and the filled scores until it returns."""
+    locals keep the dropped-out position table, the position bias, the mask's bool copy and the filled
+    scores until it returns."""
     rows = x.shape[0]
     with scope("self"), call():
         q, k, v = (heads_of(F.linear(n, x, H)) for n in ("query_proj", "key_proj", "value_proj"))
