@@ -121,7 +121,8 @@ class Graph:
     options: dict[str, object] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
     """Tensors a module's Python locals keep past their last use: tensor → the node after which the
-    module returns (:func:`symbert.tracer.held`)."""
+    module returns, or the block whose last run ends it (a module around a repeated block: its locals
+    then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
 
     def add_node(self, node: Node, outputs: list[Tensor]) -> None:
         for t in outputs:

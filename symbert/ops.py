@@ -179,12 +179,14 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
 
 
 @_op("add", flops_per_element=1, grad_passes_through=True, autocast="promote")
-def add(a: Tensor, b: Tensor, name: str = "add", view_when: sympy.Expr | None = None) -> Tensor:
+def add(a: Tensor, b: Tensor, name: str = "add", view_when: sympy.Expr | None = None, inplace: bool = False) -> Tensor:
     """Element-wise sum with broadcasting (residual connections, embedding sums, attention mask);
-    ``view_when``: the sizes where ``b`` is not there, and the sum is ``a`` itself."""
+    ``view_when``: the sizes where ``b`` is not there, and the sum is ``a`` itself; ``inplace``:
+    ``a += b``, the sum written into ``a``'s storage (a's shape)."""
     attrs = {} if view_when is None else {"view_when": view_when}
-    shape = _broadcast(a.shape, b.shape)
-    return active().record("add", name, [a, b], [(shape, ACT, Role.ACTIVATION, None)], attrs=attrs)[0]
+    shape = a.shape if inplace else _broadcast(a.shape, b.shape)
+    out = (shape, ACT, Role.ACTIVATION, a.name if inplace else None)
+    return active().record("add", name, [a, b], [out], attrs=attrs)[0]
 
 
 @_op("mul", saves=("in1 for in0", "in0 for in1"), flops_per_element=1, autocast="promote")
@@ -308,7 +310,7 @@ def fold(x: Tensor, view_when: sympy.Expr, name: str = "fold") -> Tensor:
     """torch.matmul folding the batch of a [rows, heads, n, d] operand into rows·heads: a view where its
     strides allow, else a copy. ``view_when`` is the bracket of the sizes where they allow it: for a
     third of a fused QKV projection [rows = 1] (heads ≥ 2), for a tensor laid out [rows, n, heads, d]
-    [rows = 1 or n = 1]."""
+    [rows = 1 or n = 1]. Likewise ``.contiguous()`` of permuted heads, a view with one head or n = 1."""
     return active().record("fold", name, [x], [(x.shape, x.dtype, x.role, None)], attrs={"view_when": view_when})[0]
 
 
@@ -345,6 +347,12 @@ def mask_select(mask: Tensor, *xs: Tensor, count: sympy.Expr, name: str = "mask_
 def relu(x: Tensor, name: str = "relu") -> Tensor:
     """max(x, 0)."""
     return active().record("relu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("zeros")
+def zeros(shape: Shape, name: str = "zeros") -> Tensor:
+    """An int64 tensor of zeros made at run time (DeBERTa's token type ids when the caller gives none)."""
+    return active().record("zeros", name, [], [(shape, "int64", Role.INDEX, None)])[0]
 
 
 @_op("positions")
@@ -520,7 +528,7 @@ def index(x: Tensor, rows: Tensor, cols: Tensor, name: str = "index") -> Tensor:
 
 @_op("invert_mask")
 def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
-    """``~mask.bool()``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
+    """``~mask``: a bool tensor, true where a 0/1 mask is 0 (the scores to fill)."""
     return active().record("invert_mask", name, [mask], [(mask.shape, "bool", Role.MASK, None)])[0]
 
 

@@ -286,5 +286,6 @@ def last_stage(graph: Graph) -> Graph:
         if node.name in keep:
             out.add_node(node, [graph.tensor(x) for x in node.outputs])
     out.blocks = dict(graph.blocks)
-    out.held = {t: until for t, until in graph.held.items() if t in out.tensors and until in keep}
+    ends = keep | set(out.blocks)
+    out.held = {t: until for t, until in graph.held.items() if t in out.tensors and until in ends}
     return out

@@ -164,14 +164,17 @@ def region(name: str) -> Iterator[None]:
 @contextmanager
 def call() -> Iterator[None]:
     """A module's forward being traced: what :func:`held` marks inside stays referenced by its Python
-    locals until it returns, that is until the last op recorded inside has run."""
+    locals until it returns, that is until the last op recorded inside has run (when that op ends a
+    repeated block, in its last run; the block's tensors it holds, it holds from every run)."""
     t = active()
     t._calls.append([])
     try:
         yield
     finally:
+        last = t.graph.node(t._last).block if t._last else None
+        until = last if last is not None and t._block is None else t._last  # a block ends it: its last run
         for name in t._calls.pop():
-            t.graph.held[name] = t._last
+            t.graph.held[name] = until
 
 
 def held(*xs: Tensor | None) -> None:

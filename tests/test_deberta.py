@@ -130,17 +130,114 @@ def test_autocast_exact_against_pytorch() -> None:
 
 def test_training_step_peak_against_pytorch() -> None:
     """Two real CPU training steps of DebertaV2ForMaskedLM under torch.profiler, peaking in backward: off by
-    a few scalars at most. (Where the forward peaks, inside the last layer's attention on tiny widths,
-    Hugging Face holds the relative positions, the normalised table and the gathered scores longer than
-    the replay does, and the prediction is low.)"""
+    a few scalars at most."""
     hf()
     from symbert.validate.peak import check_peak
 
     sizes = {"hidden_size": 48, "num_attention_heads": 3, "intermediate_size": 100, "num_hidden_layers": 2}
     config = with_task(validated(Config("deberta-v2", {**CASES[0].values, **sizes}, "h48", {})), head="mlm")
     check = check_peak(config, 2, 8, "adamw")
-    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    assert abs(check.predicted - check.measured.peak) <= 8, (
+        f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    )
     assert check.predicted_where.startswith(f"step {check.measured.where.step} {check.measured.where.name}")
+
+
+def forward_peaking(sizes: dict[str, int], options: dict[str, object], head: str | None) -> Config:
+    """A config narrow enough for the forward pass to hold the peak: 50 words, 64 positions."""
+    values = {"vocab_size": 50, "max_position_embeddings": 64, "num_hidden_layers": 2, **sizes}
+    config = validated(Config("deberta-v2", values, "narrow", options))
+    return with_task(config, head=head) if head else config
+
+
+FORWARD_PEAKS = [
+    # the last layer's output LayerNorm, with its dropped-out operand, the relative positions and mask held
+    (
+        {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "position_buckets": 8},
+        {},
+        None,
+        2,
+        64,
+        None,
+    ),
+    # one head, batch 1: permuted heads are contiguous already, never copied
+    (
+        {"hidden_size": 8, "num_attention_heads": 1, "intermediate_size": 16, "position_buckets": 16},
+        {},
+        None,
+        1,
+        96,
+        None,
+    ),
+    # four layers (one not replayed), separate position projections, absolute positions, no dropout
+    (
+        {
+            "hidden_size": 16,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "position_buckets": 8,
+            "num_hidden_layers": 4,
+        },
+        {"share_att_key": False, "position_biased_input": True, "norm_rel_ebd": "none", "hidden_dropout_prob": 0.0},
+        None,
+        2,
+        64,
+        None,
+    ),
+    # a task model, peaking inside the last layer's attention
+    (
+        {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32, "position_buckets": 16},
+        {},
+        "mlm",
+        2,
+        96,
+        None,
+    ),
+    # bf16 autocast: no product keeps the float32 layer outputs, which the encoder's tuple holds
+    (
+        {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "position_buckets": 8},
+        {},
+        None,
+        2,
+        64,
+        "bfloat16",
+    ),
+    # the same in four layers, one not replayed, with the masked-LM head
+    (
+        {
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "position_buckets": 8,
+            "num_hidden_layers": 4,
+        },
+        {},
+        "mlm",
+        2,
+        64,
+        "bfloat16",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "options", "head", "batch", "length", "amp"), FORWARD_PEAKS, ids=range(len(FORWARD_PEAKS))
+)
+def test_forward_peak_exact_against_pytorch(
+    sizes: dict[str, int], options: dict[str, object], head: str | None, batch: int, length: int, amp: str | None
+) -> None:
+    """Where the forward pass holds the peak, it is what torch.profiler measures, to the byte: Hugging
+    Face's locals keep the position bias, the filled scores, both gathered scores, the mask's bool copy,
+    the relative positions, every layer's output and the token type ids until their modules return,
+    and the p2c term is added in place. (Under bf16 autocast, a peak inside the attention is not exact:
+    the bf16 gather's and matrix products' scratch is not modelled.)"""
+    hf()
+    from symbert.validate.peak import check_peak
+
+    check = check_peak(forward_peaking(sizes, options, head), batch, length, "adamw", amp=amp)
+    assert check.measured.where.name == "forward"
+    assert check.predicted == check.measured.peak, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    assert check.predicted_where.startswith(f"step {check.measured.where.step} forward")
 
 
 def test_position_scores_by_hand() -> None:

@@ -83,9 +83,10 @@ class Event:
 
     ``memory`` is bytes per category. ``hidden`` says, per block, what the runs that were not replayed
     hold at this point: nothing (``none``), what they keep for backward (``saved``), that and autocast's
-    cached weight copies while the forward runs (``cached``), their parameter gradients (``grads``), or,
-    for an event in the middle run, either of two (``forward``: none or cached; ``backward``: grads or
-    saved), since they may all come before it or all after it.
+    cached weight copies while the forward runs (``cached``), that and what a module's locals hold past
+    the block's end until it returns (``holding``), their parameter gradients (``grads``), or, for an
+    event in the middle run, either of two (``forward``: none or holding, else cached; ``backward``:
+    grads or saved), since they may all come before it or all after it.
     """
 
     step: int
@@ -179,6 +180,10 @@ class Replay:
         self.middle: dict[str, dict[str, Size]] = {b: {c: {} for c in CATEGORIES} for b in graph.blocks}
         self.steady: dict[str, dict[str, dict[str, Size]]] = {b: {} for b in graph.blocks}
         self.hidden = dict.fromkeys(graph.blocks, "none")
+        #: Blocks whose runs' tensors a module's locals hold past the block's end (Hugging Face's tuple of
+        #: every layer's output): once run, the runs not replayed hold them too until it returns.
+        self.held_past = {graph.tensor(t).block for t, until in graph.held.items() if self.past(t, until)}
+        self.block_end = {n.block: n.name for n in graph.nodes if n.block is not None}
         self.live: dict[Key, _Buffer] = {}
         self.held: set[Key] = set()
         self.savers: dict[Key, int] = {}
@@ -355,8 +360,10 @@ class Replay:
                 self.hidden[unit.block] = phase
             elif unit.run == 0:
                 self.hidden[unit.block] = "none" if phase == "forward" else "grads"
+            elif phase == "forward":
+                self.hidden[unit.block] = "holding" if unit.block in self.held_past else "cached"
             else:
-                self.hidden[unit.block] = "cached" if phase == "forward" else "saved"
+                self.hidden[unit.block] = "saved"
 
     # ---- what a unit reads, writes and keeps
 
@@ -442,7 +449,7 @@ class Replay:
             for t in self.reads(unit):
                 key = rekey(self.storage_key(t, unit.run))
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
-        returns = self.returns(units, rekey)
+        returns, past = self.returns(units, rekey)
         for keys in returns.values():
             for key in keys:
                 self.reads_left[key] = self.reads_left.get(key, 0) + 1
@@ -475,6 +482,9 @@ class Replay:
                 self.maybe_free(key)
             for key in created:
                 self.maybe_free(key)
+            for block in past.get(id(unit), ()):  # the runs not replayed held them too, until now
+                self.steady[block].setdefault("holding", {c: dict(s) for c, s in self.middle[block].items()})
+                self.hidden[block] = "cached"
             for key in returns.get(id(unit), ()):
                 self.reads_left[key] -= 1
                 self.maybe_free(key)
@@ -486,16 +496,35 @@ class Replay:
         for buf in cache.values():  # autocast's region ends: its cache is cleared
             self.release(buf)
 
-    def returns(self, units: list[Unit], rekey: Rekey) -> dict[int, list[Key]]:
+    def returns(self, units: list[Unit], rekey: Rekey) -> tuple[dict[int, list[Key]], dict[int, set[str]]]:
         """What modules' Python locals hold past its last use (:attr:`symbert.ir.Graph.held`), by the
         unit (its ``id``) after which the module returns, for those among ``units``: a recomputed
-        layer re-runs its forward and holds its own locals again."""
+        layer re-runs its forward and holds its own locals again. Also by unit, the blocks whose runs'
+        tensors it holds past the block's end."""
         out: dict[int, list[Key]] = {}
+        past: dict[int, set[str]] = {}
         for unit in units:
             for t, until in self.graph.held.items():
-                if any(n.name == until for n in unit.nodes):
-                    out.setdefault(id(unit), []).append(rekey(self.storage_key(t, unit.run)))
-        return out
+                if self.ends(unit, until):
+                    block = self.graph.tensor(t).block
+                    runs = range(self.runs[block]) if self.past(t, until) else [unit.run]
+                    out.setdefault(id(unit), []).extend(rekey(self.storage_key(t, run)) for run in runs)
+                    if self.past(t, until):
+                        past.setdefault(id(unit), set()).add(block)
+        return out, past
+
+    def past(self, t: str, until: str) -> bool:
+        """Whether ``t``, of a block, is held past the block's end."""
+        block = self.graph.tensor(t).block
+        return block is not None and (until in self.graph.blocks or self.graph.node(until).block != block)
+
+    def ends(self, unit: Unit, until: str) -> bool:
+        """Whether a module returns after ``unit``: ``until`` is its last op, or a block (its last run's
+        last op, in the forward pass: recomputing one run is not the module returning)."""
+        if until in self.graph.blocks:
+            last = unit.run == self.runs[until] - 1 and unit.nodes[-1].name == self.block_end[until]
+            return last and self.phase == "forward"
+        return any(n.name == until for n in unit.nodes)
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""

@@ -130,8 +130,9 @@ class StepMemory:
             if self.hidden_runs[block] == 0:
                 continue
             saved_, grads, cached = (self._steady[block][k] for k in ("saved", "grads", "cached"))
-            choices = {"none": [None], "saved": [saved_], "cached": [cached], "grads": [grads]}
-            choices |= {"forward": [None, cached], "backward": [grads, saved_]}
+            holding = self._steady[block].get("holding", cached)
+            choices = {"none": [None], "saved": [saved_], "cached": [cached], "holding": [holding], "grads": [grads]}
+            choices |= {"forward": [None, holding], "backward": [grads, saved_]}
             options.append([(block, extra) for extra in choices[status]])
         out = []
         for combo in itertools.product(*options):
@@ -156,7 +157,8 @@ class StepMemory:
             return sympy.Integer(run)
         if run == self.runs[block] - 1:
             return count - 1
-        after = any(extras.get(block) is self._steady[block][k] for k in ("saved", "cached"))
+        extra = extras.get(block)
+        after = extra is not None and any(extra is self._steady[block].get(k) for k in ("saved", "cached", "holding"))
         return count - 2 if after else sympy.Integer(1)
 
     def with_layout(self, values: Mapping[sympy.Symbol, int]) -> dict[sympy.Symbol, int]:

@@ -28,7 +28,7 @@ from symbert.models.layers import (
 )
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
-from symbert.tracer import buffer, param_name, repeat, scope
+from symbert.tracer import buffer, call, held, param_name, repeat, scope
 
 
 def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -55,9 +55,11 @@ def embeddings(
 
 
 def residual_block(name: str, x: Tensor, residual: Tensor, p: float) -> Tensor:
-    """dense → dropout → add residual → LayerNorm, the post-LN pattern closing each sub-layer."""
-    with scope(name):
+    """dense → dropout → add residual → LayerNorm, the post-LN pattern closing each sub-layer. Hugging
+    Face's ``LayerNorm(hidden_states + input_tensor)`` keeps the dropped-out sum's operand until it returns."""
+    with scope(name), call():
         y = dropout(F.linear("dense", x, H), p)
+        held(y)
         return F.layernorm("LayerNorm", F.add(y, residual))
 
 

@@ -21,8 +21,22 @@ from symbert.models.bert import ENCODER_FIELDS, masked_lm_head, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import A, C, E, H, I, L, num_labels, position_buckets, position_size, seq_len, vocab_size
-from symbert.tracer import buffer, held, param_name, region, repeat, scope
+from symbert.symbols import (
+    A,
+    C,
+    E,
+    H,
+    I,
+    L,
+    either,
+    is_one,
+    num_labels,
+    position_buckets,
+    position_size,
+    seq_len,
+    vocab_size,
+)
+from symbert.tracer import buffer, call, held, param_name, region, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -31,15 +45,17 @@ SCALE_FACTOR = 3
 
 
 def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input: bool) -> Tensor:
-    """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout."""
-    with scope("embeddings"):
+    """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout; the
+    lookups stay referenced until it returns."""
+    with scope("embeddings"), call():
         x = F.embedding("word_embeddings", input_ids, vocab_size, E)
         if position_biased_input:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
-            x = F.add(x, F.embedding("position_embeddings", position_ids, position_size, E))
+            positions = F.embedding("position_embeddings", position_ids, position_size, E)
+            held(x, positions)
+            x = F.add(x, positions)
         x = F.layernorm("LayerNorm", x)
         padding = F.mask_bias(mask, (*mask.shape, 1), name="mask")
-        held(padding)
         x = F.mul(x, padding, name="mask_multiply")
         return dropout(x, p)
 
@@ -48,7 +64,13 @@ def heads_of(x: Tensor) -> Tensor:
     """transpose_for_scores: [rows, n, H] → [rows·A, n, H/A] (view, permute, contiguous copy, view)."""
     rows, n = x.shape[0], x.shape[1]
     split = F.transpose(F.reshape(x, (rows, n, A, H / A)), 1, 2)
-    return F.reshape(F.contiguous(split), (rows * A, n, H / A))
+    return F.reshape(contiguous(split, n), (rows * A, n, H / A))
+
+
+def contiguous(x: Tensor, n: sympy.Expr) -> Tensor:
+    """``.contiguous()`` of heads permuted between [rows, n, A, H/A] and [rows, A, n, H/A]: a copy, except
+    with one head or n = 1, where the permutation is already contiguous and PyTorch returns the tensor."""
+    return F.fold(x, either(is_one(A), is_one(n)), name="contiguous")
 
 
 def scaled(x: Tensor, name: str) -> Tensor:
@@ -72,43 +94,51 @@ def position_scores(x: Tensor, table: Tensor, index: Tensor, name: str) -> Tenso
 def self_attention(
     x: Tensor, mask: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float, p_att: float
 ) -> Tensor:
-    """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]."""
+    """DisentangledSelfAttention with c2p and p2c terms, [rows, seq_len, H] → [rows, seq_len, H]. Its
+    locals keep the dropped-out position table, the position bias, the mask's bool copy and the filled
+    scores until it returns."""
     rows = x.shape[0]
-    with scope("self"):
+    with scope("self"), call():
         q, k, v = (heads_of(F.linear(n, x, H)) for n in ("query_proj", "key_proj", "value_proj"))
         k_scaled = scaled(F.transpose(k, 1, 2), "key_scaled")
         with region(ATTENTION_CORE):
             scores = F.matmul(q, k_scaled, name="scores")
         with region(POSITION_SCORES):
-            bias = position_bias(q, k, relative_pos, rel_embeddings, share_att_key, p)
-        filled = F.invert_mask(mask)
+            table = dropout(rel_embeddings, p)
+            held(table)
+            bias = position_bias(q, k, relative_pos, table, share_att_key)
         with region(ATTENTION_CORE):
-            scores = F.add(scores, bias, name="add_position")
-            scores = F.masked_fill(F.reshape(scores, (rows, A, seq_len, seq_len)), filled, name="fill_mask")
+            scores = F.reshape(F.add(scores, bias, name="add_position"), (rows, A, seq_len, seq_len))
+        as_bool = F.cast(mask, "bool", name="mask_bool")
+        filled = F.invert_mask(as_bool)
+        with region(ATTENTION_CORE):
+            scores = F.masked_fill(scores, filled, name="fill_mask")
+            held(bias, as_bool, scores)
             probs = F.reshape(dropout(F.softmax(scores), p_att), (rows * A, seq_len, seq_len))
             context = F.matmul(probs, v, name="context")
         context = F.transpose(F.reshape(context, (rows, A, seq_len, H / A)), 1, 2)
-        return F.reshape(F.contiguous(context), (rows, seq_len, H))
+        return F.reshape(contiguous(context, seq_len), (rows, seq_len, H))
 
 
-def position_bias(
-    q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool, p: float
-) -> Tensor:
+def position_bias(q: Tensor, k: Tensor, relative_pos: Tensor, rel_embeddings: Tensor, share_att_key: bool) -> Tensor:
     """disentangled_attention_bias: the content→position scores (queries against the projected position
     keys, at each pair's bucket) plus the position→content ones (keys against the position queries,
-    transposed), each scaled: [rows·A, seq_len, seq_len]."""
+    transposed), each scaled and summed into the first in place: [rows·A, seq_len, seq_len]. Its locals
+    keep both gathered scores until it returns."""
     rows = q.shape[0] / A
-    table = F.reshape(dropout(rel_embeddings, p), (1, 2 * position_buckets, H), name="rel_table")
-    if share_att_key:
-        pos_query = position_projection("query_proj", table, rows)
-        pos_key = position_projection("key_proj", table, rows)
-    else:
-        pos_key = position_projection("pos_key_proj", table, rows)
-        pos_query = position_projection("pos_query_proj", table, rows)
-    c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
-    bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
-    p2c = F.transpose(position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c"), 1, 2)
-    return F.add(bias, scaled(p2c, "p2c_scaled"), name="score_add")
+    with call():
+        table = F.reshape(rel_embeddings, (1, 2 * position_buckets, H), name="rel_table")
+        if share_att_key:
+            pos_query = position_projection("query_proj", table, rows)
+            pos_key = position_projection("key_proj", table, rows)
+        else:
+            pos_key = position_projection("pos_key_proj", table, rows)
+            pos_query = position_projection("pos_query_proj", table, rows)
+        c2p = position_scores(q, pos_key, F.clamp(relative_pos, name="c2p_pos"), "c2p")
+        bias = F.shift(scaled(c2p, "c2p_scaled"), 0.0, name="score")
+        p2c = position_scores(k, pos_query, F.clamp(relative_pos, name="p2c_pos"), "p2c")
+        held(c2p, p2c)
+        return F.add(bias, scaled(F.transpose(p2c, 1, 2), "p2c_scaled"), name="score_add", inplace=True)
 
 
 def layer(
@@ -118,16 +148,18 @@ def layer(
     rel_embeddings: Tensor,
     options: dict[str, object],
 ) -> Tensor:
-    """DebertaV2Layer: disentangled attention, then BERT's post-LN output blocks."""
+    """DebertaV2Layer: disentangled attention, then BERT's post-LN output blocks; its locals keep the
+    attention's output until it returns (under autocast no product keeps that float32 tensor)."""
     p, act = options["hidden_dropout_prob"], options["hidden_act"]
-    with scope("attention"):
-        context = self_attention(
-            x, mask, relative_pos, rel_embeddings, options["share_att_key"], p, options["attention_probs_dropout_prob"]
-        )
-        x = residual_block("output", context, x, p)
-    with scope("intermediate"):
-        hidden = ACTIVATIONS[act](F.linear("dense", x, I))
-    return residual_block("output", hidden, x, p)
+    with call():
+        with scope("attention"):
+            p_att, share = options["attention_probs_dropout_prob"], options["share_att_key"]
+            context = self_attention(x, mask, relative_pos, rel_embeddings, share, p, p_att)
+            x = residual_block("output", context, x, p)
+        held(x)
+        with scope("intermediate"):
+            hidden = ACTIVATIONS[act](F.linear("dense", x, I))
+        return residual_block("output", hidden, x, p)
 
 
 def build(
@@ -147,16 +179,23 @@ def build(
     options = dict(locals())
     input_ids = token_input("input_ids")
     attention_mask = token_input("attention_mask", Role.MASK)
+    rows = attention_mask.shape[0]
+    held(F.zeros((rows, seq_len), name="token_type_ids"))
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
-    with scope("encoder"):
-        rows = attention_mask.shape[0]
+    held(x)
+    with scope("encoder"), call():
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
-        held(mask)
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
         if norm_rel_ebd == "layer_norm":
             rel_embeddings = F.layernorm("LayerNorm", rel_embeddings)
-        body = lambda h: layer(h, mask, relative_pos, rel_embeddings, options)  # noqa: E731
+        held(mask, relative_pos, rel_embeddings)
+
+        def body(h: Tensor) -> Tensor:
+            out = layer(h, mask, relative_pos, rel_embeddings, options)
+            held(out)  # in the tuple of every layer's output
+            return out
+
         x = repeat("layer", L, body, x, (rows, seq_len, H))
     return {"last_hidden_state": x}
 
