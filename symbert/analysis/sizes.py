@@ -21,7 +21,8 @@ def size_of(expr: sympy.Expr) -> Size:
 def polynomial(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` with each ceiling of n/q (a size rounded up to a multiple, as the memory-efficient SDPA
     kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x < k] by 1,
-    so that it is a polynomial; exact where the rounded size is already a multiple of q and x is 1."""
+    so that it is a polynomial; exact where the rounded size is already a multiple of q and the
+    brackets hold."""
 
     def bound(x: sympy.Expr) -> sympy.Expr:
         q = sympy.fraction(sympy.Rational(x.as_coeff_Mul()[0]))[1]
