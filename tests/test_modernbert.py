@@ -332,3 +332,20 @@ def test_validate_command_on_a_small_config(head: str) -> None:
     result = invoke("validate", "--preset", "modernbert-base", *flags, "--head", head, "--batch", "2", "--seq-len", "7")
     assert result.code == 0, result.stdout + result.stderr
     assert "mismatch" not in result.stdout.lower()
+
+
+def test_cuda_kernel_of_a_mask_not_always_built() -> None:
+    """CUDA bf16 with a head width of 6: a local layer's call with its window mask runs the math kernel
+    (memory-efficient needs a multiple of 8), without it flash, whose backward recomputes Q·Kᵀ
+    (2·B·H·seq_len² per layer, by hand); the global layers, never masked here, always run flash."""
+    from symbert.analysis.activations import attention_kernels
+    from symbert.analysis.flops import flops
+
+    config = symbert.with_overrides(small("short", padding=False), ["hidden_size=12", "local_attention=128"])
+    graph = symbert.trace(config)
+    options = MemoryOptions("torch-cuda", "bfloat16", "sdpa")
+    backward = sympy.expand(flops(graph, options, config.symbols())["backward"].total)
+    short = below(seq_len, sympy.floor(window / 2))
+    assert backward.coeff(seq_len**2) == sympy.expand(8 * B * H * L + 2 * B * H * (L_global + (L - L_global) * short))
+    kernels = attention_kernels(graph, options, config.symbols())
+    assert kernels == ("flash", "math (flash where the mask is not built)")

@@ -12,6 +12,8 @@ dQ and dK), one more than the eager core's four. The math kernel is matmuls, cou
 
 from __future__ import annotations
 
+import sympy
+
 from symbert.analysis import sdpa
 from symbert.analysis.activations import Values, attention_calls
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
@@ -21,9 +23,11 @@ from symbert.ir import Graph
 from symbert.ops import OPS
 
 
-def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> set[str]:
-    """The Q·Kᵀ product of each attention call a fused SDPA kernel runs: its backward recomputes it."""
-    return {call.scores for call in attention_calls(graph, options) if sdpa.kernel_for(call, options, values) != "math"}
+def _fused_attention(graph: Graph, options: MemoryOptions, values: Values) -> dict[str, sympy.Expr]:
+    """The Q·Kᵀ product of each attention call a fused SDPA kernel runs (its backward recomputes it),
+    with the bracket of the sizes where one does."""
+    shares = {call.scores: sdpa.fused_share(call, options, values) for call in attention_calls(graph, options)}
+    return {scores: share for scores, share in shares.items() if share != 0}
 
 
 def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = None) -> dict[str, Breakdown]:
@@ -33,7 +37,7 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
     eager attention."""
     spec = model_of(graph)
     terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
-    fused = _fused_attention(graph, options, values) if options else set()
+    fused = _fused_attention(graph, options, values) if options else {}
     for node in graph.nodes:
         op = OPS[node.op]
         component = component_of(node, spec.activation_components)
@@ -47,7 +51,8 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
                 terms["backward"].append(Contribution(node.name, component, what, sum(grads) * product, count))
             if node.name in fused:
                 what = "fused attention backward recomputes Q·Kᵀ"
-                terms["backward"].append(Contribution(node.name, component, what, product, count))
+                recompute = product * fused[node.name]
+                terms["backward"].append(Contribution(node.name, component, what, recompute, count))
         elif op.flops_per_element:
             output = graph.tensor(node.outputs[0])
             runs = (1 - node.attr("view_when", 0)) * presence(graph, output)  # brackets: where it runs

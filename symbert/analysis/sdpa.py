@@ -180,20 +180,35 @@ def kernel_for(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol,
     return choose_kernel(options.backend.device, options.activation_dtype, call.dropout, head_dim, masked)
 
 
+def sides(call: Call) -> list[tuple[Call, sympy.Expr]]:
+    """The call as it runs, with the bracket of the sizes where it runs so: given its mask where it is
+    built and none elsewhere (``call.present``); one side when the mask is always built or never."""
+    if call.mask is None or call.present == 1:
+        return [(call, sympy.S.One)]
+    return [(call, call.present), (replace(call, mask=None), 1 - call.present)]
+
+
+def fused_share(call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None) -> sympy.Expr:
+    """The bracket of the sizes where a fused kernel (not math) runs the call: its backward recomputes
+    Q·Kᵀ (:mod:`symbert.analysis.flops`)."""
+    return sympy.Add(*(share for side, share in sides(call) if kernel_for(side, options, values) != "math"))
+
+
 def kept(
     call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
 ) -> tuple[str, list[Kept]]:
     """The kernel and what it keeps for backward, per call (:func:`kept_by`); a mask built at some sizes
-    only (``call.present``) keeps, in brackets, what the call keeps with it there and without it
-    elsewhere, which can be another kernel's (CUDA: flash without a mask, memory-efficient with one)."""
-    if call.mask is None or call.present == 1:
-        return kept_by(call, options, values)
-    (kernel, masked), (other, bare) = kept_by(call, options, values), kept_by(replace(call, mask=None), options, values)
+    only keeps, in brackets, what the call keeps with it there and without it elsewhere
+    (:func:`sides`), which can be another kernel's (CUDA: flash without a mask, memory-efficient with
+    one)."""
+    runs = [(kept_by(side, options, values), share) for side, share in sides(call)]
+    if len(runs) == 1:
+        return runs[0][0]
+    ((kernel, masked), _), ((other, bare), _) = runs
     tensors = [i for i in masked if i.tensor]
-    if [i.tensor for i in tensors] != [i.tensor for i in bare if i.tensor]:  # math, or padded flash, on one side
+    if [i.tensor for i in tensors] != [i.tensor for i in bare if i.tensor]:  # one side keeps them, one not
         raise ConfigError(f"symbert cannot model the {kernel} and {other} kernels of a mask built at some sizes only")
-    extra = [replace(i, nbytes=i.nbytes * call.present) for i in masked if not i.tensor]
-    extra += [replace(i, nbytes=i.nbytes * (1 - call.present)) for i in bare if not i.tensor]
+    extra = [replace(i, nbytes=i.nbytes * share) for (_, items), share in runs for i in items if not i.tensor]
     return kernel if kernel == other else f"{kernel} ({other} where the mask is not built)", tensors + extra
 
 
