@@ -222,8 +222,9 @@ def valid_configs(draw) -> Config:
     by_key[layers] = draw(st.one_of(st.integers(1, 5), st.sampled_from([12, 10**6, MAX_SIZE])))
     positions = "max_position_embeddings"
     by_key[positions] = draw(st.one_of(st.integers(3, 600), st.just(MAX_SIZE)))
+    padding = {"padding": draw(st.booleans())} if spec.option("padding") else {}  # unpadded: brackets
     try:
-        return validated(Config(model, by_key, f"{model}-generated"))
+        return validated(Config(model, by_key, f"{model}-generated", options=padding))
     except ConfigError:
         assume(False)
         raise
