@@ -154,6 +154,11 @@ class Graph:
             t = self.tensors[t.base]
         return t
 
+    def presence(self, tensor: Tensor) -> sympy.Expr:
+        """The bracket of the sizes where ``tensor`` exists (its node's ``present``, a mask Hugging Face
+        does not always build), else 1."""
+        return self.node(tensor.producer).attr("present", sympy.S.One) if tensor.producer else sympy.S.One
+
     def multiplicity(self, node: Node) -> sympy.Expr:
         """How many times the node runs: its block's count, or 1."""
         return self.blocks[node.block].count if node.block else sympy.Integer(1)

@@ -15,7 +15,7 @@ What depends on the sizes is a node's, as brackets ([x < k], :class:`symbert.sym
 with the attribute ``view_when`` is a view of its first input where it holds and a copy, or its op,
 elsewhere (:func:`fold`; an added mask that is not there); one with ``present`` exists only where it
 holds (a mask Hugging Face does not build). The analyses count each where it holds
-(:func:`symbert.analysis.sizes.folded`, :func:`symbert.analysis.sizes.presence`).
+(:func:`symbert.analysis.sizes.folded`, :meth:`symbert.ir.Graph.presence`).
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists

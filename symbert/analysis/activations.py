@@ -18,7 +18,7 @@ from symbert.analysis import sdpa
 from symbert.analysis.autocast import resolve, weight_copies
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
-from symbert.analysis.sizes import folded, presence
+from symbert.analysis.sizes import folded
 from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
 from symbert.ops import OPS
@@ -170,7 +170,7 @@ def _instances(graph: Graph, node: Node, tensor: Tensor) -> tuple[list[tuple[str
 def _stored(graph: Graph, tensor: Tensor, options: MemoryOptions, storages: set[str]) -> sympy.Expr:
     """Bytes a kept storage holds; for the output of an op that is a view at some sizes
     (:func:`~symbert.analysis.sizes.folded`), the storage it views there, unless that is kept anyway."""
-    size = tensor.numel * options.bytes_of(tensor.dtype) * presence(graph, tensor)
+    size = tensor.numel * options.bytes_of(tensor.dtype) * graph.presence(tensor)
     fold = folded(graph, tensor)
     if fold is None:
         return size

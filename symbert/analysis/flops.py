@@ -18,7 +18,6 @@ from symbert.analysis import sdpa
 from symbert.analysis.activations import Values, attention_calls
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.sizes import presence
 from symbert.ir import Graph
 from symbert.ops import OPS
 
@@ -55,7 +54,7 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
                 terms["backward"].append(Contribution(node.name, component, what, recompute, count))
         elif op.flops_per_element:
             output = graph.tensor(node.outputs[0])
-            runs = (1 - node.attr("view_when", 0)) * presence(graph, output)  # brackets: where it runs
+            runs = (1 - node.attr("view_when", 0)) * graph.presence(output)  # brackets: where it runs
             elements = node.attr("elements", output.numel) * runs
             what = f"{op.flops_per_element} per element"
             terms["non_matmul_forward"].append(

@@ -44,7 +44,7 @@ from symbert.analysis.autocast import cached_params, promotion_copies, resolve, 
 from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
-from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, presence, scaled, size_of
+from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
 from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
@@ -218,7 +218,7 @@ class Replay:
             t = self.graph.tensor(name)
             category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
             dtype = (is_mask_bias(self.graph, t) and mask_dtype(self.options)) or t.dtype
-            nbytes = t.numel * self.options.bytes_of(dtype) * presence(self.graph, t)
+            nbytes = t.numel * self.options.bytes_of(dtype) * self.graph.presence(t)
             self._sizes[name] = (size_of(nbytes), category)
         return self._sizes[name]
 

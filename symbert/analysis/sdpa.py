@@ -46,7 +46,6 @@ from dataclasses import dataclass, replace
 import sympy
 
 from symbert.analysis.policy import BYTES, MemoryOptions
-from symbert.analysis.sizes import presence
 from symbert.configs import ConfigError
 from symbert.ir import Graph, Node, Role, Tensor, numel
 
@@ -142,7 +141,7 @@ def call_of(graph: Graph, nodes: list[Node]) -> Call:
     q, k, v = given(scores.inputs[0]), given(scores.inputs[1]), given(context.inputs[1])
     masks = [graph.tensor(t) for n in nodes for t in n.inputs if graph.tensor(t).producer not in inside]
     mask = next((t for t in masks if is_mask_bias(graph, t)), None)
-    present = presence(graph, mask) if mask is not None else sympy.S.One
+    present = graph.presence(mask) if mask is not None else sympy.S.One
     return Call(q, k, v, graph.tensor(outputs[0]), dropout, scores.name, mask, present)
 
 

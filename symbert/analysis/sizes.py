@@ -100,8 +100,3 @@ def folded(graph: Graph, tensor: Tensor) -> tuple[sympy.Expr, Tensor] | None:
     node = graph.node(tensor.producer)
     view = node.attr("view_when")
     return None if view is None else (view, graph.storage(node.inputs[0]))
-
-
-def presence(graph: Graph, tensor: Tensor) -> sympy.Expr:
-    """The bracket of the sizes where ``tensor`` exists (its node's ``present``), else 1."""
-    return graph.node(tensor.producer).attr("present", sympy.S.One) if tensor.producer else sympy.S.One

@@ -84,7 +84,7 @@ def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: floa
             q, k = F.fold(q, one, name="query_fold"), F.fold(k, one, name="key_fold")
         scores = F.scale(F.matmul(q, F.transpose(k, 2, 3), name="scores"), 1 / sympy.sqrt(H / A))
         if mask is not None:
-            present = active().graph.node(mask.producer).attr("present", 1)  # a mask not always built
+            present = active().graph.presence(mask)  # a mask not always built
             scores = F.add(scores, mask, name="add_mask", view_when=None if present == 1 else 1 - present)
         if fused_qkv:
             probs = F.cast(F.softmax(scores, dtype="float32"), ACT)
