@@ -14,8 +14,9 @@ test: $(VENV)/.installed-validate system-deps
 	$(BIN)/ruff check symbert tests benchmarks
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-validate
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/cpu_peaks.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks

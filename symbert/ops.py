@@ -4,8 +4,9 @@ Each entry states, once, what the analyses need to know about the op:
 
 * ``saves``: which of its tensors PyTorch autograd keeps for backward (``in0`` is the first input,
   ``out1`` the second output); ``in1 for in0`` keeps ``in1`` only when ``in0`` needs a gradient (a
-  product keeps each operand for the other's gradient). Their dtypes and whether some are ignored is
-  the backend policy's call.
+  product keeps each operand for the other's gradient); ``number`` the Python number it multiplies by,
+  which autograd keeps as an 8-byte 0-dim tensor that ``saved_tensors_hooks`` never see (counted in
+  host memory, not as saved bytes). Their dtypes and whether some are ignored is the backend policy's call.
 * ``flops_per_element``: the non-matmul cost convention, operations per output element.
 * ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
   gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
@@ -208,7 +209,7 @@ def shift(x: Tensor, constant: float, name: str = "shift") -> Tensor:
     return active().record("shift", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"constant": constant})[0]
 
 
-@_op("scale", flops_per_element=1)
+@_op("scale", saves=("number for in0",), flops_per_element=1)
 def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
     """Multiplication by a constant."""
     return active().record("scale", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"factor": factor})[0]

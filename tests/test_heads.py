@@ -155,7 +155,7 @@ def test_training_step_peak_against_pytorch(task: Task, batch: int, length: int,
 
     config = symbert.Config("bert", H96_L3, f"h96-{task.head}", task=task)
     check = check_peak(config, batch, length, optimizer)
-    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.tensors:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
 

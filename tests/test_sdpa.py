@@ -235,7 +235,7 @@ def test_peak_against_pytorch_sdpa(p: float, batch: int, length: int, optimizer:
     values = {**H96_L3, "max_position_embeddings": 256}
     config = symbert.Config("bert", values, "h96-a3-l3", {"attention_probs_dropout_prob": p})
     check = check_peak(config, batch, length, optimizer, attention="sdpa")
-    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.peak:,}"
+    assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.tensors:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
 

@@ -41,6 +41,9 @@ class Saved:
     nbytes: sympy.Expr = sympy.S.Zero
     param: str | None = None
     """The parameter an extra buffer copies (autocast's 16-bit weight copies), which it is one per."""
+    hooked: bool = True
+    """Whether ``saved_tensors_hooks`` see it, and so whether it counts as saved for backward: autograd
+    keeps a Python number an op multiplies by as a 0-dim tensor (a wrapped number) without calling them."""
 
 
 def region_of(node: Node, options: MemoryOptions) -> tuple[str, str] | None:
@@ -85,6 +88,10 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
     for entry in OPS[node.op].saves:
         slot, _, needs = entry.partition(" for ")
         if needs and not graph.tensor(node.inputs[int(needs[-1])]).requires_grad:
+            continue
+        if slot == "number":
+            if options.backend.device == "cpu":  # on CUDA it stays in host memory, outside the GPU's allocator
+                yield Saved(node, "wrapped number (0-dim, 8 bytes)", None, sympy.Integer(8), hooked=False)
             continue
         names = node.inputs if slot.startswith("in") else node.outputs
         tensor = kept_as(graph, graph.tensor(names[int(slot[-1])]), options)
@@ -191,7 +198,7 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     flight = stage_factor(options.layout)
     claimed: set[str] = set()
     parts = []
-    items = list(saved(graph, options, values))
+    items = [item for item in saved(graph, options, values) if item.hooked]
     storages = {graph.storage(item.tensor.name).name for item in items if item.tensor is not None}
     for item in items:
         component = component_of(item.node, spec.activation_components)

@@ -45,7 +45,15 @@ from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
-from symbert.analysis.states import CATEGORIES, FOUND_INF_BYTES, STATE_BYTES, UPDATE_BYTES, Training, model_states
+from symbert.analysis.states import (
+    CATEGORIES,
+    FOUND_INF_BYTES,
+    LOSS_BYTES,
+    STATE_BYTES,
+    UPDATE_BYTES,
+    Training,
+    model_states,
+)
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
 from symbert.ops import OPS
 from symbert.symbols import seq_len, settled
@@ -421,6 +429,7 @@ class Replay:
             self.note_steady("saved")
             self.phase = "backward"
             self.gather(ROOT)
+            loss = self.alloc(size_of(self.loss_bytes), "activations", None)
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
             self.backward()
@@ -431,6 +440,7 @@ class Replay:
             self.held -= held
             for key in held:
                 self.maybe_free(key)
+            self.release(loss)
             self.record("end of backward")
             self.note_steady("grads")
             self.update(first=step == 1)
@@ -539,6 +549,13 @@ class Replay:
             if p.name not in kept and key not in cache:
                 size = size_of(p.numel * self.options.bytes_of(ACT))
                 cache[key] = self.alloc(size, "activations", (node.block, run) if node.block else None)
+
+    @property
+    def loss_bytes(self) -> sympy.Expr:
+        """What backward starts from outside the graph, alive until it ends: a bare model's loss and the
+        gradient backward seeds it with (a task model's loss is its graph's); GradScaler's scaled loss."""
+        bare = 2 * LOSS_BYTES if self.graph.head == "model" else 0
+        return sympy.Integer(bare + (LOSS_BYTES if self.training.grad_scaler else 0))
 
     def loss_gradient(self, unit: Unit) -> None:
         """The loss hands each model output a gradient of its size."""

@@ -51,6 +51,10 @@ PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4), "amp": Pre
 GRAD_SCALER_BYTES = 4 + 4
 FOUND_INF_BYTES = 4
 
+#: A 0-dim float32 loss: a bare model's (the sum of its outputs, which the caller differentiates), the
+#: gradient backward seeds it with, or GradScaler's scaled copy.
+LOSS_BYTES = 4
+
 #: fp32 optimizer state per parameter, created at the first update: SGD's momentum, Adam's two moments.
 STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}
 

@@ -24,17 +24,23 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import E, H, I, L, seq_len, vocab_size
-from symbert.tracer import param_name, repeat, scope
+from symbert.tracer import call, held, param_name, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
-    """AlbertLayer: post-LN attention, then a feed-forward with no dropout before its residual."""
-    with scope("albert_layers"):
+    """AlbertLayer: post-LN attention, then a feed-forward with no dropout before its residual. Its locals
+    keep its input, the attention's output and weights, and the feed-forward's output until it returns;
+    the attention's keep its dropped-out output through its LayerNorm."""
+    with scope("albert_layers"), call():
         with scope("attention"):
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
-            context = attention(q, k, v, mask, p_attention)
-            attended = F.layernorm("LayerNorm", F.add(x, dropout(F.linear("dense", context, H), p)))
+            context, weights = attention(q, k, v, mask, p_attention)
+            with call():
+                out = dropout(F.linear("dense", context, H), p)
+                held(out)
+                attended = F.layernorm("LayerNorm", F.add(x, out))
         hidden = F.linear("ffn_output", ACTIVATIONS[act](F.linear("ffn", attended, I)), H)
+        held(x, weights, attended, hidden)
         return F.layernorm("full_layer_layer_norm", F.add(hidden, attended))
 
 
@@ -50,6 +56,7 @@ def build(
     """Trace AlbertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False)
+    held(x)  # AlbertModel's ``embedding_output``, until it returns
     with scope("encoder"):
         mask = mask_bias(attention_mask, padding)
         x = F.linear("embedding_hidden_mapping_in", x, H)

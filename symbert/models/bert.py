@@ -64,15 +64,18 @@ def residual_block(name: str, x: Tensor, residual: Tensor, p: float) -> Tensor:
 
 
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
-    """One post-LN transformer layer."""
-    with scope("attention"):
-        with scope("self"):
-            q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
-            context = attention(q, k, v, mask, p_attention)
-        x = residual_block("output", context, x, p)
-    with scope("intermediate"):
-        hidden = ACTIVATIONS[act](F.linear("dense", x, I))
-    return residual_block("output", hidden, x, p)
+    """One post-LN transformer layer. BertLayer's locals keep its input, the attention's output and the
+    attention weights (``self_attention_output, _ = self.attention(...)``) until it returns."""
+    with call():
+        with scope("attention"):
+            with scope("self"):
+                q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
+                context, weights = attention(q, k, v, mask, p_attention)
+            attended = residual_block("output", context, x, p)
+        held(x, attended, weights)
+        with scope("intermediate"):
+            hidden = ACTIVATIONS[act](F.linear("dense", attended, I))
+        return residual_block("output", hidden, attended, p)
 
 
 def build(
@@ -89,6 +92,7 @@ def build(
     False: a batch without padding, whose all-ones mask Hugging Face drops."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids)
+    held(x)  # BertModel's ``embedding_output``, until it returns
     with scope("encoder"):
         mask = mask_bias(attention_mask, padding)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731

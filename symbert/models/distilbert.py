@@ -13,18 +13,26 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, vocab_size
-from symbert.tracer import repeat, scope
+from symbert.tracer import call, held, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
-    """TransformerBlock: attention → add → LayerNorm; lin1 → activation → lin2 → dropout → add → LayerNorm."""
-    with scope("attention"):
-        q, k, v = (split_heads(F.linear(n, x, H)) for n in ("q_lin", "k_lin", "v_lin"))
-        attended = F.linear("out_lin", attention(q, k, v, mask, p_attention), H)
-    attended = F.layernorm("sa_layer_norm", F.add(attended, x))
-    with scope("ffn"):
-        hidden = dropout(F.linear("lin2", ACTIVATIONS[act](F.linear("lin1", attended, I)), H), p)
-    return F.layernorm("output_layer_norm", F.add(hidden, attended))
+    """TransformerBlock: attention → add → LayerNorm; lin1 → activation → lin2 → dropout → add → LayerNorm.
+    Its locals keep its input, the attention weights and each LayerNorm's output until it returns, and
+    the attention's and the feed-forward's outputs until the LayerNorm after them returns."""
+    with call():
+        with scope("attention"):
+            q, k, v = (split_heads(F.linear(n, x, H)) for n in ("q_lin", "k_lin", "v_lin"))
+            context, weights = attention(q, k, v, mask, p_attention)
+            out = F.linear("out_lin", context, H)
+        with call():
+            held(out)
+            attended = F.layernorm("sa_layer_norm", F.add(out, x))
+        held(x, weights, attended)
+        with scope("ffn"):
+            hidden = dropout(F.linear("lin2", ACTIVATIONS[act](F.linear("lin1", attended, I)), H), p)
+        held(hidden)
+        return F.layernorm("output_layer_norm", F.add(hidden, attended))
 
 
 def build(
@@ -38,6 +46,7 @@ def build(
     """Trace DistilBertModel.forward(input_ids, attention_mask) in training mode."""
     input_ids, _, attention_mask = inputs(token_types=False)
     x = embeddings(input_ids, None, dropout, positions_from_ids=False)
+    held(x)  # DistilBertModel's ``embeddings``, until it returns
     with scope("transformer"):
         mask = mask_bias(attention_mask, padding)
         x = repeat(

@@ -29,7 +29,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, mask_bias
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import C, E, H, I, L, num_labels, seq_len, vocab_size
-from symbert.tracer import repeat, scope
+from symbert.tracer import held, repeat, scope
 
 
 def projected(values: Mapping[str, int]) -> bool:
@@ -55,6 +55,7 @@ def build(
     x = embeddings(input_ids, token_type_ids, hidden_dropout_prob, positions_from_ids=False, width=width)
     if embeddings_project:
         x = F.linear("embeddings_project", x, H)
+    held(x)  # ElectraModel's ``embedding_output`` (projected where it is), until it returns
     with scope("encoder"):
         mask = mask_bias(attention_mask, padding, like=x)
         body = lambda h: layer(h, mask, hidden_act, hidden_dropout_prob, attention_probs_dropout_prob)  # noqa: E731

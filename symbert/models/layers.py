@@ -60,16 +60,24 @@ def _merged(x: Tensor) -> Tensor:
     return F.reshape(x, (*x.shape[:-2], x.shape[-2] * x.shape[-1]))
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False
+) -> tuple[Tensor, Tensor]:
     """Hugging Face's attention call, Q, K, V [B, A, seq_len, H/A] → [B, seq_len, H]: the core, then the
-    heads transposed back and made contiguous (one region, which sdpa runs as one kernel), merged by a view."""
+    heads transposed back and made contiguous (one region, which sdpa runs as one kernel), merged by a view.
+    Also the attention weights it returns beside the output (eager attention's dropped-out probabilities),
+    which every layer's forward holds in a local (``attention_output, _ = self.attention(...)``)."""
     with region("attention"):
-        context = F.contiguous(F.transpose(attention_core(q, k, v, mask, p, fused_qkv), 1, 2))
-    return _merged(context)
+        context, weights = attention_core(q, k, v, mask, p, fused_qkv)
+        context = F.contiguous(F.transpose(context, 1, 2))
+    return _merged(context), weights
 
 
-def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False) -> Tensor:
-    """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention.
+def attention_core(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: float, fused_qkv: bool = False
+) -> tuple[Tensor, Tensor]:
+    """softmax(Q·Kᵀ / sqrt(H/A) + mask) with dropout, times V: Hugging Face's eager attention, and the
+    dropped-out probabilities it returns as the attention weights.
 
     ``fused_qkv``: the newer eager attention of models with one QKV projection and rotary positions
     (ModernBERT). Its softmax runs in float32 and is cast back to Q's dtype (``softmax(...,
@@ -91,7 +99,8 @@ def attention_core(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, p: floa
             v = F.fold(v, is_one(v.shape[0]), name="value_fold")
         else:
             probs = F.softmax(scores)
-        return F.matmul(dropout(probs, p), v, name="context")
+        weights = dropout(probs, p)
+        return F.matmul(weights, v, name="context"), weights
 
 
 def gelu_tanh(x: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ EPS = 1e-5
 
 def layer(x: Tensor, mask: Tensor | None, rotary: tuple[Tensor, Tensor], o: dict, first: bool = False) -> Tensor:
     """One pre-LN layer; the first has no attention norm. The attention's locals keep the projection
-    and the rotated Q and K until it returns, and the layer's keep the attention's output until it does."""
+    and the rotated Q and K until it returns, and the layer's keep the attention's output and weights until it does."""
     with call():
         normed = x if first else F.layernorm("attn_norm", x, EPS, bias=o["norm_bias"])
         with scope("attn"), call():
@@ -47,9 +47,9 @@ def layer(x: Tensor, mask: Tensor | None, rotary: tuple[Tensor, Tensor], o: dict
             q, k, v = (split_heads(F.narrow(qkv, 2, i * H, H)) for i in range(3))
             q, k = (F.rope(t, *rotary, name=f"rope_{n}") for t, n in ((q, "q"), (k, "k")))
             held(qkv, q, k)
-            context = attention(q, k, v, mask, o["attention_dropout"], fused_qkv=True)
+            context, weights = attention(q, k, v, mask, o["attention_dropout"], fused_qkv=True)
             out = dropout(F.linear("Wo", context, H, bias=o["attention_bias"]), o["attention_dropout"])
-        held(out)
+        held(out, weights)
         x = F.add(x, out)
         normed = F.layernorm("mlp_norm", x, EPS, bias=o["norm_bias"])
         with scope("mlp"):

@@ -261,6 +261,6 @@ def print_checks(
             f"{c.predicted:,}",
             f"{c.measured:,}",
             f"{c.predicted - c.measured:+,}",
-            ("estimate" if c.tolerance is None else "ok") if c.ok else "MISMATCH",
+            ("shown" if c.tolerance is None else "ok") if c.ok else "MISMATCH",
         )
     show(table)
