@@ -15,40 +15,10 @@ learns nothing more. Nothing else is taken from the trace's addresses.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from symbert.analysis.allocator import SMALL_SIZE, Allocator, round_size
-from tests.conftest import ROOT, hf
-
-TRACE = json.loads((ROOT / "tests/fixtures/gpu/h100-trace-bert-base-b8-s128-fp32.json").read_text())
-
-#: The measurement script's lines (first frame outside torch): the model call and the loss are in its
-#: ``forward``; line 100 is ``loss.backward()``, line 103 ``optimizer.step()`` and ``zero_grad``. Requests
-#: with no Python frame run on autograd's backward thread and belong to the phase under way.
-PHASE_OF_LINE = {"65": "forward", "67": "forward", "100": "backward", "103": "optimizer"}
-
-
-def base_requests() -> list[int]:
-    """The bytes of each parameter and buffer in ``Module.to("cuda")`` order, then the inputs."""
-    transformers = hf()
-    import torch
-
-    with torch.device("meta"):
-        model = transformers.BertModel(transformers.BertConfig(**TRACE["config"]))
-    sizes: list[int] = []
-
-    def visit(module) -> None:
-        for child in module.children():
-            visit(child)
-        for tensor in (*module._parameters.values(), *module._buffers.values()):
-            if tensor is not None:
-                sizes.append(tensor.numel() * tensor.element_size())
-
-    visit(model)
-    inputs = TRACE["case"]["B"] * TRACE["case"]["s"] * 8  # input_ids, token_type_ids, attention_mask: int64
-    return sizes + [inputs] * 3
+from tests.gputrace import TRACE, base_requests, phased
 
 
 def run(base: list[int], known: dict[int, int]) -> tuple[Allocator, dict[int, int]]:
@@ -62,14 +32,9 @@ def run(base: list[int], known: dict[int, int]) -> tuple[Allocator, dict[int, in
     for i, size in enumerate(base):
         allocator.malloc(("base", i), size, at=known.get(len(allocator.segments)))
     index = {addr: k for k, addr in enumerate(allocator.segments)}
-    phase = None
-    step = 0
-    for action, addr, size, outer, _ in TRACE["events"]:
-        name = PHASE_OF_LINE.get(outer.split(":")[1])
-        if name and name != phase and (action == "a" or name != "forward"):
-            step += name == "forward"
-            phase = name
-            allocator.begin(f"{step} {name}")
+    for phase, (action, addr, size, *_) in phased():
+        if phase:
+            allocator.begin(phase)
         if action == "c":
             allocator.free(addr)
         elif action == "a":
