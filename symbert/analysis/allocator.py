@@ -32,7 +32,7 @@ architecture are in :data:`RELEASES`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 KiB = 1024
@@ -263,15 +263,14 @@ class Pool:
         del self.keys[bisect.bisect_left(self.keys, block.key)]
         del self.blocks[block.key]
 
-    def at_least(self, stream: Hashable, size: int) -> list[Block]:
+    def at_least(self, stream: Hashable, size: int) -> Iterator[Block]:
         """The free blocks of ``stream`` of at least ``size`` bytes, smallest first."""
-        start = bisect.bisect_left(self.keys, (str(stream), size, -1))
-        out = []
-        for key in self.keys[start:]:
-            if key[0] != str(stream):
-                break
-            out.append(self.blocks[key])
-        return out
+        stream = str(stream)
+        for i in range(bisect.bisect_left(self.keys, (stream, size, -1)), len(self.keys)):
+            key = self.keys[i]
+            if key[0] != stream:
+                return
+            yield self.blocks[key]
 
 
 class AddressSpace:
@@ -462,14 +461,15 @@ class Allocator:
         if self.cap is not None and self.config.garbage_collection_threshold > 0:
             pool.calls += 1
         fits = pool.at_least(stream, size)
-        if not fits:
+        block = next(fits, None)
+        if block is None:
             return None
-        block = fits[0]
-        if block.expandable and self.config.expandable_segments:
-            for other in fits[1:]:
-                if not other.expandable or _expandable_size(other) >= _expandable_size(block):
-                    break
-                block = other
+        while block.expandable and self.config.expandable_segments:
+            # best fit counts the unmapped space after a block of an expandable segment as its own
+            other = next(fits, None)
+            if other is None or _expandable_size(other) >= _expandable_size(block):
+                break
+            block = other
         limit = self.config.max_split_size
         if size < limit <= block.size or (size >= limit and block.size >= size + self.config.max_non_split_rounding):
             return None
