@@ -126,6 +126,30 @@ def test_garbage_collection_threshold():
     assert plain.reserved.current == 100 * MiB
 
 
+def test_garbage_collection_releases_the_segments_older_than_the_average():
+    a = Allocator(config=parse_config("garbage_collection_threshold:0.5"), cap=200 * MiB)
+    a.malloc("a", 40 * MiB)  # searches of the large pool: 1
+    a.malloc("b", 40 * MiB)  # 2
+    a.free("a")  # cached at search 2
+    a.malloc("c", 42 * MiB)  # 3: nothing cached fits; 80 MiB reserved is under the threshold (100 MiB)
+    a.free("b")  # cached at search 3
+    a.free("c")  # cached at search 3
+    a.malloc("d", 44 * MiB)  # 4: 122 MiB reserved; ages 2, 1, 1 (average 4/3): only a's segment is released
+    assert a.reserved.current == (40 + 42 + 44) * MiB
+    assert sorted(b.size for b in a.pools[False].blocks.values()) == [40 * MiB, 42 * MiB]
+
+
+def test_bad_events_are_errors():
+    a = Allocator()
+    a.malloc("x", 1)
+    with pytest.raises(AllocatorError, match="already live"):
+        a.malloc("x", 1)
+    with pytest.raises(AllocatorError, match="not live"):
+        a.free("y")
+    with pytest.raises(AllocatorError, match="unknown allocator event"):
+        a.run([("realloc", "x", 2)])
+
+
 def test_expandable_segments_map_pages_and_always_split():
     a = Allocator(config=parse_config("expandable_segments:True"))
     first = a.malloc("a", 5 * MiB)  # one 20 MiB page mapped, the block split off exactly
@@ -138,6 +162,17 @@ def test_expandable_segments_map_pages_and_always_split():
     assert a.reserved.current == 0
     a.malloc("c", 1000)  # the small pool: 2 MiB pages
     assert (a.allocated.current, a.reserved.current) == (1024, 2 * MiB)
+
+
+def test_expandable_best_fit_counts_the_room_to_grow():
+    """A free block before unmapped pages counts as large as it could grow, so a hole elsewhere that fits
+    wins over it even when the hole is larger."""
+    a = Allocator(config=parse_config("expandable_segments:True"))
+    first = a.malloc("a", 5 * MiB)
+    a.malloc("h", 9 * MiB)
+    a.malloc("c", 1 * MiB + 512)  # the first 20 MiB page now ends with 5 MiB - 512 free, then unmapped pages
+    a.free("h")  # a 9 MiB hole
+    assert a.malloc("d", 4 * MiB).addr == first.addr + 5 * MiB
 
 
 def test_phases_reset_the_peaks():
