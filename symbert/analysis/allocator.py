@@ -234,6 +234,7 @@ class Block:
     requested: int = 0
     expandable: bool = False
     gc_base: int = 0
+    tag: str = ""
 
     @property
     def key(self) -> tuple:
@@ -375,7 +376,6 @@ class Allocator:
     def __post_init__(self) -> None:
         self.pools = {True: Pool(True), False: Pool(False)}
         self.live: dict[Hashable, Block] = {}
-        self.tags: dict[Hashable, str] = {}
         self.segments: dict[int, int] = {}
         self.requested = Counter()
         self.allocated = Counter()
@@ -430,10 +430,9 @@ class Allocator:
             raise OutOfMemory(f"allocating {size} bytes: reserved {self.reserved.current} + a new segment "
                               f"is over the cap of {self.cap} bytes")
         block = self._split(block, rounded)
-        block.allocated, block.requested = True, size
+        block.allocated, block.requested, block.tag = True, size, tag
         self.live[key] = block
-        self.tags[key] = tag
-        self._count(key, block, 1)
+        self._count(block, 1)
         if self.allocated.current > self.at_peak.allocated:
             self.at_peak = self.overhead()
         return block
@@ -442,9 +441,8 @@ class Allocator:
         block = self.live.pop(key, None)
         if block is None:
             raise AllocatorError(f"free of {key!r}, which is not live")
-        self._count(key, block, -1)
-        del self.tags[key]
-        block.allocated, block.requested = False, 0
+        self._count(block, -1)
+        block.allocated, block.requested, block.tag = False, 0, ""
         pool = self.pools[block.small]
         for neighbour in (block.prev, block.next):
             self._merge(block, neighbour, pool)
@@ -674,11 +672,11 @@ class Allocator:
 
     # -- reports -----------------------------------------------------------------------------------------------
 
-    def _count(self, key: Hashable, block: Block, sign: int) -> None:
+    def _count(self, block: Block, sign: int) -> None:
         self.requested.add(sign * block.requested)
         self.allocated.add(sign * block.size)
         self.rounded += sign * round_size(block.requested, self.config)
-        if self.tags[key] == "workspace":
+        if block.tag == "workspace":
             self.workspaces += sign * block.requested
 
     def overhead(self) -> Overhead:
