@@ -9,6 +9,7 @@ from symbert.analysis.allocator import (
     Allocator,
     AllocatorError,
     OutOfMemory,
+    from_environment,
     parse_config,
     round_size,
     segment_size,
@@ -210,6 +211,9 @@ def test_workspace_sizes_per_release():
         ("roundup_power2_divisions:[100:2]", "power of two"),
         ("roundup_power2_divisions:[256:2", "unclosed"),
         ("colour:blue", "not one the simulation knows"),
+        ("backend:cudaMallocAsync", "native caching allocator"),
+        ("max_non_split_rounding_mb:19", "too small"),
+        ("max_split_size_mb:²", "whole number"),
         ("max_split_size_mb", "key:value"),
     ],
 )
@@ -217,6 +221,14 @@ def test_bad_settings_are_one_line_errors(text, message):
     with pytest.raises(AllocatorError, match=message) as error:
         parse_config(text)
     assert "\n" not in str(error.value)
+
+
+def test_settings_from_the_environment():
+    """PYTORCH_ALLOC_CONF wins over the older PYTORCH_CUDA_ALLOC_CONF; host-allocator settings change nothing."""
+    both = {"PYTORCH_ALLOC_CONF": "max_split_size_mb:20", "PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:64"}
+    assert from_environment(both).max_split_size == 20 * MiB
+    assert from_environment({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:64"}).max_split_size == 64 * MiB
+    assert from_environment({}) == parse_config("pinned_use_background_threads:True,backend:native")
 
 
 def test_settings_combine():

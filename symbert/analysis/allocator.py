@@ -32,7 +32,7 @@ architecture are in :data:`RELEASES`.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 KiB = 1024
@@ -106,7 +106,7 @@ class Config:
 
 
 def _number(key: str, text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise AllocatorError(f"allocator setting {key}: expected a whole number, got {text!r}")
     return int(text)
 
@@ -151,9 +151,18 @@ def _divisions(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def parse_config(text: str, release: Release = RELEASES["2.13"]) -> Config:
-    """A ``PYTORCH_ALLOC_CONF`` string, ``key:value`` pairs separated by commas; a bad one raises AllocatorError."""
-    settings: dict = {"large_segment_size": release.large_segment_size}
+#: Settings that do not change device memory (the pinned host allocator's, cudaMalloc's locking).
+NO_EFFECT = frozenset({
+    "pinned_use_background_threads", "pinned_use_cuda_host_register", "pinned_num_register_threads",
+    "pinned_max_round_threshold", "pinned_max_cached_size", "pinned_reserve_segment_size_mb",
+    "release_lock_on_cudamalloc", "graph_capture_record_stream_reuse",
+})
+#: max_split_size_mb and max_non_split_rounding_mb: at least 20 (``kLargeBuffer`` in MB).
+MIN_SPLIT_MB = 20
+
+
+def _items(text: str) -> list[str]:
+    """``key:value`` items, split at the commas outside brackets."""
     items: list[str] = []
     depth = 0
     for part in text.replace(" ", "").split(","):
@@ -162,37 +171,78 @@ def parse_config(text: str, release: Release = RELEASES["2.13"]) -> Config:
         elif part:
             items.append(part)
         depth = items[-1].count("[") - items[-1].count("]") if items else 0
-    for item in items:
+    return items
+
+
+def _at_least_20(key: str, value: str) -> int:
+    mb = _number(key, value)
+    if mb < MIN_SPLIT_MB:
+        raise AllocatorError(f"allocator setting {key}: {mb} is too small, must be >= {MIN_SPLIT_MB}")
+    return mb * MiB
+
+
+def _threshold(key: str, value: str) -> float:
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise AllocatorError(f"allocator setting {key}: expected a number, got {value!r}") from None
+    if not 0.0 < threshold < 1.0:
+        raise AllocatorError(f"allocator setting {key}: {value} is not between 0 and 1 (exclusive)")
+    return threshold
+
+
+def _flag(key: str, value: str) -> bool:
+    if value not in ("True", "False", "true", "false"):
+        raise AllocatorError(f"allocator setting {key}: expected True or False, got {value!r}")
+    return value.lower() == "true"
+
+
+def _backend(key: str, value: str) -> None:
+    if value != "native":
+        raise AllocatorError(f"allocator setting {key}:{value}: the simulation follows the native caching allocator")
+
+
+def _segment(key: str, value: str) -> int:
+    mb = _number(key, value)
+    if mb < 1:
+        raise AllocatorError(f"allocator setting {key}: must be at least 1")
+    return mb * MiB
+
+
+#: Each setting: the Config field it sets (None: none) and how its value is read.
+SETTINGS = {
+    "max_split_size_mb": ("max_split_size", _at_least_20),
+    "max_non_split_rounding_mb": ("max_non_split_rounding", _at_least_20),
+    "roundup_power2_divisions": ("roundup_power2_divisions", lambda key, value: _divisions(value)),
+    "garbage_collection_threshold": ("garbage_collection_threshold", _threshold),
+    "expandable_segments": ("expandable_segments", _flag),
+    "large_segment_size_mb": ("large_segment_size", _segment),
+    "backend": (None, _backend),
+}
+
+
+def parse_config(text: str, release: Release = RELEASES["2.13"]) -> Config:
+    """A ``PYTORCH_ALLOC_CONF`` string, ``key:value`` pairs separated by commas; a bad one raises AllocatorError."""
+    settings: dict = {"large_segment_size": release.large_segment_size}
+    for item in _items(text):
         key, sep, value = item.partition(":")
         if not sep or not value:
             raise AllocatorError(f"allocator setting {item!r}: expected key:value")
-        if key == "max_split_size_mb":
-            mb = _number(key, value)
-            if mb <= release.large_segment_size // MiB:
-                raise AllocatorError(f"allocator setting {key}: {mb} is too small, must be > "
-                                     f"{release.large_segment_size // MiB}")
-            settings["max_split_size"] = mb * MiB
-        elif key == "max_non_split_rounding_mb":
-            settings["max_non_split_rounding"] = _number(key, value) * MiB
-        elif key == "roundup_power2_divisions":
-            settings["roundup_power2_divisions"] = _divisions(value)
-        elif key == "garbage_collection_threshold":
-            try:
-                threshold = float(value)
-            except ValueError:
-                raise AllocatorError(f"allocator setting {key}: expected a number, got {value!r}") from None
-            if not 0.0 < threshold < 1.0:
-                raise AllocatorError(f"allocator setting {key}: {value} is not between 0 and 1 (exclusive)")
-            settings["garbage_collection_threshold"] = threshold
-        elif key == "expandable_segments":
-            if value not in ("True", "False", "true", "false"):
-                raise AllocatorError(f"allocator setting {key}: expected True or False, got {value!r}")
-            settings["expandable_segments"] = value.lower() == "true"
-        elif key == "large_segment_size_mb":
-            settings["large_segment_size"] = _number(key, value) * MiB
-        else:
+        if key in NO_EFFECT:
+            continue
+        if key not in SETTINGS:
             raise AllocatorError(f"allocator setting {key!r} is not one the simulation knows")
+        name, read = SETTINGS[key]
+        value = read(key, value)
+        if name is not None:
+            settings[name] = value
     return Config(**settings)
+
+
+def from_environment(environ: Mapping[str, str], release: Release = RELEASES["2.13"]) -> Config:
+    """The settings PyTorch reads: ``PYTORCH_ALLOC_CONF``, else ``PYTORCH_CUDA_ALLOC_CONF`` (the older name)."""
+    text = environ.get("PYTORCH_ALLOC_CONF", environ.get("PYTORCH_CUDA_ALLOC_CONF", ""))
+    return parse_config(text, release)
 
 
 def round_size(size: int, config: Config = Config()) -> int:
