@@ -74,13 +74,16 @@ class Release:
         return cublas, 0 if self.cublaslt_shares_cublas_workspace else self.cublaslt_workspace
 
 
-#: aten/src/ATen/cuda/CublasHandlePool.cpp: ":4096:8" (32 MiB) on sm90, else ":4096:2:16:8" (8 MiB + 128 KiB);
-#: CUBLASLT_WORKSPACE_SIZE defaults to 1 MiB. The real H100 trace of torch 2.11 shows both (32 MiB per thread's
-#: handle, one 1 MiB cuBLASLt workspace); torch 2.13's open-source CUDA build unifies the cuBLASLt workspace with
-#: the cuBLAS one (torch.backends.cuda.blas_workspace_size's documentation).
+#: aten/src/ATen/cuda/CublasHandlePool.cpp: a workspace per (thread, stream), ":4096:8" (32 MiB) on Hopper and,
+#: in the 2.13-era source, Blackwell (compute capability 9, 10 and 12), else ":4096:2:16:8" (8 MiB + 128 KiB);
+#: CUBLASLT_WORKSPACE_SIZE defaults to 1 MiB. The real H100 trace of torch 2.11 shows 32 MiB per thread and a
+#: separate 1 MiB cuBLASLt workspace; torch 2.13's open-source CUDA build unifies the cuBLASLt workspace with the
+#: cuBLAS one unless TORCH_CUBLASLT_UNIFIED_WORKSPACE=0. 2.11 lists only what the trace shows for sm90.
+_PRE_HOPPER = 8 * MiB + 128 * KiB
 RELEASES: dict[str, Release] = {
-    "2.11": Release("2.11", 20 * MiB, {"sm90": 32 * MiB, "default": 8 * MiB + 128 * KiB}, 1 * MiB, False),
-    "2.13": Release("2.13", 20 * MiB, {"sm90": 32 * MiB, "default": 8 * MiB + 128 * KiB}, 1 * MiB, True),
+    "2.11": Release("2.11", 20 * MiB, {"sm90": 32 * MiB, "default": _PRE_HOPPER}, 1 * MiB, False),
+    "2.13": Release("2.13", 20 * MiB, {**dict.fromkeys(("sm90", "sm100", "sm120"), 32 * MiB), "default": _PRE_HOPPER},
+                    1 * MiB, True),
 }
 
 UNLIMITED = 1 << 64
