@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 
@@ -29,7 +30,8 @@ def phased() -> Iterator[tuple[str | None, list]]:
             yield None, event
 
 
-def base_requests() -> list[int]:
+@functools.cache
+def base_requests() -> tuple[int, ...]:
     """The bytes of each parameter and buffer in ``Module.to("cuda")`` order, then the inputs."""
     transformers = hf()
     import torch
@@ -47,4 +49,4 @@ def base_requests() -> list[int]:
 
     visit(model)
     inputs = TRACE["case"]["B"] * TRACE["case"]["s"] * 8  # input_ids, token_type_ids, attention_mask: int64
-    return sizes + [inputs] * 3
+    return (*sizes, *[inputs] * 3)

@@ -78,3 +78,36 @@ def test_before_the_first_step_the_embeddings_buffers_are_missing(stream):
     mine = Counter(e[2] for e in stream[:start] if e[0] == "alloc")
     positions = TRACE["config"]["max_position_embeddings"]
     assert Counter(base_requests()) - mine == {8 * positions: 2} and not mine - Counter(base_requests())
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100"),
+        Training("sgd", "amp", MemoryOptions("torch-cuda", dtype="bfloat16", attention="sdpa"), "a100-40gb"),
+        Training("adamw", "mixed", MemoryOptions("torch-cuda", recompute="full"), "h100"),
+    ],
+)
+def test_the_stream_carries_every_byte_the_replay_counts(training):
+    """Under torch-cuda, each phase's peak of requested bytes equals the replay's peak of tensors (its sum of
+    categories, less the runtime's rounding) plus the workspaces."""
+    from symbert import preset
+    from symbert.analysis.allocator import Allocator
+    from symbert.analysis.stream import Logged
+
+    graph, sizes = per_gpu(preset("bert-tiny"), training.memory.layout)
+    values = {**sizes, B: 3, seq_len: 17}
+    replay = Logged(graph, training, values)
+    peaks: dict[str, int] = {}
+    for event in replay.run(2):
+        if event.step:
+            total = sum(replay.bytes_of(v) for c, v in event.memory.items() if c != "runtime")
+            name = f"{event.step} {event.phase}"
+            peaks[name] = max(peaks.get(name, 0), total)
+    allocator = Allocator().run(replay.stream)
+    workspaces = [e[2] for e in replay.stream if e[-1] == "workspace"]
+    assert len(workspaces) == 3  # forward: cuBLAS and cuBLASLt; backward: cuBLAS
+    held = {"1 forward": sum(workspaces[:2])}
+    assert [(p.name, p.requested - peaks[p.name]) for p in allocator.phases] == [
+        (name, held.get(name, sum(workspaces))) for name in peaks
+    ]

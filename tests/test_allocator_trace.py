@@ -21,7 +21,7 @@ from symbert.analysis.allocator import SMALL_SIZE, Allocator, round_size
 from tests.gputrace import TRACE, base_requests, phased
 
 
-def run(base: list[int], known: dict[int, int]) -> tuple[Allocator, dict[int, int]]:
+def run(base: tuple[int, ...], known: dict[int, int]) -> tuple[Allocator, dict[int, int]]:
     """One replay with the pre-trace segments' addresses known so far; returns the next one it learned, if any.
 
     A pre-trace segment whose address is unknown sits above every real address. A traced request that lands

@@ -6,7 +6,9 @@ replay counts per group of equal tensors (parameters, optimizer states, foreach 
 request per tensor, in the order the model declares its parameters and, for states, a parameter's states together,
 as ``Module.to`` and AdamW's ``_init_group`` make them. The runtime's workspaces are requests tagged ``workspace``,
 at the first matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 optimizer"``, …) start
-where the replay's phases start.
+where the replay's phases start. Not in the stream yet, because the replay counts them without an allocation of
+their own: DDP's gradient buckets, the GradScaler's found_inf flag, and the for-loop AdamW's temporaries and step
+counters (the CPU policies).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Logged(Replay):
 
     def state_pads(self, bytes_per_element: int, what: str, tensors: int = 1, sign: int = 1) -> Size:
         out = super().state_pads(bytes_per_element, what, tensors, sign)
-        if self.runtime is None or not bytes_per_element or not tensors:
+        if not bytes_per_element or not tensors:
             return out
         group = (bytes_per_element, what, tensors)
         if sign < 0:
