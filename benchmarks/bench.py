@@ -57,8 +57,30 @@ def main() -> None:
     for head in ("model", "mlm"):
         args = ["fit", "--head", head, "--seq-len", "512", "--gpu-memory", "16GiB"]
         print(f"symbert {' '.join(args)}: {wall([sys.executable, '-m', 'symbert', *args]):.3f} s (median of 5)")
+    allocator_step()
     one_core = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     subprocess.run([sys.executable, __file__, "--sweep"], check=True, env=one_core)
+
+
+def allocator_step(batch: int = 32, length: int = 512) -> None:
+    """One training step of bert-large through the caching allocator simulation: the replay's event stream,
+    then the simulation of it."""
+    from symbert.analysis.allocator import Allocator
+    from symbert.analysis.policy import MemoryOptions
+    from symbert.analysis.states import Training
+    from symbert.analysis.stream import events
+    from symbert.api import per_gpu
+    from symbert.symbols import B, seq_len
+
+    training = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
+    graph, sizes = per_gpu(symbert.preset("bert-large"), training.memory.layout)
+    values = {**sizes, B: batch, seq_len: length}
+    stream = events(graph, training, values, steps=1)
+    replay_s = timed(lambda: events(graph, training, values, steps=1))
+    simulate_s = timed(lambda: Allocator().run(stream))
+    print(f"allocator, one step of bert-large (B={batch}, seq_len={length}, {len(stream):,} events):")
+    print(f"  simulate the caching allocator: {simulate_s * 1000:7.1f} ms (median of 5; target: under 200 ms)")
+    print(f"  the replay's event stream:      {replay_s * 1000:7.1f} ms (median of 5)")
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

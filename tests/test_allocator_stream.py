@@ -1,0 +1,113 @@
+"""symbert's own allocation stream for the real trace's job against the trace: bert-base, B=8, seq_len 128, fp32,
+eager attention, AdamW (foreach), the torch-cuda policy on an H100, no padding.
+
+Where the two streams differ, a test names the first place; those are what the replay does not model yet."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.states import Training
+from symbert.analysis.stream import events
+from symbert.api import per_gpu
+from symbert.configs import resolve
+from symbert.symbols import B, seq_len
+from tests.gputrace import TRACE, base_requests, phased
+
+BATCH, LENGTH, HIDDEN = TRACE["case"]["B"], TRACE["case"]["s"], TRACE["config"]["hidden_size"]
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[tuple]:
+    config = resolve("bert-base", None, (), None, padding=False)
+    training = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
+    graph, sizes = per_gpu(config, training.memory.layout)
+    return events(graph, training, {**sizes, B: BATCH, seq_len: LENGTH})
+
+
+def by_phase(pairs) -> dict[str, list]:
+    out: dict[str, list] = {}
+    current = None
+    for phase, request in pairs:
+        current = phase or current
+        if request is not None:
+            out.setdefault(current, []).append(request)
+    return out
+
+
+def ours(stream) -> dict[str, list[int]]:
+    marks = [(e[1], None) if e[0] == "phase" else (None, e[2]) for e in stream if e[0] in ("phase", "alloc")]
+    start = next(i for i, (phase, _) in enumerate(marks) if phase)
+    return by_phase(marks[start:])
+
+
+def real() -> dict[str, list[tuple[int, str]]]:
+    return by_phase((phase, (e[2], e[4]) if e[0] == "a" else None) for phase, e in phased())
+
+
+def test_the_phases_are_the_traces(stream):
+    assert list(ours(stream)) == list(real()) == [f"{s} {p}" for s, p, _ in TRACE["phases"]]
+
+
+def test_the_optimizer_makes_the_same_requests(stream):
+    """AdamW's states at the first step, its foreach temporaries and zero_grad: the same requests as on the GPU
+    (the order differs: symbert visits the parameters in the order the forward uses them)."""
+    mine, gpu = ours(stream), real()
+    for phase in ("1 optimizer", "2 optimizer"):
+        assert Counter(mine[phase]) == Counter(size for size, _ in gpu[phase])
+
+
+def test_the_first_difference_is_the_embeddings_dropout(stream):
+    """The streams agree up to the embeddings' dropout, where the GPU allocates the 1-byte mask before the
+    output and the replay the output first."""
+    mine = [size for phase in ours(stream).values() for size in phase]
+    gpu = [request for phase in real().values() for request in phase]
+    first = next(i for i, (a, (b, _)) in enumerate(zip(mine, gpu, strict=False)) if a != b)
+    tokens = BATCH * LENGTH * HIDDEN
+    assert first == 8
+    assert gpu[first] == (tokens, "functional.py:1443:dropout") and gpu[first + 1][0] == mine[first] == 4 * tokens
+
+
+def test_before_the_first_step_the_embeddings_buffers_are_missing(stream):
+    """Before the first step symbert allocates the parameters and the inputs that Hugging Face's model has on
+    the GPU, but not the embeddings' two registered buffers (position_ids, token_type_ids: [1, 512] int64)."""
+    start = next(i for i, e in enumerate(stream) if e[0] == "phase")
+    mine = Counter(e[2] for e in stream[:start] if e[0] == "alloc")
+    positions = TRACE["config"]["max_position_embeddings"]
+    assert Counter(base_requests()) - mine == {8 * positions: 2} and not mine - Counter(base_requests())
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100"),
+        Training("sgd", "amp", MemoryOptions("torch-cuda", dtype="bfloat16", attention="sdpa"), "a100-40gb"),
+        Training("adamw", "mixed", MemoryOptions("torch-cuda", recompute="full"), "h100"),
+    ],
+)
+def test_the_stream_carries_every_byte_the_replay_counts(training):
+    """Under torch-cuda, each phase's peak of requested bytes equals the replay's peak of tensors (its sum of
+    categories, less the runtime's rounding) plus the workspaces."""
+    from symbert import preset
+    from symbert.analysis.allocator import Allocator
+    from symbert.analysis.stream import Logged
+
+    graph, sizes = per_gpu(preset("bert-tiny"), training.memory.layout)
+    values = {**sizes, B: 3, seq_len: 17}
+    replay = Logged(graph, training, values)
+    peaks: dict[str, int] = {}
+    for event in replay.run(2):
+        if event.step:
+            total = sum(replay.bytes_of(v) for c, v in event.memory.items() if c != "runtime")
+            name = f"{event.step} {event.phase}"
+            peaks[name] = max(peaks.get(name, 0), total)
+    allocator = Allocator().run(replay.stream)
+    workspaces = [e[2] for e in replay.stream if e[-1] == "workspace"]
+    assert len(workspaces) == 3  # forward: cuBLAS and cuBLASLt; backward: cuBLAS
+    held = {"1 forward": sum(workspaces[:2])}
+    assert [(p.name, p.requested - peaks[p.name]) for p in allocator.phases] == [
+        (name, held.get(name, sum(workspaces))) for name in peaks
+    ]
