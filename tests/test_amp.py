@@ -154,6 +154,8 @@ H96_S128 = symbert.Config("bert", {**H96_L3, "max_position_embeddings": 128}, "h
         (symbert.Config("bert", H96_L3, "h96-a3-l3"), None, 3, 20, "momentum", "bfloat16", "eager"),
         (H96_S128, None, 2, 128, "adamw", "bfloat16", "eager"),
         (H96_S128, "sequence-classification", 2, 128, "adamw", "bfloat16", "eager"),
+        (H96_S128, None, 2, 128, "adamw", "bfloat16", "sdpa"),
+        (H96_S128, None, 3, 64, "adamw", "float16", "sdpa"),
     ],
     ids=lambda v: getattr(v, "name", v),
 )
@@ -164,7 +166,10 @@ def test_peak_under_cpu_autocast(
     torch.profiler's to the byte, on any CPU. At seq_len 128 it falls in the forward, at a layer's last
     LayerNorm, where BertLayer's locals still hold the float32 attention weights its eager attention
     returns (4·A·B·seq_len² bytes), the layer's input and the attention's output, and BertModel's the
-    embeddings: none of them kept for backward under autocast, whose products keep 16-bit copies.
+    embeddings: none of them kept for backward under autocast, whose products keep 16-bit copies. Under
+    sdpa (the math kernel, as dropout is on) it falls inside the attention call, at its float32 output's
+    cast, while the kernel holds the float32 copies of Q, K and V, the scaled Q, the converted mask and
+    the attention weights converted back to 16 bits (:func:`symbert.analysis.sdpa.transients`).
 
     What the measurement leaves out, and symbert too, is the scratch oneDNN's 16-bit matrix products
     take and free within the call (:data:`symbert.validate.peak.GEMM_OPS`): none on AVX2, for bf16 on

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 
+from symbert.analysis import sdpa
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.runtime import pad512
@@ -148,6 +149,7 @@ class Replay:
         graph = resolve(graph, self.options)
         self.graph, self.training, self.runs = graph, training, runs
         self.plain = replace(self.options, recompute="none")
+        self.values = values
         groups = [(block, list(nodes)) for block, nodes in itertools.groupby(graph.nodes, key=lambda n: n.block)]
         self.units = [
             unit
@@ -230,7 +232,7 @@ class Replay:
             self._sizes[name] = (size_of(nbytes), category)
         return self._sizes[name]
 
-    def extra_size(self, item: Saved) -> tuple[Size, str]:
+    def extra_size(self, item: Saved | sdpa.Kept) -> tuple[Size, str]:
         """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
 
         A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows, ⌈seq_len/32⌉) stays
@@ -481,8 +483,7 @@ class Replay:
                     self.live[key] = self.alloc(*self.extra_size(item), self.owner(unit))
             for n in unit.nodes:
                 self.cache_params(n, unit.run, cache)
-            promoted = [(n, t) for n in unit.nodes for t in promotion_copies(self.graph, n, self.options)]
-            copies = [self.promotion_copy(n, t) for n, t in promoted]
+            copies = self.transients(unit)
             self.record(unit.label if self.phase == "forward" else f"recompute {unit.label}", self.owner(unit))
             for buf in copies:
                 self.release(buf)
@@ -535,6 +536,14 @@ class Replay:
             last = unit.run == self.runs[until] - 1 and unit.nodes[-1].name == self.block_end[until]
             return last and self.phase == "forward"
         return any(n.name == until for n in unit.nodes)
+
+    def transients(self, unit: Unit) -> list[_Buffer]:
+        """What a unit holds while it runs and frees when it returns: a fused attention call's kernel's
+        (:func:`symbert.analysis.sdpa.transients`), or the CPU promotion copies of an op's inputs."""
+        if len(unit.nodes) > 1:
+            call = sdpa.call_of(self.graph, list(unit.nodes))
+            return [self.alloc(*self.extra_size(k), None) for k in sdpa.transients(call, self.options, self.values)]
+        return [self.promotion_copy(unit.node, t) for t in promotion_copies(self.graph, unit.node, self.options)]
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""

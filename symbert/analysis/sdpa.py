@@ -48,6 +48,7 @@ import sympy
 from symbert.analysis.policy import BYTES, MemoryOptions
 from symbert.configs import ConfigError
 from symbert.ir import Graph, Node, Role, Tensor, numel
+from symbert.symbols import either, is_one
 
 KERNELS = ("flash", "efficient", "math")
 
@@ -280,3 +281,38 @@ def kept_by(
             Kept(f"{kernel}: philox seed and offset (int64)", nbytes=sympy.Integer(PHILOX_BYTES), role=statistics)
         )
     return kernel, items
+
+
+def transients(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> list[Kept]:
+    """What the call holds at its highest point beyond what it keeps and its output, all freed when it
+    returns; the CPU math kernel's (``_scaled_dot_product_attention_math``, measured with torch 2.13):
+
+    * the mask converted to an additive bias in the query dtype, where one is passed;
+    * Q scaled by √scale: Q as Hugging Face passes it (a transposed view of the projection) is not
+      contiguous, so the product copies it and keeps the copy, and the scaled Q stays referenced until
+      the kernel returns (unless Q is contiguous: one head or seq_len 1);
+    * with 16-bit inputs, their float32 copies of Q, K and V, the attention weights converted back to
+      the input dtype (the kernel returns them beside the output), and its float32 output before the
+      cast to the input dtype.
+
+    Other kernels: none (the CPU flash kernel's per-thread buffers are scratch the peak leaves out, see
+    :mod:`symbert.validate.peak`; the CUDA kernels' are not modelled)."""
+    if options.backend.device != "cpu" or kernel_for(call, options, values) != "math":
+        return []
+    act = BYTES[options.activation_dtype]
+    sixteen = options.activation_dtype in SIXTEEN_BIT
+    compute = 4 if sixteen else act
+    contiguous = either(is_one(call.q.shape[1]), is_one(call.q.shape[2]))
+    items = [Kept("math: Q·√scale, copied for the product", nbytes=call.q.numel * compute * (1 - contiguous))]
+    if call.mask is not None:
+        rows, length = call.mask.shape[0], call.mask.shape[-1]
+        items.append(Kept("math: attention mask as an additive bias", nbytes=rows * call.mask.shape[-2] * length * act))
+    if sixteen:
+        scores = numel((*call.q.shape[:-1], call.k.shape[-2]))
+        operands = (("Q", call.q), ("K", call.k), ("V", call.v))
+        items += [Kept(f"math: {name} in float32", nbytes=t.numel * 4) for name, t in operands]
+        items.append(Kept("math: attention weights returned in the input dtype", nbytes=scores * act))
+        items.append(Kept("math: output in float32", nbytes=call.q.numel * 4))
+    return items
