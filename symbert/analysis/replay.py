@@ -805,8 +805,11 @@ class Replay:
     def update(self, first: bool) -> None:
         """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
         self.phase = "optimizer"
-        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES if self.training.grad_scaler else 0))
+        held = self.training.step_scalars
+        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES * held))
+        found_pad = size_of(held * expr_of(self.pad_of(size_of(sympy.Integer(FOUND_INF_BYTES)))))
         add_to(self.totals["optimizer"], found_inf)
+        add_to(self.totals["runtime"], found_pad)
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
             states = STATE_BYTES[self.training.algorithm] // UPDATE_BYTES
@@ -838,6 +841,7 @@ class Replay:
                 self.state_pads(UPDATE_BYTES, "optimizer", sign=-1)
             add_to(self.totals["runtime"], pad, -1)
         add_to(self.totals["optimizer"], found_inf, -1)
+        add_to(self.totals["runtime"], found_pad, -1)
         if partition is not None:
             self.release(partition)
         for buf in [*self.param_grads.values(), *self.grad_shards]:

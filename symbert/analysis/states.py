@@ -59,7 +59,9 @@ PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4), "amp": Pre
 
 #: torch.amp.GradScaler (fp16 autocast) keeps on the device a float32 scale and an int32 growth
 #: tracker (``_lazy_init_scale_growth_tracker``), and during the step a float32 found-inf flag per
-#: device (``unscale_``), held in the optimizer's state until ``update``.
+#: device (``unscale_``), held in the optimizer's state until ``update``. A fused optimizer unscales
+#: inside its kernel: ``GradScaler.step`` then hands it two more float32 scalars, the flags' sum
+#: (``found_inf``) and the scale (``grad_scale``), alive through the step.
 GRAD_SCALER_BYTES = 4 + 4
 FOUND_INF_BYTES = 4
 
@@ -161,6 +163,13 @@ class Training:
     def grad_scaler(self) -> bool:
         """fp16 autocast trains with a GradScaler (bf16 needs none)."""
         return self.precision == "amp" and self.memory.dtype == "float16"
+
+    @property
+    def step_scalars(self) -> int:
+        """How many float32 scalars GradScaler holds on the device through the optimizer step."""
+        if not self.grad_scaler:
+            return 0
+        return 3 if self.adam and self.implementation.temporaries == "fused" else 1
 
     @property
     def bytes(self) -> Precision:
