@@ -63,9 +63,12 @@ GALLERY = (
         "heat-activations",
         "Where activation memory goes",
         "Each op coloured by its share of the bytes kept for backward at seq_len 512 (PyTorch on CPU, "
-        "float32): softmax, attention dropout and the context product, which keep [B, A, seq_len, seq_len] "
-        "tensors, hold most of it.",
-        ("--preset", "bert-base", "--level", "ops", "--heat", "activations", "--seq-len", "512"),
+        "float32, eager attention): softmax, attention dropout and the context product, which keep "
+        "[B, A, seq_len, seq_len] tensors, hold most of it.",
+        (
+            *("--preset", "bert-base", "--level", "ops", "--heat", "activations", "--seq-len", "512"),
+            *("--policy", "torch-cpu", "--attention", "eager"),
+        ),
     ),
     Entry(
         "heat-flops",

@@ -36,8 +36,8 @@ def trace(
     """
     spread = spread_of(layout)
     name = model.model if isinstance(model, Config) else model
-    if spread[0] and name in MODELS and not MODELS[name].tensor_plan:
-        raise ValueError(f"{name} declares no tensor-parallel plan (ModelSpec.tensor_plan): --tensor-parallel 1 only")
+    if spread[0] and name in MODELS:
+        MODELS[name].check_runs(tensor_parallel=True)
     if spread[2] and len(trace(model, task=task, **options).blocks) != 1:
         raise ValueError(
             f"{name}'s layers are not one repeated stack, so they cannot be cut into pipeline stages of L/p "

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
+from symbert.analysis.policy import ATTENTION, DEFAULT_POLICY, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
+from symbert.analysis.states import DEFAULT_OPTIMIZER, OPTIMIZERS
 from symbert.configs import Config, ConfigError, check_size, preset_names, resolve
 from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
 from symbert.quantities import QUANTITIES, TRAINING_QUANTITIES, canonical
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 EXIT_USAGE = 2
 POLICY_NAMES = tuple(POLICIES)
+ATTENTION_HELP = "Default: the model's in Hugging Face, sdpa (eager for DeBERTa, which has no sdpa)."
+POLICY_HELP = "Every command's default: torch-cuda, PyTorch on the GPU, where Hugging Face models train."
 
 
 class AtLeast(click.ParamType):
@@ -80,6 +83,13 @@ class Command(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["symbert.args"] = list(args)
         return super().parse_args(ctx, args)
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    """A command's JSON document, with the torch and transformers versions whose behaviour it models."""
+    from symbert.versions import modelled_json
+
+    click.echo(json.dumps({**doc, "models": modelled_json()}, indent=2))
 
 
 def _fail(message: str) -> None:
@@ -207,14 +217,19 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+POLICY_OPTION = click.option(
+    "--policy", type=click.Choice(POLICY_NAMES), default=DEFAULT_POLICY, show_default=True, help=POLICY_HELP
+)
+
+
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
     @click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
     @click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
-    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cpu", show_default=True)
+    @POLICY_OPTION
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
-    @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
+    @click.option("--attention", type=click.Choice(ATTENTION), help=ATTENTION_HELP)
     @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
     @click.option(
         "--precision",
@@ -226,10 +241,20 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @parallel_options
     @wraps(fn)
     def wrapper(
-        policy: str, dtype: str | None, attention: str, recompute: str, precision: str, layout: Any, **kwargs: Any
+        policy: str,
+        dtype: str | None,
+        attention: str | None,
+        recompute: str,
+        precision: str,
+        layout: Any,
+        **kwargs: Any,
     ) -> Any:
         memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
-        return fn(options=make_training("adamw", precision, memory, None).memory, **kwargs)
+        options = make_training(DEFAULT_OPTIMIZER, precision, memory, None).memory
+        for config in [kwargs.get("config"), *(kwargs.get("configs") or ())]:
+            if config is not None:  # a setup the family does not run: refused before anything is printed
+                options.for_model(config.spec)
+        return fn(options=options, **kwargs)
 
     return wrapper
 
@@ -261,7 +286,7 @@ def params(config: Config, by_component: bool, as_json: bool) -> None:
 
     breakdown = reports.params_breakdown(config)
     if as_json:
-        click.echo(json.dumps(reports.params_json(config, breakdown), indent=2))
+        _print_json(reports.params_json(config, breakdown))
     else:
         reports.print_params(config, breakdown, by_component)
 
@@ -286,7 +311,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 
     r = build_report(config, batch, length, options)
     if as_json:
-        click.echo(json.dumps(reports.report_json(r), indent=2))
+        _print_json(reports.report_json(r))
     else:
         reports.print_report(r)
 
@@ -306,9 +331,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 @click.option(
     "--attention",
     type=click.Choice(("eager", "sdpa")),
-    default="eager",
-    show_default=True,
-    help="Predicted as --attention, measured with attn_implementation of the same name.",
+    help="Predicted as --attention, measured with attn_implementation of the same name. " + ATTENTION_HELP,
 )
 @click.option(
     "--precision",
@@ -319,16 +342,27 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 )
 @parallel_options
 def validate(
-    config: Config, batch: int, seq_len: int, dtype: str, device: str, attention: str, precision: str, layout: Any
+    config: Config,
+    batch: int,
+    seq_len: int,
+    dtype: str,
+    device: str,
+    attention: str | None,
+    precision: str,
+    layout: Any,
 ) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch.
 
-    With --data-parallel D (--zero 0: DDP; 3: FSDP2) or --tensor-parallel T, starts the ranks itself
-    (one process each, gloo on CPU) and compares each rank with the per-GPU prediction."""
+    Prints the torch and transformers versions it measured with, and a warning where they are outside
+    the range symbert was tested with. With --data-parallel D (--zero 0: DDP; 3: FSDP2) or
+    --tensor-parallel T, starts the ranks itself (one process each, gloo on CPU, eager attention) and
+    compares each rank with the per-GPU prediction."""
     if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
         raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
     if not layout.single:
-        return validate_ranks(config, batch, seq_len, (dtype, device, attention, precision), layout)
+        return validate_ranks(config, batch, seq_len, (dtype, device, attention or "eager", precision), layout)
+    attention = attention or config.spec.default_attention
+    MemoryOptions(attention=attention).for_model(config.spec)
     if device == "cuda":
         _require_cuda()
     from symbert.render import reports
@@ -340,6 +374,7 @@ def validate(
     checks = run_validation(config, batch, seq_len, dtype, device, attention, amp)
     shown = f"autocast {dtype}" if amp else dtype
     reports.print_checks(config, batch, seq_len, shown, checks, device, attention)
+    _print_versions()
     if not all(c.ok for c in checks):
         sys.exit(1)
 
@@ -362,8 +397,19 @@ def validate_ranks(config: Config, batch: int, seq_len: int, setup: tuple[str, .
     if any(c.tolerance for checks in ranks for c in checks):  # FSDP2's peak is shown, not checked
         click.echo(f"peak within {distributed.PEAK_TOLERANCE:.0%}: gloo's own buffers are outside PyTorch's allocator")
     click.echo(distributed.NOTES[distributed.kind(layout)])
+    _print_versions()
     if not all(c.ok for checks in ranks for c in checks):
         sys.exit(1)
+
+
+def _print_versions() -> None:
+    """The torch and transformers versions validate measured with, and a warning (on standard error)
+    for each outside the tested range."""
+    from symbert.versions import measured_with, outside_range
+
+    click.echo(measured_with())
+    for line in outside_range():
+        click.echo(f"symbert: warning: {line}", err=True)
 
 
 def _require_cuda() -> None:
@@ -595,7 +641,7 @@ def latex(
     reports = [build_report(c, batch, length, options) for c in configs or [template]]
     chosen = {key: reports[0].breakdowns[key] for key in dict.fromkeys(quantities or QUANTITIES)}
     at = [(r.config.name, r.values) for r in reports] if configs else []
-    out = render.equations(chosen, notation, general=general, at=at, note=options.describe())
+    out = render.equations(chosen, notation, general=general, at=at, note=reports[0].setup)
     click.echo(render.document(out) if document else out, nl=False)
 
 
@@ -682,12 +728,15 @@ def compare(
         raise ConfigError(f"compare needs exactly two configs (X Y, or --preset/--config twice), got {len(configs)}")
     comparison = build_comparison(*configs, batch, length, options)
     if as_json:
-        click.echo(json.dumps(comparison_json(comparison), indent=2))
+        _print_json(comparison_json(comparison))
     else:
         _emit(comparison_tables(comparison), fmt, notation)
 
 
-OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+OPTIMIZER_HELP = (
+    "Default: what Hugging Face's Trainer runs, torch's fused AdamW. adam and adamw: the implementation "
+    "torch.optim picks on the device (foreach on CUDA, single-tensor on CPU); -fused, -foreach, -single name one."
+)
 #: The ZeRO conventions (symbert.analysis.sharding.ENGINES), named here so --help needs no import.
 ENGINE_NAMES = ("paper", "deepspeed", "torch")
 
@@ -698,11 +747,13 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     The GPU planner defaults to the torch-cuda policy.
     """
 
-    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="torch-cuda", show_default=True)
+    @POLICY_OPTION
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's; mixed: bf16).")
-    @click.option("--attention", type=click.Choice(ATTENTION), default="eager", show_default=True)
+    @click.option("--attention", type=click.Choice(ATTENTION), help=ATTENTION_HELP)
     @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
-    @click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default="adamw", show_default=True)
+    @click.option(
+        "--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULT_OPTIMIZER, show_default=True, help=OPTIMIZER_HELP
+    )
     @click.option(
         "--precision",
         type=click.Choice(PRECISION_NAMES),
@@ -723,7 +774,7 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         policy: str,
         dtype: str | None,
-        attention: str,
+        attention: str | None,
         recompute: str,
         optimizer: str,
         precision: str,
@@ -733,7 +784,8 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> Any:
         memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
-        return fn(training=make_training(optimizer, precision, memory, gpu, zero_engine), **kwargs)
+        training = make_training(optimizer, precision, memory, gpu, zero_engine)
+        return fn(training=training.for_model(kwargs["config"].spec), **kwargs)
 
     return wrapper
 
@@ -815,7 +867,7 @@ def fit(
         return
     result = solve(config, training, budget, batch, length)
     if as_json:
-        click.echo(json.dumps(fit_json(result), indent=2))
+        _print_json(fit_json(result))
         return
     out = console()
     out.print(describe(config))
@@ -872,7 +924,7 @@ def _plan(
         length = config.max_length
     result = plan(config, training, gpus, budget, length, batch)
     if as_json:
-        click.echo(json.dumps(plan_json(result), indent=2))
+        _print_json(plan_json(result))
         return
     out = console()
     out.print(describe(config))
@@ -1009,7 +1061,7 @@ def timeline(
             "gpu_memory": budget,
             "fits": None if budget is None else peak.total <= budget,
         }
-        click.echo(json.dumps(doc, indent=2))
+        _print_json(doc)
         return
     out = console()
     out.print(describe(config))
@@ -1087,11 +1139,11 @@ def plot(
     multiple=True,
     help="A column to compute (default: all).",
 )
-@click.option("--policy", "policies", type=click.Choice(POLICY_NAMES), multiple=True, help="Default: torch-cuda.")
+@click.option("--policy", "policies", type=click.Choice(POLICY_NAMES), multiple=True, help=POLICY_HELP)
 @click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True, help="Default: the policy's.")
-@click.option("--attention", "attentions", type=click.Choice(ATTENTION), multiple=True, help="Default: eager.")
+@click.option("--attention", "attentions", type=click.Choice(ATTENTION), multiple=True, help=ATTENTION_HELP)
 @click.option("--recompute", "recomputes", type=click.Choice(RECOMPUTE), multiple=True, help="Default: none.")
-@click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZER_NAMES), multiple=True, help="Default: adamw.")
+@click.option("--optimizer", "optimizers", type=click.Choice(OPTIMIZERS), multiple=True, help=OPTIMIZER_HELP)
 @click.option("--precision", "precisions", type=click.Choice(PRECISION_NAMES), multiple=True, help="Default: fp32.")
 @GPU_OPTION
 @parallel_options
@@ -1129,11 +1181,11 @@ def sweep(
     trainings = [
         make_training(o, p, MemoryOptions(policy, d, a, r, layout=layout), gpu)
         for policy, d, a, r, o, p in itertools.product(
-            policies or ("torch-cuda",),
+            policies or (DEFAULT_POLICY,),
             dtypes or (None,),
-            attentions or ("eager",),
+            attentions or (None,),
             recomputes or ("none",),
-            optimizers or ("adamw",),
+            optimizers or (DEFAULT_OPTIMIZER,),
             precisions or ("fp32",),
         )
     ]

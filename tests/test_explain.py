@@ -66,7 +66,7 @@ def test_terms_are_in_degree_order() -> None:
 
 
 def test_cli_explain() -> None:
-    result = run_cli("explain", "activation_bytes", "--policy", "megatron", "--format", "csv")
+    result = run_cli("explain", "activation_bytes", "--policy", "megatron", "--attention", "eager", "--format", "csv")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "term,part,node,what,component,value"

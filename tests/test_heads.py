@@ -193,7 +193,7 @@ def test_fit_counts_the_masked_lm_head(tmp_path) -> None:
     """Measured on a GPU (bert-base, seq_len 512, AdamW, fp32, 16 GiB): BertModel fits batch 23,
     BertForMaskedLM runs out of memory at 19 and fits 18."""
     path = _config_file(tmp_path, architectures=["BertForMaskedLM"])
-    args = ("--seq-len", "512", "--gpu-memory", "16GiB", "--optimizer", "adamw", "--json")
+    args = ("--seq-len", "512", "--gpu-memory", "16GiB", "--optimizer", "adamw", "--attention", "eager", "--json")
     mlm = run_cli("fit", "--config", path, *args)
     assert mlm.returncode == 0, mlm.stderr
     assert json.loads(mlm.stdout)["batch"] == 18
@@ -215,7 +215,8 @@ def test_sweep_keeps_heads_of_one_structure_apart(tmp_path) -> None:
         path = tmp_path / folder / "config.json"
         path.write_text(json.dumps({**tiny, "architectures": [architecture]}))
         files.append(str(path))
-    result = run_cli("sweep", *files, "-b", "2", "-s", "8", "-q", "peak")
+    setup = ("--attention", "eager", "--optimizer", "adamw")
+    result = run_cli("sweep", *files, "-b", "2", "-s", "8", "-q", "peak", *setup)
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert [r["head"] for r in rows] == ["mlm", "token-classification"]

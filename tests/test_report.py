@@ -12,7 +12,8 @@ from symbert.validate import compare
 
 
 def test_report_json_contract() -> None:
-    result = run_cli("report", "--preset", "bert-base", "--batch", "32", "--seq-len", "512", "--json")
+    eager = ("--policy", "torch-cpu", "--attention", "eager")
+    result = run_cli("report", "--preset", "bert-base", "--batch", "32", "--seq-len", "512", *eager, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     keys = "config batch seq_len policy dtype params activation_bytes flops formulas components"

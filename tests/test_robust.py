@@ -29,6 +29,8 @@ from symbert.outputs import writing
 from symbert.symbols import B, seq_len
 
 ADAMW = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
+#: What every command runs without flags: torch-cuda, sdpa (BERT's default in Hugging Face), Trainer's fused AdamW.
+DEFAULTS = Training("adamw-fused", "fp32", MemoryOptions("torch-cuda", attention="sdpa"))
 HUGE = "9" * 5000
 
 
@@ -143,7 +145,7 @@ def test_fit_with_a_huge_batch_is_exact() -> None:
     result = invoke("fit", "--batch", "1000000000000", "--seq-len", "512", "--json")
     assert result.code == 0, result
     data = json.loads(result.stdout)
-    assert data["memory"] == exact_peak(preset("bert-base"), ADAMW, 10**12, 512)
+    assert data["memory"] == exact_peak(preset("bert-base"), DEFAULTS, 10**12, 512)
     formula = parse_formula(data["formula"])
     assert int(formula.subs({B: 10**12, seq_len: 512})) == data["memory"]
 
@@ -154,7 +156,7 @@ def test_fit_never_wraps_around() -> None:
     assert result.code == 0, result
     data = json.loads(result.stdout)
     assert data["fits"] is False
-    assert data["memory"] == exact_peak(preset("bert-base"), ADAMW, 10**11, 512) > 0
+    assert data["memory"] == exact_peak(preset("bert-base"), DEFAULTS, 10**11, 512) > 0
     text = invoke("fit", "--batch", "100000000000", "--seq-len", "512", "--gpu-memory", "16GiB").stdout
     assert "does NOT fit" in text and "-" not in text.split("peak", 1)[1].split("at", 1)[0]
 
@@ -166,7 +168,8 @@ def test_fit_with_a_huge_budget() -> None:
     data = json.loads(result.stdout)
     config = preset("bert-base")
     n = data["batch"]
-    assert exact_peak(config, ADAMW, n, 512) == data["memory"] <= 10**6 * 2**40 < exact_peak(config, ADAMW, n + 1, 512)
+    above = exact_peak(config, DEFAULTS, n + 1, 512)
+    assert exact_peak(config, DEFAULTS, n, 512) == data["memory"] <= 10**6 * 2**40 < above
     assert not data["capped_by_size_limit"]
 
 
@@ -177,7 +180,7 @@ def test_fit_stops_at_the_size_limit() -> None:
     assert result.code == 0, result
     data = json.loads(result.stdout)
     assert (data["batch"], data["capped_by_size_limit"]) == (10**12, True)
-    assert exact_peak(preset("bert-base"), ADAMW, 10**12, 512) == data["memory"] <= 10**9 * 2**40
+    assert exact_peak(preset("bert-base"), DEFAULTS, 10**12, 512) == data["memory"] <= 10**9 * 2**40
 
 
 @pytest.mark.parametrize("command", ["fit", "timeline", "plot", "sweep"])
@@ -196,7 +199,7 @@ def test_vocab_size_of_10_to_the_30(tmp_path, command) -> None:
 def test_sizes_at_the_maximum_are_exact(tmp_path) -> None:
     sets = ("--set", f"vocab_size={MAX_SIZE}", "--set", "hidden_size=999999999996")
     config = with_overrides(preset("bert-base"), [f"vocab_size={MAX_SIZE}", "hidden_size=999999999996"])
-    peak = exact_peak(config, ADAMW, 3, 128)
+    peak = exact_peak(config, DEFAULTS, 3, 128)
     assert peak > 2**63
     fitted = json.loads(invoke("fit", "-s", "128", "-b", "3", *sets, "--json").stdout)
     assert fitted["memory"] == peak
@@ -212,10 +215,10 @@ def test_sweep_huge_batches() -> None:
     result = invoke("sweep", "bert-base", "-b", "1000000000000", "-s", "512")
     assert result.code == 0, result
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    r = report(preset("bert-base"), 10**12, 512, MemoryOptions("torch-cuda"))
+    r = report(preset("bert-base"), 10**12, 512, MemoryOptions("torch-cuda", attention="sdpa"))
     for q in ("params", "activation_bytes", "flops_forward", "flops_backward", "non_matmul_forward"):
         assert int(rows[0][q]) == r.value(q)
-    assert int(rows[0]["peak"]) == exact_peak(preset("bert-base"), ADAMW, 10**12, 512)
+    assert int(rows[0]["peak"]) == exact_peak(preset("bert-base"), DEFAULTS, 10**12, 512)
 
 
 def test_sweep_flops_match_report() -> None:
@@ -238,7 +241,7 @@ def test_sweep_with_sgd() -> None:
     assert result.code == 0, result
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["optimizer_states"] for r in rows] == ["0", "0"]
-    sgd = Training("sgd", "fp32", MemoryOptions("torch-cuda"))
+    sgd = Training("sgd", "fp32", MemoryOptions("torch-cuda", attention="sdpa"))
     assert int(rows[1]["peak"]) == exact_peak(preset("bert-base"), sgd, 2, 128)
 
 
@@ -258,7 +261,7 @@ def test_timeline_peak_equals_its_formula() -> None:
     formula = parse_formula(data["peak"]["formula"])
     values = {**config.symbols(), B: 10**11, seq_len: 128}
     assert int(formula.subs(values)) == data["peak"]["bytes"] == sum(data["peak"]["components"].values())
-    assert data["peak"]["bytes"] == exact_peak(config, ADAMW, 10**11, 128)
+    assert data["peak"]["bytes"] == exact_peak(config, DEFAULTS, 10**11, 128)
 
 
 def test_timeline_with_many_layers_is_fast_and_exact() -> None:
@@ -267,7 +270,7 @@ def test_timeline_with_many_layers_is_fast_and_exact() -> None:
     assert result.code == 0, result
     assert time.monotonic() - start < 20
     config = with_overrides(preset("bert-base"), ["num_hidden_layers=100000"])
-    assert json.loads(result.stdout)["peak"]["bytes"] == exact_peak(config, ADAMW, 1, 128)
+    assert json.loads(result.stdout)["peak"]["bytes"] == exact_peak(config, DEFAULTS, 1, 128)
 
 
 @pytest.mark.parametrize("layers", [3, 5])

@@ -185,7 +185,8 @@ def test_cublas_workspace_config_is_honoured(monkeypatch) -> None:
 def test_headers_state_the_setup() -> None:
     for command in (("timeline", "-b", "1"), ("fit", "-b", "1", "--gpu-memory", "1GiB")):
         out = run_cli(*command, "--preset", "bert-tiny", "-s", "8", "--gpu", "a10g").stdout
-        assert "torch-cuda, float32, eager attention" in out and "fp32 precision" in out and "a10g" in out
+        assert "torch-cuda, float32, sdpa attention" in out and "fp32 precision" in out and "a10g" in out
+        assert out.splitlines()[1].count("adamw-fused (fused)") == 1
     cpu = run_cli("timeline", "--preset", "bert-tiny", "-s", "8", "--policy", "torch-cpu").stdout
     assert "no device runtime" in cpu
 

@@ -78,6 +78,7 @@ def attention_calls(graph: Graph, options: MemoryOptions) -> list[sdpa.Call]:
 
 def attention_kernels(graph: Graph, options: MemoryOptions, values: Values = None) -> tuple[str, ...]:
     """The SDPA kernels the attention calls run, each named once (empty under eager attention)."""
+    options = options.for_model(model_of(graph))
     return tuple(dict.fromkeys(sdpa.kept(call, options, values)[0] for call in attention_calls(graph, options)))
 
 
@@ -190,11 +191,11 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     """Bytes kept for backward, by component, each term traced to the node that keeps it (``values``:
     see :func:`saved`). On the first of several pipeline stages, ``graph`` being that stage's, the
     activations of every micro-batch in flight (:func:`symbert.parallel.stage_factor`)."""
-    options = options or MemoryOptions()
-    if options.attention != "eager" and not any(ATTENTION_CALL in n.regions for n in graph.nodes):
-        raise ConfigError(f"{graph.model} runs eager attention only (Hugging Face has no sdpa for it)")
-    graph = resolve(graph, options)
     spec = model_of(graph)
+    options = (options or MemoryOptions()).for_model(spec)
+    if options.attention != "eager" and not any(ATTENTION_CALL in n.regions for n in graph.nodes):
+        raise ConfigError(f"{graph.model} marks no attention call to fuse: run it with --attention eager")
+    graph = resolve(graph, options)
     flight = stage_factor(options.layout)
     claimed: set[str] = set()
     parts = []

@@ -164,6 +164,7 @@ def fit(
         raise ConfigError(f"the GPU memory must be a whole number of bytes from 1 to 2**80, got {show(budget)}")
     if length is not None and config.max_length is not None and length > config.max_length:
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    training = training.for_model(config.spec)
     graph, sizes = per_gpu(config, training.memory.layout, length)
     memory = step_memory(graph, training, sizes)
     if batch is not None and length is not None:
@@ -226,10 +227,10 @@ def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[
         if m.recompute != recompute:
             setup = replace(training, memory=replace(m, recompute=recompute))
             changes.append((f"recompute {recompute}", setup, batch, length))
-    if m.attention == "eager":
-        changes.append(("sdpa attention", replace(training, memory=replace(m, attention="sdpa")), batch, length))
-    if m.attention != "flash":
-        changes.append(("flash attention", replace(training, memory=replace(m, attention="flash")), batch, length))
+    for kernel in ("sdpa", "flash")[("eager", "sdpa", "flash").index(m.attention) :]:
+        if kernel in config.spec.attention:
+            setup = replace(training, memory=replace(m, attention=kernel))
+            changes.append((f"{kernel} attention", setup, batch, length))
     if batch > 1:
         changes.append((f"batch {batch // 2}", training, batch // 2, length))
     if length > 1:

@@ -35,6 +35,7 @@ def flops(graph: Graph, options: MemoryOptions | None = None, values: Values = N
     ``options`` (attention) and ``values`` (a config's sizes) decide the SDPA kernel; without options,
     eager attention."""
     spec = model_of(graph)
+    options = options and options.for_model(spec)
     terms: dict[str, list[Contribution]] = {"forward": [], "backward": [], "non_matmul_forward": []}
     fused = _fused_attention(graph, options, values) if options else {}
     for node in graph.nodes:

@@ -7,14 +7,18 @@ run attention as one SDPA kernel (sdpa, flash) or recompute regions instead of k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from symbert.configs import ConfigError
 from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Role
+from symbert.models.spec import ModelSpec
 from symbert.parallel import Layout
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash")
+#: The policy every command defaults to: PyTorch eager on CUDA, where Hugging Face users train.
+DEFAULT_POLICY = "torch-cuda"
 RECOMPUTE = ("none", "selective", "full")
 
 #: The policies torch.autocast runs under, with the device whose autocast op lists apply.
@@ -85,11 +89,14 @@ POLICIES: dict[str, Policy] = {
 @dataclass(frozen=True)
 class MemoryOptions:
     """A policy with its modifiers: activation dtype, attention kind and recomputation, and the
-    :class:`~symbert.parallel.Layout` the job is spread over (one GPU by default)."""
+    :class:`~symbert.parallel.Layout` the job is spread over (one GPU by default).
+
+    ``attention`` None stands for the family's default in Hugging Face, which :meth:`for_model` fills in;
+    the passes take resolved options only."""
 
     policy: str = "torch-cpu"
     dtype: str | None = None
-    attention: str = "eager"
+    attention: str | None = "eager"
     recompute: str = "none"
     amp: bool = False
     layout: Layout = field(default_factory=Layout)
@@ -98,7 +105,7 @@ class MemoryOptions:
         for value, allowed, what in (
             (self.policy, tuple(POLICIES), "policy"),
             (self.dtype or "float32", DTYPES, "dtype"),
-            (self.attention, ATTENTION, "attention"),
+            (self.attention or "eager", ATTENTION, "attention"),
             (self.recompute, RECOMPUTE, "recompute"),
         ):
             if value not in allowed:
@@ -108,6 +115,16 @@ class MemoryOptions:
                 raise ValueError(f"amp is torch.autocast: choose policy {' or '.join(AUTOCAST_DEVICES)}")
             if self.dtype not in AMP_DTYPES:
                 raise ValueError(f"amp needs --dtype {' or '.join(AMP_DTYPES)} (the autocast dtype)")
+
+    def for_model(self, spec: ModelSpec) -> MemoryOptions:
+        """These options for a family: its Hugging Face default attention where none is named; a
+        ConfigError, one line, where Hugging Face does not run the family so (:meth:`ModelSpec.check_runs`)."""
+        options = self if self.attention is not None else replace(self, attention=spec.default_attention)
+        try:
+            spec.check_runs(options.attention, tensor_parallel=options.layout.tensor > 1)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return options
 
     @property
     def backend(self) -> Policy:
@@ -134,4 +151,5 @@ class MemoryOptions:
     def describe(self) -> str:
         dtype = f"autocast {self.activation_dtype} over float32 weights" if self.amp else self.activation_dtype
         spread = "" if self.layout.single else f"; {self.layout.describe()}"
-        return f"{self.policy}, {dtype}, {self.attention} attention, recompute {self.recompute}{spread}"
+        attention = self.attention or "the model's default"
+        return f"{self.policy}, {dtype}, {attention} attention, recompute {self.recompute}{spread}"

@@ -42,15 +42,18 @@ import sympy
 from symbert.analysis import sdpa
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
+from symbert.analysis.breakdown import model_of
 from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
 from symbert.analysis.states import (
     CATEGORIES,
+    CPU_SCALAR_BYTES,
     FOUND_INF_BYTES,
     LOSS_BYTES,
     STATE_BYTES,
+    STEP_BYTES,
     UPDATE_BYTES,
     Training,
     model_states,
@@ -145,6 +148,7 @@ class Replay:
         runs: Mapping[str, int],
         values: Values = None,
     ) -> None:
+        training = training.for_model(model_of(graph))
         self.options = training.memory
         graph = resolve(graph, self.options)
         self.graph, self.training, self.runs = graph, training, runs
@@ -329,6 +333,17 @@ class Replay:
         for elements, count in local:
             add_to(out, scaled(self.pad_of(size_of(bytes_per_element * elements)), count), tensors)
         return out
+
+    def counter_pads(self) -> Size:
+        """The rounding of Adam's step counts where they are on the device: one scalar per parameter tensor
+        (logged as allocations)."""
+        counters = self.states["counters"]
+        if self.runtime is None or counters == 0:
+            return {}
+        scalar, tensors = size_of(sympy.Integer(STEP_BYTES)), sympy.expand(counters / STEP_BYTES)
+        if self.log is not None:
+            self.log.append((len(self.events), 1, scalar, tensors))
+        return size_of(tensors * expr_of(self.pad_of(scalar)))
 
     def workspace(self, unit: Unit) -> None:
         """The runtime's workspaces for this thread, at its first matmul (a fused region uses no cuBLAS)."""
@@ -809,15 +824,20 @@ class Replay:
     def update(self, first: bool) -> None:
         """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
         self.phase = "optimizer"
-        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES if self.training.grad_scaler else 0))
+        held = self.training.step_scalars
+        found_inf = size_of(sympy.Integer(FOUND_INF_BYTES * held))
+        found_pad = size_of(held * expr_of(self.pad_of(size_of(sympy.Integer(FOUND_INF_BYTES)))))
         add_to(self.totals["optimizer"], found_inf)
+        add_to(self.totals["runtime"], found_pad)
         if first:
             add_to(self.totals["optimizer"], size_of(self.states["lazy"]))
-            states = STATE_BYTES[self.training.optimizer] // UPDATE_BYTES
+            states = STATE_BYTES[self.training.algorithm] // UPDATE_BYTES
             add_to(self.totals["runtime"], self.state_pads(UPDATE_BYTES, "optimizer", states))
+            add_to(self.totals["runtime"], self.counter_pads())
         partition = self.fp32_gradients()
         self.record("optimizer states created" if first else "optimizer step")
         kind = self.training.implementation.temporaries if self.training.adam else None
+        scalars = CPU_SCALAR_BYTES if kind and self.options.backend.device == "cpu" else 0
         temporaries: list[tuple[str, tuple[str, int] | None, sympy.Expr]] = []
         if kind == "for-loop":
             previous = sympy.S.Zero
@@ -827,8 +847,10 @@ class Replay:
         elif kind == "foreach":
             local = self.sharding.elements(self.graph, "optimizer")
             temporaries.append(("update, all parameters at once", None, local))
+        elif scalars:
+            temporaries.append(("step counts incremented", None, sympy.S.Zero))
         for label, run, numel in temporaries:
-            temp = size_of(UPDATE_BYTES * numel)
+            temp = size_of(UPDATE_BYTES * numel + scalars)
             pad = self.state_pads(UPDATE_BYTES, "optimizer") if kind == "foreach" else self.pad_of(temp)
             add_to(self.totals["optimizer"], temp)
             add_to(self.totals["runtime"], pad)
@@ -838,6 +860,7 @@ class Replay:
                 self.state_pads(UPDATE_BYTES, "optimizer", sign=-1)
             add_to(self.totals["runtime"], pad, -1)
         add_to(self.totals["optimizer"], found_inf, -1)
+        add_to(self.totals["runtime"], found_pad, -1)
         if partition is not None:
             self.release(partition)
         for buf in [*self.param_grads.values(), *self.grad_shards]:

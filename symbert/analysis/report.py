@@ -14,6 +14,7 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.symbols import B, seq_len
+from symbert.versions import modelled
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Report:
     def setup(self) -> str:
         """The memory options, with the SDPA kernel that runs."""
         kernels = f" ({', '.join(self.kernels)} kernel)" if self.kernels else ""
-        return self.options.describe().replace(" attention,", f" attention{kernels},", 1)
+        setup = self.options.describe().replace(" attention,", f" attention{kernels},", 1)
+        return f"{setup}; {modelled()}"
 
     @property
     def values(self) -> dict[sympy.Symbol, int]:
@@ -57,7 +59,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions | Non
     """Parameters, activation bytes and FLOPs of ``config`` at batch ``batch`` and sequence ``length``;
     under a layout spread over several GPUs, per GPU on the most loaded one, ``batch`` being the
     micro-batch."""
-    options = options or MemoryOptions()
+    options = (options or MemoryOptions()).for_model(config.spec)
     check_size("batch", batch)
     check_size("seq_len", length)
     if config.max_length is not None and length > config.max_length:

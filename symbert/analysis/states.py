@@ -17,7 +17,10 @@ from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.runtime import Runtime, cuda_runtime
 from symbert.analysis.sharding import ZeroPlan, engine
+from symbert.configs import ConfigError
 from symbert.ir import Graph
+from symbert.models.spec import ModelSpec
+from symbert.versions import modelled
 
 #: Memory categories in stacking order, with their labels.
 CATEGORIES = {
@@ -28,7 +31,16 @@ CATEGORIES = {
     "activations": "other activations",
     "runtime": "CUDA runtime",
 }
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+#: Adam's implementations in torch.optim, named as ``--optimizer adamw-fused``; plain ``adam`` and
+#: ``adamw`` are what torch.optim picks by itself on the device (:data:`DEVICE_IMPLEMENTATION`).
+ADAM_IMPLEMENTATIONS = ("fused", "foreach", "single")
+OPTIMIZERS = (
+    "sgd",
+    "momentum",
+    *(f"{adam}{suffix}" for adam in ("adam", "adamw") for suffix in ("", *(f"-{i}" for i in ADAM_IMPLEMENTATIONS))),
+)
+#: What Hugging Face's Trainer runs by default (``optim="adamw_torch_fused"`` on torch >= 2.8).
+DEFAULT_OPTIMIZER = "adamw-fused"
 PRECISIONS = ("fp32", "mixed", "amp")
 
 
@@ -47,7 +59,9 @@ PRECISION = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4), "amp": Pre
 
 #: torch.amp.GradScaler (fp16 autocast) keeps on the device a float32 scale and an int32 growth
 #: tracker (``_lazy_init_scale_growth_tracker``), and during the step a float32 found-inf flag per
-#: device (``unscale_``), held in the optimizer's state until ``update``.
+#: device (``unscale_``), held in the optimizer's state until ``update``. A fused optimizer unscales
+#: inside its kernel: ``GradScaler.step`` then hands it two more float32 scalars, the flags' sum
+#: (``found_inf``) and the scale (``grad_scale``), alive through the step.
 GRAD_SCALER_BYTES = 4 + 4
 FOUND_INF_BYTES = 4
 
@@ -56,7 +70,7 @@ FOUND_INF_BYTES = 4
 LOSS_BYTES = 4
 
 #: fp32 optimizer state per parameter, created at the first update: SGD's momentum, Adam's two moments.
-STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8, "adamw": 8}
+STATE_BYTES = {"sgd": 0, "momentum": 4, "adam": 8}
 
 #: Adam's update math runs in fp32, whatever the weights' precision.
 UPDATE_BYTES = 4
@@ -64,24 +78,39 @@ UPDATE_BYTES = 4
 
 @dataclass(frozen=True)
 class Implementation:
-    """How a backend runs the optimizer step, which decides Adam's temporaries.
+    """How the optimizer step runs, which decides Adam's temporaries and where its step counters live.
 
-    ``for-loop`` updates one parameter at a time: the square root and the denominator of the current
-    parameter, and the previous parameter's denominator (still referenced), are alive at once.
-    ``foreach`` takes the square root of every parameter at once; ``fused`` keeps no temporaries.
-    ``step_counter`` is the bytes of the step count Adam keeps per parameter tensor on the device.
+    ``for-loop`` (torch's single-tensor Adam) updates one parameter at a time: the square root and the
+    denominator of the current parameter, and the previous parameter's denominator (still referenced),
+    are alive at once. ``foreach`` takes the square root of every parameter at once. ``fused`` (torch's
+    ``_fused_adamw_``, Megatron's fused Adam) updates in place and allocates nothing.
+    ``step_on_device`` says whether Adam's per-tensor step count (a float32 scalar) is allocated on the
+    device: torch keeps it on the CPU unless fused (or capturable); Megatron keeps one per group.
     """
 
+    name: str
     temporaries: str
-    step_counter: int
+    step_on_device: bool
 
 
-#: PyTorch picks the for-loop on CPU and foreach on CUDA; Megatron runs a fused Adam.
 IMPLEMENTATIONS = {
-    "torch-cpu": Implementation("for-loop", 4),
-    "torch-cuda": Implementation("foreach", 0),
-    "megatron": Implementation("fused", 0),
+    "single": Implementation("single-tensor", "for-loop", False),
+    "foreach": Implementation("foreach", "foreach", False),
+    "fused": Implementation("fused", "fused", True),
+    "megatron": Implementation("Megatron's fused", "fused", False),
 }
+
+#: What plain ``adam`` and ``adamw`` run under each policy: torch.optim picks foreach on CUDA and the
+#: single-tensor loop on CPU (``_default_to_fused_or_foreach``); Megatron runs its fused Adam.
+DEVICE_IMPLEMENTATION = {"torch-cpu": "single", "torch-cuda": "foreach", "megatron": "megatron"}
+
+#: Bytes of one step count.
+STEP_BYTES = 4
+
+#: On CPU, an op of a float32 tensor with a Python number wraps the number as a float64 scalar tensor
+#: and casts it to float32 (TensorIterator's type promotion): 8 + 4 bytes, alive while Adam's step
+#: increments its counts (fused) and at each of its temporaries' highest points (foreach, single-tensor).
+CPU_SCALAR_BYTES = 8 + 4
 
 
 @dataclass(frozen=True)
@@ -119,6 +148,15 @@ class Training:
             stages = ", ".join(f"{k} ({v})" for k, v in convention.stages.items())
             raise ValueError(f"the {convention.name} engines have no ZeRO stage {layout.zero}: choose {stages}")
 
+    def for_model(self, spec: ModelSpec) -> Training:
+        """This setup for a family: its default attention filled in, and a ConfigError, one line, for an
+        attention kernel, precision or layout Hugging Face does not run it with."""
+        try:
+            spec.check_runs(precision=self.precision)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return replace(self, memory=self.memory.for_model(spec))
+
     @property
     def sharding(self) -> ZeroPlan:
         """How the model states are spread over the data-parallel GPUs."""
@@ -131,12 +169,33 @@ class Training:
         return self.precision == "amp" and self.memory.dtype == "float16"
 
     @property
+    def step_scalars(self) -> int:
+        """How many float32 scalars GradScaler holds on the device through the optimizer step."""
+        if not self.grad_scaler:
+            return 0
+        return 3 if self.adam and self.implementation.temporaries == "fused" else 1
+
+    @property
     def bytes(self) -> Precision:
         return PRECISION[self.precision]
 
     @property
+    def algorithm(self) -> str:
+        """The optimizer without its implementation: sgd, momentum or adam (AdamW keeps what Adam keeps)."""
+        return "adam" if self.adam else self.optimizer
+
+    @property
     def implementation(self) -> Implementation:
-        return IMPLEMENTATIONS[self.memory.policy]
+        """How Adam's step runs: the one the optimizer names, else the one torch.optim picks on the device."""
+        _, _, suffix = self.optimizer.partition("-")
+        return IMPLEMENTATIONS[suffix or DEVICE_IMPLEMENTATION[self.memory.policy]]
+
+    @property
+    def step_counter(self) -> int:
+        """Bytes of the step count Adam keeps per parameter tensor on the device: on CPU the counts are
+        on the device whatever the implementation."""
+        on_device = self.implementation.step_on_device or self.memory.backend.device == "cpu"
+        return STEP_BYTES if self.adam and on_device else 0
 
     @property
     def runtime(self) -> Runtime | None:
@@ -147,14 +206,15 @@ class Training:
 
     @property
     def adam(self) -> bool:
-        return self.optimizer in ("adam", "adamw")
+        return self.optimizer.startswith("adam")
 
     def describe(self) -> str:
         runtime = self.runtime
         device = f"; {runtime.describe()}" if runtime else "; no device runtime modelled"
         scaler = " with GradScaler" if self.grad_scaler else ""
         zero = f"; {self.sharding.describe()}" if self.sharding.spread else ""
-        return f"{self.optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{zero}{device}"
+        optimizer = f"{self.optimizer} ({self.implementation.name})" if self.adam else self.optimizer
+        return f"{optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{zero}{device}; {modelled()}"
 
 
 def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
@@ -163,20 +223,21 @@ def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
 
     ``optimizer`` holds the master weights (mixed precision), GradScaler's scale and growth tracker
     (fp16 amp) and the states created at the first update (``lazy``, also given apart), with Adam's
-    per-tensor step counters where the backend keeps them on the device. ``gradients`` includes DDP's
-    flat bucket copy of them (``buckets``, also given apart).
+    per-tensor step counts where the implementation keeps them on the device (``counters``, also apart).
+    ``gradients`` includes DDP's flat bucket copy of them (``buckets``, also given apart).
     """
     sharding = training.sharding
     weights, gradients, optimizer = (sharding.elements(graph, k) for k in ("weights", "gradients", "optimizer"))
     tensors = sympy.Add(*(c.count for c in params(graph).contributions))
-    counters = training.implementation.step_counter * tensors if training.adam else sympy.S.Zero
+    counters = training.step_counter * tensors
     scaler = GRAD_SCALER_BYTES if training.grad_scaler else 0
-    lazy = sympy.expand(STATE_BYTES[training.optimizer] * optimizer + counters)
+    lazy = sympy.expand(STATE_BYTES[training.algorithm] * optimizer + counters)
     buckets = sympy.expand(training.bytes.gradients * gradients) if sharding.buckets else sympy.S.Zero
     return {
         "weights": sympy.expand(training.bytes.weights * weights),
         "gradients": sympy.expand(training.bytes.gradients * gradients + buckets),
         "optimizer": sympy.expand(training.bytes.master * optimizer + lazy + scaler),
         "lazy": lazy,
+        "counters": sympy.expand(counters),
         "buckets": buckets,
     }

@@ -237,7 +237,7 @@ def sweep(
     total = 0
     for config in configs:
         usable = [s for s in lengths if config.max_length is None or s <= config.max_length]
-        for training in trainings:
+        for training in (t.for_model(config.spec) for t in trainings):
             memory = _memory(config, training, memories) if "peak" in quantities else None
             compiled = compile_quantities(config, training, memory)
             m = training.memory
@@ -277,7 +277,11 @@ def check_quantities(quantities: Sequence[str]) -> None:
 def check_grid(
     configs: Sequence[Config], trainings: Sequence[Training], batches: Sequence[int], lengths: Sequence[int]
 ) -> None:
-    """Refuse a grid with a value that is not a size, or with more than :data:`MAX_POINTS` points."""
+    """Refuse a grid with a value that is not a size, a setup Hugging Face does not run a config's
+    family with, or more than :data:`MAX_POINTS` points."""
+    for config in configs:
+        for training in trainings:
+            training.for_model(config.spec)
     for name, values in (("batch", batches), ("seq_len", lengths)):
         for value in (min(values), max(values)) if len(values) else ():
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_SIZE:

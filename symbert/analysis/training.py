@@ -21,7 +21,7 @@ import sympy
 
 from symbert.analysis import exact
 from symbert.analysis.activations import activations
-from symbert.analysis.breakdown import Breakdown
+from symbert.analysis.breakdown import Breakdown, model_of
 from symbert.analysis.replay import Event, Replay
 from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, generator_values, generators, scaled, size_of
@@ -96,6 +96,7 @@ class StepMemory:
         steps: int = 2,
         values: Mapping[sympy.Symbol, int] | None = None,
     ) -> None:
+        training = training.for_model(model_of(graph))
         self.graph, self.training, self.runs = graph, training, dict(runs)
         replayed = Replay(graph, training, self.runs, values)
         self.events = replayed.run(steps)

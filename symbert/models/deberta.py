@@ -278,6 +278,7 @@ LAYER = "encoder/layer"
 SPEC = ModelSpec(
     name="deberta-v2",
     build=build,
+    attention=("eager",),  # DebertaV2PreTrainedModel has no _supports_sdpa
     options=(
         Option("hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
         Option("hidden_dropout_prob", 0.1, from_config=True),

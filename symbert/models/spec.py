@@ -66,6 +66,11 @@ class Option:
         return value
 
 
+#: The attention kernels and precisions symbert models; a family states which of them Hugging Face runs.
+ATTENTION_KERNELS = ("eager", "sdpa", "flash")
+PRECISIONS = ("fp32", "mixed", "amp")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model family: its tracing function, structural options, config fields and presets.
@@ -84,6 +89,10 @@ class ModelSpec:
     runs on one GPU per pipeline stage only. ``constraints`` are
     Hugging Face config values the family is modelled with (ALBERT's one layer group, DeBERTa's relative
     attention): a config file with another value is refused, and validation builds the model with them.
+
+    ``attention`` are the attention kernels Hugging Face runs the family with, its default first (the
+    model class's ``_supports_sdpa``; flash is SDPA's flash kernel), and ``precisions`` the training
+    precisions: :meth:`check_runs` is the one rule every command applies.
 
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
@@ -111,6 +120,27 @@ class ModelSpec:
     heads: Mapping[str, Head] = field(default_factory=dict)
     prefix: str = ""
     tensor_plan: Mapping[str, str] = field(default_factory=dict)
+    attention: tuple[str, ...] = ("sdpa", "eager", "flash")
+    precisions: tuple[str, ...] = PRECISIONS
+
+    @property
+    def default_attention(self) -> str:
+        """The attention kernel Hugging Face builds the family with when none is asked for."""
+        return self.attention[0]
+
+    def check_runs(
+        self, attention: str | None = None, precision: str | None = None, tensor_parallel: bool = False
+    ) -> None:
+        """Raise ValueError, one line, unless Hugging Face runs the family with this attention kernel,
+        precision and layout (those given)."""
+        if attention is not None and attention not in self.attention:
+            runs = " or ".join(self.attention)
+            raise ValueError(f"Hugging Face runs {self.name} with {runs} attention only, not {attention}")
+        if precision is not None and precision not in self.precisions:
+            raise ValueError(f"{self.name} trains in {' or '.join(self.precisions)} precision only, not {precision}")
+        if tensor_parallel and not self.tensor_plan:
+            plan = "declares no tensor-parallel plan (ModelSpec.tensor_plan)"
+            raise ValueError(f"{self.name} {plan}: --tensor-parallel 1 only")
 
     @property
     def defaults(self) -> dict[str, object]:

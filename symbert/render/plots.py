@@ -51,8 +51,9 @@ def _pyplot():
 
 
 def _setup(training: Training) -> str:
-    """The setup in two lines: optimizer, precision and policy; then the device runtime."""
-    return "\n".join(training.describe().rsplit("; ", 1))
+    """The setup in two lines: optimizer, precision and policy; then the device runtime and the versions modelled."""
+    head, runtime, versions = training.describe().rsplit("; ", 2)
+    return f"{head}\n{runtime}; {versions}"
 
 
 def check_plot(path: str | Path) -> Path:

@@ -169,7 +169,7 @@ def _once(q: QuantityComparison, field: str) -> list[tuple[str, object]]:
 def comparison_tables(c: Comparison) -> list[Table]:
     """Values, symbolic forms, dominant terms, crossovers and components of two configs, side by side."""
     nx, ny = c.x.config.name, c.y.config.name
-    shape = _shape(c.x)
+    shape = _shape(c.x) if c.x.setup == c.y.setup else f"{_shape(c.x)} for {nx}; {c.y.setup} for {ny}"
     values = Table(
         f"{ny} against {nx}; {shape}",
         ("quantity", nx, ny, f"{ny} − {nx}", f"{ny} / {nx}", "≈"),
@@ -257,7 +257,7 @@ def comparison_json(c: Comparison) -> dict[str, object]:
         "seq_len": c.x.seq_len,
         "policy": o.policy,
         "dtype": o.activation_dtype,
-        "attention": o.attention,
+        "attention": o.attention if o.attention == c.y.options.attention else [o.attention, c.y.options.attention],
         "recompute": o.recompute,
         "quantities": {
             q.key: {

@@ -10,6 +10,7 @@ import sympy
 from symbert import symbols
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
+from symbert.analysis.states import DEFAULT_OPTIMIZER
 from symbert.configs import Config, ConfigError
 from symbert.ops import OPS
 from symbert.render.formula import quantity
@@ -145,7 +146,7 @@ def validate(
         from symbert.validate.peak import check_peak
 
         del model, inputs
-        peak = check_peak(config, batch, seq_len, "adamw", "cuda", attention)
+        peak = check_peak(config, batch, seq_len, DEFAULT_OPTIMIZER, "cuda", attention)
         checks.append(Check("peak_allocated", peak.predicted, peak.measured.peak, PEAK_TOLERANCE))
         if peak.predicted_reserved is not None and peak.measured.reserved is not None:
             checks.append(Check("peak_reserved (estimate)", peak.predicted_reserved, peak.measured.reserved, None))

@@ -26,11 +26,22 @@ from typing import Any
 from symbert.configs import Config
 from symbert.validate import measure
 
-OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
+#: The keyword that makes torch.optim run each of Adam's implementations.
+IMPLEMENTATION_KWARGS: dict[str, dict[str, bool]] = {
+    "": {},
+    "-fused": {"fused": True},
+    "-foreach": {"foreach": True},
+    "-single": {"foreach": False},
+}
+
+OPTIMIZERS: dict[str, tuple[str, dict[str, float | bool]]] = {
     "sgd": ("SGD", {"lr": 1e-3}),
     "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "adam": ("Adam", {"lr": 1e-4}),
-    "adamw": ("AdamW", {"lr": 1e-4}),
+    **{
+        f"{name}{suffix}": (cls, {"lr": 1e-4, **kwargs})
+        for name, cls in (("adam", "Adam"), ("adamw", "AdamW"))
+        for suffix, kwargs in IMPLEMENTATION_KWARGS.items()
+    },
 }
 """Each optimizer's ``torch.optim`` class and arguments; everything else is PyTorch's default."""
 
