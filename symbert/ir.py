@@ -123,6 +123,24 @@ class Graph:
     """Tensors a module's Python locals keep past their last use: tensor → the node after which the
     module returns, or the block whose last run ends it (a module around a repeated block: its locals
     then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
+    declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Submodules a module registers in another order than its forward first uses them: its parameter
+    prefix → its children's names in registration order (:func:`symbert.tracer.declare`)."""
+
+    def parameter_order(self, names: list[str]) -> list[str]:
+        """Parameter names (first use first) in the order ``Module.parameters()`` yields them: each
+        module's children in registration order where :attr:`declared` gives it, else first use."""
+
+        def key(item: tuple[int, str]) -> tuple[int, int, int]:
+            index, name = item
+            for prefix, children in self.declared.items():
+                child = name.removeprefix(f"{prefix}.").split(".")[0] if name.startswith(f"{prefix}.") else None
+                if child in children:
+                    first = next(i for i, n in enumerate(names) if n.startswith(f"{prefix}."))
+                    return first, children.index(child), index
+            return index, 0, index
+
+        return [name for _, name in sorted(enumerate(names), key=key)]
 
     def add_node(self, node: Node, outputs: list[Tensor]) -> None:
         for t in outputs:

@@ -186,6 +186,14 @@ def held(*xs: Tensor | None) -> None:
     t._calls[-1].extend(x.name for x in xs if x is not None)
 
 
+def declare(*children: str) -> None:
+    """The current module registers ``children`` in this order (in ``__init__``), whatever order its
+    forward uses them in: the order of ``Module.parameters()``, which the optimizer steps and
+    ``Module.to`` allocates in."""
+    t = active()
+    t.graph.declared[t.param_prefix("")[:-1]] = children
+
+
 def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:
     """A tensor the caller provides (input_ids, attention_mask, labels, …)."""
     return active().record("input", name, [], [(shape, dtype, role, None)])[0]

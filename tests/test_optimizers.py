@@ -7,10 +7,11 @@ with ``fused=True``, ``foreach=True`` and ``foreach=False``.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import sympy
-from conftest import H96_L3, hf, run_cli
+from conftest import H96_L3, hf, random_configs, run_cli
 
 import symbert
 from symbert.analysis.policy import MemoryOptions
@@ -143,3 +144,21 @@ def test_every_command_refuses_what_hugging_face_does_not_run(args: tuple[str, .
     kernel = args[args.index("--attention") + 1]
     assert result.stderr == f"symbert: error: Hugging Face runs deberta-v2 with eager attention only, not {kernel}\n"
     assert not (tmp_path / "never.png").exists()
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert", "distilbert", "electra", "modernbert", "deberta-v2"])
+def test_parameters_in_the_order_the_model_registers_them(family: str) -> None:
+    """The optimizer steps parameters (and ``Module.to`` allocates them) in ``Module.parameters()``
+    order, which follows each module's ``__init__``, not its forward: BertEmbeddings registers the
+    position table before the token-type table it looks up first. Against Hugging Face's model, layer
+    indices dropped (each name at its first appearance)."""
+    hf()
+    from symbert.validate.compare import hugging_face
+
+    config = random_configs(family, 1, seed=3)[0]
+    model, _ = hugging_face(config, 1, 4, "float32")
+    graph = symbert.trace(config)
+    first_use = list(dict.fromkeys(p.name for n in graph.nodes for p in n.params))
+    ours = [re.sub(r"\.(global|local)(?=\.)", "", name) for name in graph.parameter_order(first_use)]
+    theirs = [re.sub(r"\.\d+(?=\.)", "", name) for name, _ in model.named_parameters()]
+    assert list(dict.fromkeys(ours)) == list(dict.fromkeys(theirs))

@@ -8,6 +8,7 @@ from conftest import H96_L3, hf
 import symbert
 
 CASES = [
+    (symbert.preset("bert-tiny"), 2, 16, "adamw"),
     (symbert.preset("bert-tiny"), 4, 128, "sgd"),
     (symbert.Config("bert", H96_L3, "h96-a3-l3"), 3, 20, "momentum"),
 ]
@@ -17,25 +18,14 @@ CASES = [
 def test_peak_exact_against_pytorch(config: symbert.Config, batch: int, length: int, optimizer: str) -> None:
     """A bare model's step, to the byte: its loss is the caller's float32 sum of the outputs, held with the
     gradient backward seeds it with (4 bytes each) until backward ends; each scaled product keeps the
-    Python number it multiplies by (8 bytes, which saved_tensors_hooks do not see)."""
+    Python number it multiplies by (8 bytes, which saved_tensors_hooks do not see); AdamW's single-tensor
+    update makes each parameter's Python numbers 0-dim tensors as it goes."""
     hf()
     from symbert.validate.peak import check_peak
 
     check = check_peak(config, batch, length, optimizer)
     measured = check.measured.tensors
     assert check.predicted == measured, f"predicted {check.predicted:,}, measured {measured:,}"
-    where = check.measured.where
-    assert check.predicted_where.startswith(f"step {where.step} {where.name}")
-
-
-def test_adamw_peak_within_two_percent_of_pytorch() -> None:
-    """AdamW's single-tensor step on CPU, whose peak falls in its first update: within 2 % (it is 12 bytes
-    short: the update's 0-dim temporaries are not modelled)."""
-    hf()
-    from symbert.validate.peak import check_peak
-
-    check = check_peak(symbert.preset("bert-tiny"), 2, 16, "adamw")
-    assert abs(check.error) <= 0.02, f"predicted {check.predicted:,}, measured {check.measured.tensors:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
 

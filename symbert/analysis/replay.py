@@ -811,7 +811,8 @@ class Replay:
                     key = self.param_key(n, p.name, unit.run)
                     numel = self.sharding.shard([p]) if sharded else p.numel
                     seen.setdefault(key, (p.name, numel, None if key[1] is None else self.owner(unit)))
-        return list(seen.values())
+        order = self.graph.parameter_order(list(dict.fromkeys(name for name, _, _ in seen.values())))
+        return sorted(seen.values(), key=lambda item: order.index(item[0]))
 
     def fp32_gradients(self) -> _Buffer | None:
         """DeepSpeed's float32 copy of the gradient partition, held through a mixed-precision update."""

@@ -28,7 +28,7 @@ from symbert.models.layers import (
 )
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
-from symbert.tracer import buffer, call, held, param_name, repeat, scope
+from symbert.tracer import buffer, call, declare, held, param_name, repeat, scope
 
 
 def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -43,6 +43,10 @@ def embeddings(
 ) -> Tensor:
     """Word + token-type + position lookups → sum → LayerNorm → dropout, each of ``width`` (E)."""
     with scope("embeddings"):
+        if positions_from_ids:  # RobertaEmbeddings registers its position table last
+            declare("word_embeddings", "token_type_embeddings", "LayerNorm", "position_embeddings")
+        else:
+            declare("word_embeddings", "position_embeddings", "token_type_embeddings")
         if positions_from_ids:
             position_ids = F.positions(input_ids.shape, input_ids)
         else:
