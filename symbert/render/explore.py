@@ -59,6 +59,8 @@ PAGE_ATTENTION = ("eager", "sdpa")
 FREE = (B, seq_len)
 #: The model states, in the order the page lists them.
 STATES = ("weights", "gradients", "optimizer")
+#: The most points of the reserved-memory grid (each replays every layer through the allocator).
+MAX_GRID = 64
 #: The calculator's axes besides B and seq_len.
 AXES = ("precision", "attention", "recompute", "optimizer", "gpu")
 
@@ -180,7 +182,7 @@ def _memory_setups(config: Config, base: Training, axes: Axes, page: Page) -> tu
         totals[_key(p, a, r)] = {q: page.function(b.total.subs(sizes)) for q, b in quantities.items()}
         per_box[_key(p, a, r)] = {q: _per_box(b, levels, sizes, page) for q, b in quantities.items()}
     param_boxes = _per_box(params(graph), levels, sizes, page)
-    boxes = {level: [{"id": box.id, "params": param_boxes[level].get(box.id)} for box in drawn[level]] for level in LEVELS}
+    boxes = {level: [{"id": b.id, "params": param_boxes[level].get(b.id)} for b in drawn[level]] for level in LEVELS}
     return {"totals": totals, "boxes": per_box, "levels": boxes}, attentions
 
 
@@ -283,9 +285,10 @@ def _firsts(axes: Axes) -> tuple[str, ...]:
     return tuple(getattr(axes, a)[0] for a in AXES)
 
 
-def model_data(
-    config: Config, base: Training, axes: Axes, batch: int, length: int, grid: tuple[Sequence[int], Sequence[int]], page: Page
-) -> dict:
+Grid = tuple[Sequence[int], Sequence[int]]
+
+
+def model_data(config: Config, base: Training, axes: Axes, batch: int, length: int, grid: Grid, page: Page) -> dict:
     """Everything the page shows of one config."""
     graph, sizes = trace(config), config.symbols()
     memory_data, attentions = _memory_setups(config, base, axes, page)
@@ -324,7 +327,7 @@ def _formulas(config: Config, training: Training, batch: int, length: int, page:
     graph, sizes = trace(config), config.symbols()
     f = flops(graph, training.memory, sizes)
     states = model_states(graph, training)
-    values = {**sizes, B: batch, seq_len: min(length, config.max_length or length)}
+    values = {**sizes, B: batch, seq_len: length}
     peak = step_memory(graph, training, sizes).formula(values)
     rows = [
         ("parameters", params(graph).total),
@@ -347,16 +350,18 @@ def _svg(config: Config, level: str) -> str:
 
 
 def page(
-    configs: Sequence[Config],
-    training: Training,
-    batch: int,
-    length: int,
-    grid: tuple[Sequence[int], Sequence[int]],
+    configs: Sequence[Config], training: Training, batch: int, length: int, grid: Grid, axes: Axes | None = None
 ) -> str:
-    """The HTML page for ``configs`` (one, or several to compare), starting at the command's setup."""
+    """The HTML page for ``configs`` (one, or several to compare), starting at the command's setup;
+    ``axes`` may narrow the calculator's choices (each must start with the command's own)."""
     if not training.memory.layout.single:
         raise ConfigError("explore draws one GPU: leave out the parallel layout flags")
-    axes = Axes.around(training)
+    if len(grid[0]) * len(grid[1]) > MAX_GRID:
+        raise ConfigError(f"the reserved-memory grid has {len(grid[0]) * len(grid[1])} points; at most {MAX_GRID}")
+    for c in configs:
+        if c.max_length is not None and length > c.max_length:
+            raise ConfigError(f"seq_len={length} exceeds {c.name}'s {c.max_length} positions")
+    axes = axes or Axes.around(training)
     data = Page()
     models = [model_data(c, training, axes, batch, length, grid, data) for c in configs]
     start = {

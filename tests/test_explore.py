@@ -1,0 +1,190 @@
+"""``symbert explore``: the page's JavaScript, run in node, against the Python API at a grid of points.
+
+The page's calculator script (``<script id="calc">``) is the code under test: node runs it on the
+page's own data, and every number it gives must equal what ``symbert report``, ``timeline`` and ``fit``
+compute in Python for the same setup, built here from the public classes, not from the page builder.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import sympy
+
+from symbert.analysis.fit import fit
+from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
+from symbert.analysis.runtime import pad512
+from symbert.analysis.states import CATEGORIES, Training, model_states
+from symbert.analysis.training import phases, step_memory
+from symbert.api import trace
+from symbert.configs import ConfigError, preset
+from symbert.gpus import GPUS
+from symbert.render import js
+from symbert.render.explore import Axes, page
+from symbert.symbols import B, below, seq_len
+
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node (a JavaScript engine) is not installed")
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed: make system-deps")
+
+#: A narrowed calculator, each axis starting with the command's choice: 32 setups of bert-tiny.
+AXES = Axes(("fp32", "amp"), ("eager", "sdpa"), ("none", "full"), ("adamw", "sgd"), ("h100", "t4"))
+BASE = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
+CONFIG = "bert-tiny"
+
+
+def node(script: str, tmp_path) -> object:
+    path = tmp_path / "run.js"
+    path.write_text(script)
+    done = subprocess.run([NODE, str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+@functools.lru_cache(maxsize=1)
+def built() -> str:
+    return page([preset(CONFIG)], BASE, 8, 128, ([2], [8, 16]), AXES)
+
+
+def scripts(html: str) -> tuple[str, str]:
+    """The page's data and its calculator script."""
+    data = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)[1]
+    calc = re.search(r'<script id="calc">(.*?)</script>', html, re.S)[1]
+    return data.replace("<\\/", "</"), calc
+
+
+@needs_node
+def test_compiled_brackets_roundings_and_bigints(tmp_path):
+    """Each construct the formulas hold, compiled, against sympy's exact value at points that cross
+    every bracket and rounding, and past 2**53."""
+    exprs = [
+        7 * B * seq_len**2 + 3 * below(B, 2) * seq_len,
+        sympy.ceiling(seq_len / 32) * B * 4 + 1,
+        sympy.floor(seq_len / 3) * 5 + below(seq_len, 33) * B,
+        pad512(12 * B * seq_len + 4),
+        B * seq_len * (seq_len + 1) / 2,
+        sympy.Min(B, 3) * seq_len,
+        123456789 * B**3 * seq_len**2,
+    ]
+    points = [(1, 1), (1, 31), (2, 32), (3, 33), (7, 64), (10**6, 10**5 + 7)]
+    fns = ",\n".join(js.function(e, (B, seq_len)) for e in exprs)
+    script = f"{js.HELPERS}\nconst F = [{fns}];\nconst P = {json.dumps(points)};\n"
+    script += "console.log(JSON.stringify(F.map((f) => P.map(([b, s]) => f(BigInt(b), BigInt(s)).toString()))));"
+    got = node(script, tmp_path)
+    want = [[str(int(e.subs({B: b, seq_len: s}))) for b, s in points] for e in exprs]
+    assert got == want
+    assert int(got[-1][-1]) > 2**53  # a value no double holds, exact
+
+
+def truth(config, training: Training, batch: int, length: int) -> dict:
+    """What the CLI's report, timeline and fit give at one point."""
+    graph, sizes = trace(config), config.symbols()
+    r = report(config, batch, length, training.memory)
+    states = model_states(graph, training)
+    memory = _memory(config.name, training)
+    steps = phases(memory.timeline({**sizes, B: batch, seq_len: length}))
+    top = max((p.peak for p in steps), key=lambda p: p.total)
+    return {
+        "params": str(r.value("params")),
+        "act": str(r.value("activation_bytes")),
+        "ff": str(r.value("flops_forward")),
+        "fb": str(r.value("flops_backward")),
+        **{k: str(int(states[k].subs(sizes))) for k in ("weights", "gradients", "optimizer")},
+        "phases": [[p.step, p.name, str(p.peak.total), p.peak.where, str(p.end)] for p in steps],
+        "peak": [str(top.bytes[c]) for c in CATEGORIES],
+        "where": top.where,
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _memory(name: str, training: Training):
+    config = preset(name)
+    return step_memory(trace(config), training, config.symbols())
+
+
+CALL = """
+const DATA = JSON.parse(require("fs").readFileSync(process.argv[2], "utf8"));
+%s
+const out = %s.map((st) => {
+  const r = evaluate(DATA.models[0], st);
+  return {params: String(r.params), act: String(r.act), ff: String(r.ff), fb: String(r.fb),
+    weights: String(r.weights), gradients: String(r.gradients), optimizer: String(r.optimizer),
+    phases: r.phases.map((p) => [p.step, p.phase, String(p.peak.total), p.peak.where, String(p.end)]),
+    peak: r.peak.parts.map(String), where: r.peak.where, largest: String(r.largest),
+    reserved: r.reserved === null ? null : String(r.reserved)};
+});
+console.log(JSON.stringify(out));
+"""
+
+
+def run_page(states: list[dict], tmp_path) -> list[dict]:
+    data, calc = scripts(built())
+    (tmp_path / "data.json").write_text(data)
+    path = tmp_path / "calc.js"
+    path.write_text(CALL % (calc, json.dumps(states)))
+    done = subprocess.run(
+        [NODE, str(path), str(tmp_path / "data.json")], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(done.stdout)
+
+
+def _training(precision: str, attention: str, recompute: str, optimizer: str, gpu: str) -> Training:
+    return Training(optimizer, precision, MemoryOptions("torch-cuda", attention=attention, recompute=recompute), gpu)
+
+
+@needs_node
+@needs_dot
+def test_page_equals_report_timeline_and_fit(tmp_path):
+    """Every setup of the page, at points that cross B = 1 and the ⌈seq_len/32⌉ steps, equals the CLI."""
+    config = preset(CONFIG)
+    setups = list(itertools.product(AXES.precision, AXES.attention, AXES.recompute, AXES.optimizer, AXES.gpu))
+    points = [(1, 1), (2, 33), (3, 128), (5, 512)]
+    states = [  # two points per setup, each point at half the setups
+        dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), s, strict=True), B=b, seq_len=n)
+        for i, s in enumerate(setups)
+        for b, n in points[i % 2 :: 2]
+    ]
+    got = run_page(states, tmp_path)
+    for state, page_values in zip(states, got, strict=True):
+        setup = tuple(state[k] for k in ("precision", "attention", "recompute", "optimizer", "gpu"))
+        want = truth(config, _training(*setup), state["B"], state["seq_len"])
+        assert {k: page_values[k] for k in want} == want, (setup, state["B"], state["seq_len"])
+
+
+@needs_node
+@needs_dot
+def test_largest_batch_and_reserved_equal_fit(tmp_path):
+    """The page's largest batch is fit's answer; its reserved memory is fit's estimate on the grid and
+    absent off it (or at another setup)."""
+    config = preset(CONFIG)
+    cases = [("fp32", "eager", "none", "adamw", "h100", 8), ("amp", "sdpa", "full", "sgd", "t4", 16)]
+    states = [dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), c[:5], strict=True)) for c in cases]
+    states = [{**s, "B": 2, "seq_len": c[5]} for s, c in zip(states, cases, strict=True)]
+    states.append({**states[0], "B": 3})  # off the grid
+    got = run_page(states, tmp_path)
+    for i, (state, page_values) in enumerate(zip(states, got, strict=True)):
+        training = _training(*(state[k] for k in ("precision", "attention", "recompute", "optimizer", "gpu")))
+        budget = GPUS[state["gpu"]].memory
+        solved = fit(config, training, budget, length=state["seq_len"])
+        assert page_values["largest"] == str(solved.value)
+        if i == 0:  # the command's setup, on the grid
+            given = fit(config, training, budget, batch=state["B"], length=state["seq_len"])
+            assert page_values["reserved"] == str(given.reserved)
+        else:
+            assert page_values["reserved"] is None
+
+
+@needs_dot
+def test_deterministic_and_refusals():
+    """Two builds are the same bytes; a grid or seq_len out of range is a one-line error."""
+    assert page([preset(CONFIG)], BASE, 8, 128, ([2], [8, 16]), AXES) == built()
+    with pytest.raises(ConfigError, match="positions"):
+        page([preset(CONFIG)], BASE, 8, 513, ([1], [8]), AXES)
+    with pytest.raises(ConfigError, match="at most 64"):
+        page([preset(CONFIG)], BASE, 8, 128, (list(range(1, 10)), list(range(1, 10))), AXES)
