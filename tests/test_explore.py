@@ -27,17 +27,13 @@ from symbert.api import trace
 from symbert.configs import ConfigError, preset
 from symbert.gpus import GPUS
 from symbert.render import js
-from symbert.render.explore import Axes, page
+from symbert.render.explore import page
 from symbert.symbols import B, below, seq_len
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node (a JavaScript engine) is not installed")
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed: make system-deps")
 
-#: A narrowed calculator, each axis starting with the command's choice: 32 setups of bert-tiny.
-AXES = Axes(("fp32", "amp"), ("eager", "sdpa"), ("none", "full"), ("adamw", "sgd"), ("h100", "t4"))
-BASE = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
-CONFIG = "bert-tiny"
+CONFIG = "bert-tiny"  # the page of the explore_page fixture (tests/conftest.py)
 
 
 def node(script: str, tmp_path) -> object:
@@ -45,11 +41,6 @@ def node(script: str, tmp_path) -> object:
     path.write_text(script)
     done = subprocess.run([NODE, str(path)], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(done.stdout)
-
-
-@functools.lru_cache(maxsize=1)
-def built() -> str:
-    return page([preset(CONFIG)], BASE, 8, 128, ([2], [8, 16]), AXES)
 
 
 def scripts(html: str) -> tuple[str, str]:
@@ -123,8 +114,8 @@ console.log(JSON.stringify(out));
 """
 
 
-def run_page(states: list[dict], tmp_path) -> list[dict]:
-    data, calc = scripts(built())
+def run_page(html: str, states: list[dict], tmp_path) -> list[dict]:
+    data, calc = scripts(html)
     (tmp_path / "data.json").write_text(data)
     path = tmp_path / "calc.js"
     path.write_text(CALL % (calc, json.dumps(states)))
@@ -139,18 +130,17 @@ def _training(precision: str, attention: str, recompute: str, optimizer: str, gp
 
 
 @needs_node
-@needs_dot
-def test_page_equals_report_timeline_and_fit(tmp_path):
+def test_page_equals_report_timeline_and_fit(tmp_path, explore_page):
     """Every setup of the page, at points that cross B = 1 and the ⌈seq_len/32⌉ steps, equals the CLI."""
-    config = preset(CONFIG)
-    setups = list(itertools.product(AXES.precision, AXES.attention, AXES.recompute, AXES.optimizer, AXES.gpu))
+    config, (path, axes, _) = preset(CONFIG), explore_page
+    setups = list(itertools.product(axes.precision, axes.attention, axes.recompute, axes.optimizer, axes.gpu))
     points = [(1, 1), (2, 33), (3, 128), (5, 512)]
     states = [  # two points per setup, each point at half the setups
         dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), s, strict=True), B=b, seq_len=n)
         for i, s in enumerate(setups)
         for b, n in points[i % 2 :: 2]
     ]
-    got = run_page(states, tmp_path)
+    got = run_page(path.read_text(), states, tmp_path)
     for state, page_values in zip(states, got, strict=True):
         setup = tuple(state[k] for k in ("precision", "attention", "recompute", "optimizer", "gpu"))
         want = truth(config, _training(*setup), state["B"], state["seq_len"])
@@ -158,8 +148,7 @@ def test_page_equals_report_timeline_and_fit(tmp_path):
 
 
 @needs_node
-@needs_dot
-def test_largest_batch_and_reserved_equal_fit(tmp_path):
+def test_largest_batch_and_reserved_equal_fit(tmp_path, explore_page):
     """The page's largest batch is fit's answer; its reserved memory is fit's estimate on the grid and
     absent off it (or at another setup)."""
     config = preset(CONFIG)
@@ -167,7 +156,7 @@ def test_largest_batch_and_reserved_equal_fit(tmp_path):
     states = [dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), c[:5], strict=True)) for c in cases]
     states = [{**s, "B": 2, "seq_len": c[5]} for s, c in zip(states, cases, strict=True)]
     states.append({**states[0], "B": 3})  # off the grid
-    got = run_page(states, tmp_path)
+    got = run_page(explore_page[0].read_text(), states, tmp_path)
     for i, (state, page_values) in enumerate(zip(states, got, strict=True)):
         training = _training(*(state[k] for k in ("precision", "attention", "recompute", "optimizer", "gpu")))
         budget = GPUS[state["gpu"]].memory
@@ -180,11 +169,11 @@ def test_largest_batch_and_reserved_equal_fit(tmp_path):
             assert page_values["reserved"] is None
 
 
-@needs_dot
-def test_deterministic_and_refusals():
-    """Two builds are the same bytes; a grid or seq_len out of range is a one-line error."""
-    assert page([preset(CONFIG)], BASE, 8, 128, ([2], [8, 16]), AXES) == built()
+def test_deterministic_and_refusals(explore_page):
+    """Two builds are the same bytes; a grid or seq_len out of range is refused."""
+    path, axes, base = explore_page
+    assert page([preset(CONFIG)], base, 8, 128, ([2], [8, 16]), axes) == path.read_text()
     with pytest.raises(ConfigError, match="positions"):
-        page([preset(CONFIG)], BASE, 8, 513, ([1], [8]), AXES)
+        page([preset(CONFIG)], base, 8, 513, ([1], [8]), axes)
     with pytest.raises(ConfigError, match="at most 64"):
-        page([preset(CONFIG)], BASE, 8, 128, (list(range(1, 10)), list(range(1, 10))), AXES)
+        page([preset(CONFIG)], base, 8, 128, (list(range(1, 10)), list(range(1, 10))), axes)

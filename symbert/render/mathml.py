@@ -1,6 +1,7 @@
 """Formulas as MathML, which browsers render natively: sympy's presentation printer, with symbert's
-names kept whole (``seq_len``, not seq with a subscript), a bracket ``below(B, 2)`` as ``[B = 1]`` and
-the allocator's rounding as ``pad512(…)``. Terms are ordered as the other renderers order them."""
+names kept whole (``seq_len``, not seq with a subscript), products written with ``·``, a bracket
+``below(B, 2)`` as ``[B = 1]`` and the allocator's rounding as ``pad512(…)``. Terms are ordered as the
+other renderers order them."""
 
 from __future__ import annotations
 
@@ -42,4 +43,5 @@ class Printer(MathMLPresentationPrinter):
 def mathml(expr: sympy.Expr) -> str:
     """``expr`` as one ``<math>`` element."""
     printer = Printer({"order": ORDER})
-    return f'<math display="block">{printer.doprint(sympy.sympify(expr))}</math>'
+    markup = printer.doprint(sympy.sympify(expr)).replace("&InvisibleTimes;", "·")
+    return f'<math display="block">{markup}</math>'
