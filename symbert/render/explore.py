@@ -20,11 +20,15 @@ The output is deterministic: the same command writes the same bytes.
 
 from __future__ import annotations
 
+import functools
 import html
 import itertools
 import json
+import multiprocessing
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 
@@ -191,17 +195,29 @@ def _positive(term: sympy.Expr) -> bool:
     return not term.has(below, pad512)
 
 
-def _basis(memory: StepMemory, sizes: dict, split: dict) -> tuple[list[sympy.Expr], np.ndarray]:
+Sizes = tuple[tuple[sympy.Symbol, int], ...]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _split(monomial: sympy.Expr, sizes: Sizes) -> tuple[int, sympy.Expr]:
+    """A replay monomial at the sizes: an integer times a term in B and seq_len."""
+    coefficient, term = sympy.expand(monomial.subs(dict(sizes))).as_coeff_Mul()
+    return (int(coefficient), term) if coefficient.is_Integer else (1, coefficient * term)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _index(index: sympy.Expr, sizes: Sizes) -> int:
+    return int(sympy.sympify(index).subs(dict(sizes)))
+
+
+def _basis(memory: StepMemory, sizes: Sizes) -> tuple[list[sympy.Expr], np.ndarray]:
     """The replay's monomials at the config's sizes, as integer multiples of fewer terms in B and seq_len
     (12·H·B·seq_len and 3·I·B·seq_len are both multiples of B·seq_len): the terms, and the matrix that
     takes the monomials' coefficients to theirs."""
     terms: dict[sympy.Expr, int] = {}
     entries = []
     for m in memory.monomials:
-        if m not in split:
-            coefficient, term = sympy.expand(m.subs(sizes)).as_coeff_Mul()
-            split[m] = (int(coefficient), term) if coefficient.is_Integer else (1, coefficient * term)
-        coefficient, term = split[m]
+        coefficient, term = _split(m, sizes)
         entries.append((terms.setdefault(term, len(terms)), coefficient))
     matrix = [[0] * len(terms) for _ in entries]
     for i, (j, c) in enumerate(entries):
@@ -209,10 +225,10 @@ def _basis(memory: StepMemory, sizes: dict, split: dict) -> tuple[list[sympy.Exp
     return list(terms), exact.int_array(matrix).reshape(len(entries), len(terms))
 
 
-def _where(memory: StepMemory, i: int, sizes: dict) -> str:
+def _where(memory: StepMemory, i: int, sizes: Sizes) -> str:
     """Where candidate i is, its run's index evaluated, as :attr:`Point.where` writes it."""
     c = memory.candidates[i]
-    index = None if c.index is None else int(sympy.sympify(c.index).subs(memory.with_layout(sizes)))
+    index = None if c.index is None else _index(c.index, tuple(memory.with_layout(dict(sizes)).items()))
     return replace(c, index=index).where
 
 
@@ -228,20 +244,29 @@ def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]
     return kept
 
 
-def _phases(memory: StepMemory, sizes: dict, model: Model) -> list:
-    """The step's candidates for the peak, grouped by phase, over terms in B and seq_len, the ones
-    another always matches or beats left out (never the phase's last, whose total is the memory the
-    phase ends with): ``[step, phase, [[where, row per category], …]]``, the rows and the labels by
-    index into the model's tables.
+@dataclass(frozen=True)
+class Replayed:
+    """A setup's training step, reduced: the terms in B and seq_len, and per phase its candidates for
+    the peak, each a label and, per category, (term, coefficient) pairs."""
+
+    terms: tuple[sympy.Expr, ...]
+    phases: tuple[tuple[int, str, tuple[tuple[str, tuple[tuple[tuple[int, int], ...], ...]], ...]], ...]
+
+
+def replayed(config: Config, training: Training) -> Replayed:
+    """Replay the training step of ``config`` under ``training`` and keep what the page needs: the
+    candidates of each phase that may be its peak, over terms in B and seq_len.
 
     A candidate is left out when an earlier one's coefficients are all at least as large (ties go to
     the earlier, as in :meth:`StepMemory.peak`), or a later one's are, and larger at a term that never
-    vanishes. Terms are non-negative, so what is left out is never the peak.
+    vanishes. Terms are non-negative, so what is left out is never the peak. The phase's last
+    candidate is always kept: its total is the memory the phase ends with.
     """
-    terms, to_terms = _basis(memory, sizes, model.split)
+    sizes = tuple(sorted(config.symbols().items(), key=str))
+    memory = step_memory(trace(config), training, dict(sizes))
+    terms, to_terms = _basis(memory, sizes)
     table = exact.matmul(memory.table, to_terms)
     positive = np.array([_positive(t) for t in terms], dtype=bool)
-    functions = [model.page.function(t) for t in terms]
     rows = table.sum(axis=1)
     phases = []
     events = [(c.event.step, c.event.phase) for c in memory.candidates]
@@ -250,24 +275,60 @@ def _phases(memory: StepMemory, sizes: dict, model: Model) -> list:
             continue
         candidates = []
         for i in _kept(rows, list(group), positive):
-            cats = [
-                model.rows.add(",".join(f"{functions[j]}:{v}" for j, v in enumerate(table[i, c].tolist()) if v))
-                for c in range(len(CATEGORIES))
-            ]
-            candidates.append([model.labels.add(_where(memory, i, sizes)), *cats])
-        phases.append([step, phase, candidates])
-    return phases
+            cats = tuple(
+                tuple((j, int(v)) for j, v in enumerate(table[i, c].tolist()) if v) for c in range(len(CATEGORIES))
+            )
+            candidates.append((_where(memory, i, sizes), cats))
+        phases.append((step, phase, tuple(candidates)))
+    return Replayed(tuple(terms), tuple(phases))
+
+
+def _phases(step: Replayed, model: Model) -> list:
+    """``[step, phase, [[label, row per category], …]]``, the rows (``function:coefficient,…``) and the
+    labels by index into the model's tables."""
+    functions = [model.page.function(t) for t in step.terms]
+    return [
+        [
+            number,
+            phase,
+            [
+                [
+                    model.labels.add(where),
+                    *(model.rows.add(",".join(f"{functions[j]}:{v}" for j, v in row)) for row in cats),
+                ]
+                for where, cats in candidates
+            ],
+        ]
+        for number, phase, candidates in step.phases
+    ]
+
+
+def _reserved(config: Config, training: Training, batch: int, length: int) -> int | None:
+    return reserved(trace(config), training, {**config.symbols(), B: batch, seq_len: length})
+
+
+def _call(task: tuple) -> object:
+    """``task[0](*task[1:])``."""
+    return task[0](*task[1:])
+
+
+def _each(tasks: list[tuple]) -> list:
+    """Each task's ``fn(*args)`` (a task is ``(fn, *args)``), in order, spread over the CPUs (forked
+    processes) when there are several."""
+    workers = min(len(tasks), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_call(t) for t in tasks]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_call, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
 
 
 @dataclass
 class Model:
-    """The tables one model's step data index: rows of coefficients (``function:coefficient,…``) and
-    labels; the replay monomials split at its sizes."""
+    """The tables one model's step data index: rows of coefficients (``function:coefficient,…``) and labels."""
 
     page: Page
     rows: Table = field(default_factory=Table)
     labels: Table = field(default_factory=Table)
-    split: dict[sympy.Expr, tuple[int, sympy.Expr]] = field(default_factory=dict)
 
 
 def _runtimes(base: Training, axes: Axes) -> dict[str, str]:
@@ -293,17 +354,18 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     graph, sizes = trace(config), config.symbols()
     memory_data, attentions = _memory_setups(config, base, axes, page)
     runtimes = _runtimes(base, axes)
-    states, steps, tables = {}, {}, Model(page)
+    states, tables = {}, Model(page)
     representative = {r: g for g, r in reversed(runtimes.items())}
     for p, o in itertools.product(axes.precision, axes.optimizer):
         s = model_states(graph, training_for(base, p, axes.attention[0], axes.recompute[0], o, axes.gpu[0]))
         states[_key(p, o)] = [str(int(s[k].subs(sizes))) for k in STATES]
-    for p, a, r, o, rt in itertools.product(axes.precision, attentions, axes.recompute, axes.optimizer, representative):
-        training = training_for(base, p, a, r, o, representative[rt])
-        steps[_key(p, a, r, o, rt)] = _phases(step_memory(graph, training, sizes), sizes, tables)
+    setups = list(itertools.product(axes.precision, attentions, axes.recompute, axes.optimizer, representative))
     cli = training_for(base, *_firsts(axes))
-    usable = [s for s in grid[1] if config.max_length is None or s <= config.max_length]
-    reserved_grid = [[b, s, str(reserved(graph, cli, {**sizes, B: b, seq_len: s}))] for b in grid[0] for s in usable]
+    usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
+    tasks = [(config, training_for(base, p, a, r, o, representative[rt])) for p, a, r, o, rt in setups]
+    done = _each([(replayed, *t) for t in tasks] + [(_reserved, config, cli, b, s) for b, s in usable])
+    steps = {_key(*setup): _phases(step, tables) for setup, step in zip(setups, done, strict=False)}
+    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(setups) :], strict=True)]
     return {
         "name": config.name,
         "describe": describe(config),
