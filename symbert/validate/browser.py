@@ -124,8 +124,8 @@ class Chromium:
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y, button="left", clickCount=1)
 
-    def screenshot(self, path: Path) -> Path:
-        """The page as PNG (the whole page, not only the window)."""
-        data = self.send("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True)["data"]
+    def screenshot(self, path: Path, whole: bool = True) -> Path:
+        """The page as PNG: the whole page, or only the window."""
+        data = self.send("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=whole)["data"]
         path.write_bytes(base64.b64decode(data))
         return path
