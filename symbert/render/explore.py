@@ -119,7 +119,7 @@ class Table:
 
 @dataclass
 class Page:
-    """What the page's script reads: per model, its data; shared, the functions and texts they index."""
+    """The tables every model of the page shares: compiled functions and formula texts, each written once."""
 
     functions: Table = field(default_factory=Table)
     texts: Table = field(default_factory=Table)
