@@ -31,6 +31,14 @@ def shown(browser: Chromium, key: str) -> int:
     return int(browser.evaluate(f"document.getElementById({key!r}).dataset.value"))
 
 
+def center(browser: Chromium, element: str) -> list[float]:
+    """The middle of an element, given as a JavaScript expression, scrolled into the window."""
+    return browser.evaluate(
+        f"(() => {{ const e = {element}; e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+
+
 def test_controls_values_click_and_screenshot(explore_page, tmp_path):
     path = explore_page[0]
     with Chromium(CHROMIUM) as browser:
@@ -59,16 +67,19 @@ def test_controls_values_click_and_screenshot(explore_page, tmp_path):
 
         # Click the repeated layer's box on the overview: its share of the activations is every
         # per-layer component of the report.
-        center = browser.evaluate(
-            "(() => { const g = [...document.querySelectorAll('#diagram g.node')].find("
-            "(n) => n.querySelector('title').textContent === 'encoder/layer');"
-            " const r = g.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
-        )
-        browser.click(*center)
+        boxes = "[...document.querySelectorAll('#diagram g.node')]"
+        layer = f"{boxes}.find((n) => n.querySelector('title').textContent === 'encoder/layer')"
+        browser.click(*center(browser, layer))
         assert browser.evaluate("document.getElementById('box-title').textContent") == "encoder/layer"
         per_layer = [c["value"] for c in report["components"] if c["quantity"] == "activation_bytes" and c["count"]]
         assert shown(browser, "box-bytes") == sum(per_layer)
         assert browser.evaluate("document.querySelectorAll('#box-body math').length") >= 2
+
+        # A formula's "copy LaTeX" button copies LaTeX in the notation of `symbert latex`.
+        button = "document.querySelector('#formulas button')"
+        assert r"\mathit{vocab}_{\mathrm{size}}" in browser.evaluate(f"{button}.dataset.latex")
+        browser.click(*center(browser, button))
+        assert browser.evaluate(f"{button}.textContent") == "copied"
 
         png = browser.screenshot(tmp_path / "explore.png")
     data = png.read_bytes()
