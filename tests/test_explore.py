@@ -18,6 +18,7 @@ import sys
 
 import pytest
 import sympy
+from inprocess import invoke
 
 from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
@@ -198,3 +199,18 @@ def test_deterministic_and_refusals(explore_page):
         page([preset(CONFIG)], base, 8, 513, ([1], [8]), axes)
     with pytest.raises(ConfigError, match="at most 64"):
         page([preset(CONFIG)], base, 8, 128, (list(range(1, 10)), list(range(1, 10))), axes)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--grid-batch", "x"), "cannot read --grid-batch"),
+        (("--seq-len", "513"), "exceeds bert-tiny's 512 positions"),
+        (("--data-parallel", "2"), "explore draws one GPU"),
+        (("--gpu", "h1000"), "unknown GPU"),
+    ],
+)
+def test_command_refuses_in_one_line(args, says, tmp_path):
+    outcome = invoke("explore", "--preset", "bert-tiny", *args, "-o", str(tmp_path / "a.html"))
+    assert outcome.refused and says in outcome.stderr
+    assert not (tmp_path / "a.html").exists()
