@@ -360,7 +360,13 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
         s = model_states(graph, training_for(base, p, axes.attention[0], axes.recompute[0], o, axes.gpu[0]))
         states[_key(p, o)] = [str(int(s[k].subs(sizes))) for k in STATES]
     setups = list(itertools.product(axes.precision, attentions, axes.recompute, axes.optimizer, representative))
-    cli = training_for(base, *_firsts(axes))
+    if not attentions:
+        raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
+    # The command's setup, with the model's first attention kind where it cannot run the command's
+    # (DeBERTa is eager only): the formulas and the reserved memory are shown at it.
+    own = _firsts(axes)
+    own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
+    cli = training_for(base, *own)
     usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
     tasks = [(config, training_for(base, p, a, r, o, representative[rt])) for p, a, r, o, rt in setups]
     done = _each([(replayed, *t) for t in tasks] + [(_reserved, config, cli, b, s) for b, s in usable])
@@ -377,7 +383,7 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
         "steps": steps,
         "rows": tables.rows.listed(),
         "labels": tables.labels.listed(),
-        "reserved": {"setup": _key(*_firsts(axes)), "describe": cli.describe(), "grid": reserved_grid},
+        "reserved": {"setup": _key(*own), "describe": cli.describe(), "grid": reserved_grid},
         "formulas": _formulas(config, cli, batch, length, page),
         "diagrams": {level: _svg(config, level) for level in LEVELS},
         **memory_data,
