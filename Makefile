@@ -21,19 +21,25 @@ bench: $(VENV)/.installed-validate
 lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks
 
-# Generated docs: the diagram gallery (docs/gallery.md, docs/diagrams/), the formula reference (docs/formulas.md)
-# and the plots of docs/rl-memory.md and docs/parallel.md (docs/img/). Tests check the gallery and the reference are fresh.
+# Generated docs: the diagram gallery (docs/gallery.md, docs/diagrams/), the formula reference (docs/formulas.md),
+# the plots of docs/rl-memory.md and docs/parallel.md (docs/img/) and the explore page's screenshot (headless Chromium).
+# Tests check the gallery and the reference are fresh.
 docs: $(VENV)/.installed system-deps
 	$(BIN)/python scripts/make_docs.py
 	$(BIN)/python -m symbert.render.reference docs/formulas.md
 	$(BIN)/python -m symbert.render.plots docs/img
 	$(BIN)/python -m symbert.render.layout_plot docs/img
+	$(BIN)/python scripts/explore_screenshot.py docs/img/explore.png
 
-# Graphviz's `dot` draws the diagrams; installed from Debian/Ubuntu packages where it is missing.
+# Graphviz's `dot` draws the diagrams, and headless Chromium runs the explore page's browser test; both
+# installed from Debian/Ubuntu packages where they are missing (the browser test skips without Chromium).
 system-deps:
 	@command -v dot >/dev/null || { command -v apt-get >/dev/null \
 		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz >/dev/null; } \
 		|| echo "symbert: install Graphviz (the 'dot' program) for diagrams: https://graphviz.org/download/"
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { command -v apt-get >/dev/null \
+		&& $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "symbert: install Chromium for the explore page's browser test (it skips without it)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -58,6 +58,7 @@ def main() -> None:
         args = ["fit", "--head", head, "--seq-len", "512", "--gpu-memory", "16GiB"]
         print(f"symbert {' '.join(args)}: {wall([sys.executable, '-m', 'symbert', *args]):.3f} s (median of 5)")
     allocator_step()
+    explore_figures()
     one_core = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     subprocess.run([sys.executable, __file__, "--sweep"], check=True, env=one_core)
 
@@ -81,6 +82,48 @@ def allocator_step(batch: int = 32, length: int = 512) -> None:
     print(f"allocator, one step of bert-large (B={batch}, seq_len={length}, {len(stream):,} events):")
     print(f"  simulate the caching allocator: {simulate_s * 1000:7.1f} ms (median of 5; target: under 200 ms)")
     print(f"  the replay's event stream:      {replay_s * 1000:7.1f} ms (median of 5)")
+
+
+#: Control changes the explore benchmark makes: (control, value, event).
+CHANGES = [("B", "16", "input"), ("seq_len", "512", "input"), ("precision", "amp", "change"),
+           ("attention", "sdpa", "change"), ("recompute", "full", "change"), ("optimizer", "sgd", "change"),
+           ("gpu", "t4", "change"), ("B", "3", "input")]  # fmt: skip
+
+
+def explore_figures() -> None:
+    """`symbert explore` for bert-base: build time and page size; in headless Chromium (when installed),
+    the time until the page is interactive and the time each control change takes to update every number."""
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from symbert.validate.browser import Chromium, find
+
+    with TemporaryDirectory() as folder:
+        page = Path(folder) / "bert-base.html"
+        build = wall([sys.executable, "-m", "symbert", "explore", "--preset", "bert-base", "-o", str(page)], 1)
+        print(f"symbert explore --preset bert-base: {build:.1f} s (target: under 5 s)")
+        print(f"  page size: {page.stat().st_size / 2**20:.2f} MiB (target: under 2 MB)")
+        executable = find()
+        if executable is None:
+            print("  Chromium is not installed (make system-deps): no browser figures")
+            return
+        with Chromium(executable) as browser:
+            start = time.perf_counter()
+            browser.open(page)
+            opened = time.perf_counter() - start
+            ready = browser.evaluate("window.symbertTiming.ready")
+            updates = []
+            for control, value, event in CHANGES:
+                browser.evaluate(
+                    f"(() => {{ const e = document.getElementById({control!r}); e.value = {value!r};"
+                    f" e.dispatchEvent(new Event({event!r})); }})()"
+                )
+                updates.append(browser.evaluate("window.symbertTiming.update"))
+        print(f"  interactive after {ready:.0f} ms of script ({opened:.2f} s from navigation) (target: under 1 s)")
+        print(
+            f"  control change, every number updated: median {statistics.median(updates):.1f} ms,"
+            f" slowest {max(updates):.1f} ms over {len(updates)} changes (target: under 50 ms)"
+        )
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

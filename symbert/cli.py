@@ -1206,6 +1206,43 @@ def sweep(
 
 
 @cli.command()
+@config_specs(-1, "[CONFIG]...", template=True)
+@click.option("--batch", "-b", type=POSITIVE, default=8, show_default=True, help="The page's starting batch size.")
+@click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Its starting seq_len.")
+@training_options
+@click.option("--grid-batch", default="1,8", show_default=True, help="Batch sizes of the precomputed reserved memory.")
+@click.option("--grid-seq-len", default="128,512", show_default=True, help="Its sequence lengths, as for --grid-batch.")
+@click.option("-o", "--output", metavar="FILE", required=True, help="The HTML page.")
+def explore(
+    configs: list[Config],
+    template: Config | None,
+    batch: int,
+    length: int,
+    training: Any,
+    grid_batch: str,
+    grid_seq_len: str,
+    output: str,
+) -> None:
+    """One offline HTML page: the diagrams, a calculator over the exact formulas, and the formulas.
+
+    Several configs give a comparison. The calculator starts at this command's setup; reserved memory,
+    which needs the allocator's simulation, is precomputed at the grid for that setup only.
+    """
+    from symbert.analysis.sweep import parse_values
+    from symbert.outputs import check_output, write_output
+    from symbert.render.diagram import DotFailed, DotNotFound
+    from symbert.render.explore import page
+
+    check_output(output)
+    grid = (parse_values(grid_batch, "--grid-batch"), parse_values(grid_seq_len, "--grid-seq-len"))
+    try:
+        html = page(configs or [template], training, batch, length, grid)
+    except (DotNotFound, DotFailed) as exc:
+        raise ConfigError(str(exc)) from None
+    write_output(output, html.encode())
+
+
+@cli.command()
 @click.argument("patterns", metavar="[PATTERN]...", nargs=-1)
 def presets(patterns: tuple[str, ...]) -> None:
     """List preset names (those matching a PATTERN such as 'bert-L*', when given)."""

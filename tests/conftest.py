@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,21 @@ def traced_param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
 def hf_param_shapes(model) -> dict[str, tuple[int, ...]]:
     """A torch model's parameter names, layer indices dropped, and shapes."""
     return {re.sub(r"\.\d+(?=\.)", "", name): tuple(p.shape) for name, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="session")
+def explore_page(tmp_path_factory):
+    """bert-tiny's explore page with a narrowed calculator (32 setups), written once per session; its
+    path, the setups' axes and the command's training setup."""
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed: make system-deps")
+    from symbert.analysis.policy import MemoryOptions
+    from symbert.analysis.states import Training
+    from symbert.configs import preset
+    from symbert.render.explore import Axes, page
+
+    axes = Axes(("fp32", "amp"), ("eager", "sdpa"), ("none", "full"), ("adamw", "sgd"), ("h100", "t4"))
+    base = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
+    path = tmp_path_factory.mktemp("explore") / "bert-tiny.html"
+    path.write_text(page([preset("bert-tiny")], base, 8, 128, ([2], [8, 16]), axes), encoding="utf-8")
+    return path, axes, base

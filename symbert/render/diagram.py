@@ -243,6 +243,11 @@ def diagram(
     return Diagram(_dot(graph, boxes, LEVELS[level], THEMES[theme], names, config, formulas, heat_data).source)
 
 
+def boxes(graph: Graph, level: str) -> list[Box]:
+    """The boxes ``level`` draws, each with the graph nodes it stands for; its id is its ``<title>`` in the SVG."""
+    return _boxes(graph, LEVELS[level], _names(graph))
+
+
 def _names(graph: Graph) -> dict[str, str]:
     """Display names: the seed's, and a task model's head and loss, the loss named by what it computes."""
     losses = Counter(LOSSES[n.op] for n in graph.nodes if n.op in LOSSES)

@@ -1,0 +1,456 @@
+"""``symbert explore``: one self-contained HTML page per model (or a comparison of several), offline.
+
+The page carries the architecture diagrams (Graphviz SVG, overview and layer levels), a calculator and
+the formulas. Everything it shows is computed here, by the same passes the other commands run, and
+written into the page in one of three forms:
+
+* closed forms compiled to BigInt JavaScript (:mod:`symbert.render.js`) and evaluated in the browser
+  for any B and seq_len: parameters, activation bytes and FLOPs (in total and per diagram box), for
+  every choice of precision, attention and recomputation;
+* the training step's candidates for the peak, per setup (precision, attention, recompute, optimizer
+  and the GPU's runtime): each a row of integer coefficients over compiled monomials in B and seq_len,
+  so the page finds every phase's peak, its breakdown and the largest batch that fits exactly as
+  :class:`~symbert.analysis.training.StepMemory` does;
+* values precomputed at a grid of B and seq_len where no closed form exists: the caching allocator's
+  reserved memory, replayed for the setup the command was given.
+
+Formulas are MathML (:mod:`symbert.render.mathml`) with their LaTeX (:mod:`symbert.render.latex`).
+The output is deterministic: the same command writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import itertools
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from importlib.resources import files
+
+import numpy as np
+import sympy
+
+from symbert.analysis import exact
+from symbert.analysis.activations import activations
+from symbert.analysis.breakdown import Breakdown
+from symbert.analysis.flops import flops
+from symbert.analysis.params import params
+from symbert.analysis.policy import ATTENTION, RECOMPUTE
+from symbert.analysis.runtime import pad512
+from symbert.analysis.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
+from symbert.analysis.training import StepMemory, reserved, step_memory
+from symbert.api import trace
+from symbert.configs import Config, ConfigError
+from symbert.gpus import GPUS
+from symbert.render import js
+from symbert.render.diagram import boxes as diagram_boxes
+from symbert.render.diagram import diagram
+from symbert.render.formula import human
+from symbert.render.latex import notation
+from symbert.render.mathml import mathml
+from symbert.render.reports import describe
+from symbert.symbols import B, below, seq_len
+
+#: The diagram levels the page shows.
+LEVELS = ("overview", "layer")
+#: The attention kinds the calculator offers (with the command's own, when it names another).
+PAGE_ATTENTION = ("eager", "sdpa")
+FREE = (B, seq_len)
+#: The model states, in the order the page lists them.
+STATES = ("weights", "gradients", "optimizer")
+#: The most points of the reserved-memory grid (each replays every layer through the allocator).
+MAX_GRID = 64
+#: The calculator's axes besides B and seq_len.
+AXES = ("precision", "attention", "recompute", "optimizer", "gpu")
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The calculator's choices besides B and seq_len, the first of each being the command's."""
+
+    precision: tuple[str, ...]
+    attention: tuple[str, ...]
+    recompute: tuple[str, ...]
+    optimizer: tuple[str, ...]
+    gpu: tuple[str, ...]
+
+    @classmethod
+    def around(cls, training: Training) -> Axes:
+        memory = training.memory
+
+        def first(value: str, values: Sequence[str]) -> tuple[str, ...]:
+            return (value, *(v for v in values if v != value))
+
+        attention = first(memory.attention, [a for a in ATTENTION if a in PAGE_ATTENTION])
+        return cls(
+            first(training.precision, PRECISIONS),
+            attention,
+            first(memory.recompute, RECOMPUTE),
+            first(training.optimizer, OPTIMIZERS),
+            first(training.gpu or next(iter(GPUS)), list(GPUS)),
+        )
+
+
+def training_for(base: Training, precision: str, attention: str, recompute: str, optimizer: str, gpu: str) -> Training:
+    """``base`` with one choice of each axis: the command's dtype where its precision is kept, else the
+    precision's default."""
+    memory = base.memory if precision == base.precision else replace(base.memory, dtype=None, amp=False)
+    memory = replace(memory, attention=attention, recompute=recompute)
+    return Training(optimizer, precision, memory, gpu, base.cublas_workspace_config, base.engine)
+
+
+class Table:
+    """Values written once into the page and referred to by index: compiled functions, texts."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, int] = {}
+
+    def add(self, item: str) -> int:
+        return self.items.setdefault(item, len(self.items))
+
+    def listed(self) -> list[str]:
+        return list(self.items)
+
+
+@dataclass
+class Page:
+    """The tables every model of the page shares: compiled functions and formula texts, each written once."""
+
+    functions: Table = field(default_factory=Table)
+    texts: Table = field(default_factory=Table)
+    compiled: dict[sympy.Expr, int] = field(default_factory=dict)
+    printed: dict[sympy.Expr, int] = field(default_factory=dict)
+
+    def function(self, expr: sympy.Expr) -> int:
+        """A compiled function of B and seq_len (a constant too); every other symbol must have its value."""
+        if expr not in self.compiled:
+            left = sympy.sympify(expr).free_symbols - set(FREE)
+            if left:
+                raise ValueError(f"cannot compile {expr}: no values for {', '.join(sorted(map(str, left)))}")
+            self.compiled[expr] = self.functions.add(js.function(expr, FREE))
+        return self.compiled[expr]
+
+    def formula(self, expr: sympy.Expr) -> int:
+        """A formula's MathML and LaTeX, as one text entry."""
+        if expr not in self.printed:
+            texts = json.dumps([mathml(expr), notation().latex(expr)], ensure_ascii=False)
+            self.printed[expr] = self.texts.add(texts)
+        return self.printed[expr]
+
+
+def _key(*parts: str) -> str:
+    return "|".join(parts)
+
+
+def _box_sums(breakdown: Breakdown, box_of: dict[str, str]) -> dict[str, sympy.Expr]:
+    """Each box's share of a quantity: the contributions of its nodes, and of what a node adds under
+    its own name (autocast's weight copies ``…/query/cast0``), all runs counted."""
+    out: dict[str, sympy.Expr] = {}
+    for c in breakdown.contributions:
+        node = c.node
+        while node not in box_of and "/" in node:
+            node = node.rsplit("/", 1)[0]
+        out[box_of[node]] = out.get(box_of[node], sympy.S.Zero) + c.total
+    return {k: sympy.expand(v) for k, v in out.items()}
+
+
+def _per_box(breakdown: Breakdown, levels: dict[str, dict[str, str]], sizes: dict, page: Page) -> dict:
+    """Per level, each box's formula and its compiled value."""
+    return {
+        level: {box: [page.formula(e), page.function(e.subs(sizes))] for box, e in _box_sums(breakdown, of).items()}
+        for level, of in levels.items()
+    }
+
+
+def _memory_setups(config: Config, base: Training, axes: Axes, page: Page) -> tuple[dict, list[str]]:
+    """Totals and per-box amounts of activation bytes and FLOPs per (precision, attention, recompute),
+    each box's parameters, and the attention kinds the model runs."""
+    graph, sizes = trace(config), config.symbols()
+    drawn = {level: diagram_boxes(graph, level) for level in LEVELS}
+    levels = {level: {n.name: box.id for box in boxes for n in box.nodes} for level, boxes in drawn.items()}
+    totals, per_box, attentions = {}, {}, []
+    for p, a, r in itertools.product(axes.precision, axes.attention, axes.recompute):
+        memory = training_for(base, p, a, r, axes.optimizer[0], axes.gpu[0]).memory
+        try:
+            act = activations(graph, memory, sizes)
+        except ConfigError:
+            continue
+        attentions += [a] if a not in attentions else []
+        f = flops(graph, memory, sizes)
+        quantities = {"activation_bytes": act, "flops_forward": f["forward"], "flops_backward": f["backward"]}
+        totals[_key(p, a, r)] = {q: page.function(b.total.subs(sizes)) for q, b in quantities.items()}
+        per_box[_key(p, a, r)] = {q: _per_box(b, levels, sizes, page) for q, b in quantities.items()}
+    param_boxes = _per_box(params(graph), levels, sizes, page)
+    boxes = {level: [{"id": b.id, "params": param_boxes[level].get(b.id)} for b in drawn[level]] for level in LEVELS}
+    return {"totals": totals, "boxes": per_box, "levels": boxes}, attentions
+
+
+def _positive(term: sympy.Expr) -> bool:
+    """Whether a term is at least 1 wherever B and seq_len are: no bracket or rounding term in it."""
+    return not term.has(below, pad512)
+
+
+Sizes = tuple[tuple[sympy.Symbol, int], ...]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _split(monomial: sympy.Expr, sizes: Sizes) -> tuple[int, sympy.Expr]:
+    """A replay monomial at the sizes: an integer times a term in B and seq_len."""
+    coefficient, term = sympy.expand(monomial.subs(dict(sizes))).as_coeff_Mul()
+    return (int(coefficient), term) if coefficient.is_Integer else (1, coefficient * term)
+
+
+@functools.lru_cache(maxsize=1 << 10)
+def _index(index: sympy.Expr, sizes: Sizes) -> int:
+    return int(sympy.sympify(index).subs(dict(sizes)))
+
+
+def _basis(memory: StepMemory, sizes: Sizes) -> tuple[list[sympy.Expr], np.ndarray]:
+    """The replay's monomials at the config's sizes, as integer multiples of fewer terms in B and seq_len
+    (12·H·B·seq_len and 3·I·B·seq_len are both multiples of B·seq_len): the terms, and the matrix that
+    takes the monomials' coefficients to theirs."""
+    terms: dict[sympy.Expr, int] = {}
+    entries = []
+    for m in memory.monomials:
+        coefficient, term = _split(m, sizes)
+        entries.append((terms.setdefault(term, len(terms)), coefficient))
+    matrix = [[0] * len(terms) for _ in entries]
+    for i, (j, c) in enumerate(entries):
+        matrix[i][j] = c
+    return list(terms), exact.int_array(matrix).reshape(len(entries), len(terms))
+
+
+def _where(memory: StepMemory, i: int, sizes: Sizes) -> str:
+    """Where candidate i is, its run's index evaluated, as :attr:`Point.where` writes it."""
+    c = memory.candidates[i]
+    index = None if c.index is None else _index(c.index, tuple(memory.with_layout(dict(sizes)).items()))
+    return replace(c, index=index).where
+
+
+def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]:
+    """The candidates of one phase that may be its peak, and its last."""
+    kept = []
+    order = np.array(group)
+    for i in group:
+        over = (rows[group] >= rows[i]).all(axis=1)
+        beats = ((rows[group] > rows[i]) & positive).any(axis=1)
+        if i == group[-1] or not (over & ((order < i) | beats) & (order != i)).any():
+            kept.append(i)
+    return kept
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A setup's training step, reduced: the terms in B and seq_len, and per phase its candidates for
+    the peak, each a label and, per category, (term, coefficient) pairs."""
+
+    terms: tuple[sympy.Expr, ...]
+    phases: tuple[tuple[int, str, tuple[tuple[str, tuple[tuple[tuple[int, int], ...], ...]], ...]], ...]
+
+
+def replayed(config: Config, training: Training) -> Replayed:
+    """Replay the training step of ``config`` under ``training`` and keep what the page needs: the
+    candidates of each phase that may be its peak, over terms in B and seq_len.
+
+    A candidate is left out when an earlier one's coefficients are all at least as large (ties go to
+    the earlier, as in :meth:`StepMemory.peak`), or a later one's are, and larger at a term that never
+    vanishes. Terms are non-negative, so what is left out is never the peak. The phase's last
+    candidate is always kept: its total is the memory the phase ends with.
+    """
+    sizes = tuple(sorted(config.symbols().items(), key=str))
+    memory = step_memory(trace(config), training, dict(sizes))
+    terms, to_terms = _basis(memory, sizes)
+    table = exact.matmul(memory.table, to_terms)
+    positive = np.array([_positive(t) for t in terms], dtype=bool)
+    rows = table.sum(axis=1)
+    phases = []
+    events = [(c.event.step, c.event.phase) for c in memory.candidates]
+    for (step, phase), group in itertools.groupby(range(len(events)), key=lambda i: events[i]):
+        if not step:
+            continue
+        candidates = []
+        for i in _kept(rows, list(group), positive):
+            cats = tuple(
+                tuple((j, int(v)) for j, v in enumerate(table[i, c].tolist()) if v) for c in range(len(CATEGORIES))
+            )
+            candidates.append((_where(memory, i, sizes), cats))
+        phases.append((step, phase, tuple(candidates)))
+    return Replayed(tuple(terms), tuple(phases))
+
+
+def _phases(step: Replayed, model: Model) -> list:
+    """``[step, phase, [[label, row per category], …]]``, the rows (``function:coefficient,…``) and the
+    labels by index into the model's tables."""
+    functions = [model.page.function(t) for t in step.terms]
+    return [
+        [
+            number,
+            phase,
+            [
+                [
+                    model.labels.add(where),
+                    *(model.rows.add(",".join(f"{functions[j]}:{v}" for j, v in row)) for row in cats),
+                ]
+                for where, cats in candidates
+            ],
+        ]
+        for number, phase, candidates in step.phases
+    ]
+
+
+def _reserved(config: Config, training: Training, batch: int, length: int) -> int | None:
+    return reserved(trace(config), training, {**config.symbols(), B: batch, seq_len: length})
+
+
+def _call(task: tuple) -> object:
+    """``task[0](*task[1:])``."""
+    return task[0](*task[1:])
+
+
+def _each(tasks: list[tuple]) -> list:
+    """Each task's ``fn(*args)`` (a task is ``(fn, *args)``), in order, spread over the CPUs (forked
+    processes) when there are several."""
+    workers = min(len(tasks), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_call(t) for t in tasks]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_call, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+
+
+@dataclass
+class Model:
+    """The tables one model's step data index: rows of coefficients (``function:coefficient,…``) and labels."""
+
+    page: Page
+    rows: Table = field(default_factory=Table)
+    labels: Table = field(default_factory=Table)
+
+
+def _runtimes(base: Training, axes: Axes) -> dict[str, str]:
+    """Each GPU's runtime class: GPUs whose runtimes allocate the same workspaces share the step's replays."""
+    classes: dict[object, str] = {}
+    out = {}
+    for g in axes.gpu:
+        runtime = training_for(base, *_firsts(axes)[:4], g).runtime
+        out[g] = classes.setdefault(runtime and runtime.workspaces, f"r{len(classes)}")
+    return out
+
+
+def _firsts(axes: Axes) -> tuple[str, ...]:
+    """The command's own choice on every axis."""
+    return tuple(getattr(axes, a)[0] for a in AXES)
+
+
+Grid = tuple[Sequence[int], Sequence[int]]
+
+
+def model_data(config: Config, base: Training, axes: Axes, batch: int, length: int, grid: Grid, page: Page) -> dict:
+    """Everything the page shows of one config."""
+    graph, sizes = trace(config), config.symbols()
+    memory_data, attentions = _memory_setups(config, base, axes, page)
+    runtimes = _runtimes(base, axes)
+    states, tables = {}, Model(page)
+    representative = {r: g for g, r in reversed(runtimes.items())}
+    for p, o in itertools.product(axes.precision, axes.optimizer):
+        s = model_states(graph, training_for(base, p, axes.attention[0], axes.recompute[0], o, axes.gpu[0]))
+        states[_key(p, o)] = [str(int(s[k].subs(sizes))) for k in STATES]
+    setups = list(itertools.product(axes.precision, attentions, axes.recompute, axes.optimizer, representative))
+    if not attentions:
+        raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
+    # The command's setup, with the model's first attention kind where it cannot run the command's
+    # (DeBERTa is eager only): the formulas and the reserved memory are shown at it.
+    own = _firsts(axes)
+    own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
+    cli = training_for(base, *own)
+    usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
+    tasks = [(config, training_for(base, p, a, r, o, representative[rt])) for p, a, r, o, rt in setups]
+    done = _each([(replayed, *t) for t in tasks] + [(_reserved, config, cli, b, s) for b, s in usable])
+    steps = {_key(*setup): _phases(step, tables) for setup, step in zip(setups, done, strict=False)}
+    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(setups) :], strict=True)]
+    return {
+        "name": config.name,
+        "describe": describe(config),
+        "maxLength": config.max_length,
+        "params": str(int(params(graph).total.subs(sizes))),
+        "attention": attentions,
+        "runtimes": runtimes,
+        "states": states,
+        "steps": steps,
+        "rows": tables.rows.listed(),
+        "labels": tables.labels.listed(),
+        "reserved": {"setup": _key(*own), "describe": cli.describe(), "grid": reserved_grid},
+        "formulas": _formulas(config, cli, batch, length, page),
+        "diagrams": {level: _svg(config, level) for level in LEVELS},
+        **memory_data,
+    }
+
+
+def _formulas(config: Config, training: Training, batch: int, length: int, page: Page) -> list:
+    """The formulas at the command's setup: totals, model states and the step's peak at its shape."""
+    graph, sizes = trace(config), config.symbols()
+    f = flops(graph, training.memory, sizes)
+    states = model_states(graph, training)
+    values = {**sizes, B: batch, seq_len: length}
+    peak = step_memory(graph, training, sizes).formula(values)
+    rows = [
+        ("parameters", params(graph).total),
+        ("activation bytes", activations(graph, training.memory, sizes).total),
+        ("forward FLOPs", f["forward"].total),
+        ("backward FLOPs", f["backward"].total),
+        *((CATEGORIES[k], states[k]) for k in STATES),
+        (f"training-step peak at B = {values[B]}, seq_len = {values[seq_len]}", peak),
+    ]
+    return [[name, page.formula(e), str(int(e.subs(values))), human(e)] for name, e in rows]
+
+
+_XML_HEAD = re.compile(r"^<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?(<!--.*?-->\s*)*", re.S)
+
+
+def _svg(config: Config, level: str) -> str:
+    """The diagram at ``level`` as inline SVG, without its XML prologue."""
+    svg = diagram(config, level).render("svg").decode()
+    return _XML_HEAD.sub("", svg)
+
+
+def page(
+    configs: Sequence[Config], training: Training, batch: int, length: int, grid: Grid, axes: Axes | None = None
+) -> str:
+    """The HTML page for ``configs`` (one, or several to compare), starting at the command's setup;
+    ``axes`` may narrow the calculator's choices (each must start with the command's own)."""
+    if not training.memory.layout.single:
+        raise ConfigError("explore draws one GPU: leave out the parallel layout flags")
+    if len(grid[0]) * len(grid[1]) > MAX_GRID:
+        raise ConfigError(f"the reserved-memory grid has {len(grid[0]) * len(grid[1])} points; at most {MAX_GRID}")
+    for c in configs:
+        if c.max_length is not None and length > c.max_length:
+            raise ConfigError(f"seq_len={length} exceeds {c.name}'s {c.max_length} positions")
+    axes = axes or Axes.around(training)
+    data = Page()
+    models = [model_data(c, training, axes, batch, length, grid, data) for c in configs]
+    start = {
+        "B": batch,
+        "seq_len": length,
+        **dict(zip(AXES, _firsts(axes), strict=True)),
+    }
+    document = {
+        "models": models,
+        "axes": {a: list(getattr(axes, a)) for a in AXES},
+        "gpus": {k: {"name": g.name, "memory": str(g.memory)} for k, g in GPUS.items()},
+        "categories": list(CATEGORIES.values()),
+        "start": start,
+        "texts": [json.loads(t) for t in data.texts.listed()],
+        "maxSize": 10**12,
+        "policy": training.memory.policy,
+    }
+    payload = json.dumps(document, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    functions = ",\n".join(data.functions.listed())
+    template = files("symbert.render").joinpath("explore.html").read_text(encoding="utf-8")
+    title = html.escape(" · ".join(c.name for c in configs))
+    # The data go in last, so that no text inside them is taken for a placeholder.
+    filled = template.replace("{{title}}", title).replace("{{helpers}}", js.HELPERS)
+    return filled.replace("{{functions}}", functions).replace("{{data}}", payload)
