@@ -785,7 +785,9 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
         training = make_training(optimizer, precision, memory, gpu, zero_engine)
-        return fn(training=training.for_model(kwargs["config"].spec), **kwargs)
+        if "config" in kwargs:  # a command over several configs sets each one's up itself
+            training = training.for_model(kwargs["config"].spec)
+        return fn(training=training, **kwargs)
 
     return wrapper
 

@@ -429,6 +429,8 @@ def page(
     for c in configs:
         if c.max_length is not None and length > c.max_length:
             raise ConfigError(f"seq_len={length} exceeds {c.name}'s {c.max_length} positions")
+    if training.memory.attention is None:  # the model's default: the first config's
+        training = training.for_model(configs[0].spec)
     axes = axes or Axes.around(training)
     data = Page()
     models = [model_data(c, training, axes, batch, length, grid, data) for c in configs]
