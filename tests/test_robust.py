@@ -129,7 +129,7 @@ def test_a_named_pipe_is_read(tmp_path) -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child writes the config and leaves
         with open(fifo, "w") as f:
-            f.write('{"num_hidden_layers": 2}')
+            f.write('{"model_type": "bert", "num_hidden_layers": 2}')
         os._exit(0)
     result = invoke("params", "--config", str(fifo), "--json")
     os.waitpid(pid, 0)

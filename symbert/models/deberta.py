@@ -274,12 +274,56 @@ def v3(layers: int, hidden: int, heads: int) -> dict[str, object]:
     }
 
 
+#: DebertaV2Config's own defaults, and the model's fallbacks for the keys the class does not set
+#: (``getattr(config, "share_att_key", False)``): without ``position_buckets`` there are no buckets (-1).
+CONFIG_DEFAULTS = {
+    "vocab_size": 128100,
+    "hidden_size": 1536,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 24,
+    "intermediate_size": 6144,
+    "max_position_embeddings": 512,
+    "position_buckets": -1,
+    "pad_token_id": 0,
+    "relative_attention": False,
+    "pos_att_type": None,
+    "position_biased_input": True,
+    "share_att_key": False,
+    "norm_rel_ebd": "none",
+}
+#: The position terms symbert models, as Hugging Face stores ``pos_att_type``.
+POS_ATT_TYPE = ["p2c", "c2p"]
+
+
+def read(data: dict) -> dict:
+    """``pos_att_type`` as Hugging Face reads it (a list, or a string split at "|", lower-cased), in any
+    order, as :data:`POS_ATT_TYPE` when it names both terms; the widths Hugging Face reads besides
+    ``hidden_size`` (``embedding_size``, ``attention_head_size``, ``pooler_hidden_size``) checked to be
+    the ones symbert models."""
+    terms = data.get("pos_att_type")
+    if isinstance(terms, str):
+        terms = [t.strip() for t in terms.lower().split("|")]
+    if isinstance(terms, list) and set(terms) == set(POS_ATT_TYPE):
+        data = {**data, "pos_att_type": POS_ATT_TYPE}
+    hidden = data.get("hidden_size", CONFIG_DEFAULTS["hidden_size"])
+    heads = data.get("num_attention_heads", CONFIG_DEFAULTS["num_attention_heads"])
+    widths = {"embedding_size": hidden, "pooler_hidden_size": hidden}
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        widths["attention_head_size"] = hidden // heads
+    for key, width in widths.items():
+        if data.get(key, width) != width:
+            raise ValueError(
+                f"symbert models {key} equal to {width} (hidden_size/heads or hidden_size), got {data[key]!r}"
+            )
+    return data
+
+
 LAYER = "encoder/layer"
 SPEC = ModelSpec(
     name="deberta-v2",
     build=build,
     options=(
-        Option("hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_act", "gelu", tuple(ACTIVATIONS), from_config=True),
         Option("hidden_dropout_prob", 0.1, from_config=True),
         Option("attention_probs_dropout_prob", 0.1, from_config=True),
         Option("position_biased_input", False, from_config=True),
@@ -288,7 +332,7 @@ SPEC = ModelSpec(
         Option("legacy", True, from_config=True),
         Option("cls_dropout", None, from_config=True, optional=True),
         Option("pooler_dropout", 0.0, from_config=True),
-        Option("pooler_hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("pooler_hidden_act", "gelu", tuple(ACTIVATIONS), from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -322,10 +366,17 @@ SPEC = ModelSpec(
     default_preset="deberta-v3-base",
     constraints=(
         ("relative_attention", True),
-        ("pos_att_type", "p2c|c2p"),
+        ("pos_att_type", POS_ATT_TYPE),
         ("type_vocab_size", 0),
         ("conv_kernel_size", 0),
+        ("tie_word_embeddings", True),
     ),
+    read=read,
+    read_keys=("embedding_size", "attention_head_size", "pooler_hidden_size"),
+    # with log buckets (position_buckets > 0) max_relative_positions shapes only the bucketing; without a
+    # convolution its groups and activation are not read
+    inert=("max_relative_positions", "conv_groups", "conv_act"),
+    config_defaults=CONFIG_DEFAULTS,
     architecture="DebertaV2Model",
     heads=HEADS,
     prefix="deberta",

@@ -72,6 +72,11 @@ class Encoded:
         """The full name of the word-embedding table an LM head's decoder is tied to."""
         return f"{self.prefix}.embeddings.word_embeddings.weight"
 
+    def decoder_weight(self, table: str | None = None) -> dict[str, str]:
+        """An LM decoder's weight: the word embeddings (``table``, by default :attr:`word_embeddings`)
+        unless the config unties it (``tie_word_embeddings`` false), when it is the decoder's own."""
+        return {"weight": table or self.word_embeddings} if self.options.get("tie_word_embeddings", True) else {}
+
 
 @dataclass(frozen=True)
 class Head:
