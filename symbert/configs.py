@@ -255,7 +255,7 @@ def _check_token_ids(spec: ModelSpec, data: Mapping[str, object], config: Config
     pad = data.get("pad_token_id", spec.default("pad_token_id"))
     vocab = config.values["vocab_size"]
     if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not -vocab <= pad < vocab):
-        raise ConfigError(f"{where}: pad_token_id={show(pad)} is not a row of the {vocab} word embeddings")
+        raise ConfigError(f"{where}: pad_token_id={show(pad)} is not a row of the word embeddings (vocab_size={vocab})")
 
 
 def load_json(path: Path) -> object:
@@ -386,9 +386,18 @@ def validated(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     if config.max_length is not None and config.max_length < 1:
-        raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
+        key = next(k for k, s in config.spec.fields.items() if s == position_size)
+        raise ConfigError(
+            f"{key}={config.values[key]}: {config.model} needs more than {config.spec.position_offset} positions"
+        )
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):
         check_size(key, _integer(key, value))
+    head = config.head
+    if head is not None and head.labels is not None and config.task.num_labels != head.labels:
+        raise ConfigError(
+            f"num_labels={config.task.num_labels} (id2label): Hugging Face's {head.architecture} runs with "
+            f"num_labels={head.labels} only"
+        )
     return config
 
 

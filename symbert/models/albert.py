@@ -89,7 +89,7 @@ def pretraining(e: Encoded, problem: str) -> Tensor:
 HEADS = task_heads(
     "Albert",
     Head("mlm", "AlbertForMaskedLM", masked_lm_head(mlm_scores)),
-    Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True),
+    Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True, labels=2),
     classifier_p=classifier_p,
 )
 

@@ -169,7 +169,7 @@ def task_heads(family: str, *own: Head, classifier_p: Callable[[Encoded], float]
             heads.token_classification(classifier_p),
             symbols=(num_labels,),
         ),
-        Head("question-answering", f"{family}ForQuestionAnswering", heads.question_answering()),
+        Head("question-answering", f"{family}ForQuestionAnswering", heads.question_answering(), labels=2),
         Head(
             "multiple-choice",
             f"{family}ForMultipleChoice",

@@ -249,7 +249,7 @@ HEADS = heads.by_name(
         heads.token_classification(lambda e: e.options["hidden_dropout_prob"]),
         symbols=(num_labels,),
     ),
-    Head("question-answering", "DebertaV2ForQuestionAnswering", heads.question_answering()),
+    Head("question-answering", "DebertaV2ForQuestionAnswering", heads.question_answering(), labels=2),
     Head(
         "multiple-choice",
         "DebertaV2ForMultipleChoice",
@@ -307,14 +307,12 @@ def read(data: dict) -> dict:
         data = {**data, "pos_att_type": POS_ATT_TYPE}
     hidden = data.get("hidden_size", CONFIG_DEFAULTS["hidden_size"])
     heads = data.get("num_attention_heads", CONFIG_DEFAULTS["num_attention_heads"])
-    widths = {"embedding_size": hidden, "pooler_hidden_size": hidden}
+    widths = {"embedding_size": ("hidden_size", hidden), "pooler_hidden_size": ("hidden_size", hidden)}
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
-        widths["attention_head_size"] = hidden // heads
-    for key, width in widths.items():
+        widths["attention_head_size"] = ("hidden_size/num_attention_heads", hidden // heads)
+    for key, (name, width) in widths.items():
         if data.get(key, width) != width:
-            raise ValueError(
-                f"symbert models {key} equal to {width} (hidden_size/heads or hidden_size), got {data[key]!r}"
-            )
+            raise ValueError(f"symbert models {key} equal to {name} ({width!r}), got {data[key]!r}")
     return data
 
 

@@ -81,6 +81,7 @@ HEADS = heads.by_name(
         "question-answering",
         "DistilBertForQuestionAnswering",
         heads.question_answering(lambda e: e.options["qa_dropout"]),
+        labels=2,
     ),
     Head(
         "multiple-choice",

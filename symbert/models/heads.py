@@ -84,7 +84,9 @@ class Head:
 
     ``build(encoded, problem)`` records the head and its loss and returns the scalar loss. ``pooler``
     says whether the encoder keeps its pooler (``add_pooling_layer``); ``batch`` is the shape of the
-    batch the model is given; ``symbols`` are the sizes the head adds to the formulas.
+    batch the model is given; ``symbols`` are the sizes the head adds to the formulas. ``labels`` is the
+    one label count Hugging Face's forward runs with where its class sizes a layer by ``num_labels``
+    anyway (question answering's start and end: 2); a config with another is refused.
     """
 
     name: str
@@ -93,6 +95,7 @@ class Head:
     pooler: bool = False
     batch: Shape = (B,)
     symbols: tuple[sympy.Symbol, ...] = ()
+    labels: int | None = None
 
 
 def encoder_options(head: Head | None, options: Mapping[str, object]) -> dict[str, object]:

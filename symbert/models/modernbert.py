@@ -284,6 +284,7 @@ SPEC = ModelSpec(
             "question-answering",
             "ModernBertForQuestionAnswering",
             heads.question_answering(classifier_p, tokens, name="classifier"),
+            labels=2,
         ),
         Head(
             "multiple-choice",

@@ -1,0 +1,192 @@
+"""Issue 20: config files as transformers' own config classes write them (``save_pretrained``).
+
+Every key of each family's config class is modelled or refused: walked one at a time and in pairs with
+type-valid values, symbert either refuses the file in one line naming the key, or counts the parameters
+of the model Hugging Face builds from the same file (on the meta device). The checkpoints' published
+sizes are read and counted the same way, and ``validate`` builds the real model from the user's file.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import hf
+
+import symbert
+from symbert import ConfigError
+from symbert.models import MODELS
+from symbert.models.heads import PROBLEM_TYPES
+
+transformers = hf()
+import torch  # noqa: E402  (after the skip above)
+
+#: Small sizes per family (the meta-device builds stay fast), with the keys symbert needs set where the
+#: config class's default differs (DeBERTa's relative attention, ModernBERT's padding id).
+BASES: dict[str, dict[str, object]] = {
+    "bert": {"vocab_size": 97, "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "roberta": {"vocab_size": 97, "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "albert": {
+        "vocab_size": 97,
+        "embedding_size": 10,
+        "hidden_size": 24,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 30,
+    },
+    "distilbert": {"vocab_size": 97, "dim": 24, "n_layers": 2, "n_heads": 2, "hidden_dim": 30},
+    "electra": {"vocab_size": 97, "embedding_size": 10, "hidden_size": 24, "num_hidden_layers": 2},
+    "deberta-v2": {
+        "vocab_size": 97,
+        "hidden_size": 24,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 30,
+        "relative_attention": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_buckets": 4,
+        "position_biased_input": False,
+        "share_att_key": True,
+        "norm_rel_ebd": "layer_norm",
+    },
+    "modernbert": {
+        "vocab_size": 97,
+        "hidden_size": 24,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "intermediate_size": 30,
+        "pad_token_id": 0,
+    },
+}
+ACTIVATIONS = sorted(transformers.activations.ACT2CLS)
+STRINGS = {
+    "classifier_pooling": ["cls", "mean"],
+    "summary_type": ["first", "last", "mean"],
+    "norm_rel_ebd": ["layer_norm", "none"],
+    "problem_type": list(PROBLEM_TYPES),
+    "dtype": ["float32", "bfloat16"],
+}
+
+
+def config_class(model: str):
+    return transformers.CONFIG_MAPPING[model]
+
+
+def architectures(model: str) -> list[str]:
+    spec = MODELS[model]
+    return [spec.architecture, *(h.architecture for h in spec.heads.values())]
+
+
+def candidates(model: str, key: str, default: object) -> list[object]:
+    """Type-valid values for ``key`` other than ``default``: flipped flags, small sizes and ids, dropout
+    probabilities, the activations of ACT2FN, the names a string key takes, other label maps and
+    layer patterns."""
+    if key in ("model_type", "transformers_version"):
+        return []
+    if key == "architectures":
+        return [[a] for a in architectures(model)]
+    if key in ("id2label", "label2id"):
+        labels = {i: f"L{i}" for i in range(3)}
+        return [labels if key == "id2label" else {v: k for k, v in labels.items()}]
+    if key == "layer_types":
+        full, sliding = "full_attention", "sliding_attention"
+        return [[full, sliding, full, sliding], [full, sliding, sliding, full], [sliding, full, full, full]]
+    if key == "rope_parameters":
+        return [{k: {**v, "rope_theta": 500.0} for k, v in default.items()}]
+    if key.endswith(("_act", "activation")):
+        return [a for a in ACTIVATIONS if a != default]
+    if isinstance(default, bool):
+        return [not default]
+    if key.endswith("token_id") or (default is None and key.endswith("_id")):
+        return [1, 5]
+    if isinstance(default, int):
+        return [v for v in (1, 3, 6, 8, 12, 30) if v != default]
+    if isinstance(default, float) or "dropout" in key:
+        return [0.0, 0.3]
+    if key in STRINGS:
+        return [v for v in STRINGS[key] if v != default]
+    if key == "pos_att_type":
+        return [["c2p", "p2c"], "c2p|p2c", ["c2p"], ["p2c", "c2p", "p2p"]]
+    if isinstance(default, str):
+        return ["some-name"]
+    raise AssertionError(f"no values for {model} {key}={default!r}")
+
+
+def class_keys(model: str) -> dict[str, object]:
+    """Every key of the family's config class with its default (``to_dict``)."""
+    return config_class(model)(**BASES[model]).to_dict()
+
+
+def write(folder: Path, model: str, changes: dict[str, object]) -> None:
+    """The family's small config with ``changes``, as the config class writes it."""
+    config_class(model)(**{**BASES[model], **changes}).save_pretrained(folder)
+
+
+def meta_params(folder: Path) -> int:
+    """The parameters of the model Hugging Face builds from the file (its ``architectures``' class), on
+    the meta device; tied weights count once."""
+    config = transformers.AutoConfig.from_pretrained(folder)
+    model_class = getattr(transformers, config.architectures[0])
+    with torch.device("meta"):
+        model = model_class(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def count(config: symbert.Config) -> int:
+    p = symbert.params(symbert.trace(config))
+    return p.evaluate(p.total, config.symbols())
+
+
+def check(folder: Path, model: str, changes: dict[str, object]) -> str:
+    """Write the file; symbert refuses it in one line naming a changed key, or counts what Hugging Face
+    builds. Returns "refused" or "counted"."""
+    write(folder, model, changes)
+    try:
+        config = symbert.from_file(folder)
+    except ConfigError as exc:
+        message = str(exc)
+        assert "\n" not in message
+        assert any(key in message for key in changes), (model, changes, message)
+        return "refused"
+    assert count(config) == meta_params(folder), (model, changes)
+    return "counted"
+
+
+def walk(model: str, seed: int, pairs: int) -> Iterator[dict[str, object]]:
+    """Every key of the class one at a time, each value of a seeded sample of them, and ``pairs`` seeded
+    pairs of keys; each with a seeded architecture of the family, masked LM for the untied decoder."""
+    rng = random.Random(seed)
+    keys = {k: candidates(model, k, v) for k, v in class_keys(model).items()}
+    keys = {k: v for k, v in keys.items() if v}
+    mlm = {"architectures": [MODELS[model].heads["mlm"].architecture]}
+    for key, values in keys.items():
+        for value in rng.sample(values, min(2, len(values))):
+            head = mlm if key == "tie_word_embeddings" else {"architectures": [rng.choice(architectures(model))]}
+            yield {**head, key: value}
+    for _ in range(pairs):
+        a, b = rng.sample(sorted(keys), 2)
+        yield {"architectures": [rng.choice(architectures(model))], a: rng.choice(keys[a]), b: rng.choice(keys[b])}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_key_of_the_config_class_has_one_kind(model) -> None:
+    spec = MODELS[model]
+    kinds = {key: spec.kind(key) for key in config_class(model)().to_dict()}
+    assert None not in kinds.values(), {k for k, v in kinds.items() if v is None}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_config_defaults_are_the_config_class_defaults(model) -> None:
+    """Where a file leaves a key out, symbert takes what the config class does."""
+    spec = MODELS[model]
+    for key, value in config_class(model)().to_dict().items():
+        if spec.kind(key) in ("size", "option"):
+            assert spec.default(key) == value, key
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_key_is_modelled_or_refused(tmp_path, model) -> None:
+    outcomes = [check(tmp_path, model, changes) for changes in walk(model, seed=20, pairs=8)]
+    assert "counted" in outcomes and "refused" in outcomes
