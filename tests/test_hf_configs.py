@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import hf
+from inprocess import invoke
 
 import symbert
 from symbert import ConfigError
@@ -190,3 +191,128 @@ def test_config_defaults_are_the_config_class_defaults(model) -> None:
 def test_every_key_is_modelled_or_refused(tmp_path, model) -> None:
     outcomes = [check(tmp_path, model, changes) for changes in walk(model, seed=20, pairs=8)]
     assert "counted" in outcomes and "refused" in outcomes
+
+
+def deberta_v3(hidden: int, layers: int, heads: int, **extra: object) -> dict[str, object]:
+    """microsoft/deberta-v3-*: the released config's keys (the string pos_att_type the class turns into a list)."""
+    return {
+        "vocab_size": 128100,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": 4 * hidden,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": "p2c|c2p",
+        "layer_norm_eps": 1e-7,
+        "max_relative_positions": -1,
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        "pooler_hidden_size": hidden,
+        "pooler_dropout": 0,
+        "pooler_hidden_act": "gelu",
+        **extra,
+    }
+
+
+MNLI = {"id2label": {0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"}}
+SST2 = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "finetuning_task": "sst-2"}
+BERT_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
+ROBERTA = {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
+ELECTRA_SMALL = {"embedding_size": 128, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024}
+ALBERT_BASE = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072, "down_scale_factor": 1}
+MODERNBERT_LARGE = {"hidden_size": 1024, "num_hidden_layers": 28, "num_attention_heads": 16, "intermediate_size": 2624}
+
+#: Well-known checkpoints by their published sizes (their config.json on the Hugging Face hub), with the
+#: class their ``architectures`` names; the config classes fill in what the files leave to defaults.
+CHECKPOINTS = {
+    "bert-base-uncased": ("bert", "BertForMaskedLM", {}),
+    "bert-large-uncased": ("bert", "BertForMaskedLM", BERT_LARGE),
+    "roberta-base": ("roberta", "RobertaForMaskedLM", ROBERTA),
+    "roberta-large-mnli": ("roberta", "RobertaForSequenceClassification", {**ROBERTA, **BERT_LARGE, **MNLI}),
+    "albert-base-v2": ("albert", "AlbertForMaskedLM", ALBERT_BASE),
+    "distilbert-base-uncased": ("distilbert", "DistilBertForMaskedLM", {}),
+    "distilbert-base-uncased-finetuned-sst-2-english": ("distilbert", "DistilBertForSequenceClassification", SST2),
+    "electra-small-discriminator": ("electra", "ElectraForPreTraining", ELECTRA_SMALL),
+    "electra-small-generator": ("electra", "ElectraForMaskedLM", ELECTRA_SMALL),
+    "electra-base-generator": ("electra", "ElectraForMaskedLM", {**ELECTRA_SMALL, "embedding_size": 768}),
+    "deberta-v3-xsmall": ("deberta-v2", "DebertaV2ForMaskedLM", deberta_v3(384, 12, 6)),
+    "deberta-v3-base": ("deberta-v2", "DebertaV2ForMaskedLM", deberta_v3(768, 12, 12)),
+    "deberta-v3-large": ("deberta-v2", "DebertaV2ForMaskedLM", deberta_v3(1024, 24, 16)),
+    "deberta-v3-base-mnli": ("deberta-v2", "DebertaV2ForSequenceClassification", deberta_v3(768, 12, 12, **MNLI)),
+    "deberta-v3-large-squad2": ("deberta-v2", "DebertaV2ForQuestionAnswering", deberta_v3(1024, 24, 16)),
+    "deberta-v3-xsmall-ner": ("deberta-v2", "DebertaV2ForTokenClassification", deberta_v3(384, 12, 6, **MNLI)),
+    "ModernBERT-base": ("modernbert", "ModernBertForMaskedLM", {}),
+    "ModernBERT-large": ("modernbert", "ModernBertForMaskedLM", MODERNBERT_LARGE),
+}
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_released_checkpoints_are_read_and_counted(tmp_path, name) -> None:
+    model, architecture, keys = CHECKPOINTS[name]
+    config_class(model)(architectures=[architecture], **keys).save_pretrained(tmp_path / name)
+    config = symbert.from_file(tmp_path / name)
+    assert config.name == name and config.head.architecture == architecture
+    assert count(config) == meta_params(tmp_path / name)
+
+
+def test_published_count_of_bert_base(tmp_path) -> None:
+    """BertConfig's defaults are bert-base's sizes: the bare model's published 109,482,240 parameters."""
+    config_class("bert")(architectures=["BertModel"]).save_pretrained(tmp_path)
+    assert count(symbert.from_file(tmp_path)) == 109_482_240
+
+
+def validate(folder: Path) -> tuple[int, str]:
+    result = invoke("validate", "--config", str(folder), "--batch", "2", "--seq-len", "5")
+    return result.code, result.stdout + result.stderr
+
+
+UNTIED = {
+    "distilbert": "DistilBertForMaskedLM",
+    "electra": "ElectraForMaskedLM",
+    "modernbert": "ModernBertForMaskedLM",
+}
+
+
+@pytest.mark.parametrize("model", sorted(UNTIED))
+def test_validate_builds_the_users_own_file(tmp_path, model, monkeypatch) -> None:
+    """An untied decoder is validated against the model the file describes: exit 0 while symbert models
+    it, exit 1 (a params mismatch) once symbert reads the key wrongly, here made to tie it anyway."""
+    write(tmp_path, model, {"architectures": [UNTIED[model]], "tie_word_embeddings": False})
+    code, out = validate(tmp_path)
+    assert code == 0, out
+    tied = symbert.models.heads.Encoded.decoder_weight
+    monkeypatch.setattr(
+        symbert.models.heads.Encoded,
+        "decoder_weight",
+        lambda e, t=None: tied(e, t) or {"weight": t or e.word_embeddings},
+    )
+    symbert.api._trace.cache_clear()
+    try:
+        code, out = validate(tmp_path)
+    finally:
+        monkeypatch.undo()
+        symbert.api._trace.cache_clear()
+    assert code == 1 and "params" in out, out
+
+
+@pytest.mark.parametrize(
+    "activation", ["relu", "gelu_pytorch_tanh", "silu", "swish", "tanh", "sigmoid", "quick_gelu", "mish", "linear"]
+)
+def test_activations_are_exact(tmp_path, activation) -> None:
+    """Each activation keeps what PyTorch keeps for it: parameters, saved bytes and FLOPs against the
+    real model (BERT's feed-forward and LM head; ModernBERT's GeGLU and classifier head)."""
+    keys = {
+        "bert": {"architectures": ["BertForMaskedLM"], "hidden_act": activation},
+        "modernbert": {
+            "architectures": ["ModernBertForSequenceClassification"],
+            "hidden_activation": activation,
+            "classifier_activation": activation,
+        },
+    }
+    for model, changes in keys.items():
+        write(tmp_path / model, model, changes)
+        code, out = validate(tmp_path / model)
+        assert code == 0 and out.count(" ok ") == 4, out
