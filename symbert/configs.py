@@ -313,7 +313,7 @@ def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
     id2label = data.get("id2label")
     if id2label is not None and not isinstance(id2label, dict):
         raise ConfigError(f"{where}: id2label must map ids to labels, got {show(id2label)}")
-    labels = data.get("num_labels", 2 if id2label is None else len(id2label))
+    labels = data.get("num_labels", 2) if id2label is None else len(id2label)  # id2label wins, as in Hugging Face
     problem = data.get("problem_type")
     if problem is not None and problem not in PROBLEM_TYPES:
         raise ConfigError(f"{where}: problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {show(problem)}")
@@ -392,6 +392,8 @@ def validated(config: Config) -> Config:
         )
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):
         check_size(key, _integer(key, value))
+    if config.task.problem_type == "single_label_classification" and config.task.num_labels == 1:
+        raise ConfigError("problem_type single_label_classification needs num_labels > 1 (Hugging Face refuses it)")
     head = config.head
     if head is not None and head.labels is not None and config.task.num_labels != head.labels:
         raise ConfigError(

@@ -316,3 +316,16 @@ def test_activations_are_exact(tmp_path, activation) -> None:
         write(tmp_path / model, model, changes)
         code, out = validate(tmp_path / model)
         assert code == 0 and out.count(" ok ") == 4, out
+
+
+@pytest.mark.parametrize("labels", [1, 2, 3])
+def test_deberta_classification_without_problem_type(tmp_path, labels) -> None:
+    """Fine-tuned DeBERTa configs leave problem_type unset: Hugging Face then runs its older loss code
+    (gathering the labelled rows, a copy that keeps the logits and their index), exact in float32 and
+    under bfloat16 autocast."""
+    architecture = {"architectures": ["DebertaV2ForSequenceClassification"]}
+    write(tmp_path, "deberta-v2", {**architecture, "id2label": {i: f"L{i}" for i in range(labels)}})
+    assert symbert.from_file(tmp_path).task.problem_type is None
+    for extra in ((), ("--dtype", "bfloat16", "--precision", "amp")):
+        result = invoke("validate", "--config", str(tmp_path), "--batch", "3", "--seq-len", "5", *extra)
+        assert result.code == 0 and result.stdout.count(" ok ") == 4, result

@@ -108,7 +108,8 @@ def test_deeply_nested_json(tmp_path) -> None:
         result = invoke("params", "--config", path)
         assert result.refused, result
         assert "nested too deeply" in result.stderr
-    assert invoke("params", "--config", write(tmp_path, "ok.json", '{"model_type": "bert", "a": ' + "[" * 30 + "]" * 30 + "}")).code == 0
+    nested = '{"model_type": "bert", "a": ' + "[" * 30 + "]" * 30 + "}"
+    assert invoke("params", "--config", write(tmp_path, "ok.json", nested)).code == 0
 
 
 def test_config_files_that_are_not_files_or_too_large(tmp_path) -> None:

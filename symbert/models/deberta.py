@@ -235,12 +235,34 @@ def transform(e: Encoded, width: sympy.Expr) -> Tensor:
     return F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, width)))
 
 
+def sequence_classification(e: Encoded, problem: str) -> Tensor:
+    """The context pooler, dropout and classifier, then the problem type's loss; with ``problem_type``
+    unset and several labels, DebertaV2ForSequenceClassification's own older code instead (:func:`labeled_loss`)."""
+    logits = heads.classifier(context_pooler(e), classifier_p(e))
+    if not e.problem_set and problem == "single_label_classification":
+        return labeled_loss(logits)
+    return heads.classification_loss(logits, problem)
+
+
+def labeled_loss(logits: Tensor) -> Tensor:
+    """Cross-entropy over the rows whose label is at least 0 (every row of a batch symbert models): their
+    index ([rows, 1], ``nonzero``), the logits gathered at it expanded to every label (a copy whose backward
+    keeps the logits and the index), the labels gathered at it, then cross-entropy."""
+    batch = logits.shape[:1]
+    labels = heads.labels("labels", batch)
+    with scope("loss", in_param_name=False), scope("labeled", in_param_name=False):
+        index = F.positions((*batch, 1), labels, name="label_index")
+        rows = F.gather(logits, F.expand(index, logits.shape, name="label_index_expand"), name="labeled_logits")
+        target = F.gather(labels, F.reshape(index, batch, name="label_index_view"), name="labeled_labels")
+    return heads.cross_entropy("classification", rows, target)
+
+
 HEADS = heads.by_name(
     Head("mlm", "DebertaV2ForMaskedLM", masked_lm_head(lm_scores)),
     Head(
         "sequence-classification",
         "DebertaV2ForSequenceClassification",
-        heads.sequence_classification(context_pooler, classifier_p),
+        sequence_classification,
         symbols=(num_labels,),
     ),
     Head(

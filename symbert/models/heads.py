@@ -53,11 +53,13 @@ class Task:
 
 @dataclass(frozen=True)
 class Encoded:
-    """What the encoder hands its head: outputs by name, the family's options, the base model's prefix."""
+    """What the encoder hands its head: outputs by name, the family's options, the base model's prefix,
+    and whether the config sets ``problem_type`` (a head may run other code without it)."""
 
     outputs: Mapping[str, Tensor]
     options: Mapping[str, object]
     prefix: str
+    problem_set: bool = True
 
     @property
     def sequence(self) -> Tensor:
