@@ -329,3 +329,15 @@ def test_deberta_classification_without_problem_type(tmp_path, labels) -> None:
     for extra in ((), ("--dtype", "bfloat16", "--precision", "amp")):
         result = invoke("validate", "--config", str(tmp_path), "--batch", "3", "--seq-len", "5", *extra)
         assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("gradient_checkpointing", True), ("output_hidden_states", True), ("chunk_size_feed_forward", 8)],
+)
+def test_keys_of_older_or_other_uses_are_refused(tmp_path, key, value) -> None:
+    """An older config's gradient_checkpointing (Hugging Face switches it on when it builds the model),
+    outputs that keep every layer's states alive, a chunked feed-forward: one line naming the key."""
+    write(tmp_path, "bert", {key: value})
+    result = invoke("params", "--config", str(tmp_path))
+    assert result.refused and f"{key}=" in result.stderr and result.stderr.count("\n") == 1

@@ -86,9 +86,10 @@ INERT = (
 #: Keys every config reads as its task: the head (``architectures``), the labels and the loss.
 TASK_KEYS = ("architectures", "id2label", "label2id", "num_labels", "problem_type")
 #: Values every family is modelled with; another is refused. A decoder (causal masks, cross-attention),
-#: chunked feed-forwards, and outputs that keep every layer's hidden states or attention alive change
-#: what a step keeps.
+#: chunked feed-forwards, outputs that keep every layer's hidden states or attention alive, and the
+#: gradient checkpointing an older config switches on when the model is built change what a step keeps.
 CONSTRAINTS = (
+    ("gradient_checkpointing", False),
     ("is_decoder", False),
     ("add_cross_attention", False),
     ("is_encoder_decoder", False),
