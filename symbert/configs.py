@@ -225,11 +225,17 @@ def from_file(path: str | Path) -> Config:
     data = load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    spec = MODELS[_family(data, str(path))]
-    config = _split(spec, data, str(path), file=True)
-    _check_token_ids(spec, data, config, str(path))
-    task = _task(spec, data, str(path))
-    return validated(replace(config, name=label(path, data), task=task, source=Source(str(path), data)))
+    return validated(replace(_read(Source(str(path), data)), name=label(path, data)))
+
+
+def _read(source: Source) -> Config:
+    """The config a file's keys describe, with the keys changed since (:attr:`Source.changes`): the file
+    as if it held them."""
+    data = {**source.data, **source.changes}
+    spec = MODELS[_family(data, source.path)]
+    config = _split(spec, data, source.path, file=True)
+    _check_token_ids(spec, data, config, source.path)
+    return replace(config, task=_task(spec, data, source.path), source=source)
 
 
 def _family(data: Mapping[str, object], where: str) -> str:
@@ -361,8 +367,11 @@ def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
             near = difflib.get_close_matches(key, settable, n=1)
             hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(settable)}"
             raise ConfigError(f"unknown config key {show(key)} for {config.model}{hint}")
-    source = config.source and config.source.changed(**changes)
-    return validated(replace(config, values=values, options=options, source=source))
+    if config.source is None:
+        return validated(replace(config, values=values, options=options))
+    # a file's config is read again with the keys changed, so that what they imply is checked too
+    read = _read(config.source.changed(**changes))
+    return validated(replace(read, name=config.name, task=config.task, options={**config.options, **read.options}))
 
 
 def _integer(key: str, value: object) -> int:

@@ -341,3 +341,18 @@ def test_keys_of_older_or_other_uses_are_refused(tmp_path, key, value) -> None:
     write(tmp_path, "bert", {key: value})
     result = invoke("params", "--config", str(tmp_path))
     assert result.refused and f"{key}=" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_overrides_of_a_file_are_read_with_it(tmp_path) -> None:
+    """--set on a config file is the file with that key changed: what it implies is checked again
+    (DeBERTa's pooler width, ModernBERT's layer_types), and validate builds the file with the change."""
+    write(tmp_path / "deberta", "deberta-v2", {"architectures": ["DebertaV2ForSequenceClassification"]})
+    result = invoke("params", "--config", str(tmp_path / "deberta"), "--set", "hidden_size=36")
+    assert result.refused and "pooler_hidden_size" in result.stderr
+    write(tmp_path / "modernbert", "modernbert", {})
+    result = invoke("params", "--config", str(tmp_path / "modernbert"), "--set", "num_hidden_layers=6")
+    assert result.refused and "layer_types" in result.stderr
+    result = invoke(
+        "validate", "--config", str(tmp_path / "modernbert"), "--set", "intermediate_size=17", "-b", "2", "-s", "5"
+    )
+    assert result.code == 0 and result.stdout.count(" ok ") == 4, result

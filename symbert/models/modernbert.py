@@ -171,6 +171,10 @@ def read(data: dict) -> dict:
     pattern = ["sliding_attention" if i % every else "full_attention" for i in range(len(types))]
     if types != pattern:
         raise ValueError("symbert models layer_types as one full_attention layer every n, from layer 0")
+    if data.get("global_attn_every_n_layers", every) != every:
+        raise ValueError(
+            f"global_attn_every_n_layers={data['global_attn_every_n_layers']!r} is not the layer_types' {every}"
+        )
     if data.get("num_hidden_layers", len(types)) != len(types):
         raise ValueError(f"layer_types lists {len(types)} layers, num_hidden_layers is {data['num_hidden_layers']}")
     return {**data, "global_attn_every_n_layers": every, "num_hidden_layers": len(types)}

@@ -150,9 +150,13 @@ def validate(
     options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
     check_size(predicted)
-    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
-    saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
-    forward, backward = measure.measure_flops(model, inputs)
+    try:  # the user's own file may describe a model Hugging Face cannot build or run
+        model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
+        saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
+        forward, backward = measure.measure_flops(model, inputs)
+    except (RuntimeError, IndexError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Hugging Face cannot build or run this model: {first}") from None
     checks = [
         Check("params", predicted.value("params"), measure.count_parameters(model)),
         Check("activation_bytes", predicted.value("activation_bytes"), saved),
