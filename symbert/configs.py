@@ -133,7 +133,9 @@ class Config:
         the options read from a config, and the labels and problem type its head uses. (A config read
         from a file is validated against the file itself, :attr:`source`.)"""
         options = {o.name: self.structure()[o.name] for o in self.spec.options if o.from_config}
-        task = {k: v for k, v in self.task_dict().items() if k in ("num_labels", "problem_type")}
+        task = {k: v for k, v in self.task_dict().items() if k == "num_labels"}
+        if self.task.problem_type is not None:  # unset, Hugging Face's own rule picks the loss (DeBERTa's older code)
+            task["problem_type"] = self.task.problem_type
         return {**dict(self.spec.constraints), **self.values, **options, **task}
 
     def task_dict(self) -> dict[str, object]:

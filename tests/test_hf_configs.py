@@ -321,12 +321,12 @@ def test_activations_are_exact(tmp_path, activation) -> None:
 @pytest.mark.parametrize("labels", [1, 2, 3])
 def test_deberta_classification_without_problem_type(tmp_path, labels) -> None:
     """Fine-tuned DeBERTa configs leave problem_type unset: Hugging Face then runs its older loss code
-    (gathering the labelled rows, a copy that keeps the logits and their index), exact in float32 and
-    under bfloat16 autocast."""
+    (gathering the labelled rows, a copy that keeps the logits and their index), exact in float32, in
+    bfloat16 and under bfloat16 autocast."""
     architecture = {"architectures": ["DebertaV2ForSequenceClassification"]}
     write(tmp_path, "deberta-v2", {**architecture, "id2label": {i: f"L{i}" for i in range(labels)}})
     assert symbert.from_file(tmp_path).task.problem_type is None
-    for extra in ((), ("--dtype", "bfloat16", "--precision", "amp")):
+    for extra in ((), ("--dtype", "bfloat16"), ("--dtype", "bfloat16", "--precision", "amp")):
         result = invoke("validate", "--config", str(tmp_path), "--batch", "3", "--seq-len", "5", *extra)
         assert result.code == 0 and result.stdout.count(" ok ") == 4, result
 
@@ -355,4 +355,16 @@ def test_overrides_of_a_file_are_read_with_it(tmp_path) -> None:
     result = invoke(
         "validate", "--config", str(tmp_path / "modernbert"), "--set", "intermediate_size=17", "-b", "2", "-s", "5"
     )
+    assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+
+
+def test_a_file_without_model_type_is_read_by_its_architecture(tmp_path) -> None:
+    """AutoConfig refuses a file without model_type; symbert reads one whose architectures names a class
+    it knows, and validate builds it with that family's config class."""
+    write(tmp_path, "electra", {"architectures": ["ElectraForMaskedLM"]})
+    path = tmp_path / "config.json"
+    path.write_text(path.read_text().replace('"model_type": "electra",', ""))
+    assert "model_type" not in path.read_text()
+    assert symbert.from_file(tmp_path).model == "electra"
+    result = invoke("validate", "--config", str(tmp_path), "-b", "2", "-s", "5")
     assert result.code == 0 and result.stdout.count(" ok ") == 4, result

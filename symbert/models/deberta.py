@@ -236,24 +236,29 @@ def transform(e: Encoded, width: sympy.Expr) -> Tensor:
 
 
 def sequence_classification(e: Encoded, problem: str) -> Tensor:
-    """The context pooler, dropout and classifier, then the problem type's loss; with ``problem_type``
-    unset and several labels, DebertaV2ForSequenceClassification's own older code instead (:func:`labeled_loss`)."""
+    """The context pooler, dropout and classifier, then the problem type's loss. With ``problem_type``
+    unset, DebertaV2ForSequenceClassification's own older code: several labels, :func:`labeled_loss`; one,
+    the mean squared error of the logits made the labels' float32 (a copy in a 16-bit model)."""
     logits = heads.classifier(context_pooler(e), classifier_p(e))
     if not e.problem_set and problem == "single_label_classification":
         return labeled_loss(logits)
+    if not e.problem_set and problem == "regression":
+        logits = F.cast(logits, "float32", name="to_labels_dtype")
     return heads.classification_loss(logits, problem)
 
 
 def labeled_loss(logits: Tensor) -> Tensor:
     """Cross-entropy over the rows whose label is at least 0 (every row of a batch symbert models): their
     index ([rows, 1], ``nonzero``), the logits gathered at it expanded to every label (a copy whose backward
-    keeps the logits and the index), the labels gathered at it, then cross-entropy."""
+    keeps the logits and the index), the labels gathered at it, then cross-entropy of the rows made float32
+    (a copy in a 16-bit model)."""
     batch = logits.shape[:1]
     labels = heads.labels("labels", batch)
     with scope("loss", in_param_name=False), scope("labeled", in_param_name=False):
         index = F.positions((*batch, 1), labels, name="label_index")
         rows = F.gather(logits, F.expand(index, logits.shape, name="label_index_expand"), name="labeled_logits")
         target = F.gather(labels, F.reshape(index, batch, name="label_index_view"), name="labeled_labels")
+        rows = F.cast(rows, "float32", name="float")
     return heads.cross_entropy("classification", rows, target)
 
 
