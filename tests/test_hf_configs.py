@@ -179,6 +179,25 @@ def test_every_key_of_the_config_class_has_one_kind(model) -> None:
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
+def test_the_kinds_do_not_overlap(model) -> None:
+    """A key is one kind only: its family lists it once among sizes, options, values it is modelled
+    with, keys its reader rewrites, and keys that change nothing."""
+    from symbert.models.spec import INERT, TASK_KEYS
+
+    spec = MODELS[model]
+    lists = [
+        list(spec.fields),
+        [o.name for o in spec.options if o.from_config],
+        list(TASK_KEYS),
+        list(spec.all_constraints),
+        list(spec.read_keys),
+        [*INERT, *spec.inert],
+    ]
+    keys = [key for keys in lists for key in keys]
+    assert len(keys) == len(set(keys)), sorted({k for k in keys if keys.count(k) > 1})
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_config_defaults_are_the_config_class_defaults(model) -> None:
     """Where a file leaves a key out, symbert takes what the config class does."""
     spec = MODELS[model]
