@@ -322,13 +322,19 @@ def test_validate_builds_the_users_own_file(tmp_path, model, monkeypatch) -> Non
 )
 def test_activations_are_exact(tmp_path, activation) -> None:
     """Each activation keeps what PyTorch keeps for it: parameters, saved bytes and FLOPs against the
-    real model (BERT's feed-forward and LM head; ModernBERT's GeGLU and classifier head)."""
+    real model (BERT's feed-forward and LM head; ModernBERT's GeGLU and classifier head; DeBERTa's
+    feed-forward and context pooler)."""
     keys = {
         "bert": {"architectures": ["BertForMaskedLM"], "hidden_act": activation},
         "modernbert": {
             "architectures": ["ModernBertForSequenceClassification"],
             "hidden_activation": activation,
             "classifier_activation": activation,
+        },
+        "deberta-v2": {
+            "architectures": ["DebertaV2ForSequenceClassification"],
+            "hidden_act": activation,
+            "pooler_hidden_act": activation,
         },
     }
     for model, changes in keys.items():
