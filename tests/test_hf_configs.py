@@ -393,3 +393,11 @@ def test_a_file_without_model_type_is_read_by_its_architecture(tmp_path) -> None
     assert symbert.from_file(tmp_path).model == "electra"
     result = invoke("validate", "--config", str(tmp_path), "-b", "2", "-s", "5")
     assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+
+
+def test_deberta_newer_lm_head_is_tied_whatever_the_config_says(tmp_path) -> None:
+    """With legacy false, DeBERTa's LM head scores against the word embeddings themselves, so
+    tie_word_embeddings changes nothing; with the legacy head, untying is refused."""
+    mlm = {"architectures": ["DebertaV2ForMaskedLM"], "tie_word_embeddings": False}
+    assert check(tmp_path, "deberta-v2", {**mlm, "legacy": False}) == "counted"
+    assert check(tmp_path, "deberta-v2", mlm) == "refused"

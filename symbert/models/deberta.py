@@ -324,7 +324,8 @@ POS_ATT_TYPE = ["p2c", "c2p"]
 
 def read(data: dict) -> dict:
     """``pos_att_type`` as Hugging Face reads it (a list, or a string split at "|", lower-cased), in any
-    order, as :data:`POS_ATT_TYPE` when it names both terms; the widths Hugging Face reads besides
+    order, as :data:`POS_ATT_TYPE` when it names both terms; ``tie_word_embeddings`` left out where it
+    changes nothing (``legacy`` false); the widths Hugging Face reads besides
     ``hidden_size`` (``embedding_size``, ``attention_head_size``, ``pooler_hidden_size``) checked to be
     the ones symbert models."""
     terms = data.get("pos_att_type")
@@ -332,6 +333,8 @@ def read(data: dict) -> dict:
         terms = [t.strip() for t in terms.lower().split("|")]
     if isinstance(terms, list) and set(terms) == set(POS_ATT_TYPE):
         data = {**data, "pos_att_type": POS_ATT_TYPE}
+    if data.get("legacy") is False:  # the newer LM head scores against the word embeddings themselves
+        data = {k: v for k, v in data.items() if k != "tie_word_embeddings"}
     hidden = data.get("hidden_size", CONFIG_DEFAULTS["hidden_size"])
     heads = data.get("num_attention_heads", CONFIG_DEFAULTS["num_attention_heads"])
     widths = {"embedding_size": ("hidden_size", hidden), "pooler_hidden_size": ("hidden_size", hidden)}
