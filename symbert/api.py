@@ -83,9 +83,10 @@ def spread_of(layout: Layout | None) -> Spread:
     return layout.tensor > 1, layout.sequence, layout.stage if layout.pipeline > 1 else ""
 
 
-def _task_key(task: Task) -> tuple[str, str]:
-    """What of a task shapes the graph: the head and the problem type (the sizes stay symbolic)."""
-    return task.head, task.problem
+def _task_key(task: Task) -> tuple[str, str, bool]:
+    """What of a task shapes the graph: the head, the problem type and whether the config sets it (the
+    sizes stay symbolic)."""
+    return task.head, task.problem, task.problem_type is not None
 
 
 @lru_cache(maxsize=32)
@@ -95,6 +96,7 @@ def _trace(
     unroll: tuple | None,
     head: str,
     problem: str,
+    problem_set: bool = True,
     spread: Spread = ONE_GPU,
 ) -> Graph:
     spec = MODELS[model]
@@ -105,13 +107,15 @@ def _trace(
     tracer = Tracer(graph, spec.derived, dict(unroll) if unroll is not None else None, batch, sharding)
     with tracing(tracer):
         try:
-            _build(spec, task_head, options, problem)
+            _build(spec, task_head, options, problem, problem_set)
         except StageEnd as end:  # the first pipeline stage: the embeddings and L/p layers
             graph_output("to_next_stage", end.output)
     return last_stage(graph) if spread[2] == "last" else graph
 
 
-def _build(spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, object], ...], problem: str) -> None:
+def _build(
+    spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, object], ...], problem: str, problem_set: bool
+) -> None:
     """Record the model, with its head and loss when it has one."""
     if task_head is None:
         with call():
@@ -122,5 +126,5 @@ def _build(spec: ModelSpec, task_head: Head | None, options: tuple[tuple[str, ob
     with scope(spec.prefix, in_path=False), call():
         outputs = spec.build(**dict(options))
     with scope("head", in_param_name=False):
-        loss = task_head.build(Encoded(outputs, dict(options), spec.prefix), problem)
+        loss = task_head.build(Encoded(outputs, dict(options), spec.prefix, problem_set), problem)
     graph_output("loss", loss)

@@ -73,6 +73,20 @@ def read_int(name: str, raw: str) -> int:
 
 
 @dataclass(frozen=True)
+class Source:
+    """The config file a config was read from: its path, what it holds, and the Hugging Face keys changed
+    since (``--set``, ``--num-labels``, ``--problem-type``), which ``validate`` applies to the file's own
+    Hugging Face config."""
+
+    path: str
+    data: Mapping[str, object]
+    changes: Mapping[str, object] = field(default_factory=dict)
+
+    def changed(self, **changes: object) -> Source:
+        return replace(self, changes={**self.changes, **changes})
+
+
+@dataclass(frozen=True)
 class Config:
     """One concrete model: its family, Hugging Face config values, structural options and task head."""
 
@@ -81,6 +95,7 @@ class Config:
     name: str = "custom"
     options: Mapping[str, object] = field(default_factory=dict)
     task: Task = field(default_factory=Task)
+    source: Source | None = field(default=None, compare=False, repr=False)
 
     @property
     def spec(self) -> ModelSpec:
@@ -113,6 +128,16 @@ class Config:
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "model_type": self.model, **self.values, **self.structure(), **self.task_dict()}
 
+    def hugging_face(self) -> dict[str, object]:
+        """The Hugging Face config keys of this config: the values the family is modelled with, the sizes,
+        the options read from a config, and the labels and problem type its head uses. (A config read
+        from a file is validated against the file itself, :attr:`source`.)"""
+        options = {o.name: self.structure()[o.name] for o in self.spec.options if o.from_config}
+        task = {k: v for k, v in self.task_dict().items() if k == "num_labels"}
+        if self.task.problem_type is not None:  # unset, Hugging Face's own rule picks the loss (DeBERTa's older code)
+            task["problem_type"] = self.task.problem_type
+        return {**dict(self.spec.constraints), **self.values, **options, **task}
+
     def task_dict(self) -> dict[str, object]:
         """The head and the settings it uses."""
         if self.head is None:
@@ -132,25 +157,34 @@ def preset_names() -> list[str]:
     return [name for spec in MODELS.values() for name in (*spec.presets, *spec.aliases)]
 
 
-def _split(spec: ModelSpec, data: Mapping[str, object], where: str) -> Config:
-    """Fields and config-read options from a mapping, the family's default preset filling gaps."""
+def _split(spec: ModelSpec, data: Mapping[str, object], where: str, file: bool = False) -> Config:
+    """Fields and config-read options from a mapping. A preset's gaps take the default preset's sizes and
+    the options' defaults; a config file's take what Hugging Face uses (:meth:`ModelSpec.default`), and
+    every value the family is modelled with is checked, whether the file gives it or leaves it out."""
     base = spec.presets[spec.default_preset]
     if spec.read is not None:
         try:
             data = spec.read(data)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    for key, required in spec.constraints:
-        if key in data and data[key] != required:
-            raise ConfigError(f"{where}: symbert models {spec.name} with {key}={required}, got {show(data[key])}")
-    values = {key: _integer(key, data[key] if key in data else base[key]) for key in spec.fields}
+
+    def given(key: str, fallback: object) -> object:
+        return data[key] if key in data else spec.default(key) if file else fallback
+
+    for key, required in spec.all_constraints.items() if file else ():
+        value = given(key, required)
+        if value != required or isinstance(value, bool) != isinstance(required, bool):
+            raise ConfigError(
+                f"{where}: symbert models {spec.name} with {key}={show(required)} only, got {show(value)}"
+            )
+    values = {key: _integer(key, given(key, base.get(key))) for key in spec.fields}
     options = {}
     for option in spec.options:
         if option.from_config:
             try:
-                options[option.name] = option.parse(data.get(option.name, base.get(option.name, option.default)))
+                options[option.name] = option.parse(given(option.name, base.get(option.name, option.default)))
             except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"{where}: {exc}" if file else str(exc)) from None
     return Config(spec.name, values, where, options)
 
 
@@ -185,17 +219,51 @@ def config_path(path: str | Path) -> Path:
 
 
 def from_file(path: str | Path) -> Config:
-    """A Hugging Face config.json (or a checkpoint folder holding one), dispatched on ``model_type``; keys
-    symbert does not use are ignored. It is labelled by :func:`label`."""
+    """A Hugging Face config.json (or a checkpoint folder holding one), dispatched on ``model_type`` (or,
+    without one, on a class of ``architectures`` symbert knows; ``AutoConfig`` refuses a file with
+    neither). Every key Hugging Face reads is modelled or refused (:meth:`ModelSpec.kind`); the others
+    change nothing. It is labelled by :func:`label`."""
     path = config_path(path)
     data = load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    model = data.get("model_type", "bert")
-    if not isinstance(model, str) or model not in MODELS:
-        raise ConfigError(f"{path}: unsupported model_type {show(model)} (supported: {', '.join(MODELS)})")
-    config = _split(MODELS[model], data, str(path))
-    return validated(replace(config, name=label(path, data), task=_task(config.spec, data, str(path))))
+    return validated(replace(_read(Source(str(path), data)), name=label(path, data)))
+
+
+def _read(source: Source) -> Config:
+    """The config a file's keys describe, with the keys changed since (:attr:`Source.changes`): the file
+    as if it held them."""
+    data = {**source.data, **source.changes}
+    spec = MODELS[_family(data, source.path)]
+    config = _split(spec, data, source.path, file=True)
+    _check_token_ids(spec, data, config, source.path)
+    return replace(config, task=_task(spec, data, source.path), source=source)
+
+
+def _family(data: Mapping[str, object], where: str) -> str:
+    """The family a config file names: its ``model_type``, or without one the family whose class its
+    ``architectures`` names first."""
+    if "model_type" in data:
+        model = data["model_type"]
+        if not isinstance(model, str) or model not in MODELS:
+            raise ConfigError(f"{where}: unsupported model_type {show(model)} (supported: {', '.join(MODELS)})")
+        return model
+    architectures = data.get("architectures")
+    first = architectures[0] if isinstance(architectures, list) and architectures else None
+    for spec in MODELS.values():
+        if first in (spec.architecture, *(h.architecture for h in spec.heads.values())):
+            return spec.name
+    named = f"its architectures name no class symbert knows ({show(first)})" if first else "no architectures"
+    raise ConfigError(f"{where} has no model_type and {named}; Hugging Face's AutoConfig refuses it too")
+
+
+def _check_token_ids(spec: ModelSpec, data: Mapping[str, object], config: Config, where: str) -> None:
+    """A padding id must be a row of the word embeddings (PyTorch's ``padding_idx``), or Hugging Face
+    cannot build the model."""
+    pad = data.get("pad_token_id", spec.default("pad_token_id"))
+    vocab = config.values["vocab_size"]
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not -vocab <= pad < vocab):
+        raise ConfigError(f"{where}: pad_token_id={show(pad)} is not a row of the word embeddings (vocab_size={vocab})")
 
 
 def load_json(path: Path) -> object:
@@ -250,7 +318,10 @@ def _task(spec: ModelSpec, data: Mapping[str, object], where: str) -> Task:
     known = {spec.architecture: BARE, **{h.architecture: h.name for h in spec.heads.values()}}
     if architectures[0] not in known:
         raise ConfigError(f"{where}: unknown architecture {show(architectures[0])} (known: {', '.join(known)})")
-    labels = data.get("num_labels", len(data["id2label"]) if isinstance(data.get("id2label"), dict) else 2)
+    id2label = data.get("id2label")
+    if id2label is not None and not isinstance(id2label, dict):
+        raise ConfigError(f"{where}: id2label must map ids to labels, got {show(id2label)}")
+    labels = data.get("num_labels", 2) if id2label is None else len(id2label)  # id2label wins, as in Hugging Face
     problem = data.get("problem_type")
     if problem is not None and problem not in PROBLEM_TYPES:
         raise ConfigError(f"{where}: problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {show(problem)}")
@@ -277,7 +348,7 @@ def _parse_raw(raw: str) -> object:
 
 def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
     """Apply ``key=value`` overrides; values are parsed with regular expressions, never evaluated."""
-    values, options = dict(config.values), dict(config.options)
+    values, options, changes = dict(config.values), dict(config.options), {}
     settable = [*config.spec.fields, *(o.name for o in config.spec.options if o.from_config)]
     for item in assignments:
         key, sep, raw = item.partition("=")
@@ -288,17 +359,21 @@ def with_overrides(config: Config, assignments: Iterable[str]) -> Config:
         if key in config.spec.fields:
             if not _INT.fullmatch(raw):
                 raise ConfigError(f"{key} must be a positive integer, got {show(raw)}")
-            values[key] = read_int(key, raw)
+            values[key] = changes[key] = read_int(key, raw)
         elif option is not None and option.from_config:
             try:
-                options[key] = option.parse(_parse_raw(raw))
+                options[key] = changes[key] = option.parse(_parse_raw(raw))
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         else:
             near = difflib.get_close_matches(key, settable, n=1)
             hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(settable)}"
             raise ConfigError(f"unknown config key {show(key)} for {config.model}{hint}")
-    return validated(replace(config, values=values, options=options))
+    if config.source is None:
+        return validated(replace(config, values=values, options=options))
+    # a file's config is read again with the keys changed, so that what they imply is checked too
+    read = _read(config.source.changed(**changes))
+    return validated(replace(read, name=config.name, task=config.task, options={**config.options, **read.options}))
 
 
 def _integer(key: str, value: object) -> int:
@@ -322,9 +397,20 @@ def validated(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     if config.max_length is not None and config.max_length < 1:
-        raise ConfigError(f"{config.model} needs more than {config.spec.position_offset} positions")
+        key = next(k for k, s in config.spec.fields.items() if s == position_size)
+        raise ConfigError(
+            f"{key}={config.values[key]}: {config.model} needs more than {config.spec.position_offset} positions"
+        )
     for key, value in (("num_labels", config.task.num_labels), ("choices", config.task.choices)):
         check_size(key, _integer(key, value))
+    if config.task.problem_type == "single_label_classification" and config.task.num_labels == 1:
+        raise ConfigError("problem_type single_label_classification needs num_labels > 1 (Hugging Face refuses it)")
+    head = config.head
+    if head is not None and head.labels is not None and config.task.num_labels != head.labels:
+        raise ConfigError(
+            f"num_labels={config.task.num_labels} (id2label): Hugging Face's {head.architecture} runs with "
+            f"num_labels={head.labels} only"
+        )
     return config
 
 
@@ -378,4 +464,6 @@ def with_task(config: Config, **settings: object) -> Config:
     head = config.spec.heads.get(task.head)
     if head is not None and head.pooler and config.options.get("pooler") is False:
         raise ConfigError(f"the {task.head} head reads the pooler; drop --no-pooler")
-    return validated(replace(config, task=task))
+    changes = {k: v for k, v in settings.items() if k in ("num_labels", "problem_type")}
+    source = config.source and config.source.changed(**changes)
+    return validated(replace(config, task=task, source=source))

@@ -350,6 +350,24 @@ def relu(x: Tensor, name: str = "relu") -> Tensor:
     return active().record("relu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
 
 
+@_op("silu", saves=("in0",), flops_per_element=5)
+def silu(x: Tensor, name: str = "silu") -> Tensor:
+    """SiLU (swish), x·sigmoid(x)."""
+    return active().record("silu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("sigmoid", saves=("out0",), flops_per_element=4)
+def sigmoid(x: Tensor, name: str = "sigmoid") -> Tensor:
+    """The logistic function 1/(1 + e⁻ˣ)."""
+    return active().record("sigmoid", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
+@_op("mish", saves=("in0",), flops_per_element=6)
+def mish(x: Tensor, name: str = "mish") -> Tensor:
+    """Mish, x·tanh(softplus(x))."""
+    return active().record("mish", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
 @_op("zeros")
 def zeros(shape: Shape, name: str = "zeros") -> Tensor:
     """An int64 tensor of zeros made at run time (DeBERTa's token type ids when the caller gives none)."""

@@ -96,11 +96,16 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     [
         ("{not json", "is not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
-        ('{"hidden_size": "768"}', "hidden_size must be an integer, got str"),
-        ('{"hidden_size": true}', "hidden_size must be an integer, got bool"),
-        ('{"hidden_size": 768.5}', "hidden_size must be an integer, got float"),
+        ('{"model_type": "bert", "hidden_size": "768"}', "hidden_size must be an integer, got str"),
+        ('{"model_type": "bert", "hidden_size": true}', "hidden_size must be an integer, got bool"),
+        ('{"model_type": "bert", "hidden_size": 768.5}', "hidden_size must be an integer, got float"),
         ('{"model_type": "t5"}', "unsupported model_type 't5'"),
-        ('{"hidden_size": 770}', "hidden_size=770 is not divisible by num_attention_heads=12"),
+        ("{}", "has no model_type and no architectures; Hugging Face's AutoConfig refuses it too"),
+        ('{"architectures": ["T5Model"]}', "architectures name no class symbert knows ('T5Model')"),
+        ('{"model_type": "bert", "id2label": ["a", "b", "c"]}', "id2label must map ids to labels"),
+        ('{"model_type": "bert", "is_decoder": true}', "with is_decoder=False only, got True"),
+        ('{"model_type": "bert", "add_cross_attention": true}', "add_cross_attention=False only, got True"),
+        ('{"model_type": "bert", "hidden_size": 770}', "hidden_size=770 is not divisible by num_attention_heads=12"),
     ],
 )
 def test_bad_config_files(tmp_path, content: str, message: str) -> None:

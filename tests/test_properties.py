@@ -108,7 +108,7 @@ def _no_traceback(args: tuple[str, ...]) -> None:
 #: Config files that are valid (sizes up to the maximum) half the time, anything at all otherwise.
 any_config_files = st.one_of(
     config_files(),
-    st.deferred(lambda: valid_configs().map(lambda c: {"model_type": c.model, **c.values})),
+    st.deferred(lambda: valid_configs().map(lambda c: {"model_type": c.model, **c.hugging_face()})),
 )
 
 
@@ -305,7 +305,7 @@ def test_timeline_peak_agrees_with_its_formula(config, training, batch) -> None:
     length = min(16, config.max_length or 16)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder, "config.json")
-        path.write_text(json.dumps({"model_type": config.model, **config.values}))
+        path.write_text(json.dumps({"model_type": config.model, **config.hugging_face()}))
         flags = ("--optimizer", training.optimizer, "--precision", training.precision)
         memory = ("--attention", training.memory.attention, "--recompute", training.memory.recompute)
         result = invoke(

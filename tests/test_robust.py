@@ -72,7 +72,7 @@ def test_model_type_of_the_wrong_type(tmp_path, model_type) -> None:
 
 @pytest.mark.parametrize("key", ["vocab_size", "num_labels", "hidden_dropout_prob"])
 def test_integers_of_thousands_of_digits_in_a_config_file(tmp_path, key) -> None:
-    path = write(tmp_path, "big.json", f'{{"{key}": {HUGE}}}')
+    path = write(tmp_path, "big.json", f'{{"model_type": "bert", "{key}": {HUGE}}}')
     result = invoke("params", "--config", path)
     assert result.refused, result
     assert "5000-digit" in result.stderr and len(result.stderr) < 300
@@ -106,11 +106,12 @@ def test_sizes_above_the_documented_maximum_are_refused() -> None:
 
 def test_deeply_nested_json(tmp_path) -> None:
     for depth in (100_000, 100):
-        path = write(tmp_path, "deep.json", '{"a": ' + "[" * depth + "]" * depth + "}")
+        path = write(tmp_path, "deep.json", '{"model_type": "bert", "a": ' + "[" * depth + "]" * depth + "}")
         result = invoke("params", "--config", path)
         assert result.refused, result
         assert "nested too deeply" in result.stderr
-    assert invoke("params", "--config", write(tmp_path, "ok.json", '{"a": ' + "[" * 30 + "]" * 30 + "}")).code == 0
+    nested = '{"model_type": "bert", "a": ' + "[" * 30 + "]" * 30 + "}"
+    assert invoke("params", "--config", write(tmp_path, "ok.json", nested)).code == 0
 
 
 def test_config_files_that_are_not_files_or_too_large(tmp_path) -> None:
@@ -131,7 +132,7 @@ def test_a_named_pipe_is_read(tmp_path) -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child writes the config and leaves
         with open(fifo, "w") as f:
-            f.write('{"num_hidden_layers": 2}')
+            f.write('{"model_type": "bert", "num_hidden_layers": 2}')
         os._exit(0)
     result = invoke("params", "--config", str(fifo), "--json")
     os.waitpid(pid, 0)
@@ -246,7 +247,7 @@ def test_sweep_with_sgd() -> None:
 
 
 def test_sweep_quotes_csv_fields(tmp_path) -> None:
-    path = write(tmp_path, "a,b.json", {"num_hidden_layers": 2})
+    path = write(tmp_path, "a,b.json", {"model_type": "bert", "num_hidden_layers": 2})
     result = invoke("sweep", path, "-b", "1", "-s", "8", "-q", "params")
     assert result.code == 0, result
     rows = list(csv.reader(io.StringIO(result.stdout)))
@@ -349,7 +350,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 def test_diagram_of_a_config_file_with_quotes_markup_and_a_trailing_backslash(tmp_path) -> None:
-    path = write(tmp_path, 'we"ird<b>&x\\.json', {"num_hidden_layers": 2})
+    path = write(tmp_path, 'we"ird<b>&x\\.json', {"model_type": "bert", "num_hidden_layers": 2})
     for fmt in ("dot", "svg"):
         result = invoke("diagram", "--config", path, "--format", fmt, "-o", str(tmp_path / f"d.{fmt}"))
         assert result.code == 0, result

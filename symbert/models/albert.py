@@ -11,6 +11,7 @@ from symbert.ir import Tensor
 from symbert.models import heads
 from symbert.models.bert import (
     FIELDS,
+    UNTIED,
     activation_components,
     embeddings,
     inputs,
@@ -96,7 +97,7 @@ def pretraining(e: Encoded, problem: str) -> Tensor:
 HEADS = task_heads(
     "Albert",
     Head("mlm", "AlbertForMaskedLM", masked_lm_head(mlm_scores)),
-    Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True),
+    Head("pretraining", "AlbertForPreTraining", pretraining, pooler=True, labels=2),
     classifier_p=classifier_p,
 )
 
@@ -136,7 +137,14 @@ SPEC = ModelSpec(
     substitutions={I: 4 * H},
     presets={"albert-base-v2": _config(768, 12, 12), "albert-large-v2": _config(1024, 24, 16)},
     default_preset="albert-base-v2",
-    constraints=(("num_hidden_groups", 1), ("inner_group_num", 1)),
+    constraints=(("num_hidden_groups", 1), ("inner_group_num", 1), UNTIED),
+    # AlbertConfig's own defaults: albert-xxlarge's sizes
+    config_defaults={
+        **_config(4096, 12, 64),
+        "vocab_size": 30000,
+        "intermediate_size": 16384,
+        "pad_token_id": 0,
+    },
     architecture="AlbertModel",
     heads=HEADS,
     prefix="albert",

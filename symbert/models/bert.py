@@ -177,7 +177,7 @@ def task_heads(family: str, *own: Head, classifier_p: Callable[[Encoded], float]
             heads.token_classification(classifier_p),
             symbols=(num_labels,),
         ),
-        Head("question-answering", f"{family}ForQuestionAnswering", heads.question_answering()),
+        Head("question-answering", f"{family}ForQuestionAnswering", heads.question_answering(), labels=2),
         Head(
             "multiple-choice",
             f"{family}ForMultipleChoice",
@@ -231,7 +231,7 @@ def options(hidden_act: str, dropout: float) -> tuple[Option, ...]:
         Option("pooler", True),
         Option("token_types", True),
         Option("padding", True),
-        Option("hidden_act", hidden_act, ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_act", hidden_act, tuple(ACTIVATIONS), from_config=True),
         Option("hidden_dropout_prob", dropout, from_config=True),
         Option("attention_probs_dropout_prob", dropout, from_config=True),
     )
@@ -250,6 +250,11 @@ def activation_components(layer: str, attention: str, *extra: Component) -> tupl
         Component("pooler", "pooler"),
     )
 
+
+#: Untied, the LM heads of BERT, RoBERTa, ALBERT and DeBERTa get a decoder weight and bias of their own,
+#: and Hugging Face keeps the head's ``bias`` they were tied to as a parameter that gets no gradient (nor
+#: optimizer state), which symbert does not model: these families are modelled tied.
+UNTIED = ("tie_word_embeddings", True)
 
 PARAM_COMPONENTS = (
     Component("embeddings", "embeddings"),
@@ -308,6 +313,8 @@ SPEC = ModelSpec(
         "bert-medium": "bert-L8-H512",
     },
     default_preset="bert-base",
+    constraints=(UNTIED,),
+    config_defaults={"pad_token_id": 0},
     architecture="BertModel",
     heads=HEADS,
     prefix="bert",
@@ -365,4 +372,6 @@ ROBERTA = replace(
     aliases={},
     default_preset="roberta-base",
     position_offset=2,
+    # RobertaConfig's own defaults, not roberta-base's
+    config_defaults={"vocab_size": 50265, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 1},
 )

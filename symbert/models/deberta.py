@@ -236,12 +236,39 @@ def transform(e: Encoded, width: sympy.Expr) -> Tensor:
     return F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, width)))
 
 
+def sequence_classification(e: Encoded, problem: str) -> Tensor:
+    """The context pooler, dropout and classifier, then the problem type's loss. With ``problem_type``
+    unset, DebertaV2ForSequenceClassification's own older code: several labels, :func:`labeled_loss`; one,
+    the mean squared error of the logits made the labels' float32 (a copy in a 16-bit model)."""
+    logits = heads.classifier(context_pooler(e), classifier_p(e))
+    if not e.problem_set and problem == "single_label_classification":
+        return labeled_loss(logits)
+    if not e.problem_set and problem == "regression":
+        logits = F.cast(logits, "float32", name="to_labels_dtype")
+    return heads.classification_loss(logits, problem)
+
+
+def labeled_loss(logits: Tensor) -> Tensor:
+    """Cross-entropy over the rows whose label is at least 0 (every row of a batch symbert models): their
+    index ([rows, 1], ``nonzero``), the logits gathered at it expanded to every label (a copy whose backward
+    keeps the logits and the index), the labels gathered at it, then cross-entropy of the rows made float32
+    (a copy in a 16-bit model)."""
+    batch = logits.shape[:1]
+    labels = heads.labels("labels", batch)
+    with scope("loss", in_param_name=False), scope("labeled", in_param_name=False):
+        index = F.positions((*batch, 1), labels, name="label_index")
+        rows = F.gather(logits, F.expand(index, logits.shape, name="label_index_expand"), name="labeled_logits")
+        target = F.gather(labels, F.reshape(index, batch, name="label_index_view"), name="labeled_labels")
+        rows = F.cast(rows, "float32", name="float")
+    return heads.cross_entropy("classification", rows, target)
+
+
 HEADS = heads.by_name(
     Head("mlm", "DebertaV2ForMaskedLM", masked_lm_head(lm_scores)),
     Head(
         "sequence-classification",
         "DebertaV2ForSequenceClassification",
-        heads.sequence_classification(context_pooler, classifier_p),
+        sequence_classification,
         symbols=(num_labels,),
     ),
     Head(
@@ -250,7 +277,7 @@ HEADS = heads.by_name(
         heads.token_classification(lambda e: e.options["hidden_dropout_prob"]),
         symbols=(num_labels,),
     ),
-    Head("question-answering", "DebertaV2ForQuestionAnswering", heads.question_answering()),
+    Head("question-answering", "DebertaV2ForQuestionAnswering", heads.question_answering(), labels=2),
     Head(
         "multiple-choice",
         "DebertaV2ForMultipleChoice",
@@ -275,13 +302,58 @@ def v3(layers: int, hidden: int, heads: int) -> dict[str, object]:
     }
 
 
+#: DebertaV2Config's own defaults, and the model's fallbacks for the keys the class does not set
+#: (``getattr(config, "share_att_key", False)``): without ``position_buckets`` there are no buckets (-1).
+CONFIG_DEFAULTS = {
+    "vocab_size": 128100,
+    "hidden_size": 1536,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 24,
+    "intermediate_size": 6144,
+    "max_position_embeddings": 512,
+    "position_buckets": -1,
+    "pad_token_id": 0,
+    "relative_attention": False,
+    "pos_att_type": None,
+    "position_biased_input": True,
+    "share_att_key": False,
+    "norm_rel_ebd": "none",
+}
+#: The position terms symbert models, as Hugging Face stores ``pos_att_type``.
+POS_ATT_TYPE = ["p2c", "c2p"]
+
+
+def read(data: dict) -> dict:
+    """``pos_att_type`` as Hugging Face reads it (a list, or a string split at "|", lower-cased), in any
+    order, as :data:`POS_ATT_TYPE` when it names both terms; ``tie_word_embeddings`` left out where it
+    changes nothing (``legacy`` false); the widths Hugging Face reads besides
+    ``hidden_size`` (``embedding_size``, ``attention_head_size``, ``pooler_hidden_size``) checked to be
+    the ones symbert models."""
+    terms = data.get("pos_att_type")
+    if isinstance(terms, str):
+        terms = [t.strip() for t in terms.lower().split("|")]
+    if isinstance(terms, list) and set(terms) == set(POS_ATT_TYPE):
+        data = {**data, "pos_att_type": POS_ATT_TYPE}
+    if data.get("legacy") is False:  # the newer LM head scores against the word embeddings themselves
+        data = {k: v for k, v in data.items() if k != "tie_word_embeddings"}
+    hidden = data.get("hidden_size", CONFIG_DEFAULTS["hidden_size"])
+    heads = data.get("num_attention_heads", CONFIG_DEFAULTS["num_attention_heads"])
+    widths = {"embedding_size": ("hidden_size", hidden), "pooler_hidden_size": ("hidden_size", hidden)}
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        widths["attention_head_size"] = ("hidden_size/num_attention_heads", hidden // heads)
+    for key, (name, width) in widths.items():
+        if data.get(key, width) != width:
+            raise ValueError(f"symbert models {key} equal to {name} ({width!r}), got {data[key]!r}")
+    return data
+
+
 LAYER = "encoder/layer"
 SPEC = ModelSpec(
     name="deberta-v2",
     build=build,
     attention=("eager",),  # DebertaV2PreTrainedModel has no _supports_sdpa
     options=(
-        Option("hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("hidden_act", "gelu", tuple(ACTIVATIONS), from_config=True),
         Option("hidden_dropout_prob", 0.1, from_config=True),
         Option("attention_probs_dropout_prob", 0.1, from_config=True),
         Option("position_biased_input", False, from_config=True),
@@ -290,7 +362,7 @@ SPEC = ModelSpec(
         Option("legacy", True, from_config=True),
         Option("cls_dropout", None, from_config=True, optional=True),
         Option("pooler_dropout", 0.0, from_config=True),
-        Option("pooler_hidden_act", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("pooler_hidden_act", "gelu", tuple(ACTIVATIONS), from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -324,10 +396,17 @@ SPEC = ModelSpec(
     default_preset="deberta-v3-base",
     constraints=(
         ("relative_attention", True),
-        ("pos_att_type", "p2c|c2p"),
+        ("pos_att_type", POS_ATT_TYPE),
         ("type_vocab_size", 0),
         ("conv_kernel_size", 0),
+        ("tie_word_embeddings", True),
     ),
+    read=read,
+    read_keys=("embedding_size", "attention_head_size", "pooler_hidden_size"),
+    # with log buckets (position_buckets > 0) max_relative_positions shapes only the bucketing; without a
+    # convolution its groups and activation are not read
+    inert=("max_relative_positions", "conv_groups", "conv_act"),
+    config_defaults=CONFIG_DEFAULTS,
     architecture="DebertaV2Model",
     heads=HEADS,
     prefix="deberta",

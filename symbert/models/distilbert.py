@@ -42,6 +42,7 @@ def build(
     attention_dropout: float = 0.1,
     seq_classif_dropout: float = 0.2,
     qa_dropout: float = 0.1,
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace DistilBertModel.forward(input_ids, attention_mask) in training mode."""
     input_ids, _, attention_mask = inputs(token_types=False)
@@ -59,10 +60,11 @@ def build(
 
 
 def mlm_scores(e: Encoded) -> Tensor:
-    """vocab_transform, activation, vocab_layer_norm, and vocab_projector tied to the word embeddings."""
+    """vocab_transform, activation, vocab_layer_norm, and vocab_projector tied to the word embeddings
+    (its own weight where the config unties them)."""
     x = ACTIVATIONS[e.options["activation"]](F.linear("vocab_transform", e.sequence, H))
     x = F.layernorm("vocab_layer_norm", x)
-    return F.linear("vocab_projector", x, vocab_size, tied={"weight": e.word_embeddings})
+    return F.linear("vocab_projector", x, vocab_size, tied=e.decoder_weight())
 
 
 def first_token(e: Encoded) -> Tensor:
@@ -88,6 +90,7 @@ HEADS = heads.by_name(
         "question-answering",
         "DistilBertForQuestionAnswering",
         heads.question_answering(lambda e: e.options["qa_dropout"]),
+        labels=2,
     ),
     Head(
         "multiple-choice",
@@ -103,11 +106,12 @@ SPEC = ModelSpec(
     build=build,
     options=(
         Option("padding", True),
-        Option("activation", "gelu", ("gelu", "gelu_new"), from_config=True),
+        Option("activation", "gelu", tuple(ACTIVATIONS), from_config=True),
         Option("dropout", 0.1, from_config=True),
         Option("attention_dropout", 0.1, from_config=True),
         Option("seq_classif_dropout", 0.2, from_config=True),
         Option("qa_dropout", 0.1, from_config=True),
+        Option("tie_word_embeddings", True, from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -138,6 +142,8 @@ SPEC = ModelSpec(
         }
     },
     default_preset="distilbert-base-uncased",
+    constraints=(("sinusoidal_pos_embds", False),),
+    config_defaults={"pad_token_id": 0},
     architecture="DistilBertModel",
     heads=HEADS,
     prefix="distilbert",

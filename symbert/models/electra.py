@@ -47,6 +47,7 @@ def build(
     classifier_dropout: float | None = None,
     summary_activation: str = "gelu",
     summary_last_dropout: float = 0.1,
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace ElectraModel.forward(input_ids, token_type_ids, attention_mask) in training mode: embeddings
     of width E and their projection to H, or (E = H, no projection) embeddings of width H."""
@@ -68,10 +69,11 @@ def build(
 
 def generator_scores(e: Encoded) -> Tensor:
     """ElectraGeneratorPredictions (dense H → E, exact GELU, LayerNorm at width E), then generator_lm_head
-    E → vocab_size, its weight the word embeddings and its bias its own."""
+    E → vocab_size, its weight the word embeddings (its own where the config unties them) and its bias
+    its own."""
     with scope("generator_predictions"):
         x = F.layernorm("LayerNorm", F.gelu(F.linear("dense", e.sequence, E)))
-    return F.linear("generator_lm_head", x, vocab_size, tied={"weight": e.word_embeddings})
+    return F.linear("generator_lm_head", x, vocab_size, tied=e.decoder_weight())
 
 
 def discriminator(e: Encoded, problem: str) -> Tensor:
@@ -131,6 +133,7 @@ SPEC = ModelSpec(
         Option("classifier_dropout", None, from_config=True, optional=True),
         Option("summary_activation", "gelu", tuple(ACTIVATIONS), from_config=True),
         Option("summary_last_dropout", 0.1, from_config=True),
+        Option("tie_word_embeddings", True, from_config=True),
     ),
     param_components=(PARAM_COMPONENTS[0], Component("embedding projection", PROJECTION), *PARAM_COMPONENTS[1:]),
     activation_components=activation_components(
@@ -145,7 +148,13 @@ SPEC = ModelSpec(
         "electra-large": official(24, 1024, 16, embedding_size=1024),
     },
     default_preset="electra-small",
-    constraints=(("summary_type", "first"), ("summary_use_proj", True)),
+    constraints=(
+        ("summary_type", "first"),
+        ("summary_use_proj", True),
+        ("summary_first_dropout", 0.0),
+        ("summary_proj_to_labels", False),
+    ),
+    config_defaults={"pad_token_id": 0},
     architecture="ElectraModel",
     heads=HEADS,
     prefix="electra",

@@ -53,11 +53,13 @@ class Task:
 
 @dataclass(frozen=True)
 class Encoded:
-    """What the encoder hands its head: outputs by name, the family's options, the base model's prefix."""
+    """What the encoder hands its head: outputs by name, the family's options, the base model's prefix,
+    and whether the config sets ``problem_type`` (a head may run other code without it)."""
 
     outputs: Mapping[str, Tensor]
     options: Mapping[str, object]
     prefix: str
+    problem_set: bool = True
 
     @property
     def sequence(self) -> Tensor:
@@ -72,6 +74,11 @@ class Encoded:
         """The full name of the word-embedding table an LM head's decoder is tied to."""
         return f"{self.prefix}.embeddings.word_embeddings.weight"
 
+    def decoder_weight(self, table: str | None = None) -> dict[str, str]:
+        """An LM decoder's weight: the word embeddings (``table``, by default :attr:`word_embeddings`)
+        unless the config unties it (``tie_word_embeddings`` false), when it is the decoder's own."""
+        return {"weight": table or self.word_embeddings} if self.options.get("tie_word_embeddings", True) else {}
+
 
 @dataclass(frozen=True)
 class Head:
@@ -79,7 +86,9 @@ class Head:
 
     ``build(encoded, problem)`` records the head and its loss and returns the scalar loss. ``pooler``
     says whether the encoder keeps its pooler (``add_pooling_layer``); ``batch`` is the shape of the
-    batch the model is given; ``symbols`` are the sizes the head adds to the formulas.
+    batch the model is given; ``symbols`` are the sizes the head adds to the formulas. ``labels`` is the
+    one label count Hugging Face's forward runs with where its class sizes a layer by ``num_labels``
+    anyway (question answering's start and end: 2); a config with another is refused.
     """
 
     name: str
@@ -88,6 +97,7 @@ class Head:
     pooler: bool = False
     batch: Shape = (B,)
     symbols: tuple[sympy.Symbol, ...] = ()
+    labels: int | None = None
 
 
 def encoder_options(head: Head | None, options: Mapping[str, object]) -> dict[str, object]:

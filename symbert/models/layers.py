@@ -110,4 +110,24 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return F.mul(F.scale(x, 0.5), F.shift(F.tanh(F.scale(inner, math.sqrt(2 / math.pi))), 1.0))
 
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"gelu": F.gelu, "gelu_new": gelu_tanh}
+def quick_gelu(x: Tensor) -> Tensor:
+    """Hugging Face's ``quick_gelu``, x·sigmoid(1.702·x)."""
+    return F.mul(x, F.sigmoid(F.scale(x, 1.702)))
+
+
+#: Hugging Face's activations (``ACT2FN``) by config name, as the ops PyTorch records for each: what
+#: each keeps for backward decides the bytes saved (matrix-product FLOPs do not change). Others are
+#: refused by name.
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, name="gelu_tanh"),  # one kernel, keeping its input like GELU
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": F.tanh,
+    "sigmoid": F.sigmoid,
+    "quick_gelu": quick_gelu,
+    "mish": F.mish,
+    "linear": lambda x: x,
+}

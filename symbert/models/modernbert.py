@@ -72,6 +72,7 @@ def build(
     decoder_bias: bool = True,
     classifier_bias: bool = False,
     classifier_pooling: str = "cls",
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace ModernBertModel.forward(input_ids, attention_mask) in training mode; ``padding`` False: a
     batch without padding, for which the global layers get no mask."""
@@ -107,10 +108,10 @@ def prediction_head(x: Tensor, e: Encoded) -> Tensor:
 
 
 def masked_lm(e: Encoded, problem: str) -> Tensor:
-    """ModernBertForMaskedLM (dense prediction): the head, a decoder tied to the token embeddings with
-    its own bias, then Hugging Face's ``ForMaskedLMLoss``: the logits cast to float32 (a copy in a 16-bit
-    model), cross-entropy over the vocabulary at every position."""
-    tied = {"weight": f"{e.prefix}.embeddings.tok_embeddings.weight"}
+    """ModernBertForMaskedLM (dense prediction): the head, a decoder tied to the token embeddings (unless
+    the config unties them) with its own bias, then Hugging Face's ``ForMaskedLMLoss``: the logits cast
+    to float32 (a copy in a 16-bit model), cross-entropy over the vocabulary at every position."""
+    tied = e.decoder_weight(f"{e.prefix}.embeddings.tok_embeddings.weight")
     x = prediction_head(e.sequence, e)
     logits = F.linear("decoder", x, vocab_size, bias=e.options["decoder_bias"], tied=tied)
     return bert.masked_lm(e, F.cast(logits, "float32", name="float"))
@@ -151,7 +152,15 @@ def pooled(cls: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Encoded], Tenso
 
 def read(data: dict) -> dict:
     """A config's ``layer_types`` (transformers ≥ 5 writes it) as ``global_attn_every_n_layers``: layer 0
-    and every n-th attend globally, the others over the window; any other pattern is refused."""
+    and every n-th attend globally, the others over the window; any other pattern is refused. A
+    ``head_dim`` (the rotary tables' width) other than hidden_size/num_attention_heads is refused."""
+    head_dim, hidden, heads = (
+        data.get(k, d) for k, d in (("head_dim", None), ("hidden_size", 768), ("num_attention_heads", 12))
+    )
+    if head_dim is not None and not (isinstance(hidden, int) and isinstance(heads, int) and heads > 0):
+        raise ValueError(f"head_dim={head_dim!r} needs integer hidden_size and num_attention_heads")
+    if head_dim is not None and head_dim != hidden // heads:
+        raise ValueError(f"symbert models ModernBERT with head_dim hidden_size/num_attention_heads, got {head_dim!r}")
     types = data.get("layer_types")
     if types is None:
         return data
@@ -162,6 +171,10 @@ def read(data: dict) -> dict:
     pattern = ["sliding_attention" if i % every else "full_attention" for i in range(len(types))]
     if types != pattern:
         raise ValueError("symbert models layer_types as one full_attention layer every n, from layer 0")
+    if data.get("global_attn_every_n_layers", every) != every:
+        raise ValueError(
+            f"global_attn_every_n_layers={data['global_attn_every_n_layers']!r} is not the layer_types' {every}"
+        )
     if data.get("num_hidden_layers", len(types)) != len(types):
         raise ValueError(f"layer_types lists {len(types)} layers, num_hidden_layers is {data['num_hidden_layers']}")
     return {**data, "global_attn_every_n_layers": every, "num_hidden_layers": len(types)}
@@ -200,7 +213,7 @@ def released(layers: int, hidden: int, heads: int, intermediate: int) -> dict[st
 
 ATTENTION = tuple(Component("attention", f"layers/{kind}/attn") for kind in ("0", "global", "local"))
 MLP = tuple(Component("MLP", f"layers/{kind}/mlp") for kind in ("0", "global", "local"))
-GELU = ("gelu", "gelu_new")
+GELU = tuple(ACTIVATIONS)
 
 SPEC = ModelSpec(
     name="modernbert",
@@ -215,6 +228,7 @@ SPEC = ModelSpec(
         Option("decoder_bias", True, from_config=True),
         Option("classifier_bias", False, from_config=True),
         Option("classifier_pooling", "cls", ("cls", "mean"), from_config=True),
+        Option("tie_word_embeddings", True, from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
@@ -242,6 +256,17 @@ SPEC = ModelSpec(
     },
     default_preset="modernbert-base",
     constraints=(("sparse_prediction", False),),
+    inert=(
+        "initializer_cutoff_factor",
+        "norm_eps",
+        "cls_token_id",
+        "sep_token_id",
+        "rope_parameters",
+        "deterministic_flash_attn",
+        "sparse_pred_ignore_index",
+    ),
+    read_keys=("layer_types", "head_dim"),
+    config_defaults={"pad_token_id": 50283},
     read=read,
     check=check,
     architecture="ModernBertModel",
@@ -263,6 +288,7 @@ SPEC = ModelSpec(
             "question-answering",
             "ModernBertForQuestionAnswering",
             heads.question_answering(classifier_p, tokens, name="classifier"),
+            labels=2,
         ),
         Head(
             "multiple-choice",

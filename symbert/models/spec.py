@@ -69,6 +69,37 @@ class Option:
 #: The attention kernels and precisions symbert models; a family states which of them Hugging Face runs.
 ATTENTION_KERNELS = ("eager", "sdpa", "flash")
 PRECISIONS = ("fp32", "mixed", "amp")
+#: Keys of every Hugging Face config that change nothing symbert counts: bookkeeping, initialisation, token
+#: ids, numerical epsilons. (``dtype`` is how a checkpoint's weights were saved; the precision a command
+#: models is its ``--dtype``.)
+INERT = (
+    "transformers_version",
+    "_name_or_path",
+    "model_type",
+    "return_dict",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+)
+#: Keys every config reads as its task: the head (``architectures``), the labels and the loss.
+TASK_KEYS = ("architectures", "id2label", "label2id", "num_labels", "problem_type")
+#: Values every family is modelled with; another is refused. A decoder (causal masks, cross-attention),
+#: chunked feed-forwards, outputs that keep every layer's hidden states or attention alive, and the
+#: gradient checkpointing an older config switches on when the model is built change what a step keeps.
+CONSTRAINTS = (
+    ("gradient_checkpointing", False),
+    ("is_decoder", False),
+    ("add_cross_attention", False),
+    ("is_encoder_decoder", False),
+    ("chunk_size_feed_forward", 0),
+    ("output_hidden_states", False),
+    ("output_attentions", False),
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,14 @@ class ModelSpec:
     ``attention`` are the attention kernels Hugging Face runs the family with, its default first (the
     model class's ``_supports_sdpa``; flash is SDPA's flash kernel), and ``precisions`` the training
     precisions: :meth:`check_runs` is the one rule every command applies.
+
+    Every key of the family's Hugging Face config is of one kind (:meth:`kind`): a size (``fields``), an
+    option read from the config, the task (:data:`TASK_KEYS`), a value the family is modelled with
+    (``constraints`` and :data:`CONSTRAINTS`), one of ``read_keys`` (which ``read`` rewrites into others
+    or checks), or ``inert`` (with :data:`INERT`: it changes nothing symbert counts). ``config_defaults``
+    are the values Hugging Face uses where a config file leaves a key out (the config class's default, or
+    the model's own fallback where the class has none) when they differ from the default preset's and the
+    options' defaults.
 
     ``build`` returns the model's outputs by name (``last_hidden_state``, ``pooler_output``).
     ``architecture`` is the Hugging Face class of the bare model, ``heads`` the task heads by name
@@ -122,6 +161,9 @@ class ModelSpec:
     tensor_plan: Mapping[str, str] = field(default_factory=dict)
     attention: tuple[str, ...] = ("sdpa", "eager", "flash")
     precisions: tuple[str, ...] = PRECISIONS
+    inert: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
+    config_defaults: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def default_attention(self) -> str:
@@ -148,3 +190,30 @@ class ModelSpec:
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    @property
+    def all_constraints(self) -> dict[str, object]:
+        """Every value the family is modelled with, by key: its own and :data:`CONSTRAINTS`."""
+        return {**dict(CONSTRAINTS), **dict(self.constraints)}
+
+    def kind(self, key: str) -> str | None:
+        """What symbert does with a config key: "size", "option", "task", "constraint", "read" (``read``
+        rewrites or checks it) or "inert"; None for a key the family's Hugging Face model does not read."""
+        kinds = (
+            ("size", self.fields),
+            ("option", [o.name for o in self.options if o.from_config]),
+            ("task", TASK_KEYS),
+            ("constraint", self.all_constraints),
+            ("read", self.read_keys),
+            ("inert", (*INERT, *self.inert)),
+        )
+        return next((kind for kind, keys in kinds if key in keys), None)
+
+    def default(self, key: str) -> object:
+        """What Hugging Face uses for ``key`` when a config file leaves it out."""
+        if key in self.config_defaults:
+            return self.config_defaults[key]
+        if key in self.fields:
+            return self.presets[self.default_preset][key]
+        option = self.option(key)
+        return option.default if option is not None else self.all_constraints.get(key)

@@ -56,9 +56,7 @@ def hugging_face(
         raise ConfigError(
             f"Hugging Face's {config.model} model always has token-type embeddings; drop --no-token-types"
         )
-    options = {o.name: structure[o.name] for o in config.spec.options if o.from_config}
-    hf_config = {**dict(config.spec.constraints), **config.values, **options}
-    hf_config |= {k: v for k, v in config.task_dict().items() if k in ("num_labels", "problem_type")}
+    hf_config = user_config(config)
     head, graph = config.head, trace(config)
     values = {**config.symbols(), symbols.B: batch, symbols.seq_len: length}
     labels = {}
@@ -80,6 +78,28 @@ def hugging_face(
     if padded(config):
         inputs = measure.pad(inputs)
     return model.to(device), {k: v.to(device) for k, v in inputs.items()}
+
+
+def user_config(config: Config) -> Any:
+    """The Hugging Face config the real model is built from. For a config file, the user's own: read by
+    ``AutoConfig`` from the file with every key kept (by the family's config class when the file names
+    no ``model_type`` but a class symbert knows), then the changes made since (``--set``, labels) set on
+    it; never symbert's reading of it, so a key symbert mishandles shows as a mismatch. For a preset, its
+    keys (:meth:`~symbert.configs.Config.hugging_face`)."""
+    if config.source is None:
+        return config.hugging_face()
+    import transformers
+
+    source = config.source
+    reader = transformers.AutoConfig if "model_type" in source.data else transformers.CONFIG_MAPPING[config.model]
+    try:
+        hf_config = reader.from_pretrained(source.path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"Hugging Face cannot read {source.path}: {first}") from None
+    for key, value in source.changes.items():
+        setattr(hf_config, key, value)
+    return hf_config
 
 
 def padded(config: Config) -> bool:
@@ -133,9 +153,13 @@ def validate(
     options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
     check_size(predicted)
-    model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
-    saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
-    forward, backward = measure.measure_flops(model, inputs)
+    try:  # the user's own file may describe a model Hugging Face cannot build or run
+        model, inputs = hugging_face(config, batch, seq_len, "float32" if amp else dtype, attention, device)
+        saved = measure.measure_saved_bytes(model, inputs, dtype if amp else None)
+        forward, backward = measure.measure_flops(model, inputs)
+    except (RuntimeError, IndexError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Hugging Face cannot build or run this model: {first}") from None
     checks = [
         Check("params", predicted.value("params"), measure.count_parameters(model)),
         Check("activation_bytes", predicted.value("activation_bytes"), saved),

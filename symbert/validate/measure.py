@@ -72,14 +72,23 @@ class SavedTensorRecord:
     """What owns the storage: ``"activation"``, ``"input"``, ``"parameter"`` or ``"buffer"``."""
 
 
-def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
-    """Build the ``transformers`` config object for ``model_type`` from a config dict. A default padding id
-    past a small vocabulary (ModernBERT's 50283) becomes 0: the embedding table must hold it, and which row
-    it is changes no count."""
+def _hf_config(model_type: str, config: Mapping[str, Any] | Any, **changes: Any) -> Any:
+    """The ``transformers`` config object for ``model_type``: a copy of ``config`` when it is one already
+    (a user's own, every key kept), else built from a config dict, where a default padding id past a
+    small vocabulary (ModernBERT's 50283) becomes 0: the embedding table must hold it, and which row it
+    is changes no count. ``changes`` are set on it."""
+    import copy
+
     import transformers
 
     if model_type not in MODEL_CLASSES:
         raise ValueError(f"unsupported model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    if not isinstance(config, Mapping):
+        hf_config = copy.deepcopy(config)
+        for key, value in changes.items():
+            setattr(hf_config, key, value)
+        return hf_config
+    config = {**config, **changes}
     hf_config = transformers.AutoConfig.for_model(model_type, **config)
     if (getattr(hf_config, "pad_token_id", None) or 0) >= hf_config.vocab_size and "pad_token_id" not in config:
         hf_config.pad_token_id = 0
@@ -92,7 +101,7 @@ ATTENTION = ("eager", "sdpa")
 
 def build_model(
     model_type: str,
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | Any,
     dtype: str,
     pooler: bool = True,
     architecture: str | None = None,
@@ -101,10 +110,11 @@ def build_model(
     """Build a Hugging Face model with random weights, in train mode, with ``attention`` (``attn_implementation``).
 
     ``architecture`` names a ``transformers`` class (``BertForMaskedLM``); by default the bare model of
-    ``model_type``. ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s); unspecified keys
-    take the library defaults. The KV cache is switched off (``use_cache=False``), as in training.
-    ``pooler`` chooses whether bare models that have a pooling layer (``add_pooling_layer``: BERT,
-    ALBERT, RoBERTa) get one; task models decide it themselves. Weights are drawn from :data:`SEED`
+    ``model_type``. ``config`` holds Hugging Face config keys (e.g. ``BertConfig``'s; unspecified keys
+    take the library defaults), or is a ``transformers`` config object, used as it is. The KV cache is
+    switched off (``use_cache=False``), as in training. ``pooler`` chooses whether bare models that have
+    a pooling layer (``add_pooling_layer``: BERT, ALBERT, RoBERTa) get one; task models decide it
+    themselves. Weights are drawn from :data:`SEED`
     without disturbing the global random state.
     """
     import torch
@@ -114,7 +124,7 @@ def build_model(
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPES}")
     if attention not in ATTENTION:
         raise ValueError(f"unsupported attention {attention!r}; expected one of {ATTENTION}")
-    hf_config = _hf_config(model_type, {**config, "use_cache": False})
+    hf_config = _hf_config(model_type, config, use_cache=False)
     model_class = getattr(transformers, architecture or MODEL_CLASSES[model_type])
     extra = {}
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
@@ -127,7 +137,7 @@ def build_model(
 
 def make_inputs(
     model_type: str,
-    config: Mapping[str, Any],
+    config: Mapping[str, Any] | Any,
     batch: int,
     seq_len: int,
     choices: int | None = None,
