@@ -200,10 +200,13 @@ def test_other_families_exact_under_cpu_autocast(family: str) -> None:
 
 
 def test_validate_command_under_autocast() -> None:
+    """validate under CPU autocast checks saved bytes, FLOPs and the training-step peak of tensors (exact),
+    and shows the peak with kernels' scratch beside it."""
     hf()
     out = run_cli("validate", "--preset", "bert-tiny", "--head", "mlm", "--precision", "amp", "--dtype", "bfloat16")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "autocast bfloat16" in out.stdout and "MISMATCH" not in out.stdout
+    assert "peak_tensors" in out.stdout and "peak_with_kernel_scratch" in out.stdout
 
 
 @pytest.mark.parametrize("options", [MemoryOptions("torch-cuda", "bfloat16"), MemoryOptions("torch-cpu", "float16")])

@@ -180,5 +180,5 @@ def validate(
         del model, inputs
         peak = check_peak(config, batch, seq_len, "adamw", "cpu", attention, dtype if amp else None)
         checks.append(Check("peak_tensors", peak.predicted, peak.measured.tensors))
-        checks.append(Check("peak_with_gemm_scratch (not modelled)", peak.predicted, peak.measured.peak, None))
+        checks.append(Check("peak_with_kernel_scratch (not modelled)", peak.predicted, peak.measured.peak, None))
     return checks
