@@ -371,7 +371,7 @@ def validate(
     amp = precision == "amp"
     if amp and dtype == "float32":
         raise ConfigError("--precision amp needs --dtype bfloat16 or float16 (the autocast dtype)")
-    checks = run_validation(config, batch, seq_len, dtype, device, attention, amp)
+    checks = run_validation(config, batch, seq_len, dtype, device, attention, amp, step_peak=True)
     shown = f"autocast {dtype}" if amp else dtype
     reports.print_checks(config, batch, seq_len, shown, checks, device, attention)
     _print_versions()

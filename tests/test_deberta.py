@@ -335,4 +335,4 @@ def test_validate_command() -> None:
     shape = ["--batch", "2", "--seq-len", "9"]
     result = invoke("validate", "--preset", "deberta-v3-xsmall", "--head", "sequence-classification", *shape, *sizes)
     assert result.code == 0, result.stdout + result.stderr
-    assert result.stdout.count(" ok ") == 4
+    assert result.stdout.count(" ok ") == 5

@@ -340,7 +340,7 @@ def test_activations_are_exact(tmp_path, activation) -> None:
     for model, changes in keys.items():
         write(tmp_path / model, model, changes)
         code, out = validate(tmp_path / model)
-        assert code == 0 and out.count(" ok ") == 4, out
+        assert code == 0 and out.count(" ok ") == 5, out
 
 
 @pytest.mark.parametrize("labels", [1, 2, 3])
@@ -353,7 +353,7 @@ def test_deberta_classification_without_problem_type(tmp_path, labels) -> None:
     assert symbert.from_file(tmp_path).task.problem_type is None
     for extra in ((), ("--dtype", "bfloat16"), ("--dtype", "bfloat16", "--precision", "amp")):
         result = invoke("validate", "--config", str(tmp_path), "--batch", "3", "--seq-len", "5", *extra)
-        assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+        assert result.code == 0 and result.stdout.count(" ok ") == 5, result
 
 
 @pytest.mark.parametrize(
@@ -380,7 +380,7 @@ def test_overrides_of_a_file_are_read_with_it(tmp_path) -> None:
     result = invoke(
         "validate", "--config", str(tmp_path / "modernbert"), "--set", "intermediate_size=17", "-b", "2", "-s", "5"
     )
-    assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+    assert result.code == 0 and result.stdout.count(" ok ") == 5, result
 
 
 def test_a_file_without_model_type_is_read_by_its_architecture(tmp_path) -> None:
@@ -392,7 +392,7 @@ def test_a_file_without_model_type_is_read_by_its_architecture(tmp_path) -> None
     assert "model_type" not in path.read_text()
     assert symbert.from_file(tmp_path).model == "electra"
     result = invoke("validate", "--config", str(tmp_path), "-b", "2", "-s", "5")
-    assert result.code == 0 and result.stdout.count(" ok ") == 4, result
+    assert result.code == 0 and result.stdout.count(" ok ") == 5, result
 
 
 def test_deberta_newer_lm_head_is_tied_whatever_the_config_says(tmp_path) -> None:

@@ -112,7 +112,9 @@ OPTIONS = [
 @pytest.mark.parametrize("options", OPTIONS, ids=MemoryOptions.describe)
 def test_end_of_forward_holds_what_autograd_saves(options: MemoryOptions) -> None:
     """After forward, activation memory is exactly what the saved-tensor pass (itself exact against
-    PyTorch) keeps, plus the caller's attention mask (int64, read but not saved)."""
+    PyTorch) keeps, plus the caller's attention mask (int64, read but not saved); on CPU each layer's
+    eager attention also keeps the Python number its scores are scaled by, an 8-byte tensor autograd
+    saves without calling saved_tensors_hooks (so not counted as saved bytes)."""
     graph = symbert.trace()
     memory = step_memory(graph, Training("sgd", memory=options))
     event = next(e for e in memory.events if e.label == "end of forward")
@@ -121,7 +123,8 @@ def test_end_of_forward_holds_what_autograd_saves(options: MemoryOptions) -> Non
     )
     kept = activations(graph, options).total
     identities = {symbert.symbols.L: 3, symbert.symbols.E: symbert.symbols.H}
-    assert sympy.expand((held - kept).subs(identities)) == 8 * B * S
+    numbers = 8 * 3 if (options.policy, options.attention, options.recompute) == ("torch-cpu", "eager", "none") else 0
+    assert sympy.expand((held - kept).subs(identities)) == 8 * B * S + numbers
 
 
 CONFIGS = [

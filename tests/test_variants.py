@@ -138,4 +138,4 @@ def test_validate_command_for_every_variant(name: str) -> None:
     hf()
     result = run_cli("validate", "--preset", name, "--set", f"{VARIANTS[name]}=1", "--batch", "1", "--seq-len", "8")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(" ok ") == 4
+    assert result.stdout.count(" ok ") == 5

@@ -576,15 +576,19 @@ class Replay:
 
     @property
     def loss_bytes(self) -> sympy.Expr:
-        """What backward starts from outside the graph, alive until it ends: a bare model's loss and the
-        gradient backward seeds it with (a task model's loss is its graph's); GradScaler's scaled loss."""
-        bare = 2 * LOSS_BYTES if self.graph.head == "model" else 0
-        return sympy.Integer(bare + (LOSS_BYTES if self.training.grad_scaler else 0))
+        """What backward starts from outside the graph, alive until it ends: the gradient it seeds the
+        loss with (``loss.backward()`` holds it until it returns); a bare model's loss, the caller's (a
+        task model's is its graph's); GradScaler's scaled loss."""
+        bare = LOSS_BYTES if self.graph.head == "model" else 0
+        return sympy.Integer(LOSS_BYTES + bare + (LOSS_BYTES if self.training.grad_scaler else 0))
 
     def loss_gradient(self, unit: Unit) -> None:
-        """The loss hands each model output a gradient of its size."""
+        """The loss hands each model output a gradient of its size; a task model's loss gets the seed
+        itself (:attr:`loss_bytes`), or under GradScaler the unscaled gradient the scaling's backward makes."""
         t = unit.node.inputs[0]
-        self.grads[self.tensor_key(t, unit.run)] = self.tensor_alloc(t, None)
+        seeded = self.graph.head != "model" and not self.training.grad_scaler
+        size = size_of(sympy.S.Zero) if seeded else self.tensor_size(t)[0]
+        self.grads[self.tensor_key(t, unit.run)] = self.alloc(size, self.tensor_size(t)[1], None)
         self.record(f"gradient of {unit.node.name}")
 
     def backward(self) -> None:
@@ -812,7 +816,8 @@ class Replay:
                     numel = self.sharding.shard([p]) if sharded else p.numel
                     seen.setdefault(key, (p.name, numel, None if key[1] is None else self.owner(unit)))
         order = self.graph.parameter_order(list(dict.fromkeys(name for name, _, _ in seen.values())))
-        return sorted(seen.values(), key=lambda item: order.index(item[0]))
+        runs = itertools.groupby(seen.values(), key=lambda item: item[2])  # each run of a block in turn
+        return [item for _, same in runs for item in sorted(same, key=lambda item: order.index(item[0]))]
 
     def fp32_gradients(self) -> _Buffer | None:
         """DeepSpeed's float32 copy of the gradient partition, held through a mixed-precision update."""

@@ -136,12 +136,13 @@ def validate(
     device: str = "cpu",
     attention: str = "eager",
     amp: bool = False,
+    step_peak: bool = False,
 ) -> list[Check]:
     """Build the Hugging Face model for ``config`` on ``device`` and compare every quantity under
     ``torch-cpu`` or ``torch-cuda``; on CUDA in float32 also the training-step peak (allocated, within
-    :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked); on CPU in float32 or
-    under autocast the peak of two AdamW steps' tensors, exactly, and beside it the peak with the scratch
-    oneDNN's matrix products take (shown, not checked: it depends on the CPU's instruction set).
+    :data:`PEAK_TOLERANCE`) and the reserved-memory estimate (shown, not checked); with ``step_peak``, on CPU
+    in float32 or under autocast, the peak of two AdamW steps' tensors, exactly, and beside it the peak
+    with the scratch kernels take (shown, not checked: it depends on the CPU's instruction set).
 
     ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
     alike (``flash`` forces a kernel Hugging Face has no switch for). ``amp`` runs a float32 model under
@@ -174,11 +175,11 @@ def validate(
         checks.append(Check("peak_allocated", peak.predicted, peak.measured.peak, PEAK_TOLERANCE))
         if peak.predicted_reserved is not None and peak.measured.reserved is not None:
             checks.append(Check("peak_reserved (estimate)", peak.predicted_reserved, peak.measured.reserved, None))
-    elif device == "cpu" and (amp or dtype == "float32"):
+    elif step_peak and device == "cpu" and (amp or dtype == "float32"):
         from symbert.validate.peak import check_peak
 
         del model, inputs
-        peak = check_peak(config, batch, seq_len, "adamw", "cpu", attention, dtype if amp else None)
+        peak = check_peak(config, batch, seq_len, DEFAULT_OPTIMIZER, "cpu", attention, dtype if amp else None)
         checks.append(Check("peak_tensors", peak.predicted, peak.measured.tensors))
         checks.append(Check("peak_with_kernel_scratch (not modelled)", peak.predicted, peak.measured.peak, None))
     return checks

@@ -232,28 +232,31 @@ class Allocation:
 
 
 def allocations(prof: Any) -> tuple[list[Allocation], list[tuple[int, int, str]]]:
-    """Every allocation and free a profile recorded, in time order, each marked as a kernel's scratch or not;
-    tree, which gives each allocation its address and the op it ran in."""
+    """Every allocation and free a profile recorded, in time order, each marked as a kernel's scratch or
+    not (allocated and freed within one call of a :data:`SCRATCH_OPS` kernel, directly or by the ops it
+    calls); and the spans of the ``symbert::`` phases, in order. Read from the profiler's event tree,
+    which gives each allocation its address and the ops it ran in."""
     events, spans, opened = [], [], {}
     stack = [(node, None) for node in prof.profiler.kineto_results.experimental_event_tree()]
     while stack:
-        node, op = stack.pop()
+        node, kernel = stack.pop()
         if node.typed[0].name == "Allocation":
             fields = node.typed[1]
-            events.append((node.start_time_ns, fields.ptr, fields.alloc_size, op))
+            events.append((node.start_time_ns, fields.ptr, fields.alloc_size, kernel))
             continue
         if node.name.startswith("symbert::"):
             spans.append((node.start_time_ns, node.end_time_ns, node.name.removeprefix("symbert::")))
-        key = (node.name, node.start_time_ns, node.end_time_ns)
-        stack.extend((child, key) for child in node.children)
+        if node.name in SCRATCH_OPS:  # the outermost such call: its key
+            kernel = kernel or (node.name, node.start_time_ns, node.end_time_ns)
+        stack.extend((child, kernel) for child in node.children)
     events.sort(key=lambda e: e[0])
     scratch: set[int] = set()
-    for i, (_, ptr, nbytes, op) in enumerate(events):
+    for i, (_, ptr, nbytes, kernel) in enumerate(events):
         if nbytes > 0:
-            opened[ptr] = (i, op)
+            opened[ptr] = (i, kernel)
         elif ptr in opened:
             j, allocated_in = opened.pop(ptr)
-            if op is not None and op == allocated_in and op[0] in SCRATCH_OPS:
+            if kernel is not None and kernel == allocated_in:
                 scratch.update((i, j))
     return [Allocation(t, n, i in scratch) for i, (t, _, n, _) in enumerate(events)], sorted(spans)
 
