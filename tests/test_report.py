@@ -57,7 +57,7 @@ def test_validate_command_passes_on_bert_tiny() -> None:
     hf()
     result = run_cli("validate", "--preset", "bert-tiny", "--seq-len", "8", "--dtype", "bfloat16")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(" ok ") == 5
+    assert result.stdout.count(" ok ") == 4
 
 
 def test_validate_exits_1_on_mismatch(monkeypatch) -> None:
