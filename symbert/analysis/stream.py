@@ -42,10 +42,12 @@ class Logged(Replay):
         self._groups: list[tuple[tuple, list[int]]] = []
         self._at: tuple[int, str] | None = None
 
-    def bytes_of(self, size: Size) -> int:
+    def bytes_of(self, size: Size) -> int | sympy.Expr:
+        """The bytes of ``size`` at :attr:`values`: a whole number, or a formula in the sizes left out of them."""
         key = frozenset(size.items())
         if key not in self._bytes:
-            self._bytes[key] = int(expr_of(size).subs(self.values))
+            nbytes = sympy.sympify(expr_of(size).subs(self.values))
+            self._bytes[key] = int(nbytes) if nbytes.is_Integer else nbytes
         return self._bytes[key]
 
     def _mark(self) -> None:
@@ -98,7 +100,16 @@ class Logged(Replay):
 
 
 def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Event]:
-    """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`)."""
+    """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`). Where
+    ``values`` leave out a size (B or seq_len), a request's bytes are a formula in it: see :func:`at`."""
     replay = Logged(graph, training, values)
     replay.run(steps)
     return replay.stream
+
+
+def at(stream: list[Event], values: Mapping[sympy.Symbol, int]) -> list[Event]:
+    """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
+    the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
+    formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
+    bytes_at = {f: int(f.subs(values)) for f in formulas}
+    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:]) for e in stream]
