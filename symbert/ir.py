@@ -106,6 +106,16 @@ class Block:
     output: str
 
 
+@dataclass(frozen=True)
+class Registered:
+    """What a module registers in ``__init__`` that the trace does not show: the order of its children where
+    the forward uses them in another, and its buffers (name, shape, dtype), e.g. the position ids the forward
+    slices to the sequence."""
+
+    children: tuple[str, ...] = ()
+    buffers: tuple[tuple[str, Shape, str], ...] = ()
+
+
 @dataclass
 class Graph:
     """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
@@ -123,6 +133,8 @@ class Graph:
     """Tensors a module's Python locals keep past their last use: tensor → the node after which the
     module returns, or the block whose last run ends it (a module around a repeated block: its locals
     then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
+    registered: dict[str, Registered] = field(default_factory=dict)
+    """By module (its parameter-name prefix, ``embeddings``): what it registers (:func:`symbert.tracer.registers`)."""
 
     def add_node(self, node: Node, outputs: list[Tensor]) -> None:
         for t in outputs:

@@ -27,7 +27,6 @@ from symbert.configs import Config as Model
 from symbert.gpus import CUDA_CONTEXT, CUDA_CONTEXT_SOURCE, gpu
 from symbert.symbols import B, seq_len
 
-
 #: The simulation's virtual address space: 2**100 bytes, more than any cap symbert reads (2**80), so that only
 #: the cap makes an allocation fail.
 MAX_BITS = 100

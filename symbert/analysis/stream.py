@@ -14,14 +14,14 @@ counters (the CPU policies).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import sympy
 
 from symbert.analysis.replay import Replay, Unit, _Buffer
 from symbert.analysis.sizes import Size, expr_of, size_of
 from symbert.analysis.states import Training
-from symbert.ir import Graph
+from symbert.ir import Graph, Registered
 
 Event = tuple
 
@@ -81,14 +81,32 @@ class Logged(Replay):
             self.stream.extend(("free", key) for key in self._groups.pop(index)[1])
             return out
         if self.sharding.sharded(what):
-            sizes = [e for elements, count in self.sharding.local(self.graph, what)
+            sizes = [bytes_per_element * e for elements, count in self.sharding.local(self.graph, what)
                      for e in [elements] * int(sympy.sympify(count).subs(self.values))]
+            sizes += [nbytes for _, nbytes in self.buffers()] if what == "weights" and not self.step else []
+        elif what == "weights" and not self.step:
+            sizes = [numel if buffer else bytes_per_element * numel for numel, buffer in self.load_order()]
         else:
-            sizes = [numel for _, numel, _ in self.parameter_order()]
-        keys = [self._request(self.bytes_of(size_of(bytes_per_element * numel)))
-                for numel in sizes for _ in range(tensors)]
+            sizes = [bytes_per_element * numel for _, numel, _ in self.parameter_order()]
+        keys = [self._request(self.bytes_of(size_of(nbytes))) for nbytes in sizes for _ in range(tensors)]
         self._groups.append((group, keys))
         return out
+
+    def load_order(self) -> list[tuple[sympy.Expr, bool]]:
+        """The parameters (elements) and the registered buffers (bytes, marked True) in the order
+        ``Module.to`` visits them: a module's children first, each in turn (in the order the module registers
+        them where it says so, else as the forward first uses them), then its own parameters, then its
+        buffers. A repeated block's runs are children of the block's module."""
+        tree = _Module()
+        for name, numel, owner in self.parameter_order():
+            path = name.split(".")
+            if owner is not None:
+                depth = owner[0].count("/") + 1
+                path = [*path[:depth], str(owner[1]), *path[depth:]]
+            tree.at(path[:-1]).params.append(numel)
+        for prefix, nbytes in self.buffers():
+            tree.at(prefix.split(".")[:-1]).buffers.append(nbytes)
+        return list(tree.visit(self.graph.registered))
 
     def workspace(self, unit: Unit) -> None:
         before = set(self.workspaces)
@@ -97,6 +115,30 @@ class Logged(Replay):
             for w in self.runtime.workspaces if self.runtime else ():
                 if w.phase == thread:
                     self._request(w.nbytes, "workspace")
+
+
+class _Module:
+    """A module of the parameter tree: its children by name (first use first), parameters and buffers."""
+
+    def __init__(self, path: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.children: dict[str, _Module] = {}
+        self.params: list[sympy.Expr] = []
+        self.buffers: list[sympy.Expr] = []
+
+    def at(self, path: list[str]) -> _Module:
+        module = self
+        for part in path:
+            module = module.children.setdefault(part, _Module((*module.path, part)))
+        return module
+
+    def visit(self, registered: Mapping[str, Registered]) -> Iterator[tuple[sympy.Expr, bool]]:
+        declared = registered.get(".".join(self.path), Registered()).children
+        order = [c for c in declared if c in self.children] + [c for c in self.children if c not in declared]
+        for child in order:
+            yield from self.children[child].visit(registered)
+        yield from ((numel, False) for numel in self.params)
+        yield from ((nbytes, True) for nbytes in self.buffers)
 
 
 def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Event]:

@@ -36,7 +36,7 @@ from symbert.symbols import (
     seq_len,
     vocab_size,
 )
-from symbert.tracer import buffer, call, held, param_name, region, repeat, scope
+from symbert.tracer import buffer, call, held, param_name, region, registers, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -48,6 +48,7 @@ def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input:
     """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout; the
     lookups stay referenced until it returns."""
     with scope("embeddings"), call():
+        registers(buffers=(("position_ids", (1, position_size), "int64"),))
         x = F.embedding("word_embeddings", input_ids, vocab_size, E)
         if position_biased_input:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
