@@ -38,8 +38,10 @@ def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     return input_ids, token_type_ids, token_input("attention_mask", Role.MASK)
 
 
-#: The embeddings' children in the order Hugging Face registers them (the forward looks up token types first).
+#: The embeddings' children in the order Hugging Face registers them (the forward looks up token types first);
+#: RoBERTa's, which count positions from the token ids, register their position table last.
 EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
+ROBERTA_EMBEDDINGS = ("word_embeddings", "token_type_embeddings", "LayerNorm", "position_embeddings")
 
 
 def embeddings(
@@ -54,7 +56,8 @@ def embeddings(
     registers [1, max_position_embeddings] int64 position ids and, with ``type_buffer``, token type ids."""
     with scope("embeddings"):
         ids = ("position_ids", "token_type_ids") if type_buffer else ("position_ids",)
-        registers(EMBEDDINGS, tuple((name, (1, position_size), "int64") for name in ids))
+        children = ROBERTA_EMBEDDINGS if positions_from_ids else EMBEDDINGS
+        registers(children, tuple((name, (1, position_size), "int64") for name in ids))
         if positions_from_ids:
             position_ids = F.positions(input_ids.shape, input_ids)
         else:

@@ -185,6 +185,7 @@ def build(
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
     held(x)
     with scope("encoder"), call():
+        registers(("layer", "rel_embeddings", "LayerNorm"))  # DebertaV2Encoder's order; the layers run last
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
