@@ -901,6 +901,19 @@ def _simulated_lines(result: Any, other: str) -> list[str]:
     return lines
 
 
+def _simulated_phases(config: Config, training: Any, batch: int, length: int) -> dict[str, Any]:
+    """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
+    from symbert.analysis.oom import Simulation, applies
+
+    if not applies(training):
+        return {}
+    return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
+
+
+def _simulated_json(peak: Any) -> dict[str, int]:
+    return {} if peak is None else {"allocated": peak.allocated, "reserved": peak.reserved}
+
+
 def _print_fit(config: Config, training: Any, budget: int | None, result: Any) -> None:
     """The closed form's answer (:func:`symbert.analysis.fit.fit`), as text."""
     from symbert.analysis.fit import step_of
@@ -1066,6 +1079,7 @@ def timeline(
     memory = step_memory(graph, training, sizes)
     steps = phases(memory.timeline(values))
     peak = max((p.peak for p in steps), key=lambda p: p.total)
+    simulated = _simulated_phases(config, training, batch, length)
     formula = memory.formula(values)
     states = {k: memory.states[k] for k in ("weights", "gradients", "optimizer")}
     if plot_file:
@@ -1088,7 +1102,8 @@ def timeline(
             "layout": layout_json(training.memory.layout),
             "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
             "phases": [
-                {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end}
+                {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end,
+                 **_simulated_json(simulated.get(f"{p.step} {p.name}"))}
                 for p in steps
             ],
             "peak": {
@@ -1108,12 +1123,18 @@ def timeline(
     for k, v in states.items():
         out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(sizes)), 'bytes')}")
     table = Table(title="memory over two training steps", title_justify="left")
-    for col in ("step", "phase", "peak", "where", "end"):
-        table.add_column(col, justify="right" if col in ("peak", "end") else "left")
+    extra = ("allocated", "reserved") if simulated else ()
+    for col in ("step", "phase", "peak", *extra, "where", "end"):
+        table.add_column(col, justify="left" if col in ("step", "phase", "where") else "right")
     for p in steps:
         where = p.peak.where.split(": ", 1)[1]
-        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), where, quantity(p.end, "bytes"))
+        sim = simulated.get(f"{p.step} {p.name}")
+        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
+        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), *cells, where, quantity(p.end, "bytes"))
     show(table, out)
+    if simulated:
+        out.print("allocated, reserved: the caching allocator simulated over the two steps (max_memory_allocated and "
+                  "max_memory_reserved per phase)")
     verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
