@@ -58,6 +58,7 @@ def main() -> None:
         args = ["fit", "--head", head, "--seq-len", "512", "--gpu-memory", "16GiB"]
         print(f"symbert {' '.join(args)}: {wall([sys.executable, '-m', 'symbert', *args]):.3f} s (median of 5)")
     allocator_step()
+    fit_by_layers()
     one_core = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     subprocess.run([sys.executable, __file__, "--sweep"], check=True, env=one_core)
 
@@ -81,6 +82,18 @@ def allocator_step(batch: int = 32, length: int = 512) -> None:
     print(f"allocator, one step of bert-large (B={batch}, seq_len={length}, {len(stream):,} events):")
     print(f"  simulate the caching allocator: {simulate_s * 1000:7.1f} ms (median of 5; target: under 200 ms)")
     print(f"  the replay's event stream:      {replay_s * 1000:7.1f} ms (median of 5)")
+
+
+def fit_by_layers(layers: tuple[int, ...] = (12, 96, 384)) -> None:
+    """`symbert fit` (the caching allocator decides) at seq_len 512 under an H100's memory, by the number of
+    layers of bert-base's sizes: the closed form's starting point, one replay of the steps, then a few
+    simulations."""
+    times = {}
+    for n in layers:
+        args = ["fit", "--set", f"num_hidden_layers={n}", "--seq-len", "512", "--gpu", "h100"]
+        times[n] = wall([sys.executable, "-m", "symbert", *args], runs=1)
+        print(f"symbert {' '.join(args)}: {times[n]:6.2f} s ({times[n] / times[layers[0]]:.1f}x L={layers[0]}; "
+              "target: within 2x)")
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
