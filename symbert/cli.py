@@ -821,7 +821,7 @@ def fit(
         _plan(config, training, budget, gpus, batch, length, as_json)
         return
     cap = _cap(gpu_memory, cuda_context, training)
-    if cap is not None and applies(training) and (batch is None) != (length is None) and not closed_form:
+    if cap is not None and (batch is None) != (length is None) and not closed_form and applies(config, training):
         _fit_simulated(config, training, cap, batch, length, _alloc_config(alloc_conf), as_json)
         return
     result = solve(config, training, budget, batch, length)
@@ -905,7 +905,7 @@ def _simulated_phases(config: Config, training: Any, batch: int, length: int) ->
     """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
     from symbert.analysis.oom import Simulation, applies
 
-    if not applies(training):
+    if not applies(config, training):
         return {}
     return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import sympy
+
 from symbert.analysis.allocator import AddressSpace, Allocator, Config, OutOfMemory, PhasePeak
 from symbert.analysis.fit import fit as closed_form
 from symbert.analysis.fit import fit_json, step_of
@@ -207,6 +209,15 @@ def largest_json(config: Model, training: Training, cap: Cap, result: Largest) -
     return doc
 
 
-def applies(training: Training) -> bool:
-    """Whether the simulation answers for this setup: the torch-cuda policy (a caching allocator) on one GPU."""
-    return training.runtime is not None and training.memory.layout.gpus == 1
+#: The most layer runs (over every repeated block) the simulation replays: its time grows with them, and above
+#: this the closed form answers alone.
+MAX_RUNS = 1024
+
+
+def applies(config: Model, training: Training) -> bool:
+    """Whether the simulation answers for this setup: the torch-cuda policy (a caching allocator) on one GPU,
+    with at most :data:`MAX_RUNS` layer runs to replay."""
+    if training.runtime is None or training.memory.layout.gpus != 1:
+        return False
+    graph, sizes = per_gpu(config, training.memory.layout)
+    return sum(int(sympy.sympify(b.count).subs(sizes)) for b in graph.blocks.values()) <= MAX_RUNS
