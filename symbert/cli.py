@@ -901,6 +901,53 @@ def _simulated_lines(result: Any, other: str) -> list[str]:
     return lines
 
 
+def _timeline_json(
+    config: Config, training: Any, batch: int, length: int, states: Any, sizes: Any, steps: Any, simulated: Any
+) -> dict[str, Any]:
+    """``timeline --json``'s setup, model states and phases (the peak is added by the caller)."""
+    from symbert.render.formula import text
+    from symbert.render.reports import layout_json
+
+    return {
+        "config": config.as_dict(),
+        "batch": batch,
+        "seq_len": length,
+        "policy": training.memory.policy,
+        "dtype": training.memory.activation_dtype,
+        "attention": training.memory.attention,
+        "recompute": training.memory.recompute,
+        "optimizer": training.optimizer,
+        "precision": training.precision,
+        "gpu": training.gpu,
+        "runtime": training.runtime.describe() if training.runtime else None,
+        "layout": layout_json(training.memory.layout),
+        "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
+        "phases": [
+            {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end,
+             **_simulated_json(simulated.get(f"{p.step} {p.name}"))}
+            for p in steps
+        ],
+    }
+
+
+def _timeline_table(steps: Any, simulated: dict[str, Any]) -> Any:
+    """Each phase's peak, where it is, and what it ends at; the simulated allocated and reserved peaks beside."""
+    from rich.table import Table
+
+    from symbert.render.formula import quantity
+
+    table = Table(title="memory over two training steps", title_justify="left")
+    extra = ("allocated", "reserved") if simulated else ()
+    for col in ("step", "phase", "peak", *extra, "where", "end"):
+        table.add_column(col, justify="left" if col in ("step", "phase", "where") else "right")
+    for p in steps:
+        where = p.peak.where.split(": ", 1)[1]
+        sim = simulated.get(f"{p.step} {p.name}")
+        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
+        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), *cells, where, quantity(p.end, "bytes"))
+    return table
+
+
 def _simulated_phases(config: Config, training: Any, batch: int, length: int) -> dict[str, Any]:
     """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
     from symbert.analysis.oom import Simulation, applies
@@ -1053,13 +1100,12 @@ def timeline(
     Step 1 creates the optimizer states at its update; step 2 starts with them.
     """
     import sympy
-    from rich.table import Table
 
     from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
     from symbert.api import per_gpu
     from symbert.render.formula import human, quantity, text
-    from symbert.render.reports import console, describe, layout_json, show
+    from symbert.render.reports import console, describe, show
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
 
@@ -1087,34 +1133,10 @@ def timeline(
 
         plot_timeline(config, training, batch, length, plot_file, budget)
     if as_json:
-        doc = {
-            "config": config.as_dict(),
-            "batch": batch,
-            "seq_len": length,
-            "policy": training.memory.policy,
-            "dtype": training.memory.activation_dtype,
-            "attention": training.memory.attention,
-            "recompute": training.memory.recompute,
-            "optimizer": training.optimizer,
-            "precision": training.precision,
-            "gpu": training.gpu,
-            "runtime": training.runtime.describe() if training.runtime else None,
-            "layout": layout_json(training.memory.layout),
-            "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
-            "phases": [
-                {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end,
-                 **_simulated_json(simulated.get(f"{p.step} {p.name}"))}
-                for p in steps
-            ],
-            "peak": {
-                "bytes": peak.total,
-                "where": peak.where,
-                "components": dict(peak.bytes),
-                "formula": text(formula),
-            },
-            "gpu_memory": budget,
-            "fits": None if budget is None else peak.total <= budget,
-        }
+        doc = _timeline_json(config, training, batch, length, states, sizes, steps, simulated)
+        components = dict(peak.bytes)
+        doc["peak"] = {"bytes": peak.total, "where": peak.where, "components": components, "formula": text(formula)}
+        doc |= {"gpu_memory": budget, "fits": None if budget is None else peak.total <= budget}
         click.echo(json.dumps(doc, indent=2))
         return
     out = console()
@@ -1122,16 +1144,7 @@ def timeline(
     out.print(f"batch B={batch}, seq_len={length}; {training.describe()}")
     for k, v in states.items():
         out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(sizes)), 'bytes')}")
-    table = Table(title="memory over two training steps", title_justify="left")
-    extra = ("allocated", "reserved") if simulated else ()
-    for col in ("step", "phase", "peak", *extra, "where", "end"):
-        table.add_column(col, justify="left" if col in ("step", "phase", "where") else "right")
-    for p in steps:
-        where = p.peak.where.split(": ", 1)[1]
-        sim = simulated.get(f"{p.step} {p.name}")
-        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
-        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), *cells, where, quantity(p.end, "bytes"))
-    show(table, out)
+    show(_timeline_table(steps, simulated), out)
     if simulated:
         out.print("allocated, reserved: the caching allocator simulated over the two steps (max_memory_allocated and "
                   "max_memory_reserved per phase)")
