@@ -897,7 +897,7 @@ def _simulated_lines(result: Any, other: str) -> list[str]:
         limit = "all the model's positions" if result.capped == "positions" else "the largest size symbert accepts"
         lines.append(f"  {result.unknown} {result.value} is {limit}")
     lines.append(f"  the closed form (allocated peak within the cap) gave {result.closed}; "
-                 f"{result.simulations} simulations decided")
+                 f"{result.simulations} simulation{'s' if result.simulations != 1 else ''} decided")
     return lines
 
 
