@@ -30,7 +30,9 @@ class Logged(Replay):
     """A replay that also writes :attr:`stream`: ``("alloc", key, bytes[, stream, tag])``, ``("free", key)``
     and ``("phase", name)``, at the sizes ``values``."""
 
-    def __init__(self, graph: Graph, training: Training, values: Mapping[sympy.Symbol, int]) -> None:
+    def __init__(
+        self, graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], tally: bool = True
+    ) -> None:
         values = {**training.memory.layout.values(), **values}
         runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
         super().__init__(graph, training, runs)
@@ -41,6 +43,8 @@ class Logged(Replay):
         self._bytes: dict[frozenset, int] = {}
         self._groups: list[tuple[tuple, list[int]]] = []
         self._at: tuple[int, str] | None = None
+        #: Whether the replay also keeps its own sums and events (False: the stream alone, faster).
+        self.tally = tally
 
     def bytes_of(self, size: Size) -> int | sympy.Expr:
         """The bytes of ``size`` at :attr:`values`: a whole number, or a formula in the sizes left out of them."""
@@ -61,8 +65,13 @@ class Logged(Replay):
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
+    def record(self, label: str, run: tuple[str, int] | None = None) -> None:
+        if self.tally:
+            super().record(label, run)
+
     def _count(self, buf: _Buffer, sign: int) -> None:
-        super()._count(buf, sign)
+        if self.tally:
+            super()._count(buf, sign)
         nbytes = self.bytes_of(buf.size)
         if sign > 0:
             self._keys[id(buf)] = (self._request(nbytes), buf)
@@ -144,7 +153,7 @@ class _Module:
 def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Event]:
     """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`). Where
     ``values`` leave out a size (B or seq_len), a request's bytes are a formula in it: see :func:`at`."""
-    replay = Logged(graph, training, values)
+    replay = Logged(graph, training, values, tally=False)
     replay.run(steps)
     return replay.stream
 
