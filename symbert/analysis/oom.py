@@ -100,7 +100,7 @@ class Simulation:
     def run(self, batch: int, length: int | None = None, cap: int | None = None) -> Run:
         """The steps at ``batch`` (and ``length``, when the replay left it open) under ``cap`` bytes reserved."""
         length = self.length if length is None else length
-        allocator = Allocator(self.alloc, cap, AddressSpace(1 << 2 * MAX_BITS, 1 << MAX_BITS))
+        allocator = Allocator(self.alloc, cap, AddressSpace(1 << 2 * MAX_BITS, 1 << MAX_BITS), itemize=False)
         failed = None
         try:
             allocator.run(at(self.stream, {B: batch, seq_len: length}))
