@@ -59,6 +59,7 @@ def main() -> None:
         print(f"symbert {' '.join(args)}: {wall([sys.executable, '-m', 'symbert', *args]):.3f} s (median of 5)")
     allocator_step()
     explore_figures()
+    fit_by_layers()
     one_core = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     subprocess.run([sys.executable, __file__, "--sweep"], check=True, env=one_core)
 
@@ -124,6 +125,18 @@ def explore_figures() -> None:
             f"  control change, every number updated: median {statistics.median(updates):.1f} ms,"
             f" slowest {max(updates):.1f} ms over {len(updates)} changes (target: under 50 ms)"
         )
+
+
+def fit_by_layers(layers: tuple[int, ...] = (12, 96, 384)) -> None:
+    """`symbert fit` (the caching allocator decides) at seq_len 512 under an H100's memory, by the number of
+    layers of bert-base's sizes: the closed form's starting point, one replay of the steps, then a few
+    simulations."""
+    times = {}
+    for n in layers:
+        args = ["fit", "--set", f"num_hidden_layers={n}", "--seq-len", "512", "--gpu", "h100"]
+        times[n] = wall([sys.executable, "-m", "symbert", *args], runs=1)
+        print(f"symbert {' '.join(args)}: {times[n]:6.2f} s ({times[n] / times[layers[0]]:.1f}x L={layers[0]}; "
+              "target: within 2x)")
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

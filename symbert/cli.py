@@ -839,6 +839,11 @@ def _budget(text: str | None, training: Any) -> int | None:
     type=POSITIVE,
     help="Plan N GPUs: search t, p, d = N/(t·p), ZeRO stage, recompute and micro-batch (--batch: a fixed one).",
 )
+@click.option("--cuda-context", metavar="SIZE", help="The CUDA context taken from --gpu's memory (default: 781MiB).")
+@click.option(
+    "--alloc-conf", metavar="SETTINGS", help="PYTORCH_ALLOC_CONF for the allocator (default: the environment's)."
+)
+@click.option("--closed-form", is_flag=True, help="Answer from the peak's closed form alone (no allocator simulation).")
 @training_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fit(
@@ -847,35 +852,181 @@ def fit(
     batch: int | None,
     length: int | None,
     gpus: int | None,
+    cuda_context: str | None,
+    alloc_conf: str | None,
+    closed_form: bool,
     training: Any,
     as_json: bool,
 ) -> None:
-    """The largest batch or seq_len whose training-step peak fits the GPU, or the memory a shape needs.
+    """The largest batch or seq_len whose two training steps run on the GPU, or the memory a shape needs.
 
-    Give --gpu-memory (or --gpu) and one of --batch and --seq-len to solve for the other: it is solved
-    from the peak's closed form and checked at the answer and one above it. Give both for the memory
-    they need. When nothing fits, says what is over the budget and which single change helps most.
-    Under torch-cuda the peak is what max_memory_allocated would report; reserved memory is estimated,
-    and the CUDA context lies outside the budget.
+    Give --gpu-memory (or --gpu) and one of --batch and --seq-len to solve for the other. Under torch-cuda on
+    one GPU the caching allocator is simulated over two training steps: the answer is the largest value that
+    runs without an allocation failing under the cap (--gpu-memory, what set_per_process_memory_fraction allows;
+    or --gpu's memory less the CUDA context), starting from the closed form's. Otherwise (or with --closed-form),
+    and for a given shape, the peak's closed form answers, checked at the answer and one above it.
     """
     from symbert.analysis.fit import fit as solve
-    from symbert.analysis.fit import fit_json, step_of
-    from symbert.render.formula import human, quantity
-    from symbert.render.reports import console, describe
+    from symbert.analysis.fit import fit_json
+    from symbert.analysis.oom import applies
 
     budget = _budget(gpu_memory, training)
     if gpus is not None:
         _plan(config, training, budget, gpus, batch, length, as_json)
         return
+    cap = _cap(gpu_memory, cuda_context, training)
+    if cap is not None and (batch is None) != (length is None) and not closed_form and applies(config, training):
+        _fit_simulated(config, training, cap, batch, length, _alloc_config(alloc_conf), as_json)
+        return
     result = solve(config, training, budget, batch, length)
     if as_json:
         _print_json(fit_json(result))
         return
+    _print_fit(config, training, budget, result)
+
+
+def _cap(gpu_memory: str | None, cuda_context: str | None, training: Any) -> Any:
+    """The allocator's cap from --gpu-memory, or --gpu's memory less --cuda-context (or the default context)."""
+    from symbert.analysis.fit import parse_bytes
+    from symbert.analysis.oom import cap_of
+
+    context = parse_bytes(cuda_context) if cuda_context is not None else None
+    return cap_of(parse_bytes(gpu_memory) if gpu_memory is not None else None, training.gpu, context)
+
+
+def _alloc_config(text: str | None) -> Any:
+    """--alloc-conf, else PYTORCH_ALLOC_CONF (or PYTORCH_CUDA_ALLOC_CONF) from the environment."""
+    import os
+
+    from symbert.analysis.allocator import AllocatorError, from_environment, parse_config
+
+    try:
+        return parse_config(text) if text is not None else from_environment(os.environ)
+    except AllocatorError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _fit_simulated(
+    config: Config, training: Any, cap: Any, batch: int | None, length: int | None, alloc: Any, as_json: bool
+) -> None:
+    """``fit`` answered by the caching allocator's simulation (:func:`symbert.analysis.oom.largest`)."""
+    from symbert.analysis.oom import largest, largest_json
+    from symbert.render.formula import quantity
+    from symbert.render.reports import console, describe
+
+    result = largest(config, training, cap.bytes, batch, length, alloc)
+    if as_json:
+        click.echo(json.dumps(largest_json(config, training, cap, result), indent=2))
+        return
+    out = console()
+    out.print(describe(config))
+    context = f" = {quantity(cap.card, 'bytes')} less the CUDA context {quantity(cap.context, 'bytes')}"
+    source = f" ({cap.source})" if cap.context else " (--gpu-memory)"
+    out.print(f"{training.describe()}; cap {quantity(cap.bytes, 'bytes')}{context if cap.context else ''}{source}")
+    other = f"seq_len={length}" if batch is None else f"batch={batch}"
+    for line in _simulated_lines(result, other):
+        out.print(line)
+
+
+def _simulated_lines(result: Any, other: str) -> list[str]:
+    """The simulated answer: the value, its peaks, the failure one above, and the closed form's answer."""
+    from symbert.render.formula import quantity
+
+    def value(run: Any) -> int:
+        return run.batch if result.unknown == "batch" else run.length
+
+    lines = []
+    if result.value is None:
+        lines.append(f"nothing runs at {other}: at {result.unknown} {value(result.above)}, {result.above.failed}")
+    else:
+        run = result.run
+        top = max(run.phases, key=lambda p: p.allocated)
+        lines.append(f"largest {result.unknown} that runs at {other}: {result.value} "
+                     "(the caching allocator simulated over two training steps)")
+        lines.append(f"  allocated peak {quantity(run.allocated, 'bytes')} = {run.allocated:,} bytes ({top.name}), "
+                     f"reserved peak {quantity(run.reserved, 'bytes')} = {run.reserved:,} bytes")
+    if result.value is not None and result.above is not None:
+        lines.append(f"  {result.unknown} {value(result.above)} runs out of memory: {result.above.failed}")
+    elif result.value is not None:
+        limit = "all the model's positions" if result.capped == "positions" else "the largest size symbert accepts"
+        lines.append(f"  {result.unknown} {result.value} is {limit}")
+    lines.append(f"  the closed form (allocated peak within the cap) gave {result.closed}; "
+                 f"{result.simulations} simulation{'s' if result.simulations != 1 else ''} decided")
+    return lines
+
+
+def _timeline_json(
+    config: Config, training: Any, batch: int, length: int, states: Any, sizes: Any, steps: Any, simulated: Any
+) -> dict[str, Any]:
+    """``timeline --json``'s setup, model states and phases (the peak is added by the caller)."""
+    from symbert.render.formula import text
+    from symbert.render.reports import layout_json
+
+    return {
+        "config": config.as_dict(),
+        "batch": batch,
+        "seq_len": length,
+        "policy": training.memory.policy,
+        "dtype": training.memory.activation_dtype,
+        "attention": training.memory.attention,
+        "recompute": training.memory.recompute,
+        "optimizer": training.optimizer,
+        "precision": training.precision,
+        "gpu": training.gpu,
+        "runtime": training.runtime.describe() if training.runtime else None,
+        "layout": layout_json(training.memory.layout),
+        "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
+        "phases": [
+            {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end,
+             **_simulated_json(simulated.get(f"{p.step} {p.name}"))}
+            for p in steps
+        ],
+    }
+
+
+def _timeline_table(steps: Any, simulated: dict[str, Any]) -> Any:
+    """Each phase's peak, where it is, and what it ends at; the simulated allocated and reserved peaks beside."""
+    from rich.table import Table
+
+    from symbert.render.formula import quantity
+
+    table = Table(title="memory over two training steps", title_justify="left")
+    extra = ("allocated", "reserved") if simulated else ()
+    for col in ("step", "phase", "peak", *extra, "where", "end"):
+        table.add_column(col, justify="left" if col in ("step", "phase", "where") else "right")
+    for p in steps:
+        where = p.peak.where.split(": ", 1)[1]
+        sim = simulated.get(f"{p.step} {p.name}")
+        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
+        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), *cells, where, quantity(p.end, "bytes"))
+    return table
+
+
+def _simulated_phases(config: Config, training: Any, batch: int, length: int) -> dict[str, Any]:
+    """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
+    from symbert.analysis.oom import Simulation, applies
+
+    if not applies(config, training):
+        return {}
+    return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
+
+
+def _simulated_json(peak: Any) -> dict[str, int]:
+    return {} if peak is None else {"allocated": peak.allocated, "reserved": peak.reserved}
+
+
+def _print_fit(config: Config, training: Any, budget: int | None, result: Any) -> None:
+    """The closed form's answer (:func:`symbert.analysis.fit.fit`), as text."""
+    from symbert.analysis.fit import step_of
+    from symbert.render.formula import human, quantity
+    from symbert.render.reports import console, describe
+
     out = console()
     out.print(describe(config))
     out.print(training.describe() + (f"; GPU memory {quantity(budget, 'bytes')}" if budget else ""))
     peak = result.peak
     parts = ", ".join(f"{name} {quantity(peak.bytes[c], 'bytes')}" for c, name in _categories().items())
+    batch, length = result.batch, result.seq_len
     if result.unknown and result.value is None:
         shape = f"batch {result.batch or 1}, seq_len {result.seq_len or 1}"
         out.print(f"nothing fits: at {shape} the peak is {quantity(peak.total, 'bytes')} ({peak.where})")
@@ -1003,13 +1154,12 @@ def timeline(
     Step 1 creates the optimizer states at its update; step 2 starts with them.
     """
     import sympy
-    from rich.table import Table
 
     from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
     from symbert.api import per_gpu
     from symbert.render.formula import human, quantity, text
-    from symbert.render.reports import console, describe, layout_json, show
+    from symbert.render.reports import console, describe, show
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
 
@@ -1029,6 +1179,7 @@ def timeline(
     memory = step_memory(graph, training, sizes)
     steps = phases(memory.timeline(values))
     peak = max((p.peak for p in steps), key=lambda p: p.total)
+    simulated = _simulated_phases(config, training, batch, length)
     formula = memory.formula(values)
     states = {k: memory.states[k] for k in ("weights", "gradients", "optimizer")}
     if plot_file:
@@ -1036,33 +1187,10 @@ def timeline(
 
         plot_timeline(config, training, batch, length, plot_file, budget)
     if as_json:
-        doc = {
-            "config": config.as_dict(),
-            "batch": batch,
-            "seq_len": length,
-            "policy": training.memory.policy,
-            "dtype": training.memory.activation_dtype,
-            "attention": training.memory.attention,
-            "recompute": training.memory.recompute,
-            "optimizer": training.optimizer,
-            "precision": training.precision,
-            "gpu": training.gpu,
-            "runtime": training.runtime.describe() if training.runtime else None,
-            "layout": layout_json(training.memory.layout),
-            "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
-            "phases": [
-                {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end}
-                for p in steps
-            ],
-            "peak": {
-                "bytes": peak.total,
-                "where": peak.where,
-                "components": dict(peak.bytes),
-                "formula": text(formula),
-            },
-            "gpu_memory": budget,
-            "fits": None if budget is None else peak.total <= budget,
-        }
+        doc = _timeline_json(config, training, batch, length, states, sizes, steps, simulated)
+        components = dict(peak.bytes)
+        doc["peak"] = {"bytes": peak.total, "where": peak.where, "components": components, "formula": text(formula)}
+        doc |= {"gpu_memory": budget, "fits": None if budget is None else peak.total <= budget}
         _print_json(doc)
         return
     out = console()
@@ -1070,13 +1198,10 @@ def timeline(
     out.print(f"batch B={batch}, seq_len={length}; {training.describe()}")
     for k, v in states.items():
         out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(sizes)), 'bytes')}")
-    table = Table(title="memory over two training steps", title_justify="left")
-    for col in ("step", "phase", "peak", "where", "end"):
-        table.add_column(col, justify="right" if col in ("peak", "end") else "left")
-    for p in steps:
-        where = p.peak.where.split(": ", 1)[1]
-        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), where, quantity(p.end, "bytes"))
-    show(table, out)
+    show(_timeline_table(steps, simulated), out)
+    if simulated:
+        out.print("allocated, reserved: the caching allocator simulated over the two steps (max_memory_allocated and "
+                  "max_memory_reserved per phase)")
     verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())

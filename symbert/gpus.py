@@ -47,6 +47,16 @@ GPUS: dict[str, GPU] = {
 }
 
 
+#: The CUDA context: device memory a process holds outside PyTorch's caching allocator (the driver's context,
+#: the loaded kernels, cuBLAS's and cuDNN's handles), which ``fit`` takes from a card's memory when no
+#: ``--gpu-memory`` is given. No per-card measurement is recorded here; every card gets one published figure:
+#: 781 MiB, what nvidia-smi showed for a process after ``import torch`` and its first CUDA call
+#: (pytorch/pytorch#34323). It is an upper bound where CUDA's lazy module loading (CUDA 11.7 and later) loads
+#: fewer kernels, so the cap it leaves errs on the safe side. ``--cuda-context`` gives your machine's figure.
+CUDA_CONTEXT = 781 * MIB
+CUDA_CONTEXT_SOURCE = "nvidia-smi after import torch and a first CUDA call, pytorch/pytorch#34323"
+
+
 def gpu(key: str) -> GPU:
     """The GPU named ``key`` (case-insensitive); ValueError naming the known ones otherwise."""
     found = GPUS.get(key.strip().lower())

@@ -106,6 +106,16 @@ class Block:
     output: str
 
 
+@dataclass(frozen=True)
+class Registered:
+    """What a module registers in ``__init__`` that the trace does not show: the order of its children where
+    the forward uses them in another, and its buffers (name, shape, dtype), e.g. the position ids the forward
+    slices to the sequence."""
+
+    children: tuple[str, ...] = ()
+    buffers: tuple[tuple[str, Shape, str], ...] = ()
+
+
 @dataclass
 class Graph:
     """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
@@ -123,17 +133,17 @@ class Graph:
     """Tensors a module's Python locals keep past their last use: tensor → the node after which the
     module returns, or the block whose last run ends it (a module around a repeated block: its locals
     then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
-    declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Submodules a module registers in another order than its forward first uses them: its parameter
-    prefix → its children's names in registration order (:func:`symbert.tracer.declare`)."""
+    registered: dict[str, Registered] = field(default_factory=dict)
+    """By module (its parameter-name prefix, ``embeddings``): what it registers (:func:`symbert.tracer.registers`)."""
 
     def parameter_order(self, names: list[str]) -> list[str]:
         """Parameter names (first use first) in the order ``Module.parameters()`` yields them: each
-        module's children in registration order where :attr:`declared` gives it, else first use."""
+        module's children in registration order where :attr:`registered` gives it, else first use."""
 
         def key(item: tuple[int, str]) -> tuple[int, int, int]:
             index, name = item
-            for prefix, children in self.declared.items():
+            for prefix, module in self.registered.items():
+                children = module.children
                 child = name.removeprefix(f"{prefix}.").split(".")[0] if name.startswith(f"{prefix}.") else None
                 if child in children:
                     first = next(i for i, n in enumerate(names) if n.startswith(f"{prefix}."))

@@ -60,6 +60,8 @@ class OpDef:
     placeholder: bool = False
     graph_input: bool = False
     graph_output: bool = False
+    #: The order CUDA's kernel allocates the outputs in, where it is not theirs (dropout: the mask first).
+    cuda_order: tuple[int, ...] = ()
 
 
 OPS: dict[str, OpDef] = {}
@@ -75,6 +77,7 @@ def _op(
     grad_passes_through: bool = False,
     autocast: str | Mapping[str, str] = "same",
     communication: bool = False,
+    cuda_order: tuple[int, ...] = (),
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
@@ -89,6 +92,7 @@ def _op(
             grad_passes_through=passes,
             autocast=autocast,
             communication=communication,
+            cuda_order=cuda_order,
         )
         return fn
 
@@ -224,9 +228,10 @@ def softmax(x: Tensor, name: str = "softmax", dtype: str = ACT) -> Tensor:
     return active().record("softmax", name, [x], [(x.shape, dtype, Role.ACTIVATION, None)])[0]
 
 
-@_op("dropout", saves=("out1",), flops_per_element=2)
+@_op("dropout", saves=("out1",), flops_per_element=2, cuda_order=(1, 0))
 def dropout(x: Tensor, p: float, name: str = "dropout") -> Tensor:
-    """Training-mode dropout; its mask is an explicit second output (draw the mask, multiply)."""
+    """Training-mode dropout; its mask is an explicit second output (draw the mask, multiply). On CUDA,
+    ``native_dropout`` allocates the mask before the output (aten/src/ATen/native/cuda/Dropout.cu)."""
     outs = [(x.shape, ACT, Role.ACTIVATION, None), (x.shape, MASK_DTYPE, Role.MASK, None)]
     return active().record("dropout", name, [x], outs, attrs={"p": p})[0]
 

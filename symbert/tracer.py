@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from symbert.ir import RUN, Block, Graph, Node, Param, Role, Shape, Tensor
+from symbert.ir import RUN, Block, Graph, Node, Param, Registered, Role, Shape, Tensor
 from symbert.symbols import B
 
 if TYPE_CHECKING:
@@ -186,14 +186,6 @@ def held(*xs: Tensor | None) -> None:
     t._calls[-1].extend(x.name for x in xs if x is not None)
 
 
-def declare(*children: str) -> None:
-    """The current module registers ``children`` in this order (in ``__init__``), whatever order its
-    forward uses them in: the order of ``Module.parameters()``, which the optimizer steps and
-    ``Module.to`` allocates in."""
-    t = active()
-    t.graph.declared[t.param_prefix("")[:-1]] = children
-
-
 def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:
     """A tensor the caller provides (input_ids, attention_mask, labels, …)."""
     return active().record("input", name, [], [(shape, dtype, role, None)])[0]
@@ -207,6 +199,14 @@ def param_name(leaf: str) -> str:
 def buffer(name: str, shape: Shape, dtype: str) -> Tensor:
     """A non-trainable tensor the model owns (position ids); never counted as an activation."""
     return active().record("buffer", name, [], [(shape, dtype, Role.BUFFER, None)])[0]
+
+
+def registers(children: tuple[str, ...] = (), buffers: tuple[tuple[str, Shape, str], ...] = ()) -> None:
+    """What the module of the current scope registers in ``__init__`` beyond what its forward shows: its
+    children in registration order (where the forward uses them in another) and its buffers, (name, shape,
+    dtype) each. ``Module.to`` visits them in that order; the CUDA caching allocator sees them so."""
+    t = active()
+    t.graph.registered[t.param_prefix("").rstrip(".")] = Registered(children, buffers)
 
 
 def graph_output(name: str, x: Tensor) -> None:

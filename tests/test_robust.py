@@ -164,7 +164,7 @@ def test_fit_never_wraps_around() -> None:
 
 def test_fit_with_a_huge_budget() -> None:
     assert invoke("fit", "--gpu-memory", "99999999999999999999999TiB", "--seq-len", "512").refused
-    result = invoke("fit", "--gpu-memory", "1000000TiB", "--seq-len", "512", "--json")
+    result = invoke("fit", "--gpu-memory", "1000000TiB", "--seq-len", "512", "--closed-form", "--json")
     assert result.code == 0, result
     data = json.loads(result.stdout)
     config = preset("bert-base")

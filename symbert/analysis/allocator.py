@@ -425,6 +425,9 @@ class Allocator:
     space: AddressSpace = field(default_factory=AddressSpace)
     #: The card's memory: the size of an expandable segment's address range (80 GiB: an H100's).
     device_memory: int = 80 * GiB
+    #: Whether to itemize what the allocator adds at the peak (:attr:`at_peak`; a walk of the free blocks at
+    #: every new peak).
+    itemize: bool = True
 
     def __post_init__(self) -> None:
         self.pools = {True: Pool(True), False: Pool(False)}
@@ -486,7 +489,7 @@ class Allocator:
         block.allocated, block.requested, block.tag = True, size, tag
         self.live[key] = block
         self._count(block, 1)
-        if self.allocated.current > self.at_peak.allocated:
+        if self.itemize and self.allocated.current > self.at_peak.allocated:
             self.at_peak = self.overhead()
         return block
 

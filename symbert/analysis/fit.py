@@ -155,8 +155,11 @@ def fit(
     budget: int | None,
     batch: int | None = None,
     length: int | None = None,
+    estimate_reserved: bool = True,
 ) -> Fit:
-    """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given."""
+    """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given.
+    ``estimate_reserved``: also estimate the reserved memory (:func:`~symbert.analysis.training.reserved`;
+    slow at many layers), where the allocator simulation (:mod:`symbert.analysis.oom`) does not replace it."""
     for name, value in (("batch", batch), ("seq_len", length)):
         if value is not None:
             check_size(name, value)
@@ -172,7 +175,8 @@ def fit(
         peak = memory.peak(values)
         top = memory.polynomials(sizes, (B, seq_len)).top(batch, length)
         result = Fit(config, training, budget, batch, length, None, False, peak, None, top)
-        result = replace(result, reserved=reserved(graph, training, values))
+        if estimate_reserved:
+            result = replace(result, reserved=reserved(graph, training, values))
         return result if result.fits else replace(result, knobs=knobs(config, training, batch, length))
     if budget is None:
         raise ConfigError("give --gpu-memory to solve for batch or seq_len, or give both --batch and --seq-len")
@@ -201,7 +205,7 @@ def fit(
     solved = n if n >= 1 else None
     b, s = (solved, fixed) if unknown == "batch" else (fixed, solved)
     result = Fit(config, training, budget, b, s, unknown, capped, peak, above, top)
-    if solved:
+    if solved and estimate_reserved:
         result = replace(result, reserved=reserved(graph, training, {**values, x: n}))
     return result if solved else replace(result, knobs=knobs(config, training, b or 1, s or 1))
 

@@ -43,6 +43,7 @@ from symbert.analysis import sdpa
 from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.breakdown import model_of
+from symbert.analysis.policy import BYTES
 from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
@@ -58,7 +59,7 @@ from symbert.analysis.states import (
     Training,
     model_states,
 )
-from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
+from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor, numel
 from symbert.ops import OPS
 from symbert.symbols import seq_len, settled
 
@@ -406,6 +407,13 @@ class Replay:
         produced = [t for n in unit.nodes for t in n.outputs]
         return [t for t in produced if any(c not in inside for c in self.graph.consumers(t))]
 
+    def allocation_order(self, unit: Unit) -> list[str]:
+        """:meth:`writes` in the order the op allocates them: on a CUDA runtime, its kernel's
+        (:attr:`symbert.ops.OpDef.cuda_order`)."""
+        writes = self.writes(unit)
+        order = OPS[unit.node.op].cuda_order if self.runtime is not None and len(unit.nodes) == 1 else ()
+        return [writes[i] for i in order] if order and len(order) == len(writes) else writes
+
     def keeps(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> list[tuple[Saved, Key]]:
         return [(item, rekey(self.kept_key(item, unit.run))) for n in unit.nodes for item in kept.get(n.name, ())]
 
@@ -415,8 +423,19 @@ class Replay:
 
     # ---- the steps
 
+    def buffers(self) -> list[tuple[str, sympy.Expr]]:
+        """The modules' registered buffers (:attr:`symbert.ir.Graph.registered`), name and bytes, under a device
+        runtime, where they sit on the device beside the parameters (the CPU measurements count only what
+        the steps allocate); none otherwise."""
+        if self.runtime is None:
+            return []
+        return [(f"{module}.{name}" if module else name, numel(shape) * BYTES[dtype])
+                for module, registered in self.graph.registered.items() for name, shape, dtype in registered.buffers]
+
     def run(self, steps: int) -> list[Event]:
-        add_to(self.totals["weights"], size_of(self.states["weights"]))
+        add_to(self.totals["weights"], size_of(self.states["weights"] + sum(b for _, b in self.buffers())))
+        for _, nbytes in self.buffers():
+            add_to(self.totals["runtime"], self.pad_of(size_of(nbytes)))
         add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights, "weights"))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master, "optimizer"))
@@ -485,14 +504,14 @@ class Replay:
             layer = self.unit_of(unit)
             if self.phase == "forward" and layer != ROOT and self.first_of[layer] is unit:
                 self.gather(layer)
-            self.workspace(unit)
             created = []
-            for t in self.writes(unit):
+            for t in self.allocation_order(unit):
                 tensor = self.graph.tensor(t)
                 if tensor.base is None and tensor.role not in (Role.BUFFER, Role.PARAMETER):
                     key = rekey(self.storage_key(t, unit.run))
                     self.live[key] = self.output_alloc(unit, t, rekey)
                     created.append(key)
+            self.workspace(unit)  # cuBLAS makes its workspace at its first call, after the op's output
             for item, key in self.keeps(unit, kept, rekey):
                 if item.tensor is None and key not in self.live:
                     self.live[key] = self.alloc(*self.extra_size(item), self.owner(unit))

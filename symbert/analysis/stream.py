@@ -14,14 +14,14 @@ counters (the CPU policies).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import sympy
 
 from symbert.analysis.replay import Replay, Unit, _Buffer
 from symbert.analysis.sizes import Size, expr_of, size_of
 from symbert.analysis.states import Training
-from symbert.ir import Graph
+from symbert.ir import Graph, Registered
 
 Event = tuple
 
@@ -30,7 +30,9 @@ class Logged(Replay):
     """A replay that also writes :attr:`stream`: ``("alloc", key, bytes[, stream, tag])``, ``("free", key)``
     and ``("phase", name)``, at the sizes ``values``."""
 
-    def __init__(self, graph: Graph, training: Training, values: Mapping[sympy.Symbol, int]) -> None:
+    def __init__(
+        self, graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], tally: bool = True
+    ) -> None:
         values = {**training.memory.layout.values(), **values}
         runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
         super().__init__(graph, training, runs)
@@ -41,11 +43,15 @@ class Logged(Replay):
         self._bytes: dict[frozenset, int] = {}
         self._groups: list[tuple[tuple, list[int]]] = []
         self._at: tuple[int, str] | None = None
+        #: Whether the replay also keeps its own sums and events (False: the stream alone, faster).
+        self.tally = tally
 
-    def bytes_of(self, size: Size) -> int:
+    def bytes_of(self, size: Size) -> int | sympy.Expr:
+        """The bytes of ``size`` at :attr:`values`: a whole number, or a formula in the sizes left out of them."""
         key = frozenset(size.items())
         if key not in self._bytes:
-            self._bytes[key] = int(expr_of(size).subs(self.values))
+            nbytes = sympy.sympify(expr_of(size).subs(self.values))
+            self._bytes[key] = int(nbytes) if nbytes.is_Integer else nbytes
         return self._bytes[key]
 
     def _mark(self) -> None:
@@ -59,8 +65,13 @@ class Logged(Replay):
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
+    def record(self, label: str, run: tuple[str, int] | None = None) -> None:
+        if self.tally:
+            super().record(label, run)
+
     def _count(self, buf: _Buffer, sign: int) -> None:
-        super()._count(buf, sign)
+        if self.tally:
+            super()._count(buf, sign)
         nbytes = self.bytes_of(buf.size)
         if sign > 0:
             self._keys[id(buf)] = (self._request(nbytes), buf)
@@ -79,14 +90,32 @@ class Logged(Replay):
             self.stream.extend(("free", key) for key in self._groups.pop(index)[1])
             return out
         if self.sharding.sharded(what):
-            sizes = [e for elements, count in self.sharding.local(self.graph, what)
+            sizes = [bytes_per_element * e for elements, count in self.sharding.local(self.graph, what)
                      for e in [elements] * int(sympy.sympify(count).subs(self.values))]
+            sizes += [nbytes for _, nbytes in self.buffers()] if what == "weights" and not self.step else []
+        elif what == "weights" and not self.step:
+            sizes = [numel if buffer else bytes_per_element * numel for numel, buffer in self.load_order()]
         else:
-            sizes = [numel for _, numel, _ in self.parameter_order()]
-        keys = [self._request(self.bytes_of(size_of(bytes_per_element * numel)))
-                for numel in sizes for _ in range(tensors)]
+            sizes = [bytes_per_element * numel for _, numel, _ in self.parameter_order()]
+        keys = [self._request(self.bytes_of(size_of(nbytes))) for nbytes in sizes for _ in range(tensors)]
         self._groups.append((group, keys))
         return out
+
+    def load_order(self) -> list[tuple[sympy.Expr, bool]]:
+        """The parameters (elements) and the registered buffers (bytes, marked True) in the order
+        ``Module.to`` visits them: a module's children first, each in turn (in the order the module registers
+        them where it says so, else as the forward first uses them), then its own parameters, then its
+        buffers. A repeated block's runs are children of the block's module."""
+        tree = _Module()
+        for name, numel, owner in self.parameter_order():
+            path = name.split(".")
+            if owner is not None:
+                depth = owner[0].count("/") + 1
+                path = [*path[:depth], str(owner[1]), *path[depth:]]
+            tree.at(path[:-1]).params.append(numel)
+        for prefix, nbytes in self.buffers():
+            tree.at(prefix.split(".")[:-1]).buffers.append(nbytes)
+        return list(tree.visit(self.graph.registered))
 
     def workspace(self, unit: Unit) -> None:
         before = set(self.workspaces)
@@ -97,8 +126,41 @@ class Logged(Replay):
                     self._request(w.nbytes, "workspace")
 
 
+class _Module:
+    """A module of the parameter tree: its children by name (first use first), parameters and buffers."""
+
+    def __init__(self, path: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.children: dict[str, _Module] = {}
+        self.params: list[sympy.Expr] = []
+        self.buffers: list[sympy.Expr] = []
+
+    def at(self, path: list[str]) -> _Module:
+        module = self
+        for part in path:
+            module = module.children.setdefault(part, _Module((*module.path, part)))
+        return module
+
+    def visit(self, registered: Mapping[str, Registered]) -> Iterator[tuple[sympy.Expr, bool]]:
+        declared = registered.get(".".join(self.path), Registered()).children
+        order = [c for c in declared if c in self.children] + [c for c in self.children if c not in declared]
+        for child in order:
+            yield from self.children[child].visit(registered)
+        yield from ((numel, False) for numel in self.params)
+        yield from ((nbytes, True) for nbytes in self.buffers)
+
+
 def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Event]:
-    """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`)."""
-    replay = Logged(graph, training, values)
+    """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`). Where
+    ``values`` leave out a size (B or seq_len), a request's bytes are a formula in it: see :func:`at`."""
+    replay = Logged(graph, training, values, tally=False)
     replay.run(steps)
     return replay.stream
+
+
+def at(stream: list[Event], values: Mapping[sympy.Symbol, int]) -> list[Event]:
+    """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
+    the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
+    formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
+    bytes_at = {f: int(f.subs(values)) for f in formulas}
+    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:]) for e in stream]

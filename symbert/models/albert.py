@@ -25,7 +25,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import E, H, I, L, seq_len, vocab_size
-from symbert.tracer import call, declare, held, param_name, repeat, scope
+from symbert.tracer import call, held, param_name, registers, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
@@ -33,7 +33,7 @@ def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float
     keep its input, the attention's output and weights, and the feed-forward's output until it returns;
     the attention's keep its dropped-out output through its LayerNorm."""
     with scope("albert_layers"), call():
-        declare("full_layer_layer_norm", "attention", "ffn", "ffn_output")
+        registers(("full_layer_layer_norm", "attention", "ffn", "ffn_output"))
         with scope("attention"):
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
             context, weights = attention(q, k, v, mask, p_attention)

@@ -28,7 +28,7 @@ from symbert.models.layers import (
 )
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
-from symbert.tracer import buffer, call, declare, held, param_name, repeat, scope
+from symbert.tracer import buffer, call, held, param_name, registers, repeat, scope
 
 
 def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -38,15 +38,26 @@ def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     return input_ids, token_type_ids, token_input("attention_mask", Role.MASK)
 
 
+#: The embeddings' children in the order Hugging Face registers them (the forward looks up token types first);
+#: RoBERTa's, which count positions from the token ids, register their position table last.
+EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
+ROBERTA_EMBEDDINGS = ("word_embeddings", "token_type_embeddings", "LayerNorm", "position_embeddings")
+
+
 def embeddings(
-    input_ids: Tensor, token_type_ids: Tensor | None, p: float, positions_from_ids: bool, width: sympy.Expr = E
+    input_ids: Tensor,
+    token_type_ids: Tensor | None,
+    p: float,
+    positions_from_ids: bool,
+    width: sympy.Expr = E,
+    type_buffer: bool = True,
 ) -> Tensor:
-    """Word + token-type + position lookups → sum → LayerNorm → dropout, each of ``width`` (E)."""
+    """Word + token-type + position lookups → sum → LayerNorm → dropout, each of ``width`` (E). The module
+    registers [1, max_position_embeddings] int64 position ids and, with ``type_buffer``, token type ids."""
     with scope("embeddings"):
-        if positions_from_ids:  # RobertaEmbeddings registers its position table last
-            declare("word_embeddings", "token_type_embeddings", "LayerNorm", "position_embeddings")
-        else:
-            declare("word_embeddings", "position_embeddings", "token_type_embeddings")
+        ids = ("position_ids", "token_type_ids") if type_buffer else ("position_ids",)
+        children = ROBERTA_EMBEDDINGS if positions_from_ids else EMBEDDINGS
+        registers(children, tuple((name, (1, position_size), "int64") for name in ids))
         if positions_from_ids:
             position_ids = F.positions(input_ids.shape, input_ids)
         else:

@@ -36,7 +36,7 @@ from symbert.symbols import (
     seq_len,
     vocab_size,
 )
-from symbert.tracer import buffer, call, declare, held, param_name, region, repeat, scope
+from symbert.tracer import buffer, call, held, param_name, region, registers, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -48,6 +48,7 @@ def embeddings(input_ids: Tensor, mask: Tensor, p: float, position_biased_input:
     """DebertaV2Embeddings: word (+ position) lookups → LayerNorm → × the padding mask → dropout; the
     lookups stay referenced until it returns."""
     with scope("embeddings"), call():
+        registers(buffers=(("position_ids", (1, position_size), "int64"),))
         x = F.embedding("word_embeddings", input_ids, vocab_size, E)
         if position_biased_input:
             position_ids = buffer("position_ids", (1, seq_len), "int64")
@@ -184,7 +185,7 @@ def build(
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
     held(x)
     with scope("encoder"), call():
-        declare("layer", "rel_embeddings", "LayerNorm")
+        registers(("layer", "rel_embeddings", "LayerNorm"))  # DebertaV2Encoder's order; the layers run last
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))

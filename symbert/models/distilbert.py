@@ -46,7 +46,7 @@ def build(
 ) -> dict[str, Tensor]:
     """Trace DistilBertModel.forward(input_ids, attention_mask) in training mode."""
     input_ids, _, attention_mask = inputs(token_types=False)
-    x = embeddings(input_ids, None, dropout, positions_from_ids=False)
+    x = embeddings(input_ids, None, dropout, positions_from_ids=False, type_buffer=False)
     held(x)  # DistilBertModel's ``embeddings``, until it returns
     with scope("transformer"):
         mask = mask_bias(attention_mask, padding)
