@@ -619,6 +619,14 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(TABLE_FORMATS), defau
 @GENERAL
 @click.option("--quantity", "-q", "quantities", type=Quantity(), multiple=True, help="Default: all.")
 @click.option("--document", is_flag=True, help="Wrap the equations in a complete LaTeX document.")
+@click.option(
+    "--width",
+    "line_width",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="Break sums before a + or − to fit this many letters a line (60 fits an article page); 0: never.",
+)
 def latex(
     configs: list[Config],
     template: Config | None,
@@ -629,6 +637,7 @@ def latex(
     general: bool,
     quantities: tuple[str, ...],
     document: bool,
+    line_width: int,
 ) -> None:
     """LaTeX align blocks for each quantity: total, per layer, per component; valued at each CONFIG given.
 
@@ -641,7 +650,9 @@ def latex(
     reports = [build_report(c, batch, length, options) for c in configs or [template]]
     chosen = {key: reports[0].breakdowns[key] for key in dict.fromkeys(quantities or QUANTITIES)}
     at = [(r.config.name, r.values) for r in reports] if configs else []
-    out = render.equations(chosen, notation, general=general, at=at, note=reports[0].setup)
+    out = render.equations(
+        chosen, notation, general=general, at=at, note=reports[0].setup, line_width=line_width or None
+    )
     click.echo(render.document(out) if document else out, nl=False)
 
 
