@@ -663,6 +663,8 @@ def latex(
 @GENERAL
 @click.option("--quantity", "-q", type=Quantity(), default="params", show_default=True)
 @FORMAT
+@click.option("--transpose", is_flag=True, help="A row per CONFIG (and one of formulas), a column per component.")
+@click.option("--columns", type=POSITIVE, help="Split into tables of at most this many value columns each.")
 def table(
     configs: list[Config],
     batch: int,
@@ -672,16 +674,20 @@ def table(
     general: bool,
     quantity: str,
     fmt: str,
+    transpose: bool,
+    columns: int | None,
 ) -> None:
     """One quantity by component: a formula column and a value column per CONFIG.
 
     CONFIG is a preset, a preset pattern such as 'bert-L*-H*' (the 24 miniatures), or a config.json path.
     """
     from symbert.analysis.report import report as build_report
-    from symbert.render.tables import component_table
+    from symbert.render.tables import column_groups, component_table, transposed
 
     reports = [build_report(c, batch, length, options) for c in configs]
-    _emit([component_table(reports, quantity, general)], fmt, notation)
+    found = component_table(reports, quantity, general)
+    found = transposed(found) if transpose else found
+    _emit(column_groups(found, columns, 1 if transpose else 2) if columns else [found], fmt, notation)
 
 
 @cli.command()

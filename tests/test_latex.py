@@ -209,3 +209,12 @@ def test_long_sums_break_before_a_sign_within_the_width() -> None:
     assert len(block) > 1 and all(b.endswith(r" \notag") for b in block[:-1])
     assert " ".join(b.removesuffix(r" \notag") for b in block) == whole
     assert all(part.startswith(("+ ", "- ")) for part in block[1:])
+
+
+def test_the_24_miniatures_transposed_in_groups_fit_the_page(tmp_path) -> None:
+    """`table 'bert-L*-H*' --transpose --columns 3`: 26 columns untransposed, here tables that fit the page."""
+    out = invoke("table", "bert-L*-H*", "--format", "latex", "--transpose", "--columns", "3")
+    assert out.code == 0 and out.stdout.count(r"\begin{table}") == 3, out.stderr
+    # each group repeats a row per config; bert-L12-H768 is bert-base, 109,482,240 parameters in all
+    assert out.stdout.count("\nbert-L12-H768 & ") == 3 and out.stdout.count(" & 109,482,240 \\\\") == 1
+    assert overfull_boxes(tmp_path, "miniatures", latex.document(out.stdout)) == []
