@@ -260,3 +260,23 @@ def test_gallery_is_up_to_date(tmp_path: Path) -> None:
         if name.suffix == ".svg" and _generator(new) != _generator(old):
             continue  # another Graphviz version lays out differently; the DOT beside it is compared byte for byte
         assert new == old, f"docs/{name} is stale: run make docs"
+
+
+def test_albert_projection_is_its_own_labelled_box() -> None:
+    """ALBERT's Linear(E, H) between the embeddings and the shared layers: 128·768 + 768 parameters (albert-base)."""
+    lay = layout(diagram(preset("albert-base-v2"), "overview", params=True))
+    projection = "encoder/embedding_hidden_mapping_in"
+    assert lay.labels[projection] == f"E → H projection {projection} E·H + H = 99,072"
+    assert lay.flow("embeddings", projection) == "[B, seq_len, E]"
+    assert lay.flow(projection, "encoder/albert_layer_groups") == "[B, seq_len, H]"
+
+
+def test_deberta_draws_its_unread_token_types_only_at_the_op_level() -> None:
+    """DeBERTa-v3 (no token-type embeddings) makes all-zero token types and never reads them."""
+    model = preset("deberta-v3-base")
+    for level in ("overview", "layer"):
+        lay = layout(diagram(model, level))
+        assert "token_type_ids" not in lay.boxes()
+        linked = {n for edge in lay.edges for n in edge}
+        assert [box for box in lay.boxes() if box not in linked] == []
+    assert "token_type_ids" in layout(diagram(model, "ops")).boxes()

@@ -50,6 +50,7 @@ NAMES: dict[str, str] = {
     "embeddings": "Embedding Layer",
     "encoder/layer": "Transformer",
     "encoder/layer/attention/self": "Multi-head Attention",
+    "encoder/embedding_hidden_mapping_in": "E → H projection",
     "last_hidden_state": "sequence_output",
     "pooler_output": "pooled_output",
     "head/cls/seq_relationship": "next-sentence classifier",
@@ -101,8 +102,9 @@ class DotFailed(RuntimeError):
 class Level:
     """How nodes group into boxes: by scope depth, by repeated block, or by the scopes holding regions.
 
-    ``splits`` are scopes drawn as a box of their own, even of one node, where ``depth`` would merge them into
-    their parent.
+    ``splits`` are scopes (or nodes) drawn as a box of their own, even of one node, where ``depth`` would merge
+    them into their parent. ``unused`` draws ops that neither read nor feed anything (DeBERTa-v3's all-zero
+    token types, which it makes and never reads); other levels leave them out.
     """
 
     name: str
@@ -111,6 +113,7 @@ class Level:
     blocks: bool = False
     regions: bool = False
     splits: tuple[str, ...] = ()
+    unused: bool = False
 
     def boxes_of(self, graph: Graph) -> dict[str, str]:
         """Each node's box: the scope it collapses into, or its own name."""
@@ -118,13 +121,15 @@ class Level:
         out = {}
         for node in graph.nodes:
             key = node.name
+            if not self.unused and graph.nx.degree(node.name) == 0:
+                continue
             if node.op in ENDPOINTS:
                 pass
             elif self.blocks and node.block:
                 key = node.block
             elif self.depth and node.scope:
                 top = "/".join(node.scope.split("/")[: self.depth])
-                key = next((s for s in self.splits if _within(node.scope, s)), top)
+                key = next((s for s in self.splits if _within(node.scope, s) or _within(node.name, s)), top)
             else:
                 key = next((s for s in collapsed if _within(node.scope, s)), key)
             out[node.name] = key
@@ -134,9 +139,15 @@ class Level:
 LEVELS: dict[str, Level] = {
     level.name: level
     for level in (
-        Level("overview", "one box per top-level module and per repeated block", depth=1, blocks=True, splits=(LOSS,)),
+        Level(
+            "overview",
+            "one box per top-level module and per repeated block",
+            depth=1,
+            blocks=True,
+            splits=(LOSS, "encoder/embedding_hidden_mapping_in"),  # ALBERT's E → H projection, outside its layers
+        ),
         Level("layer", "every op, the attention core's scope as one box", regions=True),
-        Level("ops", "every op"),
+        Level("ops", "every op", unused=True),
     )
 }
 
