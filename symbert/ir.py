@@ -106,6 +106,20 @@ class Block:
     output: str
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """The order a scope's layers run in, where the graph traces them grouped by kind (for drawing).
+
+    Each of ``kinds`` is (name, the scopes or blocks that trace it, its layers in one repeat); the kinds run
+    in turn, the whole ``count`` times, and stop after ``layers`` layers in all (the last repeat may stop
+    early). ModernBERT: a global layer then global_every − 1 local ones, L_global times, L layers in all.
+    """
+
+    kinds: tuple[tuple[str, tuple[str, ...], sympy.Expr], ...]
+    count: sympy.Expr
+    layers: sympy.Expr
+
+
 @dataclass
 class Graph:
     """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
@@ -123,6 +137,8 @@ class Graph:
     """Tensors a module's Python locals keep past their last use: tensor → the node after which the
     module returns, or the block whose last run ends it (a module around a repeated block: its locals
     then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
+    patterns: dict[str, Pattern] = field(default_factory=dict)
+    """Scopes whose layers run interleaved although traced grouped by kind (:func:`symbert.tracer.pattern`)."""
     declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Submodules a module registers in another order than its forward first uses them: its parameter
     prefix → its children's names in registration order (:func:`symbert.tracer.declare`)."""

@@ -280,3 +280,30 @@ def test_deberta_draws_its_unread_token_types_only_at_the_op_level() -> None:
         linked = {n for edge in lay.edges for n in edge}
         assert [box for box in lay.boxes() if box not in linked] == []
     assert "token_type_ids" in layout(diagram(model, "ops")).boxes()
+
+
+@pytest.mark.parametrize("name", ["modernbert-base", "modernbert-large"])
+def test_modernbert_overview_draws_the_interleaved_pattern_once(name: str) -> None:
+    """The repeat drawn (a global layer, then global_every − 1 local ones, L_global times, L layers in all)
+    spells out Hugging Face's own layer_types; each layer box holds one layer's parameters
+    (ModernBERT-base by hand: Wqkv 768·2304, Wo 768², Wi 768·2304, Wo 1152·768, two norms 768 = 5,015,040)."""
+    transformers = pytest.importorskip("transformers")
+    config = preset(name)
+    values = config.symbols()
+    p = trace(config).patterns["layers"]
+    drawn = [
+        kind for _ in range(int(p.count.subs(values))) for kind, _, n in p.kinds for _ in range(int(n.subs(values)))
+    ]
+    drawn = drawn[: int(p.layers.subs(values))]
+    names = {"global": "full_attention", "local": "sliding_attention"}
+    assert [names[k] for k in drawn] == transformers.ModernBertConfig(**config.values).layer_types
+    lay = layout(diagram(config, "overview", params=True))
+    assert lay.clusters["cluster_layers"] >= {"layers/global", "layers/local"}
+    title = "layers × L_global, L layers in all (the last repeat may stop early)"
+    assert lay.labels["layers#title"] == title
+    assert lay.labels["layers/global"].startswith("global layer layers/global 4·H² + 3·H·I + 2·H = ")
+    assert lay.labels["layers/local"].startswith("local layer × global_every - 1 layers/local 4·H² + 3·H·I + 2·H")
+    assert lay.flow("layers/global", "layers/local") == "[B, seq_len, H]"
+    assert "layers" not in lay.boxes()
+    if name == "modernbert-base":
+        assert lay.labels["layers/global"].endswith("= 5,015,040")

@@ -32,7 +32,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, H, I, L, L_global, below, global_every, num_labels, seq_len, vocab_size, window
-from symbert.tracer import call, held, repeat, scope
+from symbert.tracer import call, held, pattern, repeat, scope
 
 EPS = 1e-5
 
@@ -96,6 +96,7 @@ def build(
             x = layer(x, masks[0], tables[0], o, first=True)
         x = repeat("global", L_global - 1, lambda h: layer(h, masks[0], tables[0], o), x, shape)
         x = repeat("local", L - L_global, lambda h: layer(h, masks[1], tables[1], o), x, shape)
+        pattern((("global", ("0", "global"), sympy.S.One), ("local", ("local",), global_every - 1)), L_global, L)
     return {"last_hidden_state": F.layernorm("final_norm", x, EPS, bias=norm_bias)}
 
 

@@ -125,6 +125,8 @@ class Level:
                 continue
             if node.op in ENDPOINTS:
                 pass
+            elif self.blocks and (kind := _kind(graph, node)):
+                key = kind[0]
             elif self.blocks and node.block:
                 key = node.block
             elif self.depth and node.scope:
@@ -263,6 +265,16 @@ def _names(graph: Graph) -> dict[str, str]:
     return {**NAMES, HEAD: HEAD_TITLES.get(graph.head, f"{graph.head} head"), LOSS: f"loss ({computes})"}
 
 
+def _kinds(graph: Graph) -> dict[str, tuple[str, tuple[str, ...], sympy.Expr]]:
+    """Each kind of interleaved layer (:class:`~symbert.ir.Pattern`) by its box: ``<scope>/<kind>``."""
+    return {f"{scope}/{name}": (name, traced, n) for scope, p in graph.patterns.items() for name, traced, n in p.kinds}
+
+
+def _kind(graph: Graph, node: Node) -> tuple[str, tuple[str, ...]] | None:
+    """The interleaved kind's box ``node`` belongs to and the scopes that trace that kind, if any."""
+    return next(((box, k[1]) for box, k in _kinds(graph).items() if any(_within(node.scope, s) for s in k[1])), None)
+
+
 def _within(scope: str, prefix: str) -> bool:
     return scope == prefix or scope.startswith(prefix + "/")
 
@@ -277,7 +289,14 @@ def _parent(path: str) -> str:
 
 
 def _repeats(graph: Graph, scope: str, title: str) -> str:
-    """A title, with its block's count (× L) and whether the runs share weights if ``scope`` is a block."""
+    """A title, with its block's count (× L) and whether the runs share weights if ``scope`` is a block; an
+    interleaved kind's layers in one repeat, and its pattern's repeats and layers in all."""
+    if scope in graph.patterns:
+        p = graph.patterns[scope]
+        return f"{title} × {human(p.count)}, {human(p.layers)} layers in all (the last repeat may stop early)"
+    if scope in _kinds(graph):
+        name, _, n = _kinds(graph)[scope]
+        return f"{name} layer" + ("" if n == 1 else f" × {human(n)}")
     block = graph.blocks.get(scope)
     if block is None:
         return title
@@ -317,7 +336,9 @@ def _param_formulas(graph: Graph, boxes: list[Box], config: Config | None) -> di
         per_node[c.node] = per_node.get(c.node, sympy.S.Zero) + c.expr
     out = {}
     for box in boxes:
-        expr = sympy.expand(sympy.Add(*(per_node.get(n.name, sympy.S.Zero) for n in box.nodes)))
+        kind = _kinds(graph).get(box.id)  # one layer of an interleaved kind: one run of the last scope tracing it
+        nodes = [n for n in box.nodes if kind is None or _within(n.scope, kind[1][-1])]
+        expr = sympy.expand(sympy.Add(*(per_node.get(n.name, sympy.S.Zero) for n in nodes)))
         if expr != 0:
             value = f" = {int(expr.subs(config.symbols())):,}" if config else ""
             out[box.id] = human(expr) + value
@@ -421,7 +442,7 @@ def _clusters(graph: Graph, boxes: list[Box], level: Level) -> list[str]:
     """Scopes drawn as clusters, in order of their first box: each holding two or more boxes, each block, and
     a task model's head and loss."""
     if level.depth is not None:
-        return []
+        return [s for s in graph.patterns if any(box.scope == s for box in boxes)]
     counts = Counter(box.scope for box in boxes)
     drawn = [s for s, n in counts.items() if s and n >= 2]
     drawn += [s for s in (*graph.blocks, HEAD, LOSS) if s not in drawn and any(_within(c, s) for c in counts)]
@@ -458,7 +479,7 @@ def _dot(
     # A cluster's title is a node on its top rank, so edges entering the cluster go round it, not through it.
     placed: Placed = {}
     for scope in drawn:
-        block = scope in graph.blocks
+        block = scope in graph.blocks or scope in graph.patterns
         text = _repeats(graph, scope, names.get(scope, scope.removeprefix(home(_parent(scope)) + "/")))
         attrs = {"label": _label([(text, 14, block)], None), "shape": "plaintext"}
         placed[scope] = [(f"{scope}#title", {**attrs, "fontcolor": theme.ink if block else theme.muted})]
@@ -473,7 +494,7 @@ def _dot(
             target.node(item, **attrs)
         for child in drawn:
             if home(_parent(child)) == scope:
-                block = child in graph.blocks
+                block = child in graph.blocks or child in graph.patterns
                 with target.subgraph(name=f"cluster_{child}") as sub:
                     sub.attr(
                         label="",
