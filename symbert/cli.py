@@ -627,6 +627,7 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(TABLE_FORMATS), defau
     show_default=True,
     help="Break sums before a + or − to fit this many letters a line (60 fits an article page); 0: never.",
 )
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE (default: standard output).")
 def latex(
     configs: list[Config],
     template: Config | None,
@@ -638,14 +639,18 @@ def latex(
     quantities: tuple[str, ...],
     document: bool,
     line_width: int,
+    output: str | None,
 ) -> None:
     """LaTeX align blocks for each quantity: total, per layer, per component; valued at each CONFIG given.
 
     CONFIG is a preset, a preset pattern such as 'bert-L*', or a config.json path.
     """
     from symbert.analysis.report import report as build_report
+    from symbert.outputs import check_output, write_output
     from symbert.render import latex as render
 
+    if output is not None:
+        check_output(output)
     render.check_one_structure(configs)
     reports = [build_report(c, batch, length, options) for c in configs or [template]]
     chosen = {key: reports[0].breakdowns[key] for key in dict.fromkeys(quantities or QUANTITIES)}
@@ -653,7 +658,11 @@ def latex(
     out = render.equations(
         chosen, notation, general=general, at=at, note=reports[0].setup, line_width=line_width or None
     )
-    click.echo(render.document(out) if document else out, nl=False)
+    text = render.document(out) if document else out
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_output(output, text.encode())
 
 
 @cli.command()
@@ -1236,7 +1245,12 @@ def presets(patterns: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """Entry point: usage and config errors become one line on stderr and exit status 2."""
+    """Entry point: usage and config errors become one line on stderr and exit status 2; the notation in
+    ASCII where the output cannot encode it."""
+    from symbert.render.ascii import fallback
+
+    for stream in (sys.stdout, sys.stderr):
+        fallback(stream)
     try:
         status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -218,3 +218,13 @@ def test_the_24_miniatures_transposed_in_groups_fit_the_page(tmp_path) -> None:
     # each group repeats a row per config; bert-L12-H768 is bert-base, 109,482,240 parameters in all
     assert out.stdout.count("\nbert-L12-H768 & ") == 3 and out.stdout.count(" & 109,482,240 \\\\") == 1
     assert overfull_boxes(tmp_path, "miniatures", latex.document(out.stdout)) == []
+
+
+def test_latex_output_file(tmp_path) -> None:
+    """`latex -o FILE` writes what standard output would get, and nothing to standard output."""
+    path = tmp_path / "bert.tex"
+    written = invoke("latex", "bert-base", "--document", "-o", str(path))
+    assert written.code == 0 and written.stdout == ""
+    assert path.read_text() == invoke("latex", "bert-base", "--document").stdout
+    missing = invoke("latex", "bert-base", "-o", str(tmp_path / "no" / "bert.tex"))
+    assert missing.refused and "does not exist" in missing.stderr
