@@ -10,7 +10,8 @@ The layers are not all alike. Layer 0 attends globally and has no attention norm
 others, every ``global_attn_every_n_layers``-th attends globally, the rest over a sliding window of
 ``local_attention`` tokens: L_global = ⌈L/global_every⌉ global layers, L − L_global local ones. The
 graph is layer 0, then the other global layers repeated L_global − 1 times, then the local layers
-repeated L − L_global times; the order does not change what they keep or compute. Eager and sdpa
+repeated L − L_global times; the order does not change what they keep or compute, and the graph records
+the real one (:func:`~symbert.tracer.pattern`) for the diagrams. Eager and sdpa
 attention still compute all seq_len² scores: the window lives in the mask, [B, 1, seq_len, seq_len],
 which Hugging Face builds for the local layers even without padding (``create_bidirectional_sliding_
 window_mask``), except for an unpadded batch shorter than ⌊local_attention/2⌋: the mask, and the
