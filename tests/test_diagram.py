@@ -298,12 +298,17 @@ def test_modernbert_overview_draws_the_interleaved_pattern_once(name: str) -> No
     names = {"global": "full_attention", "local": "sliding_attention"}
     assert [names[k] for k in drawn] == transformers.ModernBertConfig(**config.values).layer_types
     lay = layout(diagram(config, "overview", params=True))
-    assert lay.clusters["cluster_layers"] >= {"layers/global", "layers/local"}
+    glob, local = "layers/global layers", "layers/local layers"
+    assert lay.clusters["cluster_layers"] >= {glob, local}
     title = "layers × L_global, L layers in all (the last repeat may stop early)"
     assert lay.labels["layers#title"] == title
-    assert lay.labels["layers/global"].startswith("global layer layers/global 4·H² + 3·H·I + 2·H = ")
-    assert lay.labels["layers/local"].startswith("local layer × global_every - 1 layers/local 4·H² + 3·H·I + 2·H")
-    assert lay.flow("layers/global", "layers/local") == "[B, seq_len, H]"
-    assert "layers" not in lay.boxes()
+    assert lay.labels[glob].startswith("global layer layers/0, layers/global 4·H² + 3·H·I + 2·H = ")
+    assert lay.labels[local].startswith("local layer × global_every - 1 layers/local 4·H² + 3·H·I + 2·H")
+    assert lay.flow(glob, local) == "[B, seq_len, H]"
+    assert not {"layers", "layers/global", "layers/local"} & set(lay.boxes())
     if name == "modernbert-base":
-        assert lay.labels["layers/global"].endswith("= 5,015,040")
+        assert lay.labels[glob].endswith("= 5,015,040")
+    # the layer level draws the blocks as traced, each with its own count
+    traced = layout(diagram(config, "layer"))
+    assert traced.labels["layers/global#title"] == "layers/global × L_global - 1"
+    assert traced.labels["layers/local#title"] == "layers/local × L - L_global"

@@ -266,8 +266,13 @@ def _names(graph: Graph) -> dict[str, str]:
 
 
 def _kinds(graph: Graph) -> dict[str, tuple[str, tuple[str, ...], sympy.Expr]]:
-    """Each kind of interleaved layer (:class:`~symbert.ir.Pattern`) by its box: ``<scope>/<kind>``."""
-    return {f"{scope}/{name}": (name, traced, n) for scope, p in graph.patterns.items() for name, traced, n in p.kinds}
+    """Each kind of interleaved layer (:class:`~symbert.ir.Pattern`) by its overview box, ``<scope>/<kind> layers``
+    (a name apart from the blocks that trace it, which other levels draw as traced)."""
+    return {
+        f"{scope}/{name} layers": (name, traced, n)
+        for scope, p in graph.patterns.items()
+        for name, traced, n in p.kinds
+    }
 
 
 def _kind(graph: Graph, node: Node) -> tuple[str, tuple[str, ...]] | None:
@@ -320,7 +325,8 @@ def _boxes(graph: Graph, level: Level, names: dict[str, str]) -> list[Box]:
             boxes.append(Box(node.name, (node,), kind, title, subtitle, scope))
         else:
             title = _repeats(graph, key, names.get(key, _leaf(key)))
-            boxes.append(Box(key, tuple(nodes), _group_kind(nodes), title, key if key != title else "", _parent(key)))
+            subtitle = ", ".join(_kinds(graph)[key][1]) if key in _kinds(graph) else key if key != title else ""
+            boxes.append(Box(key, tuple(nodes), _group_kind(nodes), title, subtitle, _parent(key)))
     return boxes
 
 
