@@ -86,6 +86,20 @@ GALLERY = (
         "add only its bias to the parameters.",
         ("--preset", "bert-base", "--head", "pretraining", "--level", "overview", "--params"),
     ),
+    Entry(
+        "modernbert-overview",
+        "ModernBERT's interleaved layers",
+        "ModernBERT runs a global-attention layer, then global_every − 1 sliding-window ones, and repeats: "
+        "the repeat is drawn once, in the cluster labelled with its count, L_global (the last repeat stops at "
+        "L layers). Each layer box holds one layer's parameters.",
+        ("--preset", "modernbert-base", "--level", "overview", "--params"),
+    ),
+    Entry(
+        "albert-overview",
+        "ALBERT's projection and shared layers",
+        "ALBERT embeds in E dimensions and projects to H once, before its L layers, which share one set of weights.",
+        ("--preset", "albert-base-v2", "--level", "overview", "--params"),
+    ),
 )
 
 

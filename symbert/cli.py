@@ -619,6 +619,15 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(TABLE_FORMATS), defau
 @GENERAL
 @click.option("--quantity", "-q", "quantities", type=Quantity(), multiple=True, help="Default: all.")
 @click.option("--document", is_flag=True, help="Wrap the equations in a complete LaTeX document.")
+@click.option(
+    "--width",
+    "line_width",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="Break sums before a + or − to fit this many letters a line (60 fits an article page); 0: never.",
+)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE (default: standard output).")
 def latex(
     configs: list[Config],
     template: Config | None,
@@ -629,20 +638,31 @@ def latex(
     general: bool,
     quantities: tuple[str, ...],
     document: bool,
+    line_width: int,
+    output: str | None,
 ) -> None:
     """LaTeX align blocks for each quantity: total, per layer, per component; valued at each CONFIG given.
 
     CONFIG is a preset, a preset pattern such as 'bert-L*', or a config.json path.
     """
     from symbert.analysis.report import report as build_report
+    from symbert.outputs import check_output, write_output
     from symbert.render import latex as render
 
+    if output is not None:
+        check_output(output)
     render.check_one_structure(configs)
     reports = [build_report(c, batch, length, options) for c in configs or [template]]
     chosen = {key: reports[0].breakdowns[key] for key in dict.fromkeys(quantities or QUANTITIES)}
     at = [(r.config.name, r.values) for r in reports] if configs else []
-    out = render.equations(chosen, notation, general=general, at=at, note=reports[0].setup)
-    click.echo(render.document(out) if document else out, nl=False)
+    out = render.equations(
+        chosen, notation, general=general, at=at, note=reports[0].setup, line_width=line_width or None
+    )
+    text = render.document(out) if document else out
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_output(output, text.encode())
 
 
 @cli.command()
@@ -652,6 +672,8 @@ def latex(
 @GENERAL
 @click.option("--quantity", "-q", type=Quantity(), default="params", show_default=True)
 @FORMAT
+@click.option("--transpose", is_flag=True, help="A row per CONFIG (and one of formulas), a column per component.")
+@click.option("--columns", type=POSITIVE, help="Split into tables of at most this many value columns each.")
 def table(
     configs: list[Config],
     batch: int,
@@ -661,16 +683,20 @@ def table(
     general: bool,
     quantity: str,
     fmt: str,
+    transpose: bool,
+    columns: int | None,
 ) -> None:
     """One quantity by component: a formula column and a value column per CONFIG.
 
     CONFIG is a preset, a preset pattern such as 'bert-L*-H*' (the 24 miniatures), or a config.json path.
     """
     from symbert.analysis.report import report as build_report
-    from symbert.render.tables import component_table
+    from symbert.render.tables import column_groups, component_table, transposed
 
     reports = [build_report(c, batch, length, options) for c in configs]
-    _emit([component_table(reports, quantity, general)], fmt, notation)
+    found = component_table(reports, quantity, general)
+    found = transposed(found) if transpose else found
+    _emit(column_groups(found, columns, 1 if transpose else 2) if columns else [found], fmt, notation)
 
 
 @cli.command()
@@ -1383,7 +1409,12 @@ def presets(patterns: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    """Entry point: usage and config errors become one line on stderr and exit status 2."""
+    """Entry point: usage and config errors become one line on stderr and exit status 2; the notation in
+    ASCII where the output cannot encode it."""
+    from symbert.render.ascii import fallback
+
+    for stream in (sys.stdout, sys.stderr):
+        fallback(stream)
     try:
         status = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

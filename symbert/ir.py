@@ -116,6 +116,20 @@ class Registered:
     buffers: tuple[tuple[str, Shape, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """The order a scope's layers run in, where the graph traces them grouped by kind (for drawing).
+
+    Each of ``kinds`` is (name, the scopes or blocks that trace it, its layers in one repeat); the kinds run
+    in turn, the whole ``count`` times, and stop after ``layers`` layers in all (the last repeat may stop
+    early). ModernBERT: a global layer then global_every − 1 local ones, L_global times, L layers in all.
+    """
+
+    kinds: tuple[tuple[str, tuple[str, ...], sympy.Expr], ...]
+    count: sympy.Expr
+    layers: sympy.Expr
+
+
 @dataclass
 class Graph:
     """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
@@ -135,6 +149,8 @@ class Graph:
     then keep the tensors of every run) (:func:`symbert.tracer.held`)."""
     registered: dict[str, Registered] = field(default_factory=dict)
     """By module (its parameter-name prefix, ``embeddings``): what it registers (:func:`symbert.tracer.registers`)."""
+    patterns: dict[str, Pattern] = field(default_factory=dict)
+    """Scopes whose layers run interleaved although traced grouped by kind (:func:`symbert.tracer.pattern`)."""
 
     def parameter_order(self, names: list[str]) -> list[str]:
         """Parameter names (first use first) in the order ``Module.parameters()`` yields them: each

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from symbert.ir import RUN, Block, Graph, Node, Param, Registered, Role, Shape, Tensor
+from symbert.ir import RUN, Block, Graph, Node, Param, Pattern, Registered, Role, Shape, Tensor
 from symbert.symbols import B
 
 if TYPE_CHECKING:
@@ -184,6 +184,14 @@ def held(*xs: Tensor | None) -> None:
     if not t._calls:
         raise TraceError("held() needs an enclosing call()")
     t._calls[-1].extend(x.name for x in xs if x is not None)
+
+
+def pattern(kinds: tuple[tuple[str, tuple[str, ...], sympy.Expr], ...], count: sympy.Expr, layers: sympy.Expr) -> None:
+    """The current scope's layers run interleaved: each of ``kinds`` is (name, the child scopes or blocks
+    that trace it, its layers in one repeat), run in turn ``count`` times, ``layers`` in all (see :class:`Pattern`)."""
+    t = active()
+    resolved = tuple((name, tuple(t.path(child) for child in children), n) for name, children, n in kinds)
+    t.graph.patterns[t.path()] = Pattern(resolved, count, layers)
 
 
 def graph_input(name: str, shape: Shape, dtype: str, role: Role) -> Tensor:

@@ -260,3 +260,55 @@ def test_gallery_is_up_to_date(tmp_path: Path) -> None:
         if name.suffix == ".svg" and _generator(new) != _generator(old):
             continue  # another Graphviz version lays out differently; the DOT beside it is compared byte for byte
         assert new == old, f"docs/{name} is stale: run make docs"
+
+
+def test_albert_projection_is_its_own_labelled_box() -> None:
+    """ALBERT's Linear(E, H) between the embeddings and the shared layers: 128·768 + 768 parameters (albert-base)."""
+    lay = layout(diagram(preset("albert-base-v2"), "overview", params=True))
+    projection = "encoder/embedding_hidden_mapping_in"
+    assert lay.labels[projection] == f"E → H projection {projection} E·H + H = 99,072"
+    assert lay.flow("embeddings", projection) == "[B, seq_len, E]"
+    assert lay.flow(projection, "encoder/albert_layer_groups") == "[B, seq_len, H]"
+
+
+def test_deberta_draws_its_unread_token_types_only_at_the_op_level() -> None:
+    """DeBERTa-v3 (no token-type embeddings) makes all-zero token types and never reads them."""
+    model = preset("deberta-v3-base")
+    for level in ("overview", "layer"):
+        lay = layout(diagram(model, level))
+        assert "token_type_ids" not in lay.boxes()
+        linked = {n for edge in lay.edges for n in edge}
+        assert [box for box in lay.boxes() if box not in linked] == []
+    assert "token_type_ids" in layout(diagram(model, "ops")).boxes()
+
+
+@pytest.mark.parametrize("name", ["modernbert-base", "modernbert-large"])
+def test_modernbert_overview_draws_the_interleaved_pattern_once(name: str) -> None:
+    """The repeat drawn (a global layer, then global_every − 1 local ones, L_global times, L layers in all)
+    spells out Hugging Face's own layer_types; each layer box holds one layer's parameters
+    (ModernBERT-base by hand: Wqkv 768·2304, Wo 768², Wi 768·2304, Wo 1152·768, two norms 768 = 5,015,040)."""
+    transformers = pytest.importorskip("transformers")
+    config = preset(name)
+    values = config.symbols()
+    p = trace(config).patterns["layers"]
+    drawn = [
+        kind for _ in range(int(p.count.subs(values))) for kind, _, n in p.kinds for _ in range(int(n.subs(values)))
+    ]
+    drawn = drawn[: int(p.layers.subs(values))]
+    names = {"global": "full_attention", "local": "sliding_attention"}
+    assert [names[k] for k in drawn] == transformers.ModernBertConfig(**config.values).layer_types
+    lay = layout(diagram(config, "overview", params=True))
+    glob, local = "layers/global layers", "layers/local layers"
+    assert lay.clusters["cluster_layers"] >= {glob, local}
+    title = "layers × L_global, L layers in all (the last repeat may stop early)"
+    assert lay.labels["layers#title"] == title
+    assert lay.labels[glob].startswith("global layer layers/0, layers/global 4·H² + 3·H·I + 2·H = ")
+    assert lay.labels[local].startswith("local layer × global_every - 1 layers/local 4·H² + 3·H·I + 2·H")
+    assert lay.flow(glob, local) == "[B, seq_len, H]"
+    assert not {"layers", "layers/global", "layers/local"} & set(lay.boxes())
+    if name == "modernbert-base":
+        assert lay.labels[glob].endswith("= 5,015,040")
+    # the layer level draws the blocks as traced, each with its own count
+    traced = layout(diagram(config, "layer"))
+    assert traced.labels["layers/global#title"] == "layers/global × L_global - 1"
+    assert traced.labels["layers/local#title"] == "layers/local × L - L_global"

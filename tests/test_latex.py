@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import sympy
 from conftest import run_cli
+from inprocess import invoke
 
 import symbert
 from symbert.analysis.compare import compare
@@ -44,7 +45,7 @@ def test_megatron_activation_latex_is_korthikanti() -> None:
 
 def test_terms_ordered_by_degree_in_seed_notation() -> None:
     """The published count 12H²L + H² + 13HL + H(V + T + P) + 3H, highest degree first."""
-    block = latex.align(symbert.params(symbert.trace()))
+    block = latex.align(symbert.params(symbert.trace()), line_width=None)
     expected = (
         r"N &= 12 H^{2} L + H^{2} + 13 H L + H \mathit{vocab}_{\mathrm{size}} + H \mathit{type}_{\mathrm{size}} "
         r"+ H \mathit{position}_{\mathrm{size}} + 3 H"
@@ -145,3 +146,85 @@ def test_every_snippet_compiles(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "formulas.pdf").stat().st_size > 0
+
+
+def overfull_boxes(tmp_path, name: str, tex: str) -> list[str]:
+    """pdflatex's "Overfull \\hbox" warnings for the document ``tex`` (skips where pdflatex is missing)."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        pytest.skip("pdflatex is not installed (CI installs texlive-latex-base and texlive-latex-recommended)")
+    (tmp_path / f"{name}.tex").write_text(tex)
+    result = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", f"{name}.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    log = (tmp_path / f"{name}.log").read_text(errors="replace")
+    return re.findall(r"Overfull \\hbox \([0-9.]+pt too wide\)[^\n]*", log)
+
+
+def bodies(*documents: str) -> str:
+    """One document holding the bodies of ``documents`` (all of one preamble), for a single pdflatex run."""
+    preamble, _, _ = documents[0].partition("\\begin{document}\n")
+    parts = []
+    for doc in documents:
+        head, _, body = doc.partition("\\begin{document}\n")
+        assert head == preamble and body.endswith("\\end{document}\n")
+        parts.append(body.removesuffix("\\end{document}\n"))
+    return latex.document(*parts)
+
+
+MODERNBERT_AMP = ("modernbert-base", "modernbert-large", "--attention", "sdpa", "--policy", "torch-cuda", "--precision")
+
+
+def test_every_preset_document_fits_the_page(tmp_path) -> None:
+    """`latex PRESET --document` for every preset, one config and several (in both notations), has no line
+    wider than the page; unbroken (--width 0) the same formulas overflow it, so the check can see them."""
+    runs = [
+        *(("latex", name, "--document") for name in symbert.preset_names()),
+        ("latex", "bert-base", "bert-large", "--document"),
+        ("latex", "bert-base", "bert-large", "--document", "--notation", "megatron", "--general"),
+        ("latex", *MODERNBERT_AMP, "amp", "--document"),
+        ("latex", "deberta-v3-base", "deberta-v3-large", "--document", "--policy", "megatron"),
+    ]
+    outcomes = [invoke(*args) for args in runs]
+    assert all(o.code == 0 for o in outcomes), [o.stderr for o in outcomes if o.code]
+    assert overfull_boxes(tmp_path, "fits", bodies(*(o.stdout for o in outcomes))) == []
+    unbroken = invoke(*runs[-2], "--width", "0")
+    assert len(overfull_boxes(tmp_path, "unbroken", unbroken.stdout)) >= 3
+
+
+def test_long_sums_break_before_a_sign_within_the_width() -> None:
+    """bert-base's activation total breaks into lines of whole terms; joined again they give the one-line sum."""
+    b = report(symbert.preset("bert-base"), 1, 128, MemoryOptions()).breakdowns["activation_bytes"]
+    whole = lines(latex.align(b, line_width=None))[1].removeprefix("M &= ")
+    rows = lines(latex.align(b, line_width=40))
+    first = rows.index(next(r for r in rows if r.startswith("M &= ")))
+    block = [rows[first].removeprefix("M &= ")]
+    while rows[first + len(block)].startswith(r"&\quad {} "):
+        block.append(rows[first + len(block)].removeprefix(r"&\quad {} "))
+    assert len(block) > 1 and all(b.endswith(r" \notag") for b in block[:-1])
+    assert " ".join(b.removesuffix(r" \notag") for b in block) == whole
+    assert all(part.startswith(("+ ", "- ")) for part in block[1:])
+
+
+def test_the_24_miniatures_transposed_in_groups_fit_the_page(tmp_path) -> None:
+    """`table 'bert-L*-H*' --transpose --columns 3`: 26 columns untransposed, here tables that fit the page."""
+    out = invoke("table", "bert-L*-H*", "--format", "latex", "--transpose", "--columns", "3")
+    assert out.code == 0 and out.stdout.count(r"\begin{table}") == 3, out.stderr
+    # each group repeats a row per config; bert-L12-H768 is bert-base, 109,482,240 parameters in all
+    assert out.stdout.count("\nbert-L12-H768 & ") == 3 and out.stdout.count(" & 109,482,240 \\\\") == 1
+    assert overfull_boxes(tmp_path, "miniatures", latex.document(out.stdout)) == []
+
+
+def test_latex_output_file(tmp_path) -> None:
+    """`latex -o FILE` writes what standard output would get, and nothing to standard output."""
+    path = tmp_path / "bert.tex"
+    written = invoke("latex", "bert-base", "--document", "-o", str(path))
+    assert written.code == 0 and written.stdout == ""
+    assert path.read_text() == invoke("latex", "bert-base", "--document").stdout
+    missing = invoke("latex", "bert-base", "-o", str(tmp_path / "no" / "bert.tex"))
+    assert missing.refused and "does not exist" in missing.stderr

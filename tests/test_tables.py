@@ -96,3 +96,22 @@ def test_formula_reference_page_is_fresh() -> None:
     """docs/formulas.md is what `make docs` writes from the current code."""
     page = Path(__file__).parent.parent / "docs" / "formulas.md"
     assert page.read_text() == reference(), "run `make docs` to regenerate docs/formulas.md"
+
+
+def test_transposed_and_column_groups_by_hand() -> None:
+    table = tables.Table("t", ("component", "formula", "a", "b", "c"), (("x", H, 1, 2, 3), ("y", L, 4, 5, 6)))
+    flipped = tables.transposed(table)
+    assert flipped.header == ("component", "x", "y")
+    assert flipped.rows == (("formula", H, L), ("a", 1, 4), ("b", 2, 5), ("c", 3, 6))
+    groups = tables.column_groups(table, 2, keep=2)
+    assert [g.header for g in groups] == [("component", "formula", "a", "b"), ("component", "formula", "c")]
+    assert [g.rows for g in groups] == [(("x", H, 1, 2), ("y", L, 4, 5)), (("x", H, 3), ("y", L, 6))]
+    assert [g.title for g in groups] == ["t (1 of 2)", "t (2 of 2)"]
+    assert tables.column_groups(table, 3, keep=2) == [table]
+
+
+def test_wide_formula_cells_break_in_latex() -> None:
+    total = 12 * H**2 * L + H**2 + 13 * H * L + H * vocab_size + H * type_size + H * position_size + 3 * H
+    out = tables.to_latex(tables.Table("t", ("formula",), ((total,),)))
+    assert r"$\begin{aligned}[t] & 12 H^{2} L + H^{2} + 13 H L \\ & \quad {} + H \mathit{vocab}" in out
+    assert r"\begin{aligned}" not in tables.to_latex(tables.Table("t", ("formula",), ((total,),)), cell_width=None)

@@ -10,7 +10,8 @@ The layers are not all alike. Layer 0 attends globally and has no attention norm
 others, every ``global_attn_every_n_layers``-th attends globally, the rest over a sliding window of
 ``local_attention`` tokens: L_global = ⌈L/global_every⌉ global layers, L − L_global local ones. The
 graph is layer 0, then the other global layers repeated L_global − 1 times, then the local layers
-repeated L − L_global times; the order does not change what they keep or compute. Eager and sdpa
+repeated L − L_global times; the order does not change what they keep or compute, and the graph records
+the real one (:func:`~symbert.tracer.pattern`) for the diagrams. Eager and sdpa
 attention still compute all seq_len² scores: the window lives in the mask, [B, 1, seq_len, seq_len],
 which Hugging Face builds for the local layers even without padding (``create_bidirectional_sliding_
 window_mask``), except for an unpadded batch shorter than ⌊local_attention/2⌋: the mask, and the
@@ -32,7 +33,7 @@ from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, H, I, L, L_global, below, global_every, num_labels, seq_len, vocab_size, window
-from symbert.tracer import call, held, repeat, scope
+from symbert.tracer import call, held, pattern, repeat, scope
 
 EPS = 1e-5
 
@@ -97,6 +98,7 @@ def build(
             x = layer(x, masks[0], tables[0], o, first=True)
         x = repeat("global", L_global - 1, lambda h: layer(h, masks[0], tables[0], o), x, shape)
         x = repeat("local", L - L_global, lambda h: layer(h, masks[1], tables[1], o), x, shape)
+        pattern((("global", ("0", "global"), sympy.S.One), ("local", ("local",), global_every - 1)), L_global, L)
     return {"last_hidden_state": F.layernorm("final_norm", x, EPS, bias=norm_bias)}
 
 

@@ -50,6 +50,7 @@ NAMES: dict[str, str] = {
     "embeddings": "Embedding Layer",
     "encoder/layer": "Transformer",
     "encoder/layer/attention/self": "Multi-head Attention",
+    "encoder/embedding_hidden_mapping_in": "E → H projection",
     "last_hidden_state": "sequence_output",
     "pooler_output": "pooled_output",
     "head/cls/seq_relationship": "next-sentence classifier",
@@ -101,8 +102,9 @@ class DotFailed(RuntimeError):
 class Level:
     """How nodes group into boxes: by scope depth, by repeated block, or by the scopes holding regions.
 
-    ``splits`` are scopes drawn as a box of their own, even of one node, where ``depth`` would merge them into
-    their parent.
+    ``splits`` are scopes (or nodes) drawn as a box of their own, even of one node, where ``depth`` would merge
+    them into their parent. ``unused`` draws ops that neither read nor feed anything (DeBERTa-v3's all-zero
+    token types, which it makes and never reads); other levels leave them out.
     """
 
     name: str
@@ -111,6 +113,7 @@ class Level:
     blocks: bool = False
     regions: bool = False
     splits: tuple[str, ...] = ()
+    unused: bool = False
 
     def boxes_of(self, graph: Graph) -> dict[str, str]:
         """Each node's box: the scope it collapses into, or its own name."""
@@ -118,13 +121,17 @@ class Level:
         out = {}
         for node in graph.nodes:
             key = node.name
+            if not self.unused and graph.nx.degree(node.name) == 0:
+                continue
             if node.op in ENDPOINTS:
                 pass
+            elif self.blocks and (kind := _kind(graph, node)):
+                key = kind[0]
             elif self.blocks and node.block:
                 key = node.block
             elif self.depth and node.scope:
                 top = "/".join(node.scope.split("/")[: self.depth])
-                key = next((s for s in self.splits if _within(node.scope, s)), top)
+                key = next((s for s in self.splits if _within(node.scope, s) or _within(node.name, s)), top)
             else:
                 key = next((s for s in collapsed if _within(node.scope, s)), key)
             out[node.name] = key
@@ -134,9 +141,15 @@ class Level:
 LEVELS: dict[str, Level] = {
     level.name: level
     for level in (
-        Level("overview", "one box per top-level module and per repeated block", depth=1, blocks=True, splits=(LOSS,)),
+        Level(
+            "overview",
+            "one box per top-level module and per repeated block",
+            depth=1,
+            blocks=True,
+            splits=(LOSS, "encoder/embedding_hidden_mapping_in"),  # ALBERT's E → H projection, outside its layers
+        ),
         Level("layer", "every op, the attention core's scope as one box", regions=True),
-        Level("ops", "every op"),
+        Level("ops", "every op", unused=True),
     )
 }
 
@@ -257,6 +270,21 @@ def _names(graph: Graph) -> dict[str, str]:
     return {**NAMES, HEAD: HEAD_TITLES.get(graph.head, f"{graph.head} head"), LOSS: f"loss ({computes})"}
 
 
+def _kinds(graph: Graph) -> dict[str, tuple[str, tuple[str, ...], sympy.Expr]]:
+    """Each kind of interleaved layer (:class:`~symbert.ir.Pattern`) by its overview box, ``<scope>/<kind> layers``
+    (a name apart from the blocks that trace it, which other levels draw as traced)."""
+    return {
+        f"{scope}/{name} layers": (name, traced, n)
+        for scope, p in graph.patterns.items()
+        for name, traced, n in p.kinds
+    }
+
+
+def _kind(graph: Graph, node: Node) -> tuple[str, tuple[str, ...]] | None:
+    """The interleaved kind's box ``node`` belongs to and the scopes that trace that kind, if any."""
+    return next(((box, k[1]) for box, k in _kinds(graph).items() if any(_within(node.scope, s) for s in k[1])), None)
+
+
 def _within(scope: str, prefix: str) -> bool:
     return scope == prefix or scope.startswith(prefix + "/")
 
@@ -271,7 +299,14 @@ def _parent(path: str) -> str:
 
 
 def _repeats(graph: Graph, scope: str, title: str) -> str:
-    """A title, with its block's count (× L) and whether the runs share weights if ``scope`` is a block."""
+    """A title, with its block's count (× L) and whether the runs share weights if ``scope`` is a block; an
+    interleaved kind's layers in one repeat, and its pattern's repeats and layers in all."""
+    if scope in graph.patterns:
+        p = graph.patterns[scope]
+        return f"{title} × {human(p.count)}, {human(p.layers)} layers in all (the last repeat may stop early)"
+    if scope in _kinds(graph):
+        name, _, n = _kinds(graph)[scope]
+        return f"{name} layer" + ("" if n == 1 else f" × {human(n)}")
     block = graph.blocks.get(scope)
     if block is None:
         return title
@@ -295,7 +330,8 @@ def _boxes(graph: Graph, level: Level, names: dict[str, str]) -> list[Box]:
             boxes.append(Box(node.name, (node,), kind, title, subtitle, scope))
         else:
             title = _repeats(graph, key, names.get(key, _leaf(key)))
-            boxes.append(Box(key, tuple(nodes), _group_kind(nodes), title, key if key != title else "", _parent(key)))
+            subtitle = ", ".join(_kinds(graph)[key][1]) if key in _kinds(graph) else key if key != title else ""
+            boxes.append(Box(key, tuple(nodes), _group_kind(nodes), title, subtitle, _parent(key)))
     return boxes
 
 
@@ -311,7 +347,9 @@ def _param_formulas(graph: Graph, boxes: list[Box], config: Config | None) -> di
         per_node[c.node] = per_node.get(c.node, sympy.S.Zero) + c.expr
     out = {}
     for box in boxes:
-        expr = sympy.expand(sympy.Add(*(per_node.get(n.name, sympy.S.Zero) for n in box.nodes)))
+        kind = _kinds(graph).get(box.id)  # one layer of an interleaved kind: one run of the last scope tracing it
+        nodes = [n for n in box.nodes if kind is None or _within(n.scope, kind[1][-1])]
+        expr = sympy.expand(sympy.Add(*(per_node.get(n.name, sympy.S.Zero) for n in nodes)))
         if expr != 0:
             value = f" = {int(expr.subs(config.symbols())):,}" if config else ""
             out[box.id] = human(expr) + value
@@ -415,7 +453,7 @@ def _clusters(graph: Graph, boxes: list[Box], level: Level) -> list[str]:
     """Scopes drawn as clusters, in order of their first box: each holding two or more boxes, each block, and
     a task model's head and loss."""
     if level.depth is not None:
-        return []
+        return [s for s in graph.patterns if any(box.scope == s for box in boxes)]
     counts = Counter(box.scope for box in boxes)
     drawn = [s for s, n in counts.items() if s and n >= 2]
     drawn += [s for s in (*graph.blocks, HEAD, LOSS) if s not in drawn and any(_within(c, s) for c in counts)]
@@ -452,7 +490,7 @@ def _dot(
     # A cluster's title is a node on its top rank, so edges entering the cluster go round it, not through it.
     placed: Placed = {}
     for scope in drawn:
-        block = scope in graph.blocks
+        block = scope in graph.blocks or scope in graph.patterns
         text = _repeats(graph, scope, names.get(scope, scope.removeprefix(home(_parent(scope)) + "/")))
         attrs = {"label": _label([(text, 14, block)], None), "shape": "plaintext"}
         placed[scope] = [(f"{scope}#title", {**attrs, "fontcolor": theme.ink if block else theme.muted})]
@@ -467,7 +505,7 @@ def _dot(
             target.node(item, **attrs)
         for child in drawn:
             if home(_parent(child)) == scope:
-                block = child in graph.blocks
+                block = child in graph.blocks or child in graph.patterns
                 with target.subgraph(name=f"cluster_{child}") as sub:
                     sub.attr(
                         label="",

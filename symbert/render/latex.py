@@ -84,6 +84,30 @@ _TEXT_ESCAPES = {
     "×": r"$\times$",
 }
 
+#: The default width of an equation line, in letters as :func:`width` estimates them: what fits an article's text
+#: width (345 pt at 10 pt type) beside an equation number.
+WIDTH = 60
+
+#: Printed widths in letters: commands that print nothing, and symbols other than one letter wide.
+_SILENT = {r"\mathit", r"\mathrm", r"\mathbf", r"\left", r"\right", r"\notag", "&"}
+_WIDTHS = {
+    r"\quad": 2.0,
+    r"\qquad": 4.0,
+    r"\ ": 0.4,
+    r"\,": 0.3,
+    r"\;": 0.5,
+    ",": 0.4,
+    "(": 0.6,
+    ")": 0.6,
+    "[": 0.6,
+    "]": 0.6,
+}
+_RELATIONS = {"+", "-", "=", "<", ">", r"\approx", r"\cdot", r"\times", r"\to", r"\le", r"\ge"}
+_TOKEN = re.compile(r"\\[A-Za-z]+|\\.|.", re.S)
+_OPEN = {"{", "(", "[", r"\left"}
+_CLOSE = {"}", ")", "]", r"\right"}
+_PRODUCT = re.compile(r"(.*?) ?\\left\((.*)\\right\)", re.S)
+
 #: The subscript of per-layer equations.
 LAYER = r"\mathrm{layer}"
 
@@ -100,6 +124,95 @@ SYMBOLS: dict[str, tuple[str, str | None]] = {
 def escape(text: str) -> str:
     """``text`` safe in LaTeX text mode (and inside ``\\text{}``)."""
     return "".join(_TEXT_ESCAPES.get(ch, ch) for ch in text)
+
+
+def width(tex: str) -> float:
+    """The printed width of math ``tex``, estimated in letters: a small letter, digit or symbol counts one, a
+    capital 1.25, a binary operator or relation two with its spacing, a sub- or superscript 0.7 of its size, a
+    fraction its wider part, and spaces only inside ``\\text``."""
+    tokens = _TOKEN.findall(tex)
+
+    def measure(i: int, scale: float, in_text: bool, group: bool) -> tuple[float, int]:
+        total = 0.0
+        while i < len(tokens):
+            token, i = tokens[i], i + 1
+            if token == "}" and group:
+                break
+            if token in ("^", "_"):
+                part, i = argument(i, scale * 0.7, in_text)
+            elif token == r"\frac":
+                top, i = argument(i, scale, in_text)
+                bottom, i = argument(i, scale, in_text)
+                part = max(top, bottom)
+            elif token == r"\text":
+                part, i = argument(i, scale, True)
+            elif token == "{":
+                part, i = measure(i, scale, in_text, True)
+            elif token == " ":
+                part = 0.4 * scale if in_text else 0.0
+            elif token in _SILENT:
+                part = 0.0
+            elif token in _RELATIONS and not in_text:
+                part = 2.0 * scale
+            else:
+                part = _WIDTHS.get(token, 1.25 if token.isupper() else 1.0) * scale
+            total += part
+        return total, i
+
+    def argument(i: int, scale: float, in_text: bool) -> tuple[float, int]:
+        if i < len(tokens) and tokens[i] == "{":
+            return measure(i + 1, scale, in_text, True)
+        return (scale, i + 1) if i < len(tokens) else (0.0, i)
+
+    return measure(0, 1.0, False, False)[0]
+
+
+def terms(tex: str) -> list[str]:
+    """The terms of a printed sum, split at its outermost `` + ``, `` - `` and ``\\quad``; each after the first
+    keeps its sign (or quad), so joining them with spaces gives ``tex`` back."""
+    depth, cuts = 0, [0]
+    for match in _TOKEN.finditer(tex):
+        token, start, end = match[0], match.start(), match.end()
+        depth += (token in _OPEN) - (token in _CLOSE)
+        spaced = tex[start - 1 : start] == " " and tex[end : end + 1] == " "
+        if depth == 0 and start > 0 and spaced and token in ("+", "-", r"\quad"):
+            cuts.append(start)
+    return [tex[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(tex)], strict=True)]
+
+
+def broken(tex: str, first: float, rest: float) -> list[str]:
+    """``tex`` in lines of whole terms, the first at most ``first`` letters wide and the others ``rest``; a product
+    ``X (sum)`` too wide for its line breaks inside its parentheses, any other term too wide stands alone."""
+    lines: list[str] = []
+    for term in terms(tex):
+        if lines and width(f"{lines[-1]} {term}") <= (first if len(lines) == 1 else rest):
+            lines[-1] = f"{lines[-1]} {term}"
+        else:
+            lines.extend(_opened(term, first if not lines else rest, rest))
+    return lines
+
+
+def _opened(term: str, first: float, rest: float) -> list[str]:
+    """``term`` if it fits ``first``; else a product ``X \\left(…\\right)`` as lines that each close their
+    parenthesis with ``\\right.`` and open the next with ``\\left.``."""
+    match = _PRODUCT.fullmatch(term)
+    if width(term) <= first or match is None or not _balanced(match[2]):
+        return [term]
+    prefix, inner = match[1], match[2]
+    lines = broken(inner, first - width(prefix) - 1, rest - 1)
+    opens = [rf"{prefix} \left(", *[r"\left. {}"] * (len(lines) - 1)]
+    closes = [r" \right."] * (len(lines) - 1) + [r"\right)"]
+    return [f"{a}{line}{b}" for a, line, b in zip(opens, lines, closes, strict=True)]
+
+
+def _balanced(tex: str) -> bool:
+    """Whether every bracket ``tex`` opens closes within it, in order."""
+    depth = 0
+    for token in _TOKEN.findall(tex):
+        depth += (token in _OPEN) - (token in _CLOSE)
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def latex_name(name: str) -> str:
@@ -269,9 +382,12 @@ def align(
     *,
     general: bool = False,
     at: Sequence[tuple[str, Mapping[sympy.Symbol, int]]] = (),
+    line_width: float | None = WIDTH,
 ) -> str:
     """One ``align`` block: the total, its value at each named config, the per-layer sum factored by
     :func:`factored`, and every component. ``general`` keeps E and I instead of the family's conventions.
+    A sum wider than ``line_width`` letters (see :func:`width`; None: never) breaks before a + or −, its
+    later lines indented by a quad and the equation numbered on its last.
     """
     form = sympy.expand if general else breakdown.substituted
     lines = [(label(breakdown), notation.latex(form(breakdown.total)))]
@@ -287,8 +403,20 @@ def align(
         lines.append(
             (label(breakdown, rf"\text{{{escape(c.name)}}}"), notation.latex(component_formula(breakdown, c, general)))
         )
-    body = " \\\\\n".join(f"{lhs} &= {rhs}" for lhs, rhs in lines)
-    return f"\\begin{{align}}\n{body}\n\\end{{align}}\n"
+    return f"\\begin{{align}}\n{_rows(lines, line_width)}\n\\end{{align}}\n"
+
+
+def _rows(lines: Sequence[tuple[str, str]], line_width: float | None) -> str:
+    """The rows of an ``align`` block, each right-hand side broken to fit ``line_width`` after the widest left side."""
+    room = None if line_width is None else line_width - max(width(lhs) for lhs, _ in lines) - 2
+    rows = []
+    for lhs, rhs in lines:
+        parts = [rhs] if room is None else broken(rhs, room, room - 2)
+        parts = [parts[0], *(part.removeprefix(r"\quad ") for part in parts[1:])]
+        starts = [f"{lhs} &= ", *[r"&\quad {} "] * (len(parts) - 1)]
+        ends = [r" \notag"] * (len(parts) - 1) + [""]
+        rows.extend(start + part + end for start, part, end in zip(starts, parts, ends, strict=True))
+    return " \\\\\n".join(rows)
 
 
 def equations(
@@ -298,6 +426,7 @@ def equations(
     general: bool = False,
     at: Sequence[tuple[str, Mapping[sympy.Symbol, int]]] = (),
     note: str = "",
+    line_width: float | None = WIDTH,
 ) -> str:
     """An :func:`align` block per breakdown, each after a comment naming it (and ``note``)."""
     blocks = []
@@ -305,7 +434,7 @@ def equations(
         given = ", ".join(f"{k} = {text(v)}" for k, v in b.substitutions.items())
         conventions = "" if general or not given else "; " + given
         comment = f"% {key} ({b.unit}){conventions}{'; ' + note if note else ''}".replace("\n", " ")
-        blocks.append(f"{comment}\n{align(b, notation, general=general, at=at)}")
+        blocks.append(f"{comment}\n{align(b, notation, general=general, at=at, line_width=line_width)}")
     return "\n".join(blocks)
 
 

@@ -19,7 +19,7 @@ from symbert.analysis.compare import Comparison, QuantityComparison, Side
 from symbert.analysis.explain import Term
 from symbert.analysis.report import Report
 from symbert.render.formula import human, text
-from symbert.render.latex import NOTATIONS, Notation, check_one_structure, component_formula, escape
+from symbert.render.latex import NOTATIONS, Notation, broken, check_one_structure, component_formula, escape
 
 Cell = str | int | sympy.Expr
 
@@ -44,12 +44,46 @@ class Table:
         return to_markdown(self)
 
 
-def to_latex(table: Table, notation: Notation = NOTATIONS["seed"]) -> str:
-    """A booktabs ``table`` float, captioned with the title."""
+def transposed(table: Table) -> Table:
+    """``table`` with rows as columns: the first column's cells become the header, the header the first column."""
+    header = (
+        table.header[0],
+        *(text(row[0]) if isinstance(row[0], sympy.Basic) else str(row[0]) for row in table.rows),
+    )
+    rows = tuple((name, *(row[i] for row in table.rows)) for i, name in enumerate(table.header) if i > 0)
+    return Table(table.title, header, rows)
+
+
+def column_groups(table: Table, size: int, keep: int = 1) -> list[Table]:
+    """``table`` as tables of at most ``size`` columns after its first ``keep``, which each repeats."""
+    starts = range(keep, len(table.header), size)
+    if len(starts) < 2:
+        return [table]
+    return [
+        Table(
+            f"{table.title} ({n} of {len(starts)})",
+            table.header[:keep] + table.header[start : start + size],
+            tuple(row[:keep] + row[start : start + size] for row in table.rows),
+        )
+        for n, start in enumerate(starts, 1)
+    ]
+
+
+#: The width of a formula cell in a LaTeX table, in letters as :func:`symbert.render.latex.width` estimates them.
+CELL_WIDTH = 24
+
+
+def to_latex(table: Table, notation: Notation = NOTATIONS["seed"], cell_width: float | None = CELL_WIDTH) -> str:
+    """A booktabs ``table`` float, captioned with the title; a formula wider than ``cell_width`` letters
+    breaks before a + or − into lines of an ``aligned`` block (None: never)."""
 
     def cell(value: Cell) -> str:
         if isinstance(value, sympy.Basic):
-            return f"${notation.latex(value)}$"
+            tex = notation.latex(value)
+            parts = [tex] if cell_width is None else broken(tex, cell_width, cell_width - 2)
+            if len(parts) == 1:
+                return f"${tex}$"
+            return r"$\begin{aligned}[t] & " + r" \\ & \quad {} ".join(parts) + r"\end{aligned}$"
         if isinstance(value, int):
             return f"{value:,}" if value >= 0 else f"$-${-value:,}"
         return escape(value)
