@@ -110,6 +110,11 @@ def _check(cond: bool, message: str) -> None:
         raise TraceError(message)
 
 
+def _elementwise(kind: str, name: str, x: Tensor) -> Tensor:
+    """Record a one-input elementwise op: its output is shaped like ``x``, in the activations' dtype."""
+    return active().record(kind, name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+
+
 def _broadcast(a: Shape, b: Shape) -> Shape:
     t = active()
     n = max(len(a), len(b))
@@ -260,13 +265,13 @@ def layernorm(name: str, x: Tensor, eps: float = 1e-12, bias: bool = True) -> Te
 @_op("gelu", saves=("in0",), flops_per_element=5)
 def gelu(x: Tensor, name: str = "gelu") -> Tensor:
     """Exact GELU, x·½·(1 + erf(x/√2))."""
-    return active().record("gelu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("gelu", name, x)
 
 
 @_op("tanh", saves=("out0",), flops_per_element=1)
 def tanh(x: Tensor, name: str = "tanh") -> Tensor:
     """Hyperbolic tangent."""
-    return active().record("tanh", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("tanh", name, x)
 
 
 @_op("reshape", view=True)
@@ -352,25 +357,25 @@ def mask_select(mask: Tensor, *xs: Tensor, count: sympy.Expr, name: str = "mask_
 @_op("relu", saves=("out0",), flops_per_element=1)
 def relu(x: Tensor, name: str = "relu") -> Tensor:
     """max(x, 0)."""
-    return active().record("relu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("relu", name, x)
 
 
 @_op("silu", saves=("in0",), flops_per_element=5)
 def silu(x: Tensor, name: str = "silu") -> Tensor:
     """SiLU (swish), x·sigmoid(x)."""
-    return active().record("silu", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("silu", name, x)
 
 
 @_op("sigmoid", saves=("out0",), flops_per_element=4)
 def sigmoid(x: Tensor, name: str = "sigmoid") -> Tensor:
     """The logistic function 1/(1 + e⁻ˣ)."""
-    return active().record("sigmoid", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("sigmoid", name, x)
 
 
 @_op("mish", saves=("in0",), flops_per_element=6)
 def mish(x: Tensor, name: str = "mish") -> Tensor:
     """Mish, x·tanh(softplus(x))."""
-    return active().record("mish", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)])[0]
+    return _elementwise("mish", name, x)
 
 
 @_op("zeros")
