@@ -151,8 +151,8 @@ def test_page_equals_report_timeline_and_fit(tmp_path, explore_page):
 
 @needs_node
 def test_largest_batch_and_reserved_equal_fit(tmp_path, explore_page):
-    """The page's largest batch is fit's answer; its reserved memory is fit's estimate on the grid and
-    absent off it (or at another setup)."""
+    """The page's largest batch is the closed form's (`fit --closed-form`); its reserved memory is fit's
+    estimate on the grid and absent off it (or at another setup)."""
     config = preset(CONFIG)
     cases = [("fp32", "eager", "none", "adamw", "h100", 8), ("amp", "sdpa", "full", "sgd", "t4", 16)]
     states = [dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), c[:5], strict=True)) for c in cases]

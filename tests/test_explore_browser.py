@@ -62,7 +62,7 @@ def test_controls_values_click_and_screenshot(explore_page, tmp_path):
         assert [shown(browser, f"bar-{k}") for k in range(6)] == list(timeline["peak"]["components"].values())
         for state in ("weights", "gradients", "optimizer"):
             assert shown(browser, f"q-{state}-0") == timeline["model_states"][state]["bytes"]
-        solved = cli("fit", *FLAGS[2:], "--gpu", "t4")
+        solved = cli("fit", *FLAGS[2:], "--gpu", "t4", "--closed-form")
         assert shown(browser, "q-largest-0") == solved["batch"]
 
         # Click the repeated layer's box on the overview: its share of the activations is every

@@ -95,7 +95,12 @@ def test_cli_fit_json_brackets_the_budget() -> None:
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["solved_for"] == "batch" and doc["seq_len"] == 512 and doc["batch"] >= 1
-    assert doc["memory"] <= 16 * GIB < doc["memory_above"]
+    # the caching allocator decides: the answer's two steps run under the cap, one more fails
+    assert doc["memory"] <= 16 * GIB
+    at, above = doc["allocator"]["at"], doc["allocator"]["above"]
+    assert at["runs"] and at["reserved"] <= 16 * GIB
+    assert (at["batch"], above["batch"]) == (doc["batch"], doc["batch"] + 1)
+    assert not above["runs"] and "over the cap" in above["failed"]
 
 
 @pytest.mark.parametrize("args", [("--gpu-memory", "sixteen", "--seq-len", "512"), ("--gpu-memory", "16GiB")])
