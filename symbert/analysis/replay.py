@@ -465,7 +465,7 @@ class Replay:
             self.note_steady("saved")
             self.phase = "backward"
             self.gather(ROOT)
-            loss = self.alloc(size_of(self.loss_bytes), "activations", None)
+            losses = [self.alloc(size_of(sympy.Integer(LOSS_BYTES)), "activations", None) for _ in range(self.losses)]
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
             self.backward()
@@ -476,7 +476,8 @@ class Replay:
             self.held -= held
             for key in held:
                 self.maybe_free(key)
-            self.release(loss)
+            for buf in losses:
+                self.release(buf)
             self.record("end of backward")
             self.note_steady("grads")
             self.update(first=step == 1)
@@ -594,16 +595,15 @@ class Replay:
                 cache[key] = self.alloc(size, "activations", (node.block, run) if node.block else None)
 
     @property
-    def loss_bytes(self) -> sympy.Expr:
-        """What backward starts from outside the graph, alive until it ends: the gradient it seeds the
-        loss with (``loss.backward()`` holds it until it returns); a bare model's loss, the caller's (a
-        task model's is its graph's); GradScaler's scaled loss."""
-        bare = LOSS_BYTES if self.graph.head == "model" else 0
-        return sympy.Integer(LOSS_BYTES + bare + (LOSS_BYTES if self.training.grad_scaler else 0))
+    def losses(self) -> int:
+        """The 0-dim float32 tensors backward starts from outside the graph, alive until it ends: the
+        gradient it seeds the loss with (``loss.backward()`` holds it until it returns); a bare model's
+        loss, the caller's (a task model's is its graph's); GradScaler's scaled loss."""
+        return 1 + (self.graph.head == "model") + self.training.grad_scaler
 
     def loss_gradient(self, unit: Unit) -> None:
         """The loss hands each model output a gradient of its size; a task model's loss gets the seed
-        itself (:attr:`loss_bytes`), or under GradScaler the unscaled gradient the scaling's backward makes."""
+        itself (:attr:`losses`), or under GradScaler the unscaled gradient the scaling's backward makes."""
         t = unit.node.inputs[0]
         seeded = self.graph.head != "model" and not self.training.grad_scaler
         size = size_of(sympy.S.Zero) if seeded else self.tensor_size(t)[0]
