@@ -24,6 +24,9 @@ holds (a mask Hugging Face does not build). The analyses count each where it hol
   categories are resolved by :mod:`symbert.analysis.autocast`.
 * ``communication``: a collective over the tensor-parallel group (:mod:`symbert.parallel`); it keeps
   nothing and costs no FLOPs, and diagrams draw it apart.
+* ``storage``: for an op whose output lives in a larger storage than its shape, the elements of that
+  storage (``mse_loss`` reduces into the buffer of its elementwise errors: a 0-dim loss that holds
+  one float per input element).
 * ``placeholder``: computes nothing; ``graph_input`` and ``graph_output`` mark the tensors the caller
   provides and receives. The tracer records these (:mod:`symbert.tracer`).
 
@@ -62,6 +65,7 @@ class OpDef:
     graph_output: bool = False
     #: The order CUDA's kernel allocates the outputs in, where it is not theirs (dropout: the mask first).
     cuda_order: tuple[int, ...] = ()
+    storage: Callable[[Node], sympy.Expr] | None = None
 
 
 OPS: dict[str, OpDef] = {}
@@ -78,6 +82,7 @@ def _op(
     autocast: str | Mapping[str, str] = "same",
     communication: bool = False,
     cuda_order: tuple[int, ...] = (),
+    storage: Callable[[Node], sympy.Expr] | None = None,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
@@ -93,6 +98,7 @@ def _op(
             autocast=autocast,
             communication=communication,
             cuda_order=cuda_order,
+            storage=storage,
         )
         return fn
 
@@ -464,7 +470,7 @@ def _pointwise_loss(kind: str, name: str, x: Tensor, target: Tensor) -> Tensor:
     return t.record(kind, name, [x, target], [((), dtype, Role.ACTIVATION, None)], attrs={"elements": x.numel})[0]
 
 
-@_op("mse_loss", saves=("in0", "in1"), flops_per_element=3, autocast="fp32")
+@_op("mse_loss", saves=("in0", "in1"), flops_per_element=3, autocast="fp32", storage=lambda n: n.attr("elements"))
 def mse_loss(x: Tensor, target: Tensor, name: str = "mse_loss") -> Tensor:
     """Mean squared error (subtract, square, sum per element); backward keeps input and target."""
     return _pointwise_loss("mse_loss", name, x, target)

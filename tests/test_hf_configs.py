@@ -353,7 +353,8 @@ def test_deberta_classification_without_problem_type(tmp_path, labels) -> None:
     assert symbert.from_file(tmp_path).task.problem_type is None
     for extra in ((), ("--dtype", "bfloat16"), ("--dtype", "bfloat16", "--precision", "amp")):
         result = invoke("validate", "--config", str(tmp_path), "--batch", "3", "--seq-len", "5", *extra)
-        assert result.code == 0 and result.stdout.count(" ok ") == 5, result
+        checks = 4 if extra == ("--dtype", "bfloat16") else 5  # a bfloat16 model's step peak is not measured
+        assert result.code == 0 and result.stdout.count(" ok ") == checks, result
 
 
 @pytest.mark.parametrize(

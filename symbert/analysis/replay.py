@@ -255,6 +255,10 @@ class Replay:
         its copy at the others; the view then holds the storage it views, unless that is kept anyway:
         that share of the storage moves to the output, to be freed with it."""
         size, category = self.tensor_size(name)
+        producer = self.graph.node(self.graph.tensor(name).producer)
+        storage = OPS[producer.op].storage
+        if storage is not None:  # the output views a larger buffer
+            size = size_of(expr_of(size) * storage(producer))
         fold = folded(self.graph, self.graph.tensor(name))
         if fold is None:
             return self.alloc(size, category, self.owner(unit))
