@@ -39,7 +39,7 @@ _EXPORTS = {
     "equations": "symbert.render.latex",
     "notation": "symbert.render.latex",
     "Table": "symbert.render.tables",
-    "parse_formula": "symbert.render.formula",
+    "parse_formula": "symbert.formula",
     "component_table": "symbert.render.tables",
 }
 

@@ -937,7 +937,7 @@ def _fit_simulated(
 ) -> None:
     """``fit`` answered by the caching allocator's simulation (:func:`symbert.analysis.oom.largest`)."""
     from symbert.analysis.oom import largest, largest_json
-    from symbert.render.formula import quantity
+    from symbert.formula import quantity
     from symbert.render.reports import console, describe
 
     result = largest(config, training, cap.bytes, batch, length, alloc)
@@ -956,7 +956,7 @@ def _fit_simulated(
 
 def _simulated_lines(result: Any, other: str) -> list[str]:
     """The simulated answer: the value, its peaks, the failure one above, and the closed form's answer."""
-    from symbert.render.formula import quantity
+    from symbert.formula import quantity
 
     def value(run: Any) -> int:
         return run.batch if result.unknown == "batch" else run.length
@@ -985,7 +985,7 @@ def _timeline_json(
     config: Config, training: Any, batch: int, length: int, states: Any, sizes: Any, steps: Any, simulated: Any
 ) -> dict[str, Any]:
     """``timeline --json``'s setup, model states and phases (the peak is added by the caller)."""
-    from symbert.render.formula import text
+    from symbert.formula import text
     from symbert.render.reports import layout_json
 
     return {
@@ -1014,7 +1014,7 @@ def _timeline_table(steps: Any, simulated: dict[str, Any]) -> Any:
     """Each phase's peak, where it is, and what it ends at; the simulated allocated and reserved peaks beside."""
     from rich.table import Table
 
-    from symbert.render.formula import quantity
+    from symbert.formula import quantity
 
     table = Table(title="memory over two training steps", title_justify="left")
     extra = ("allocated", "reserved") if simulated else ()
@@ -1044,7 +1044,7 @@ def _simulated_json(peak: Any) -> dict[str, int]:
 def _print_fit(config: Config, training: Any, budget: int | None, result: Any) -> None:
     """The closed form's answer (:func:`symbert.analysis.fit.fit`), as text."""
     from symbert.analysis.fit import step_of
-    from symbert.render.formula import human, quantity
+    from symbert.formula import human, quantity
     from symbert.render.reports import console, describe
 
     out = console()
@@ -1089,7 +1089,7 @@ def _plan(
 ) -> None:
     """``fit --gpus``: the layouts that fit, best first, and one line per family that does not."""
     from symbert.analysis.planner import family, plan, plan_json
-    from symbert.render.formula import quantity
+    from symbert.formula import quantity
     from symbert.render.reports import console, describe
 
     layout = training.memory.layout
@@ -1134,7 +1134,7 @@ def _plan(
 def _print_headroom(out: Any, result: Any) -> None:
     """Allocated and estimated reserved memory against the budget, and what lies outside it."""
     from symbert.analysis.fit import CUDA_CONTEXT_NOTE
-    from symbert.render.formula import quantity
+    from symbert.formula import quantity
 
     if result.reserved is None:
         return
@@ -1181,12 +1181,11 @@ def timeline(
     """
     import sympy
 
-    from symbert.analysis.runtime import pad512
     from symbert.analysis.training import phases, step_memory
     from symbert.api import per_gpu
-    from symbert.render.formula import human, quantity, text
+    from symbert.formula import human, quantity, text
     from symbert.render.reports import console, describe, show
-    from symbert.symbols import B
+    from symbert.symbols import B, pad512
     from symbert.symbols import seq_len as S
 
     budget = _budget(gpu_memory, training)

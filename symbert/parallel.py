@@ -22,17 +22,7 @@ import sympy
 
 from symbert import ops as F
 from symbert.ir import Graph, Node, Tensor
-from symbert.symbols import A, I, L, seq_len, vocab_size
-
-_INT = {"integer": True, "positive": True}
-
-t = sympy.Symbol("t", **_INT)
-p = sympy.Symbol("p", **_INT)
-d = sympy.Symbol("d", **_INT)
-m = sympy.Symbol("m", **_INT)
-v = sympy.Symbol("v", **_INT)
-
-DEGREES: tuple[sympy.Symbol, ...] = (t, p, d, m, v)
+from symbert.symbols import A, I, L, d, m, p, seq_len, t, v, vocab_size
 
 #: ZeRO stages: 0 is plain data parallelism (DDP), 3 shards weights too (FSDP's full sharding).
 ZERO_STAGES = (0, 1, 2, 3)

@@ -24,6 +24,18 @@ global_every = sympy.Symbol("global_every", **_INT)  # one global-attention laye
 L_global = sympy.Symbol("L_global", **_INT)  # the layers that attend globally, ⌈L/global_every⌉ (ModernBERT)
 
 
+# The parallel degrees: tensor, pipeline, data, micro-batches per step, virtual stages per pipeline rank.
+t = sympy.Symbol("t", **_INT)
+p = sympy.Symbol("p", **_INT)
+d = sympy.Symbol("d", **_INT)
+m = sympy.Symbol("m", **_INT)
+v = sympy.Symbol("v", **_INT)
+
+DEGREES: tuple[sympy.Symbol, ...] = (t, p, d, m, v)
+
+#: The CUDA caching allocator's granularity (``kMinBlockSize``), the rounding :class:`pad512` writes.
+ROUND = 512
+
 class below(sympy.Function):
     """The Iverson bracket [x < k] of a size x ≥ 1: 1 where it holds, else 0. PyTorch and Hugging Face
     keep some tensors differently at small sizes: at batch 1 a strided view folds without a copy
@@ -83,3 +95,43 @@ BY_NAME: dict[str, sympy.Symbol] = {s.name: s for s in ALL}
 
 #: BERT's fixed relations: embedding size equals hidden size, intermediate size is four times it.
 BERT_SUBSTITUTIONS: dict[sympy.Symbol, sympy.Expr] = {E: H, I: 4 * H}
+
+
+class pad512(sympy.Function):
+    """The bytes the CUDA caching allocator adds to an allocation of ``x`` bytes: x rounded up to a
+    multiple of 512, minus x. Integer coefficients of whole terms (products of sizes, no division) are
+    reduced modulo 512, so it vanishes on its own when every term of ``x`` is a multiple of 512; a term
+    divided by a size (a shard, seq_len/t) is left as it is."""
+
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
+        if x.is_Integer:
+            return sympy.Integer(-int(x) % ROUND)
+        terms = sympy.expand(x).as_coefficients_dict()
+        if not all(c.is_Integer for c in terms.values()) or not all(map(_whole, terms)):
+            return None
+        reduced = sympy.Add(*(int(c) % ROUND * m for m, c in terms.items()))
+        if reduced.is_Integer:
+            return sympy.Integer(-int(reduced) % ROUND)
+        return None if reduced == x else cls(reduced)
+
+
+def _whole(term: sympy.Expr) -> bool:
+    """Whether a product of sizes is an integer whatever their values: no size divides it."""
+    return all(e.is_Integer and e >= 0 for e in term.as_powers_dict().values())
+
+
+def polynomial(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` with each ceiling of n/q (a size rounded up to a multiple, as the memory-efficient SDPA
+    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x < k] by 1,
+    so that it is a polynomial; exact where the rounded size is already a multiple of q and the
+    brackets hold."""
+
+    def bound(x: sympy.Expr) -> sympy.Expr:
+        q = sympy.fraction(sympy.Rational(x.as_coeff_Mul()[0]))[1]
+        return x + sympy.Rational(q - 1, q)
+
+    return sympy.sympify(expr).replace(sympy.ceiling, bound).replace(below, lambda x, k: sympy.S.One)

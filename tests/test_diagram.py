@@ -19,10 +19,10 @@ import pytest
 from conftest import run_cli
 
 from symbert import Diagram, diagram, preset, report, resolve, trace
+from symbert.formula import human, quantity
 from symbert.ir import Node
 from symbert.ops import OPS
 from symbert.render.diagram import FORMATS, HEATS, LEVELS
-from symbert.render.formula import human, quantity
 from symbert.render.theme import KINDS, THEMES, kind_of
 
 pytestmark = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed: make system-deps")

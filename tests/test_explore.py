@@ -23,7 +23,6 @@ from inprocess import invoke
 from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.runtime import pad512
 from symbert.analysis.states import CATEGORIES, Training, model_states
 from symbert.analysis.training import phases, step_memory
 from symbert.api import trace
@@ -31,7 +30,7 @@ from symbert.configs import ConfigError, preset
 from symbert.gpus import GPUS
 from symbert.render import js
 from symbert.render.explore import page
-from symbert.symbols import B, below, seq_len
+from symbert.symbols import B, below, pad512, seq_len
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node (a JavaScript engine) is not installed")

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 import symbert
-from symbert.render.formula import human
+from symbert.formula import human
 from symbert.render.tables import to_markdown
 
 BASE = symbert.preset("bert-base")

@@ -12,8 +12,8 @@ from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.policy import MemoryOptions
 from symbert.ops import OPS
-from symbert.parallel import Layout, m, p, t, v
-from symbert.symbols import A, B, E, H, I, L, seq_len
+from symbert.parallel import Layout
+from symbert.symbols import A, B, E, H, I, L, m, p, seq_len, t, v
 
 S = seq_len
 BERT_LARGE = symbert.preset("bert-large")
@@ -370,7 +370,7 @@ def test_fit_steps_seq_len_by_t_under_sequence_parallelism() -> None:
 def test_allocator_rounding_of_a_shard_is_not_dropped() -> None:
     """pad512(4·B·seq_len/t) is not 0 because 4·B·seq_len would be a multiple of 512: at B=64, seq_len=316,
     t=4 the shard is 20,224 bytes, 256 short of a multiple of 512."""
-    from symbert.analysis.runtime import pad512
+    from symbert.symbols import pad512
 
     assert pad512(4 * B * S / t).subs({B: 64, S: 316, t: 4}) == 256
     assert pad512(512 * B * S) == 0

@@ -10,10 +10,9 @@ from click.testing import CliRunner
 
 import symbert
 from symbert import parse_formula
-from symbert.analysis.runtime import pad512
 from symbert.cli import cli
-from symbert.render.formula import text
-from symbert.symbols import BY_NAME, E, I, below
+from symbert.formula import text
+from symbert.symbols import BY_NAME, E, I, below, pad512
 
 #: What sympy needs to read symbert's formulas as symbert means them (the reference reading).
 NAMES = {**BY_NAME, "pad512": pad512, "below": below, "floor": sympy.floor}

@@ -14,8 +14,8 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.states import Training
 from symbert.analysis.training import Point
 from symbert.api import per_gpu
+from symbert.formula import quantity
 from symbert.parallel import Layout
-from symbert.render.formula import quantity
 
 MIXED = Training("adamw", "mixed", MemoryOptions("megatron"))
 

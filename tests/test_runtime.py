@@ -15,12 +15,12 @@ from conftest import run_cli
 import symbert
 from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.runtime import cuda_runtime, pad512, parse_workspace_config, reserved_estimate
+from symbert.analysis.runtime import cuda_runtime, parse_workspace_config, reserved_estimate
 from symbert.analysis.states import Training
 from symbert.analysis.training import step_memory
 from symbert.configs import resolve
 from symbert.gpus import GPUS
-from symbert.symbols import B, seq_len
+from symbert.symbols import B, pad512, seq_len
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 DEFAULT_WORKSPACE = 4096 * KIB * 2 + 16 * KIB * 8  # ":4096:2:16:8", 8 MiB + 128 KiB

@@ -18,9 +18,8 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.explain import explain
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import Report, report
-from symbert.analysis.sizes import polynomial
 from symbert.configs import Config
-from symbert.symbols import B, H, seq_len
+from symbert.symbols import B, H, polynomial, seq_len
 
 #: The component crossovers weigh against the rest.
 CROSSOVER_COMPONENT = "attention scores"

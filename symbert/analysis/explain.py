@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis.breakdown import Breakdown, Contribution
-from symbert.render.formula import ORDER
+from symbert.formula import ORDER
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import Point, Polynomials, reserved, step_memory
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
-from symbert.render.formula import text
+from symbert.formula import text
 from symbert.symbols import B, below, seq_len
 
 #: What fit says about the memory the budget leaves out.

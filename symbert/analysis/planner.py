@@ -27,10 +27,10 @@ from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import Point, StepMemory, step_memory
 from symbert.api import per_gpu, spread_of, trace
 from symbert.configs import MAX_SIZE, Config, ConfigError
+from symbert.formula import quantity
 from symbert.ir import Graph
 from symbert.ops import OPS
 from symbert.parallel import Layout
-from symbert.render.formula import quantity
 from symbert.symbols import A, B, L, seq_len
 
 

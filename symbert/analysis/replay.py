@@ -44,7 +44,6 @@ from symbert.analysis.activations import Saved, Values, region_of, saved
 from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
 from symbert.analysis.breakdown import model_of
 from symbert.analysis.policy import BYTES
-from symbert.analysis.runtime import pad512
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
@@ -61,7 +60,7 @@ from symbert.analysis.states import (
 )
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor, numel
 from symbert.ops import OPS
-from symbert.symbols import seq_len, settled
+from symbert.symbols import pad512, seq_len, settled
 
 #: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
 ROOT: tuple = (None, None)

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.gpus import GPU, gpu
+from symbert.symbols import pad512
 
 KIB, MIB = 2**10, 2**20
-#: The caching allocator's granularity (``kMinBlockSize``).
-ROUND = 512
 #: Allocations up to this size come from the small pool (``kSmallSize``), in 2 MiB segments (``kSmallBuffer``).
 SMALL, SMALL_SEGMENT = MIB, 2 * MIB
 #: Larger ones under 10 MiB (``kMinLargeAlloc``) take 20 MiB segments (``kLargeBuffer``); the rest are
@@ -46,33 +45,6 @@ SM90_WORKSPACE = 32 * MIB
 #: ``CUBLASLT_WORKSPACE_SIZE``'s default, 1024 KiB.
 CUBLASLT_WORKSPACE = MIB
 _CONFIG = re.compile(r"(?::\d{1,9}:\d{1,6})+")
-
-
-class pad512(sympy.Function):
-    """The bytes the CUDA caching allocator adds to an allocation of ``x`` bytes: x rounded up to a
-    multiple of 512, minus x. Integer coefficients of whole terms (products of sizes, no division) are
-    reduced modulo 512, so it vanishes on its own when every term of ``x`` is a multiple of 512; a term
-    divided by a size (a shard, seq_len/t) is left as it is."""
-
-    is_integer = True
-    is_nonnegative = True
-
-    @classmethod
-    def eval(cls, x: sympy.Expr) -> sympy.Expr | None:
-        if x.is_Integer:
-            return sympy.Integer(-int(x) % ROUND)
-        terms = sympy.expand(x).as_coefficients_dict()
-        if not all(c.is_Integer for c in terms.values()) or not all(map(_whole, terms)):
-            return None
-        reduced = sympy.Add(*(int(c) % ROUND * m for m, c in terms.items()))
-        if reduced.is_Integer:
-            return sympy.Integer(-int(reduced) % ROUND)
-        return None if reduced == x else cls(reduced)
-
-
-def _whole(term: sympy.Expr) -> bool:
-    """Whether a product of sizes is an integer whatever their values: no size divides it."""
-    return all(e.is_Integer and e >= 0 for e in term.as_powers_dict().values())
 
 
 def parse_workspace_config(text: str) -> int:

@@ -38,7 +38,7 @@ import sympy
 
 from symbert.analysis.params import params
 from symbert.ir import Graph, Node, Param
-from symbert.parallel import d
+from symbert.symbols import d
 
 #: The stage from which each model state is sharded.
 SHARDED_FROM = {"optimizer": 1, "gradients": 2, "weights": 3}

@@ -18,19 +18,6 @@ def size_of(expr: sympy.Expr) -> Size:
     return {m: int(c) if c.is_Integer else c for m, c in sympy.expand(expr).as_coefficients_dict().items() if c != 0}
 
 
-def polynomial(expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` with each ceiling of n/q (a size rounded up to a multiple, as the memory-efficient SDPA
-    kernel rounds its logsumexp rows to 32) replaced by its bound n/q + (q − 1)/q, and each [x < k] by 1,
-    so that it is a polynomial; exact where the rounded size is already a multiple of q and the
-    brackets hold."""
-
-    def bound(x: sympy.Expr) -> sympy.Expr:
-        q = sympy.fraction(sympy.Rational(x.as_coeff_Mul()[0]))[1]
-        return x + sympy.Rational(q - 1, q)
-
-    return sympy.sympify(expr).replace(sympy.ceiling, bound).replace(below, lambda x, k: sympy.S.One)
-
-
 def add_to(into: Size, other: Size, times: sympy.Expr | int = 1) -> None:
     """Add ``times`` × ``other`` to ``into`` in place, dropping terms that cancel."""
     for m, c in other.items():

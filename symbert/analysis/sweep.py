@@ -26,7 +26,6 @@ from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
-from symbert.analysis.runtime import ROUND
 from symbert.analysis.sizes import generator_values, generators
 from symbert.analysis.states import Training, model_states
 from symbert.analysis.training import StepMemory, step_memory
@@ -35,7 +34,7 @@ from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
 from symbert.parallel import whole_sequence
 from symbert.quantities import QUANTITIES as REPORT_QUANTITIES
 from symbert.quantities import TRAINING_QUANTITIES
-from symbert.symbols import B, seq_len
+from symbert.symbols import ROUND, B, seq_len
 
 #: Quantities a sweep can evaluate, in column order: a report's, then the training step's.
 QUANTITIES = REPORT_QUANTITIES + TRAINING_QUANTITIES

@@ -23,12 +23,12 @@ from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.breakdown import Breakdown, model_of
 from symbert.analysis.replay import Event, Replay
-from symbert.analysis.runtime import ROUND, pad512, reserved_estimate
+from symbert.analysis.runtime import reserved_estimate
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, generator_values, generators, scaled, size_of
 from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
 from symbert.parallel import Layout, stage_factor, whole_sequence
-from symbert.symbols import seq_len
+from symbert.symbols import ROUND, pad512, seq_len
 
 
 @dataclass(frozen=True)

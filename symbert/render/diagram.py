@@ -34,8 +34,8 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.api import trace
 from symbert.configs import Config
+from symbert.formula import human, quantity
 from symbert.ir import Graph, Node, Role
-from symbert.render.formula import human, quantity
 from symbert.render.theme import KINDS, THEMES, Theme, kind_of
 
 FORMATS = ("dot", "svg", "png", "pdf")

@@ -41,20 +41,19 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import ATTENTION, RECOMPUTE
-from symbert.analysis.runtime import pad512
 from symbert.analysis.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
 from symbert.analysis.training import StepMemory, reserved, step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
+from symbert.formula import human
 from symbert.gpus import GPUS
 from symbert.render import js
 from symbert.render.diagram import boxes as diagram_boxes
 from symbert.render.diagram import diagram
-from symbert.render.formula import human
 from symbert.render.latex import notation
 from symbert.render.mathml import mathml
 from symbert.render.reports import describe
-from symbert.symbols import B, below, seq_len
+from symbert.symbols import B, below, pad512, seq_len
 
 #: The diagram levels the page shows.
 LEVELS = ("overview", "layer")

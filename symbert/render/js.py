@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy
 from sympy.printing.jscode import JavascriptCodePrinter
 
-from symbert.analysis.runtime import ROUND
+from symbert.symbols import ROUND
 
 #: The helpers the printed code calls; the page and the tests define them once, from this text.
 HELPERS = f"""\

@@ -17,10 +17,10 @@ import sympy
 
 from symbert.analysis.breakdown import Breakdown, ComponentTotal
 from symbert.configs import Config, ConfigError
-from symbert.parallel import DEGREES
-from symbert.render.formula import ORDER, quantity, text
+from symbert.formula import ORDER, quantity, text
 from symbert.symbols import (
     ALL,
+    DEGREES,
     A,
     B,
     C,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sympy
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from symbert.render.formula import ORDER
+from symbert.formula import ORDER
 
 
 class Printer(MathMLPresentationPrinter):

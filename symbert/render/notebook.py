@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from symbert.render.formula import human, quantity
+from symbert.formula import human, quantity
 
 if TYPE_CHECKING:
     from symbert.analysis.breakdown import Breakdown

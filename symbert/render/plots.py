@@ -18,9 +18,9 @@ from symbert.analysis.states import CATEGORIES, Training
 from symbert.analysis.training import step_memory
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
+from symbert.formula import quantity
 from symbert.outputs import check_output, write_output
 from symbert.parallel import Layout
-from symbert.render.formula import quantity
 from symbert.symbols import B, seq_len
 
 FORMATS = (".png", ".svg", ".pdf")

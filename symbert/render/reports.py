@@ -16,9 +16,9 @@ from symbert.analysis.params import params
 from symbert.analysis.report import Report
 from symbert.api import trace
 from symbert.configs import Config
+from symbert.formula import human, quantity, text
 from symbert.ir import Graph
 from symbert.parallel import Layout
-from symbert.render.formula import human, quantity, text
 
 
 def console() -> Console:

@@ -18,7 +18,7 @@ from rich.table import Table as RichTable
 from symbert.analysis.compare import Comparison, QuantityComparison, Side
 from symbert.analysis.explain import Term
 from symbert.analysis.report import Report
-from symbert.render.formula import human, text
+from symbert.formula import human, text
 from symbert.render.latex import NOTATIONS, Notation, broken, check_one_structure, component_formula, escape
 
 Cell = str | int | sympy.Expr

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import sympy
 from sympy.parsing.sympy_parser import auto_number, parse_expr
 
-from symbert.symbols import BY_NAME, below, bracket
+from symbert.symbols import BY_NAME, DEGREES, below, bracket, pad512
 
 ORDER = "grlex"
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -48,8 +48,7 @@ def parse_formula(formula: str, symbols: Mapping[str, sympy.Symbol] | None = Non
     """
     if not isinstance(formula, str):
         raise ValueError(f"a formula is a string, got {type(formula).__name__}")
-    from symbert.analysis.runtime import pad512  # the CUDA allocator's rounding, in torch-cuda formulas
-    from symbert.parallel import DEGREES
+
 
     degrees = {s.name: s for s in DEGREES}
     names: dict[str, object] = {**FUNCTIONS, "pad512": pad512, **BY_NAME, **degrees, **(symbols or {})}
