@@ -67,12 +67,12 @@ def main() -> None:
 def allocator_step(batch: int = 32, length: int = 512) -> None:
     """One training step of bert-large through the caching allocator simulation: the replay's event stream,
     then the simulation of it."""
-    from symbert.analysis.allocator import Allocator
     from symbert.analysis.policy import MemoryOptions
-    from symbert.analysis.states import Training
-    from symbert.analysis.stream import events
     from symbert.api import per_gpu
     from symbert.symbols import B, seq_len
+    from symbert.training.allocator import Allocator
+    from symbert.training.states import Training
+    from symbert.training.stream import events
 
     training = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
     graph, sizes = per_gpu(symbert.preset("bert-large"), training.memory.layout)
@@ -145,8 +145,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 def sweep_throughput(batches: int = 2048, lengths: int = 512) -> None:
     """`symbert sweep` on one core: compile once, evaluate the grid with numpy, and write it as CSV."""
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    from symbert.analysis.states import Training
-    from symbert.analysis.sweep import QUANTITIES, compile_quantities, grid_blocks, sweep
+    from symbert.training.states import Training
+    from symbert.training.sweep import QUANTITIES, compile_quantities, grid_blocks, sweep
 
     config, training = symbert.preset("bert-base"), Training()
     grid = (range(1, batches + 1), range(1, lengths + 1))

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from symbert.analysis.policy import ATTENTION, DEFAULT_POLICY, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
-from symbert.analysis.states import DEFAULT_OPTIMIZER, OPTIMIZERS
 from symbert.configs import Config, ConfigError, check_size, preset_names, resolve
 from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
 from symbert.quantities import QUANTITIES, TRAINING_QUANTITIES, canonical
+from symbert.training.states import DEFAULT_OPTIMIZER, OPTIMIZERS
 
 if TYPE_CHECKING:
     from symbert.render.latex import Notation
@@ -763,7 +763,7 @@ OPTIMIZER_HELP = (
     "Default: what Hugging Face's Trainer runs, torch's fused AdamW. adam and adamw: the implementation "
     "torch.optim picks on the device (foreach on CUDA, single-tensor on CPU); -fused, -foreach, -single name one."
 )
-#: The ZeRO conventions (symbert.analysis.sharding.ENGINES), named here so --help needs no import.
+#: The ZeRO conventions (symbert.training.zero.ENGINES), named here so --help needs no import.
 ENGINE_NAMES = ("paper", "deepspeed", "torch")
 
 
@@ -834,8 +834,8 @@ def make_training(
     """
     import os
 
-    from symbert.analysis.states import Training
     from symbert.gpus import gpu as find_gpu
+    from symbert.training.states import Training
 
     try:
         key = find_gpu(gpu).key if gpu is not None else None
@@ -847,8 +847,8 @@ def make_training(
 
 def _budget(text: str | None, training: Any) -> int | None:
     """--gpu-memory, else the memory of --gpu, else None."""
-    from symbert.analysis.fit import parse_bytes
     from symbert.gpus import gpu
+    from symbert.training.fit import parse_bytes
 
     if text is not None:
         return parse_bytes(text)
@@ -892,9 +892,9 @@ def fit(
     or --gpu's memory less the CUDA context), starting from the closed form's. Otherwise (or with --closed-form),
     and for a given shape, the peak's closed form answers, checked at the answer and one above it.
     """
-    from symbert.analysis.fit import fit as solve
-    from symbert.analysis.fit import fit_json
-    from symbert.analysis.oom import applies
+    from symbert.training.fit import fit as solve
+    from symbert.training.fit import fit_json
+    from symbert.training.oom import applies
 
     budget = _budget(gpu_memory, training)
     if gpus is not None:
@@ -913,8 +913,8 @@ def fit(
 
 def _cap(gpu_memory: str | None, cuda_context: str | None, training: Any) -> Any:
     """The allocator's cap from --gpu-memory, or --gpu's memory less --cuda-context (or the default context)."""
-    from symbert.analysis.fit import parse_bytes
-    from symbert.analysis.oom import cap_of
+    from symbert.training.fit import parse_bytes
+    from symbert.training.oom import cap_of
 
     context = parse_bytes(cuda_context) if cuda_context is not None else None
     return cap_of(parse_bytes(gpu_memory) if gpu_memory is not None else None, training.gpu, context)
@@ -924,7 +924,7 @@ def _alloc_config(text: str | None) -> Any:
     """--alloc-conf, else PYTORCH_ALLOC_CONF (or PYTORCH_CUDA_ALLOC_CONF) from the environment."""
     import os
 
-    from symbert.analysis.allocator import AllocatorError, from_environment, parse_config
+    from symbert.training.allocator import AllocatorError, from_environment, parse_config
 
     try:
         return parse_config(text) if text is not None else from_environment(os.environ)
@@ -935,10 +935,10 @@ def _alloc_config(text: str | None) -> Any:
 def _fit_simulated(
     config: Config, training: Any, cap: Any, batch: int | None, length: int | None, alloc: Any, as_json: bool
 ) -> None:
-    """``fit`` answered by the caching allocator's simulation (:func:`symbert.analysis.oom.largest`)."""
-    from symbert.analysis.oom import largest, largest_json
+    """``fit`` answered by the caching allocator's simulation (:func:`symbert.training.oom.largest`)."""
     from symbert.formula import quantity
     from symbert.render.reports import console, describe
+    from symbert.training.oom import largest, largest_json
 
     result = largest(config, training, cap.bytes, batch, length, alloc)
     if as_json:
@@ -1030,7 +1030,7 @@ def _timeline_table(steps: Any, simulated: dict[str, Any]) -> Any:
 
 def _simulated_phases(config: Config, training: Any, batch: int, length: int) -> dict[str, Any]:
     """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
-    from symbert.analysis.oom import Simulation, applies
+    from symbert.training.oom import Simulation, applies
 
     if not applies(config, training):
         return {}
@@ -1042,10 +1042,10 @@ def _simulated_json(peak: Any) -> dict[str, int]:
 
 
 def _print_fit(config: Config, training: Any, budget: int | None, result: Any) -> None:
-    """The closed form's answer (:func:`symbert.analysis.fit.fit`), as text."""
-    from symbert.analysis.fit import step_of
+    """The closed form's answer (:func:`symbert.training.fit.fit`), as text."""
     from symbert.formula import human, quantity
     from symbert.render.reports import console, describe
+    from symbert.training.fit import step_of
 
     out = console()
     out.print(describe(config))
@@ -1088,9 +1088,9 @@ def _plan(
     config: Config, training: Any, budget: int | None, gpus: int, batch: int | None, length: int | None, as_json: bool
 ) -> None:
     """``fit --gpus``: the layouts that fit, best first, and one line per family that does not."""
-    from symbert.analysis.planner import family, plan, plan_json
     from symbert.formula import quantity
     from symbert.render.reports import console, describe
+    from symbert.training.planner import family, plan, plan_json
 
     layout = training.memory.layout
     if layout.gpus > 1 or layout.microbatches > 1 or layout.virtual > 1:
@@ -1133,8 +1133,8 @@ def _plan(
 
 def _print_headroom(out: Any, result: Any) -> None:
     """Allocated and estimated reserved memory against the budget, and what lies outside it."""
-    from symbert.analysis.fit import CUDA_CONTEXT_NOTE
     from symbert.formula import quantity
+    from symbert.training.fit import CUDA_CONTEXT_NOTE
 
     if result.reserved is None:
         return
@@ -1153,7 +1153,7 @@ def _print_headroom(out: Any, result: Any) -> None:
 
 
 def _categories() -> dict[str, str]:
-    from symbert.analysis.states import CATEGORIES
+    from symbert.training.states import CATEGORIES
 
     return CATEGORIES
 
@@ -1181,12 +1181,12 @@ def timeline(
     """
     import sympy
 
-    from symbert.analysis.training import phases, step_memory
     from symbert.api import per_gpu
     from symbert.formula import human, quantity, text
     from symbert.render.reports import console, describe, show
     from symbert.symbols import B, pad512
     from symbert.symbols import seq_len as S
+    from symbert.training.step import phases, step_memory
 
     budget = _budget(gpu_memory, training)
     check_size("batch", batch)
@@ -1327,8 +1327,8 @@ def sweep(
     from rich.console import Console
     from rich.progress import Progress
 
-    from symbert.analysis import sweep as sweeps
     from symbert.outputs import writing
+    from symbert.training import sweep as sweeps
 
     trainings = [
         make_training(o, p, MemoryOptions(policy, d, a, r, layout=layout), gpu)
@@ -1380,10 +1380,10 @@ def explore(
     Several configs give a comparison. The calculator starts at this command's setup; reserved memory,
     which needs the allocator's simulation, is precomputed at the grid for that setup only.
     """
-    from symbert.analysis.sweep import parse_values
     from symbert.outputs import check_output, write_output
     from symbert.render.diagram import DotFailed, DotNotFound
     from symbert.render.explore import page
+    from symbert.training.sweep import parse_values
 
     check_output(output)
     grid = (parse_values(grid_batch, "--grid-batch"), parse_values(grid_seq_len, "--grid-seq-len"))

@@ -148,7 +148,7 @@ def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
 def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Expr) -> Tensor:
     """Embedding lookup: rows of a [num_embeddings, dim] table picked by an index tensor. Split by the
     ``vocab`` style, the node records the whole table's row count (``whole_rows``): an engine may hold
-    the gradient of the whole table (:class:`symbert.analysis.sharding.Engine`)."""
+    the gradient of the whole table (:class:`symbert.training.zero.Engine`)."""
     _check(ids.role in (Role.INDEX, Role.BUFFER), f"{name}: embedding indices must be an index tensor")
     t = active()
     style = t.style(name)

@@ -112,9 +112,9 @@ def explore_page(tmp_path_factory):
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed: make system-deps")
     from symbert.analysis.policy import MemoryOptions
-    from symbert.analysis.states import Training
     from symbert.configs import preset
     from symbert.render.explore import Axes, page
+    from symbert.training.states import Training
 
     axes = Axes(("fp32", "amp"), ("eager", "sdpa"), ("none", "full"), ("adamw", "sgd"), ("h100", "t4"))
     base = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from symbert.analysis.allocator import (
+from symbert.training.allocator import (
     RELEASES,
     Allocator,
     AllocatorError,

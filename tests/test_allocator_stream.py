@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training
-from symbert.analysis.stream import events
 from symbert.api import per_gpu
 from symbert.configs import resolve
 from symbert.symbols import B, seq_len
+from symbert.training.states import Training
+from symbert.training.stream import events
 from tests.gputrace import TRACE, base_requests, phased
 
 BATCH, LENGTH, HIDDEN = TRACE["case"]["B"], TRACE["case"]["s"], TRACE["config"]["hidden_size"]
@@ -95,8 +95,8 @@ def test_the_stream_carries_every_byte_the_replay_counts(training):
     """Under torch-cuda, each phase's peak of requested bytes equals the replay's peak of tensors (its sum of
     categories, less the runtime's rounding) plus the workspaces."""
     from symbert import preset
-    from symbert.analysis.allocator import Allocator
-    from symbert.analysis.stream import Logged
+    from symbert.training.allocator import Allocator
+    from symbert.training.stream import Logged
 
     graph, sizes = per_gpu(preset("bert-tiny"), training.memory.layout)
     values = {**sizes, B: 3, seq_len: 17}
@@ -121,7 +121,7 @@ def test_the_stream_simulated_against_the_traces_peaks(stream):
     max_memory_reserved. The forward is exact; later phases are off by exactly these bytes (simulated less
     measured), from the temporaries the stream lacks (the first difference above, the matmul operand copies,
     the reduction kernels' staging buffers in backward) and the blocks they leave behind."""
-    from symbert.analysis.allocator import Allocator
+    from symbert.training.allocator import Allocator
 
     allocator = Allocator().run(stream)
     errors = [p.allocated - peak for p, (_, _, peak) in zip(allocator.phases, TRACE["phases"], strict=True)]

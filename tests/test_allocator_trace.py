@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from symbert.analysis.allocator import SMALL_SIZE, Allocator, round_size
+from symbert.training.allocator import SMALL_SIZE, Allocator, round_size
 from tests.gputrace import TRACE, base_requests, phased
 
 

@@ -12,9 +12,9 @@ from symbert.analysis.activations import activations
 from symbert.analysis.autocast import resolve
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training, model_states
 from symbert.configs import with_task
 from symbert.symbols import A, B, H, I, L, seq_len, vocab_size
+from symbert.training.states import Training, model_states
 
 S = seq_len
 
@@ -213,7 +213,7 @@ def test_validate_command_under_autocast() -> None:
 def test_three_replayed_runs_stand_for_every_run_phase_by_phase(options: MemoryOptions) -> None:
     """Symbolic in L, every phase peaks where the replay of all six layers does: in the forward the
     layers not replayed hold what they keep and their cached bias copies until autocast exits."""
-    from symbert.analysis.training import phases, step_memory
+    from symbert.training.step import phases, step_memory
 
     config = symbert.with_overrides(symbert.preset("bert-mini"), ["num_hidden_layers=6"])
     values = {**config.symbols(), B: 2, S: 16}

@@ -20,17 +20,17 @@ import pytest
 import sympy
 from inprocess import invoke
 
-from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.states import CATEGORIES, Training, model_states
-from symbert.analysis.training import phases, step_memory
 from symbert.api import trace
 from symbert.configs import ConfigError, preset
 from symbert.gpus import GPUS
 from symbert.render import js
 from symbert.render.explore import page
 from symbert.symbols import B, below, pad512, seq_len
+from symbert.training.fit import fit
+from symbert.training.states import CATEGORIES, Training, model_states
+from symbert.training.step import phases, step_memory
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node (a JavaScript engine) is not installed")
@@ -173,7 +173,7 @@ def test_largest_batch_and_reserved_equal_fit(tmp_path, explore_page):
 BUILD = """
 import sys
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training
+from symbert.training.states import Training
 from symbert.configs import preset
 from symbert.render.explore import Axes, page
 axes = Axes(("fp32",), ("sdpa",), ("none",), ("adamw",), ("t4", "h100"))

@@ -8,12 +8,12 @@ import pytest
 from conftest import run_cli
 
 import symbert
-from symbert.analysis.fit import fit, parse_bytes
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training
-from symbert.analysis.training import step_memory
 from symbert.configs import ConfigError
 from symbert.symbols import B, seq_len
+from symbert.training.fit import fit, parse_bytes
+from symbert.training.states import Training
+from symbert.training.step import step_memory
 
 GIB = 2**30
 

@@ -204,8 +204,8 @@ def test_sweep_keeps_heads_of_one_structure_apart(tmp_path) -> None:
     """Masked LM and token classification both drop the pooler; each keeps its own training-step peak."""
     import csv
 
-    from symbert.analysis.states import Training
-    from symbert.analysis.training import step_memory
+    from symbert.training.states import Training
+    from symbert.training.step import step_memory
 
     (tmp_path / "mlm").mkdir()
     (tmp_path / "ner").mkdir()

@@ -102,10 +102,10 @@ def test_fit_steps_over_the_window_mask(policy: str) -> None:
     """The peak jumps where the window mask appears (seq_len = ⌊local_attention/2⌋ = 8): fit solves each
     side of it exactly, and the compiled sweep evaluates the bracket at every length (under torch-cuda
     with the allocator's rounding of an allocation that exists on one side only)."""
-    from symbert.analysis.fit import fit
-    from symbert.analysis.states import Training
-    from symbert.analysis.sweep import sweep
-    from symbert.analysis.training import step_memory
+    from symbert.training.fit import fit
+    from symbert.training.states import Training
+    from symbert.training.step import step_memory
+    from symbert.training.sweep import sweep
 
     config = symbert.with_overrides(small("odd", padding=False), ["local_attention=16"])
     training = Training(memory=MemoryOptions(policy, attention="sdpa"))
@@ -193,10 +193,10 @@ def test_sweep_and_fit_at_batch_one(head: str) -> None:
     """The compiled sweep and fit's solver evaluate the bracket at each batch: the sweep equals the
     replayed peak at batch 1 and 2, and a budget of exactly the batch-1 peak fits batch 1 and no more;
     with one choice per example the bracket [B·C = 1] is [B = 1]."""
-    from symbert.analysis.fit import fit
-    from symbert.analysis.states import Training
-    from symbert.analysis.sweep import sweep
-    from symbert.analysis.training import step_memory
+    from symbert.training.fit import fit
+    from symbert.training.states import Training
+    from symbert.training.step import step_memory
+    from symbert.training.sweep import sweep
 
     config, training = small("odd", head, choices=1), Training()
     sizes = config.symbols()

@@ -12,14 +12,14 @@ import json
 import pytest
 
 import symbert
-from symbert.analysis.oom import Cap, Simulation, cap_of, largest
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training
-from symbert.analysis.stream import Logged, at
 from symbert.api import per_gpu
 from symbert.configs import ConfigError, resolve
 from symbert.gpus import CUDA_CONTEXT, GPUS
 from symbert.symbols import B, seq_len
+from symbert.training.oom import Cap, Simulation, cap_of, largest
+from symbert.training.states import Training
+from symbert.training.stream import Logged, at
 from tests.conftest import ROOT, hf, random_configs, run_cli
 
 DEV = json.loads((ROOT / "tests/fixtures/gpu/h100-dev.json").read_text())

@@ -15,12 +15,12 @@ from conftest import H96_L3, hf, random_configs, run_cli
 
 import symbert
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training, model_states
-from symbert.analysis.training import phases, step_memory
 from symbert.configs import ConfigError
 from symbert.models.heads import Task
 from symbert.symbols import B
 from symbert.symbols import seq_len as S
+from symbert.training.states import Training, model_states
+from symbert.training.step import phases, step_memory
 
 CLS = symbert.Config("bert", H96_L3, "h96-cls", task=Task("sequence-classification", 3))
 

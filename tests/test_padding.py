@@ -163,8 +163,8 @@ def test_padded_eager_forward_holds_the_float_mask() -> None:
     """The forward's peak (end of forward, seq_len 256, B=4, H=96): padded minus unpadded is the float32
     mask [4, 1, 256, 256] Hugging Face holds to the end, 1,048,576 bytes (measured with the profiler:
     47,768,312 → 48,816,888)."""
-    from symbert.analysis.states import Training
-    from symbert.analysis.training import phases, step_memory
+    from symbert.training.states import Training
+    from symbert.training.step import phases, step_memory
 
     config = symbert.Config("bert", {**H96_L3, "max_position_embeddings": 256}, "h96", {})
     values = {**config.symbols(), B: 4, S: 256}

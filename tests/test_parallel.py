@@ -219,8 +219,8 @@ def test_report_evaluates_the_degrees() -> None:
 def test_replay_adds_the_other_micro_batches_in_flight() -> None:
     """Under 1F1B the first stage runs one micro-batch while min(p, m) − 1 others keep what they saved:
     at the end of forward the replay holds exactly that many more micro-batches' saved activations."""
-    from symbert.analysis.states import Training
-    from symbert.analysis.training import step_memory
+    from symbert.training.states import Training
+    from symbert.training.step import step_memory
 
     config = symbert.preset("bert-tiny")
     values = {**config.symbols(), B: 2, S: 16}
@@ -338,8 +338,8 @@ def test_diagrams_draw_the_collectives_apart() -> None:
 def test_micro_batches_after_the_first_find_every_gradient_there() -> None:
     """Gradient accumulation: from the second micro-batch on, forward runs with every parameter's
     gradient allocated, so the forward peak rises by exactly the gradients (p = 1: nothing in flight)."""
-    from symbert.analysis.states import Training, model_states
-    from symbert.analysis.training import step_memory
+    from symbert.training.states import Training, model_states
+    from symbert.training.step import step_memory
 
     config = symbert.preset("bert-tiny")
     values = {**config.symbols(), B: 2, S: 16}
@@ -358,8 +358,8 @@ def test_micro_batches_after_the_first_find_every_gradient_there() -> None:
 
 def test_fit_steps_seq_len_by_t_under_sequence_parallelism() -> None:
     """seq_len must split over t: the answer is a multiple of t, and t more does not fit."""
-    from symbert.analysis.fit import fit
-    from symbert.analysis.states import Training
+    from symbert.training.fit import fit
+    from symbert.training.states import Training
 
     layout = Layout(tensor=4, sequence=True)
     training = Training("adamw", memory=MemoryOptions("torch-cuda", layout=layout))
@@ -408,8 +408,8 @@ def test_word_embedding_gradient_per_gpu_by_hand(policy: str, word_gradient_rows
     rows. Megatron's VocabParallelEmbedding keeps that shard's gradient; torch's RowwiseParallel embedding
     returns a Replicate gradient, the whole [30522, 128] table on each rank. The weights are shards either
     way, and the replay holds the same gradients as the model states when the update starts."""
-    from symbert.analysis.states import Training, model_states
-    from symbert.analysis.training import step_memory
+    from symbert.training.states import Training, model_states
+    from symbert.training.step import step_memory
 
     config = symbert.preset("bert-tiny")
     values = {**config.symbols(), B: 2, S: 16, t: 2}

@@ -9,13 +9,13 @@ import pytest
 from inprocess import invoke
 
 import symbert
-from symbert.analysis.planner import Option, collectives, communication, layouts, plan
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training
-from symbert.analysis.training import Point
 from symbert.api import per_gpu
 from symbert.formula import quantity
 from symbert.parallel import Layout
+from symbert.training.planner import Option, collectives, communication, layouts, plan
+from symbert.training.states import Training
+from symbert.training.step import Point
 
 MIXED = Training("adamw", "mixed", MemoryOptions("megatron"))
 

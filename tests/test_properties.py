@@ -25,16 +25,16 @@ from hypothesis import strategies as st
 from inprocess import invoke
 
 from symbert import parse_formula
-from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.states import Training, model_states
-from symbert.analysis.sweep import compile_quantities
-from symbert.analysis.training import step_memory
 from symbert.api import trace
 from symbert.configs import MAX_SIZE, Config, ConfigError, validated
 from symbert.models import MODELS
 from symbert.symbols import B, seq_len
+from symbert.training.fit import fit
+from symbert.training.states import Training, model_states
+from symbert.training.step import step_memory
+from symbert.training.sweep import compile_quantities
 
 BASE = settings(
     deadline=None,

@@ -17,16 +17,16 @@ import pytest
 from inprocess import invoke
 
 from symbert import parse_formula, preset, with_overrides
-from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.states import Training
-from symbert.analysis.sweep import compile_quantities
-from symbert.analysis.training import phases, step_memory
 from symbert.api import trace
 from symbert.configs import MAX_SIZE
 from symbert.outputs import writing
 from symbert.symbols import B, seq_len
+from symbert.training.fit import fit
+from symbert.training.states import Training
+from symbert.training.step import phases, step_memory
+from symbert.training.sweep import compile_quantities
 
 ADAMW = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
 #: What every command runs without flags: torch-cuda, sdpa (BERT's default in Hugging Face), Trainer's fused AdamW.

@@ -13,14 +13,14 @@ import sympy
 from conftest import run_cli
 
 import symbert
-from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.runtime import cuda_runtime, parse_workspace_config, reserved_estimate
-from symbert.analysis.states import Training
-from symbert.analysis.training import step_memory
 from symbert.configs import resolve
 from symbert.gpus import GPUS
 from symbert.symbols import B, pad512, seq_len
+from symbert.training.fit import fit
+from symbert.training.runtime import cuda_runtime, parse_workspace_config, reserved_estimate
+from symbert.training.states import Training
+from symbert.training.step import step_memory
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 DEFAULT_WORKSPACE = 4096 * KIB * 2 + 16 * KIB * 8  # ":4096:2:16:8", 8 MiB + 128 KiB
@@ -243,7 +243,7 @@ def test_sweep_compiles_the_rounding() -> None:
     import csv
     import io
 
-    from symbert.analysis.sweep import sweep
+    from symbert.training.sweep import sweep
 
     config, training = symbert.preset("bert-tiny"), _cuda("l4")
     out = io.BytesIO()

@@ -10,14 +10,14 @@ import pytest
 from conftest import run_cli
 
 import symbert
-from symbert.analysis.fit import fit
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.states import Training
-from symbert.analysis.sweep import QUANTITIES, format_rows, parse_values, sweep
-from symbert.analysis.training import step_memory
 from symbert.configs import ConfigError
 from symbert.symbols import B, seq_len
+from symbert.training.fit import fit
+from symbert.training.states import Training
+from symbert.training.step import step_memory
+from symbert.training.sweep import QUANTITIES, format_rows, parse_values, sweep
 
 
 @pytest.mark.parametrize(

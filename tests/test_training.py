@@ -12,9 +12,9 @@ import symbert
 from symbert.analysis.activations import activations
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import CATEGORIES, Training, model_states
-from symbert.analysis.training import phases, step_memory
 from symbert.symbols import B, seq_len
+from symbert.training.states import CATEGORIES, Training, model_states
+from symbert.training.step import phases, step_memory
 
 S = seq_len
 CUDA = MemoryOptions("torch-cuda")

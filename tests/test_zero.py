@@ -15,11 +15,11 @@ from inprocess import invoke
 import symbert
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.states import Training, model_states
-from symbert.analysis.training import phases, step_memory
 from symbert.configs import Config
 from symbert.parallel import Layout
 from symbert.symbols import B, d, seq_len
+from symbert.training.states import Training, model_states
+from symbert.training.step import phases, step_memory
 
 #: bert-tiny's parameters (google/bert_uncased_L-2_H-128_A-2, BertModel).
 PSI_TINY = 4_385_920

@@ -10,7 +10,7 @@ written into the page in one of three forms:
 * the training step's candidates for the peak, per setup (precision, attention, recompute, optimizer
   and the GPU's runtime): each a row of integer coefficients over compiled monomials in B and seq_len,
   so the page finds every phase's peak, its breakdown and the largest batch that fits exactly as
-  :class:`~symbert.analysis.training.StepMemory` does;
+  :class:`~symbert.training.step.StepMemory` does;
 * values precomputed at a grid of B and seq_len where no closed form exists: the caching allocator's
   reserved memory, replayed for the setup the command was given.
 
@@ -35,14 +35,11 @@ from importlib.resources import files
 import numpy as np
 import sympy
 
-from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import ATTENTION, RECOMPUTE
-from symbert.analysis.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
-from symbert.analysis.training import StepMemory, reserved, step_memory
 from symbert.api import trace
 from symbert.configs import Config, ConfigError
 from symbert.formula import human
@@ -54,6 +51,9 @@ from symbert.render.latex import notation
 from symbert.render.mathml import mathml
 from symbert.render.reports import describe
 from symbert.symbols import B, below, pad512, seq_len
+from symbert.training import exact
+from symbert.training.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
+from symbert.training.step import StepMemory, reserved, step_memory
 
 #: The diagram levels the page shows.
 LEVELS = ("overview", "layer")

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from symbert.analysis.states import Training
-from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import per_gpu, spread_of
 from symbert.configs import Config
 from symbert.parallel import Layout
 from symbert.render.plots import GIB, _budget, _pyplot, _save, _setup, check_plot
 from symbert.symbols import B, seq_len
+from symbert.training.states import Training
+from symbert.training.step import StepMemory, step_memory
 
 MARKERS = "osD^v"
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import sympy
 
-from symbert.analysis.states import CATEGORIES, Training
-from symbert.analysis.training import step_memory
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.formula import quantity
 from symbert.outputs import check_output, write_output
 from symbert.parallel import Layout
 from symbert.symbols import B, seq_len
+from symbert.training.states import CATEGORIES, Training
+from symbert.training.step import step_memory
 
 FORMATS = (".png", ".svg", ".pdf")
 COLORS = {

@@ -10,10 +10,10 @@ import sympy
 from symbert import symbols
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.analysis.states import DEFAULT_OPTIMIZER
 from symbert.configs import Config, ConfigError
 from symbert.formula import quantity
 from symbert.ops import OPS
+from symbert.training.states import DEFAULT_OPTIMIZER
 from symbert.validate import measure
 
 #: The inputs every encoder takes; the graph's other inputs are a head's labels.

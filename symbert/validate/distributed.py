@@ -242,11 +242,11 @@ def compare_ranks(
 
     from symbert.analysis.policy import MemoryOptions
     from symbert.analysis.report import report
-    from symbert.analysis.states import Training
-    from symbert.analysis.training import step_memory
     from symbert.api import per_gpu
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
+    from symbert.training.states import Training
+    from symbert.training.step import step_memory
     from symbert.validate.compare import Check
 
     memory = MemoryOptions("torch-cpu", layout=layout)

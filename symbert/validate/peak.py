@@ -332,11 +332,11 @@ def check_peak(
     alike; float32, or with ``amp`` under autocast to that dtype; one token padded when the config models
     padding (:func:`symbert.validate.compare.padded`)."""
     from symbert.analysis.policy import MemoryOptions
-    from symbert.analysis.states import Training
-    from symbert.analysis.training import reserved, step_memory
     from symbert.api import trace
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
+    from symbert.training.states import Training
+    from symbert.training.step import reserved, step_memory
     from symbert.validate.compare import hugging_face
 
     values = {**config.symbols(), B: batch, S: seq_len}

@@ -1,11 +1,11 @@
 """Plan a training job over N GPUs: the layouts whose training step fits each GPU, best first.
 
 The search covers tensor parallelism t dividing the heads A, pipeline stages p dividing the layers L,
-data parallelism d = N/(t·p), every ZeRO stage the engine has (:mod:`symbert.analysis.sharding`) and
+data parallelism d = N/(t·p), every ZeRO stage the engine has (:mod:`symbert.training.zero`) and
 recomputation none, selective or full. A pipeline runs m = p micro-batches, the fewest that keep
 every stage busy under 1F1B. For each layout family (t, p, d, ZeRO) the planner keeps the least
 recomputation that fits, with its largest micro-batch (or checks the given one), solved from the
-peak's closed form (:func:`symbert.analysis.fit.largest`). Layouts that fit are ranked by least
+peak's closed form (:func:`symbert.training.fit.largest`). Layouts that fit are ranked by least
 recomputation, then fewest communication points per step, then the largest micro-batch; every family
 that does not fit gets one line saying why.
 
@@ -20,11 +20,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 
-from symbert.analysis.fit import largest
 from symbert.analysis.policy import RECOMPUTE
-from symbert.analysis.sharding import ZeroPlan
-from symbert.analysis.states import Training, model_states
-from symbert.analysis.training import Point, StepMemory, step_memory
 from symbert.api import per_gpu, spread_of, trace
 from symbert.configs import MAX_SIZE, Config, ConfigError
 from symbert.formula import quantity
@@ -32,6 +28,10 @@ from symbert.ir import Graph
 from symbert.ops import OPS
 from symbert.parallel import Layout
 from symbert.symbols import A, B, L, seq_len
+from symbert.training.fit import largest
+from symbert.training.states import Training, model_states
+from symbert.training.step import Point, StepMemory, step_memory
+from symbert.training.zero import ZeroPlan
 
 
 @dataclass(frozen=True)

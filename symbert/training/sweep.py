@@ -1,11 +1,11 @@
 """Sweeps: quantities over grids of configs × setups × batch × seq_len, evaluated with numpy.
 
 Every quantity at a config is a polynomial in B and seq_len with integer coefficients, or, for the
-training-step peak, the largest of a few (:meth:`~symbert.analysis.training.StepMemory.polynomials`).
+training-step peak, the largest of a few (:meth:`~symbert.training.step.StepMemory.polynomials`).
 Each is compiled once per config and setup into a matrix of coefficients over the monomials
 B^i·seq_len^j, then evaluated for a whole block of the grid at once, every polynomial exactly, and the
 largest kept. A block is evaluated in int64 when a bound on its values proves that nothing can
-overflow, else in Python integers (:mod:`symbert.analysis.exact`): never a wrapped-around number. Rows
+overflow, else in Python integers (:mod:`symbert.training.exact`): never a wrapped-around number. Rows
 are written as CSV by a vectorized integer formatter (Python's for values past int64); the setup's
 text fields are quoted by the csv module.
 """
@@ -22,19 +22,19 @@ from typing import BinaryIO
 import numpy as np
 import sympy
 
-from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.sizes import generator_values, generators
-from symbert.analysis.states import Training, model_states
-from symbert.analysis.training import StepMemory, step_memory
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, read_int, show
 from symbert.parallel import whole_sequence
 from symbert.quantities import QUANTITIES as REPORT_QUANTITIES
 from symbert.quantities import TRAINING_QUANTITIES
 from symbert.symbols import ROUND, B, seq_len
+from symbert.training import exact
+from symbert.training.states import Training, model_states
+from symbert.training.step import StepMemory, step_memory
 
 #: Quantities a sweep can evaluate, in column order: a report's, then the training step's.
 QUANTITIES = REPORT_QUANTITIES + TRAINING_QUANTITIES

@@ -1,14 +1,14 @@
 """Will it run out of memory? The replay's event stream through the caching allocator, under a cap.
 
-:func:`simulate` runs two training steps of one shape through :class:`symbert.analysis.allocator.Allocator`:
+:func:`simulate` runs two training steps of one shape through :class:`symbert.training.allocator.Allocator`:
 the per-phase peaks of requested, allocated and reserved bytes, or the request that failed under the cap.
-:func:`largest` answers ``fit`` with it: the closed form (:func:`symbert.analysis.fit.fit`, which bounds
+:func:`largest` answers ``fit`` with it: the closed form (:func:`symbert.training.fit.fit`, which bounds
 ``max_memory_allocated``) gives the starting point, the simulation decides, by bisection between a value that
 runs and one that fails. The cap is what the caching allocator may reserve: ``set_per_process_memory_fraction``'s
 share of the card, or the card's memory less the CUDA context (:class:`Cap`).
 
 The order of the replay's requests does not depend on the sizes, so one replay of the graph serves every value
-of the unknown (:func:`symbert.analysis.stream.at`); each value then costs one simulation.
+of the unknown (:func:`symbert.training.stream.at`); each value then costs one simulation.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from symbert.analysis.allocator import AddressSpace, Allocator, Config, OutOfMemory, PhasePeak
-from symbert.analysis.fit import fit as closed_form
-from symbert.analysis.fit import fit_json, step_of
-from symbert.analysis.states import Training
-from symbert.analysis.stream import Event, at, events
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, ConfigError
 from symbert.configs import Config as Model
 from symbert.gpus import CUDA_CONTEXT, CUDA_CONTEXT_SOURCE, gpu
 from symbert.symbols import B, seq_len
+from symbert.training.allocator import AddressSpace, Allocator, Config, OutOfMemory, PhasePeak
+from symbert.training.fit import fit as closed_form
+from symbert.training.fit import fit_json, step_of
+from symbert.training.states import Training
+from symbert.training.stream import Event, at, events
 
 #: The simulation's virtual address space: 2**100 bytes, more than any cap symbert reads (2**80), so that only
 #: the cap makes an allocation fail.

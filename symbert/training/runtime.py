@@ -1,6 +1,6 @@
 """What a device's runtime adds to the tensors of a training step, beyond the tensors themselves.
 
-The replay (:mod:`symbert.analysis.replay`) asks a :class:`Runtime` two things: how many bytes an
+The replay (:mod:`symbert.training.replay`) asks a :class:`Runtime` two things: how many bytes an
 allocation of a tensor really takes (:meth:`Runtime.padding`), and which buffers of its own the
 runtime allocates at the first matmul of forward and of backward (:attr:`Runtime.workspaces`).
 The backend policy chooses it: ``torch-cuda`` gets the CUDA runtime, every other policy none.

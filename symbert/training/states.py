@@ -4,7 +4,7 @@ A :class:`Training` names the optimizer, the precision and the activation policy
 parameter count (:func:`symbert.params`) times bytes per parameter, from a small table per optimizer
 and precision (ZeRO's convention: mixed-precision Adam keeps 2 + 2 + 12 bytes). How the backend runs
 the optimizer step (:data:`IMPLEMENTATIONS`) decides Adam's per-tensor step counters and temporaries.
-Over d data-parallel GPUs, ZeRO shards them as the engine does (:mod:`symbert.analysis.sharding`).
+Over d data-parallel GPUs, ZeRO shards them as the engine does (:mod:`symbert.training.zero`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sympy
 
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
-from symbert.analysis.runtime import Runtime, cuda_runtime
-from symbert.analysis.sharding import ZeroPlan, engine
 from symbert.configs import ConfigError
 from symbert.ir import Graph
 from symbert.models.spec import ModelSpec
+from symbert.training.runtime import Runtime, cuda_runtime
+from symbert.training.zero import ZeroPlan, engine
 from symbert.versions import modelled
 
 #: Memory categories in stacking order, with their labels.
@@ -121,7 +121,7 @@ class Training:
     forward under torch.autocast to ``memory``'s dtype (bfloat16 unless named). ``gpu`` names a GPU of
     :data:`symbert.gpus.GPUS` and ``cublas_workspace_config`` a ``CUBLAS_WORKSPACE_CONFIG``; both
     matter under the torch-cuda policy only (:attr:`runtime`). ``engine`` names the ZeRO convention
-    (:data:`symbert.analysis.sharding.ENGINES`; by default the policy's) used over d > 1 GPUs.
+    (:data:`symbert.training.zero.ENGINES`; by default the policy's) used over d > 1 GPUs.
     """
 
     optimizer: str = "adamw"

@@ -1,6 +1,6 @@
 """The replay's allocations and frees, in order and in bytes: the event stream the allocator simulation runs on.
 
-:class:`Logged` is the replay (:class:`symbert.analysis.replay.Replay`) with each allocation and free noted as it
+:class:`Logged` is the replay (:class:`symbert.training.replay.Replay`) with each allocation and free noted as it
 happens, at given sizes: the replay's own numbers are untouched. Each buffer is one request. The model states the
 replay counts per group of equal tensors (parameters, optimizer states, foreach AdamW's temporary) become one
 request per tensor, in the order the model declares its parameters and, for states, a parameter's states together,
@@ -18,10 +18,10 @@ from collections.abc import Iterator, Mapping
 
 import sympy
 
-from symbert.analysis.replay import Replay, Unit, _Buffer
 from symbert.analysis.sizes import Size, expr_of, size_of
-from symbert.analysis.states import Training
 from symbert.ir import Graph, Registered
+from symbert.training.replay import Replay, Unit, _Buffer
+from symbert.training.states import Training
 
 Event = tuple
 

@@ -1,6 +1,6 @@
 """Training-step memory: the peak over replayed steps, as formulas and at concrete values.
 
-:func:`step_memory` replays two steps (:mod:`symbert.analysis.replay`): the first, where the optimizer
+:func:`step_memory` replays two steps (:mod:`symbert.training.replay`): the first, where the optimizer
 states appear at the update, and a second, where they are present from the start. A repeated block
 can be replayed as three runs (first, middle, last), the other L − 3 runs being added as multiples of
 the middle run's steady state, so that the peak stays symbolic in L: memory is linear in the index of
@@ -19,16 +19,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from symbert.analysis import exact
 from symbert.analysis.activations import activations
 from symbert.analysis.breakdown import Breakdown, model_of
-from symbert.analysis.replay import Event, Replay
-from symbert.analysis.runtime import reserved_estimate
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, generator_values, generators, scaled, size_of
-from symbert.analysis.states import CATEGORIES, Training
 from symbert.ir import Graph
 from symbert.parallel import Layout, stage_factor, whole_sequence
 from symbert.symbols import ROUND, pad512, seq_len
+from symbert.training import exact
+from symbert.training.replay import Event, Replay
+from symbert.training.runtime import reserved_estimate
+from symbert.training.states import CATEGORIES, Training
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class StepMemory:
     ``runs`` gives how many runs of each block were replayed: all of them (an exact timeline at that
     count), or three, the others added as the middle run's steady state times their number, which
     holds for any count of at least three. Evaluation is numpy over a shared list of monomials, in int64
-    where a bound proves it exact and in Python integers otherwise (:mod:`symbert.analysis.exact`).
+    where a bound proves it exact and in Python integers otherwise (:mod:`symbert.training.exact`).
 
     A step of m micro-batches is replayed as one micro-batch in the steady state: its forward and
     backward events also hold every parameter's gradient (accumulated by the micro-batches before it)
@@ -293,7 +293,7 @@ class Polynomials:
     ``pad512(pad_args[j] · terms)``, which candidate i holds ``pad_coefficients[i, c, j]`` times (it is
     at most 511 bytes, so the polynomial alone is a lower bound). Calls take numpy arrays (or numbers)
     of non-negative integers for the free symbols and evaluate exactly
-    (:func:`symbert.analysis.exact.polyval_rounded`); :meth:`exact` evaluates one point in Python integers.
+    (:func:`symbert.training.exact.polyval_rounded`); :meth:`exact` evaluates one point in Python integers.
     """
 
     free: tuple[sympy.Symbol, ...]
@@ -436,7 +436,7 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
     """An estimate of the caching allocator's reserved bytes over ``steps`` training steps at ``values``.
 
     Every run is replayed; at each event the allocations alive (each rounded up to 512 bytes) are
-    grouped into segments by :func:`symbert.analysis.runtime.reserved_estimate`, and the largest such
+    grouped into segments by :func:`symbert.training.runtime.reserved_estimate`, and the largest such
     total is the estimate. None without a device runtime, or when more than :data:`MAX_REPLAYED_RUNS`
     runs would have to be replayed (a million layers).
     """

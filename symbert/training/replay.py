@@ -11,22 +11,22 @@
   one of them is not shared, else into a fresh tensor. Parameter gradients persist; the op then drops
   its outputs' gradients and what it kept. A recomputed region first re-runs its forward; an
   attention call under sdpa (or flash) is one fused op, the kernel's;
-* over d data-parallel GPUs with ZeRO (:mod:`symbert.analysis.sharding`), the model states are the
+* over d data-parallel GPUs with ZeRO (:mod:`symbert.training.zero`), the model states are the
   GPU's shards; under stage 3 each layer's parameters are all-gathered before its forward and its
   backward and freed after, and under stages 2 and 3 a layer's gradients are reduce-scattered to
   shards when its backward ends; DDP (stage 0 under torch) holds flat gradient buckets throughout;
 * the optimizer step creates the optimizer states at the first update (PyTorch allocates them
   lazily) and allocates temporaries that depend on how the backend runs it
-  (:data:`symbert.analysis.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
+  (:data:`symbert.training.states.IMPLEMENTATIONS`); ``zero_grad(set_to_none=True)`` then frees the
   gradients.
 
-The device runtime (:attr:`symbert.analysis.states.Training.runtime`, CUDA's under the torch-cuda
+The device runtime (:attr:`symbert.training.states.Training.runtime`, CUDA's under the torch-cuda
 policy) adds its own memory, in the ``runtime`` category: each allocation's rounding (parameters,
 gradients and optimizer states per tensor too), and the workspaces it allocates at the first matmul of
 forward and of backward (recomputation runs on the backward thread), which stay allocated.
 
 Placeholder ops (inputs, buffers, outputs) compute nothing, so neither pass runs them. Every event's
-memory is sympy, split into :data:`symbert.analysis.states.CATEGORIES`. A block may be replayed for
+memory is sympy, split into :data:`symbert.training.states.CATEGORIES`. A block may be replayed for
 only some of its runs: the replay then also notes what its middle run (run 1) holds at the end of
 forward and of backward (``steady``), and each :class:`Event` says where the runs not replayed stand.
 """
@@ -45,9 +45,11 @@ from symbert.analysis.autocast import cached_params, promotion_copies, resolve, 
 from symbert.analysis.breakdown import model_of
 from symbert.analysis.policy import BYTES
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
-from symbert.analysis.sharding import pieces
 from symbert.analysis.sizes import Size, add_to, at_least, expr_of, folded, scaled, size_of
-from symbert.analysis.states import (
+from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor, numel
+from symbert.ops import OPS
+from symbert.symbols import pad512, seq_len, settled
+from symbert.training.states import (
     CATEGORIES,
     CPU_SCALAR_BYTES,
     FOUND_INF_BYTES,
@@ -58,9 +60,7 @@ from symbert.analysis.states import (
     Training,
     model_states,
 )
-from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor, numel
-from symbert.ops import OPS
-from symbert.symbols import pad512, seq_len, settled
+from symbert.training.zero import pieces
 
 #: The sharding unit of the parameters outside the repeated layers (FSDP's root module).
 ROOT: tuple = (None, None)
@@ -187,7 +187,7 @@ class Replay:
         self.runtime = training.runtime
         self.workspaces: set[str] = set()
         #: When a list: every allocation (+1) and free (−1) as (event index, sign, bytes, copies), for
-        #: :func:`symbert.analysis.training.reserved`.
+        #: :func:`symbert.training.step.reserved`.
         self.log: list[tuple[int, int, Size, sympy.Expr]] | None = None
         self._pads: dict[frozenset, Size] = {}
         self.totals: dict[str, Size] = {c: {} for c in CATEGORIES}
@@ -782,7 +782,7 @@ class Replay:
 
     def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[_Buffer]:
         """Allocate a parameter's gradient (as the engine holds it:
-        :meth:`symbert.analysis.sharding.ZeroPlan.gradient_numel`);
+        :meth:`symbert.training.zero.ZeroPlan.gradient_numel`);
         returns it to drop when it is summed into an existing one."""
         key = self.param_key(node, p.name, unit.run)
         numel = self.sharding.gradient_numel(node, p)

@@ -1,7 +1,7 @@
 """Fit a GPU budget: the largest batch or sequence length whose training-step peak fits, and what helps.
 
 At a fixed config the peak is the largest of a few polynomials in B and seq_len
-(:meth:`symbert.analysis.training.StepMemory.polynomials`), each increasing in both. With one of the
+(:meth:`symbert.training.step.StepMemory.polynomials`), each increasing in both. With one of the
 two fixed, each polynomial is solved exactly (sympy) for where it meets the budget, the roots are
 floored, and the smallest is the largest value that fits. It is then checked numerically with the
 same polynomials, and against the replayed timeline: within the budget at the answer, over it at the
@@ -22,12 +22,12 @@ from decimal import Decimal
 import sympy
 
 from symbert.analysis.sizes import at_least
-from symbert.analysis.states import CATEGORIES, Training
-from symbert.analysis.training import Point, Polynomials, reserved, step_memory
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
 from symbert.formula import text
 from symbert.symbols import B, below, seq_len
+from symbert.training.states import CATEGORIES, Training
+from symbert.training.step import Point, Polynomials, reserved, step_memory
 
 #: What fit says about the memory the budget leaves out.
 CUDA_CONTEXT_NOTE = (
@@ -158,8 +158,8 @@ def fit(
     estimate_reserved: bool = True,
 ) -> Fit:
     """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given.
-    ``estimate_reserved``: also estimate the reserved memory (:func:`~symbert.analysis.training.reserved`;
-    slow at many layers), where the allocator simulation (:mod:`symbert.analysis.oom`) does not replace it."""
+    ``estimate_reserved``: also estimate the reserved memory (:func:`~symbert.training.step.reserved`;
+    slow at many layers), where the allocator simulation (:mod:`symbert.training.oom`) does not replace it."""
     for name, value in (("batch", batch), ("seq_len", length)):
         if value is not None:
             check_size(name, value)
