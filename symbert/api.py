@@ -10,8 +10,9 @@ from symbert.configs import Config, ConfigError
 from symbert.ir import Graph
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, Encoded, Head, Task, encoder_options
-from symbert.parallel import Layout, Sharding, StageEnd, last_stage
+from symbert.parallel import Layout
 from symbert.symbols import B, seq_len
+from symbert.tensor_parallel import Sharding, StageEnd, last_stage
 from symbert.tracer import Tracer, call, graph_output, scope, tracing
 
 #: How a layout shapes the graph: (tensor parallel, sequence parallel, the pipeline stage or "").
@@ -32,7 +33,7 @@ def trace(
     The encoder layer is traced once and repeated L times symbolically; ``unroll=True`` with a config
     traces each of its L layers instead. ``task`` puts a head and its loss on the encoder (a config
     carries its own). ``layout`` gives the graph of one GPU, the most loaded (the first pipeline
-    stage) unless it names the last, with the degrees t and p as symbols (:mod:`symbert.parallel`).
+    stage) unless it names the last, with the degrees t and p as symbols (:mod:`symbert.tensor_parallel`).
     """
     spread = spread_of(layout)
     name = model.model if isinstance(model, Config) else model

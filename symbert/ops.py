@@ -22,7 +22,7 @@ holds (a mask Hugging Face does not build). The analyses count each where it hol
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
   in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. The
   categories are resolved by :mod:`symbert.analysis.autocast`.
-* ``communication``: a collective over the tensor-parallel group (:mod:`symbert.parallel`); it keeps
+* ``communication``: a collective over the tensor-parallel group (:mod:`symbert.tensor_parallel`); it keeps
   nothing and costs no FLOPs, and diagrams draw it apart.
 * ``storage``: for an op whose output lives in a larger storage than its shape, the elements of that
   storage (``mse_loss`` reduces into the buffer of its elementwise errors: a 0-dim loss that holds
@@ -482,7 +482,7 @@ def bce_with_logits(x: Tensor, target: Tensor, name: str = "bce_with_logits") ->
     return _pointwise_loss("bce_with_logits", name, x, target)
 
 
-# ---- collectives over the tensor-parallel group (inserted by symbert.parallel's plan, not by model code)
+# ---- collectives over the tensor-parallel group (inserted by symbert.tensor_parallel's plan, not by model code)
 
 
 def _resized(kind: str, name: str, x: Tensor, dim: int, parts: sympy.Expr, factor: sympy.Expr) -> Tensor:

@@ -13,15 +13,32 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sympy
 
 from symbert.ir import RUN, Block, Graph, Node, Param, Pattern, Registered, Role, Shape, Tensor
 from symbert.symbols import B
 
-if TYPE_CHECKING:
-    from symbert.parallel import Sharding
+
+class Transform(Protocol):
+    """What the tracer and the ops ask of a transform applied while tracing (one GPU's share of a model
+    spread over several, :class:`symbert.tensor_parallel.Sharding`)."""
+
+    def style(self, path: str) -> str | None:
+        """The style the op at ``path`` is recorded in, or None to record it unchanged."""
+
+    def before(self, style: str, x: Tensor, size: sympy.Expr) -> tuple[Tensor, sympy.Expr]:
+        """The input an op of ``style`` reads, and its size (out features, embedding rows) under the transform."""
+
+    def after(self, style: str, y: Tensor) -> Tensor:
+        """What the rest of the model reads of that op's output ``y``."""
+
+    def enter_block(self, x: Tensor, shape: Shape, count: sympy.Expr) -> tuple[Tensor, Shape, sympy.Expr]:
+        """A repeated block's input, shape and count under the transform."""
+
+    def leave_block(self, y: Tensor) -> Tensor:
+        """What follows a repeated block reads of its output ``y`` (or raise, to end the trace there)."""
 
 
 class TraceError(ValueError):
@@ -44,8 +61,8 @@ class Tracer:
     unroll: Mapping[sympy.Symbol, int] | None = None
     batch: Shape = (B,)
     """The shape of the batch the caller gives: [B], or [B, C] for a multiple-choice model."""
-    sharding: Sharding | None = None
-    """One GPU's share of a model spread over several (:mod:`symbert.parallel`); None on one GPU."""
+    sharding: Transform | None = None
+    """One GPU's share of a model spread over several (:mod:`symbert.tensor_parallel`); None on one GPU."""
     _scope: list[_Frame] = field(default_factory=list)
     _block: str | None = None
     _regions: list[str] = field(default_factory=list)

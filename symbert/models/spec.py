@@ -116,7 +116,7 @@ class ModelSpec:
     ValueError for config values symbert does not model (ModernBERT without a local layer).
 
     ``tensor_plan`` maps scopes (op paths, run indices left out) to tensor-parallel styles
-    (:data:`symbert.parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
+    (:data:`symbert.tensor_parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
     runs on one GPU per pipeline stage only. ``constraints`` are
     Hugging Face config values the family is modelled with (ALBERT's one layer group, DeBERTa's relative
     attention): a config file with another value is refused, and validation builds the model with them.
