@@ -9,7 +9,7 @@ from conftest import H96_L3, hf, random_bert_configs, random_configs, run_cli
 
 import symbert
 from symbert.analysis.activations import activations
-from symbert.analysis.autocast import resolve
+from symbert.analysis.autocast import with_dtypes
 from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.configs import with_task
@@ -56,7 +56,7 @@ def test_dtypes_follow_the_op_lists() -> None:
     """A few tensors' dtypes, device by device: the same graph, different lists."""
 
     def dtype_of(options: MemoryOptions, node: str, output: int = 0) -> str:
-        graph = resolve(symbert.trace(with_task(symbert.preset("bert-tiny"), head="mlm")), options)
+        graph = with_dtypes(symbert.trace(with_task(symbert.preset("bert-tiny"), head="mlm")), options)
         return graph.tensor(graph.node(node).outputs[output]).dtype
 
     cpu, cuda = MemoryOptions("torch-cpu", "bfloat16", amp=True), MemoryOptions("torch-cuda", "float16", amp=True)
@@ -231,7 +231,7 @@ def test_cuda_log_softmax_copies_bfloat16_not_float16() -> None:
     graph = symbert.trace(with_task(symbert.preset("bert-tiny"), head="mlm"))
 
     def casts_before_loss(dtype: str) -> list[str]:
-        resolved = resolve(graph, MemoryOptions("torch-cuda", dtype, amp=True))
+        resolved = with_dtypes(graph, MemoryOptions("torch-cuda", dtype, amp=True))
         return [n.name for n in resolved.nodes if n.op == "cast" and "log_softmax" in n.name]
 
     assert casts_before_loss("bfloat16") == ["head/loss/masked_lm/log_softmax/cast0"]

@@ -49,7 +49,7 @@ def single() -> Any:
     """One process, measured as every rank is: parameters, saved bytes, two training steps."""
     hf()
     from symbert.validate import measure
-    from symbert.validate.compare import hugging_face
+    from symbert.validate.hf import hugging_face
     from symbert.validate.peak import measure_steps
 
     steps, model, inputs = measure_steps(lambda: hugging_face(TINY, BATCH, SEQ, "float32"))

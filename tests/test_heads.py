@@ -123,7 +123,7 @@ def test_parameter_names_and_shapes_match_hugging_face(config: symbert.Config) -
     """Every parameter, named as Hugging Face names it (the encoder under ``bert.`` and so on), tied
     decoder weights counted once."""
     hf()
-    from symbert.validate.compare import hugging_face
+    from symbert.validate.hf import hugging_face
 
     model, _ = hugging_face(config, 1, 2, "float32")
     assert traced_param_shapes(config) == hf_param_shapes(model)

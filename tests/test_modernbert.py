@@ -151,7 +151,8 @@ def test_exact_against_hugging_face(name: str, head: str, padding: bool, dtype: 
     """Parameters (every name and shape), bytes saved for backward and matmul FLOPs of forward and backward
     equal the real model's, batch 2 and seq_len 7 (over the window)."""
     hf()
-    from symbert.validate.compare import hugging_face, validate
+    from symbert.validate.compare import validate
+    from symbert.validate.hf import hugging_face
 
     config = small(name, head, padding=padding)
     checks = validate(config, 2, 7, dtype, attention=attention)

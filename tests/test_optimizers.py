@@ -37,7 +37,7 @@ def test_optimizer_step_against_pytorch(optimizer: str, amp: str | None) -> None
     in float32 so is the forward's (in float16 that depends on the CPU's instruction set: issue 19);
     the float32 step's peak is where the prediction says."""
     hf()
-    from symbert.validate.compare import hugging_face
+    from symbert.validate.hf import hugging_face
     from symbert.validate.peak import measure_steps
 
     values = {**CLS.symbols(), B: 3, S: 20}
@@ -153,7 +153,7 @@ def test_parameters_in_the_order_the_model_registers_them(family: str) -> None:
     position table before the token-type table it looks up first. Against Hugging Face's model, layer
     indices dropped (each name at its first appearance)."""
     hf()
-    from symbert.validate.compare import hugging_face
+    from symbert.validate.hf import hugging_face
 
     config = random_configs(family, 1, seed=3)[0]
     model, _ = hugging_face(config, 1, 4, "float32")

@@ -10,7 +10,7 @@ from conftest import H96_L3, hf, random_configs, run_cli
 
 import symbert
 from symbert.analysis.activations import activations
-from symbert.analysis.autocast import resolve
+from symbert.analysis.autocast import with_dtypes
 from symbert.analysis.flops import flops
 from symbert.analysis.policy import MemoryOptions
 from symbert.configs import with_task
@@ -67,7 +67,7 @@ def test_cpu_autocast_softmax_dtype_follows_padding() -> None:
     runs in float32 with padding, in bf16 without."""
     cpu = MemoryOptions("torch-cpu", "bfloat16", amp=True)
     for padding, dtype in ((True, "float32"), (False, "bfloat16")):
-        graph = resolve(symbert.trace(padding=padding), cpu)
+        graph = with_dtypes(symbert.trace(padding=padding), cpu)
         node = graph.node("encoder/layer/attention/self/softmax")
         assert graph.tensor(node.outputs[0]).dtype == dtype
 
@@ -107,7 +107,8 @@ SHAPES = [(3, 1), (2, 9)]
 def test_exact_against_pytorch(padding: bool, attention: str, p: float, head: str | None) -> None:
     """H=96, A=3, two layers, seq_len 1 and 9, fp32 and bf16, bare and with a head and its loss."""
     hf()
-    from symbert.validate.compare import padded, validate
+    from symbert.validate.compare import validate
+    from symbert.validate.hf import padded
 
     config = config_with(ODD, padding=padding, attention_probs_dropout_prob=p)
     if head is not None:

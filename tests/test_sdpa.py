@@ -67,11 +67,12 @@ def test_cpu_kernel_choice_is_what_torch_runs(dtype: str, p: float, node: str) -
     """The autograd nodes of a real Hugging Face sdpa layer name the kernel: the math kernel's softmax, or
     the CPU flash kernel's backward."""
     hf()
+    from symbert.validate import hf as build
     from symbert.validate import measure
 
     config = {**H96_L3, "num_hidden_layers": 1, "attention_probs_dropout_prob": p}
-    model = measure.build_model("bert", config, dtype, attention="sdpa")
-    records = measure.saved_tensor_records(model, measure.make_inputs("bert", config, 2, 5))
+    model = build.build_model("bert", config, dtype, attention="sdpa")
+    records = measure.saved_tensor_records(model, build.make_inputs("bert", config, 2, 5))
     assert node in {r.node for r in records}
     assert choose_kernel("cpu", dtype, p, 32) == ("math" if p else "flash")
 

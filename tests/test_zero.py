@@ -116,7 +116,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import ProfilerActivity, profile, record_function
 from symbert.configs import Config
 from symbert.validate import measure
-from symbert.validate.compare import hugging_face
+from symbert.validate.hf import hugging_face
 values, world = json.loads(sys.argv[1]), int(sys.argv[2])
 dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
 local = lambda t: t.to_local() if hasattr(t, "to_local") else t

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis import sdpa
-from symbert.analysis.autocast import resolve, weight_copies
+from symbert.analysis.autocast import weight_copies, with_dtypes
 from symbert.analysis.breakdown import Breakdown, Contribution, component_of, component_order, model_of
 from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOptions
 from symbert.analysis.sizes import folded
@@ -195,7 +195,7 @@ def activations(graph: Graph, options: MemoryOptions | None = None, values: Valu
     options = (options or MemoryOptions()).for_model(spec)
     if options.attention != "eager" and not any(ATTENTION_CALL in n.regions for n in graph.nodes):
         raise ConfigError(f"{graph.model} marks no attention call to fuse: run it with --attention eager")
-    graph = resolve(graph, options)
+    graph = with_dtypes(graph, options)
     flight = stage_factor(options.layout)
     claimed: set[str] = set()
     parts = []

@@ -14,7 +14,7 @@ kind names its category once (:attr:`symbert.ops.OpDef.autocast`):
   embeddings' output: 16-bit after ELECTRA's projection);
 * ``same``: the output keeps its input's dtype (GELU, dropout, tanh, views, layer_norm on CPU).
 
-:func:`resolve` returns a copy of the graph whose tensors carry concrete dtypes, with a ``cast`` node
+:func:`with_dtypes` returns a copy of the graph whose tensors carry concrete dtypes, with a ``cast`` node
 before every op input autocast converts. A cast of an activation is a new tensor for each op that
 reads it (autocast caches only casts of weights), which is what the op then keeps for backward.
 Dropout masks and normalisation statistics follow the backend policy: on CPU the dropout noise has
@@ -37,7 +37,7 @@ from symbert.ops import OPS
 FLOATS = ("float32", "bfloat16", "float16")
 CATEGORIES = ("lower", "fp32", "fp32_out", "promote", "weights", "same")
 
-_resolved: dict[tuple[int, str, str], tuple[Graph, Graph]] = {}
+_typed: dict[tuple[int, str, str], tuple[Graph, Graph]] = {}
 
 
 def category(op: str, device: str) -> str:
@@ -46,20 +46,20 @@ def category(op: str, device: str) -> str:
     return kind if isinstance(kind, str) else kind[device]
 
 
-def resolve(graph: Graph, options: MemoryOptions) -> Graph:
+def with_dtypes(graph: Graph, options: MemoryOptions) -> Graph:
     """The graph with every tensor's dtype as torch.autocast leaves it, casts inserted; without amp, the
     graph with its casts to the dtype their input already has made views (:func:`_same_dtype_casts`)."""
     device = options.autocast_device
     if device is None and not any(n.op == "cast" for n in graph.nodes):
         return graph
     key = (id(graph), device, options.activation_dtype)
-    if key in _resolved and _resolved[key][0] is graph:
-        return _resolved[key][1]
+    if key in _typed and _typed[key][0] is graph:
+        return _typed[key][1]
     if device is None:
         out = _same_dtype_casts(graph, options)
     else:
-        out = _resolve(graph, device, options.activation_dtype, options)
-    _resolved[key] = (graph, out)
+        out = _autocast(graph, device, options.activation_dtype, options)
+    _typed[key] = (graph, out)
     return out
 
 
@@ -85,7 +85,7 @@ def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
     return out
 
 
-def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Graph:
+def _autocast(graph: Graph, device: str, low: str, options: MemoryOptions) -> Graph:
     out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
     dtypes: dict[str, str] = {}
     for node in graph.nodes:

@@ -41,7 +41,7 @@ import sympy
 
 from symbert.analysis import sdpa
 from symbert.analysis.activations import Saved, Values, region_of, saved
-from symbert.analysis.autocast import cached_params, promotion_copies, resolve, weight_copies
+from symbert.analysis.autocast import cached_params, promotion_copies, weight_copies, with_dtypes
 from symbert.analysis.breakdown import model_of
 from symbert.analysis.policy import BYTES
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
@@ -150,7 +150,7 @@ class Replay:
     ) -> None:
         training = training.for_model(model_of(graph))
         self.options = training.memory
-        graph = resolve(graph, self.options)
+        graph = with_dtypes(graph, self.options)
         self.graph, self.training, self.runs = graph, training, runs
         self.plain = replace(self.options, recompute="none")
         self.values = values

@@ -5,19 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sympy
-
-from symbert import symbols
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.configs import Config, ConfigError
 from symbert.formula import quantity
-from symbert.ops import OPS
 from symbert.training.states import DEFAULT_OPTIMIZER
 from symbert.validate import measure
-
-#: The inputs every encoder takes; the graph's other inputs are a head's labels.
-ENCODER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+from symbert.validate.hf import ATTENTION, hugging_face
+from symbert.validate.peak import check_peak
 
 
 @dataclass(frozen=True)
@@ -35,79 +30,6 @@ class Check:
         if self.tolerance is None:
             return True
         return abs(self.predicted - self.measured) <= self.tolerance * self.measured
-
-
-def hugging_face(
-    config: Config, batch: int, length: int, dtype: str, attention: str = "eager", device: str = "cpu"
-) -> tuple[Any, dict[str, Any]]:
-    """The Hugging Face model ``config`` describes (its head's class, or the bare model), built with
-    ``attention`` (``attn_implementation``), and its inputs, labels included: each label the traced
-    graph takes, by name, shape and dtype; one token padded when the graph has padding (:func:`padded`).
-    Both are on ``device``."""
-    from symbert.api import trace
-
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ConfigError("validate needs the validate extra: pip install 'symbert[validate]'") from None
-    structure = config.structure()
-    if not structure.get("token_types", True):
-        raise ConfigError(
-            f"Hugging Face's {config.model} model always has token-type embeddings; drop --no-token-types"
-        )
-    hf_config = user_config(config)
-    head, graph = config.head, trace(config)
-    values = {**config.symbols(), symbols.B: batch, symbols.seq_len: length}
-    labels = {}
-    for node in graph.nodes:
-        name = node.name.rsplit("/", 1)[-1]
-        if OPS[node.op].graph_input and name not in ENCODER_INPUTS:
-            t = graph.tensor(node.outputs[0])
-            labels[name] = (tuple(int(sympy.sympify(d).subs(values)) for d in t.shape), t.dtype)
-    model = measure.build_model(
-        config.model,
-        hf_config,
-        dtype,
-        pooler=structure.get("pooler", True),
-        architecture=head and head.architecture,
-        attention=attention,
-    )
-    choices = config.task.choices if head is not None and len(head.batch) > 1 else None
-    inputs = measure.make_inputs(config.model, hf_config, batch, length, choices, labels)
-    if padded(config):
-        inputs = measure.pad(inputs)
-    return model.to(device), {k: v.to(device) for k, v in inputs.items()}
-
-
-def user_config(config: Config) -> Any:
-    """The Hugging Face config the real model is built from. For a config file, the user's own: read by
-    ``AutoConfig`` from the file with every key kept (by the family's config class when the file names
-    no ``model_type`` but a class symbert knows), then the changes made since (``--set``, labels) set on
-    it; never symbert's reading of it, so a key symbert mishandles shows as a mismatch. For a preset, its
-    keys (:meth:`~symbert.configs.Config.hugging_face`)."""
-    if config.source is None:
-        return config.hugging_face()
-    import transformers
-
-    source = config.source
-    reader = transformers.AutoConfig if "model_type" in source.data else transformers.CONFIG_MAPPING[config.model]
-    try:
-        hf_config = reader.from_pretrained(source.path)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"Hugging Face cannot read {source.path}: {first}") from None
-    for key, value in source.changes.items():
-        setattr(hf_config, key, value)
-    return hf_config
-
-
-def padded(config: Config) -> bool:
-    """Whether the batch symbert models for ``config`` has padding (option ``padding``, on where a family
-    has none). Measurements then pad one token (:func:`~symbert.validate.measure.pad`), so that Hugging
-    Face builds and passes the padding mask too; otherwise every token is real and it passes none (a
-    sliding-window mask is built either way)."""
-    return bool(config.structure().get("padding", True))
 
 
 #: The training-step peak's allowed relative error on CUDA (against max_memory_allocated).
@@ -147,9 +69,9 @@ def validate(
     ``attention`` is ``eager`` or ``sdpa``, symbert's option and Hugging Face's ``attn_implementation``
     alike (``flash`` forces a kernel Hugging Face has no switch for). ``amp`` runs a float32 model under
     ``torch.autocast(device, dtype)``. The batch has one padded token when the config models padding
-    (the default), none with ``padding`` off (:func:`padded`).
+    (the default), none with ``padding`` off (:func:`~symbert.validate.hf.padded`).
     """
-    if attention not in measure.ATTENTION:
+    if attention not in ATTENTION:
         raise ConfigError(f"validate builds eager or sdpa attention, not {attention!r}")
     options = MemoryOptions(f"torch-{device}", dtype, attention, amp=amp)
     predicted = report(config, batch, seq_len, options)  # checks the shape first
@@ -168,16 +90,12 @@ def validate(
         Check("flops_backward", predicted.value("flops_backward"), backward),
     ]
     if device == "cuda" and dtype == "float32":
-        from symbert.validate.peak import check_peak
-
         del model, inputs
         peak = check_peak(config, batch, seq_len, DEFAULT_OPTIMIZER, "cuda", attention)
         checks.append(Check("peak_allocated", peak.predicted, peak.measured.peak, PEAK_TOLERANCE))
         if peak.predicted_reserved is not None and peak.measured.reserved is not None:
             checks.append(Check("peak_reserved (estimate)", peak.predicted_reserved, peak.measured.reserved, None))
     elif step_peak and device == "cpu" and (amp or dtype == "float32"):
-        from symbert.validate.peak import check_peak
-
         del model, inputs
         peak = check_peak(config, batch, seq_len, DEFAULT_OPTIMIZER, "cpu", attention, dtype if amp else None)
         checks.append(Check("peak_tensors", peak.predicted, peak.measured.tensors))

@@ -35,6 +35,7 @@ from typing import Any
 from symbert.configs import Config, ConfigError
 from symbert.parallel import Layout
 from symbert.validate import measure
+from symbert.validate.hf import hugging_face
 from symbert.validate.peak import MeasuredSteps, measure_steps
 
 #: An encoder layer, which FSDP2 shards as one unit: ``encoder.layer.3``, ``transformer.layer.0``.
@@ -160,7 +161,6 @@ def _rank(
     import torch.distributed as dist
 
     from symbert.models import MODELS
-    from symbert.validate.compare import hugging_face
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -25,6 +25,7 @@ from typing import Any
 
 from symbert.configs import Config
 from symbert.validate import measure
+from symbert.validate.hf import hugging_face
 
 #: The keyword that makes torch.optim run each of Adam's implementations.
 IMPLEMENTATION_KWARGS: dict[str, dict[str, bool]] = {
@@ -330,14 +331,13 @@ def check_peak(
     """Predict (policy torch-cpu, or torch-cuda with its runtime) and measure the peak of two training
     steps of ``config`` on ``device``, with ``attention`` (``eager`` or ``sdpa``) predicted and measured
     alike; float32, or with ``amp`` under autocast to that dtype; one token padded when the config models
-    padding (:func:`symbert.validate.compare.padded`)."""
+    padding (:func:`symbert.validate.hf.padded`)."""
     from symbert.analysis.policy import MemoryOptions
     from symbert.api import trace
     from symbert.symbols import B
     from symbert.symbols import seq_len as S
     from symbert.training.states import Training
     from symbert.training.step import reserved, step_memory
-    from symbert.validate.compare import hugging_face
 
     values = {**config.symbols(), B: batch, S: seq_len}
     graph = trace(config)
