@@ -57,3 +57,26 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+# ---- Notebook displays ---------------------------------------------------------------------------------------------
+# Registered here, at the top of the package, by name (as sympy's init_printing registers its printers): the classes
+# below render/ display themselves through render/notebook.py without importing it, and nothing is imported until
+# something is displayed (symbert.display).
+
+from symbert import display as _display  # noqa: E402
+
+_NOTEBOOK = "symbert.render.notebook"
+for _cls, _formats in {
+    "symbert.ir.Graph": {"html": "graph_html"},
+    "symbert.analysis.breakdown.Breakdown": {"latex": "breakdown_latex"},
+    "symbert.analysis.breakdown.Components": {"markdown": "components_markdown"},
+    "symbert.analysis.report.Report": {"markdown": "report_markdown"},
+    "symbert.analysis.compare.Comparison": {"markdown": "comparison_markdown"},
+    "symbert.analysis.explain.Explanation": {"markdown": "explanation_markdown"},
+    "symbert.configs.Config": {"markdown": "config_markdown"},
+    "symbert.training.fit.Fit": {"markdown": "fit_markdown"},
+}.items():
+    _display.register(_cls, **{fmt: f"{_NOTEBOOK}:{function}" for fmt, function in _formats.items()})
+_display.formulas_in_ipython(f"{_NOTEBOOK}:formula_latex")
+del _cls, _formats

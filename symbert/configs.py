@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sympy
 
+from symbert.display import Displayed
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, PROBLEM_TYPES, Head, Task, encoder_options
 from symbert.symbols import C, num_labels, position_size
@@ -87,7 +88,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Displayed):
     """One concrete model: its family, Hugging Face config values, structural options and task head."""
 
     model: str
@@ -124,6 +125,12 @@ class Config:
     def max_length(self) -> int | None:
         positions = self.symbols().get(position_size)
         return None if positions is None else positions - self.spec.position_offset
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={v}" for s, v in self.symbols().items() if s not in self.spec.derived)
+        head = "" if self.head is None else f"; head {self.task.head}"
+        problem = f" ({self.task.problem_type})" if self.head is not None and self.task.problem_type else ""
+        return f"<Config {self.name}: {self.model}, {sizes}{head}{problem}>"
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "model_type": self.model, **self.values, **self.structure(), **self.task_dict()}

@@ -89,6 +89,12 @@ def human(expr: sympy.Expr) -> str:
     return s.replace("*", "·")
 
 
+def amount(value: int, unit: str) -> str:
+    """The exact number, and beside it in human units where they differ: ``335,141,888 (335.14 M)``."""
+    shown = quantity(value, unit)
+    return f"{value:,}" if shown == f"{value:,}" else f"{value:,} ({shown})"
+
+
 def quantity(value: int, unit: str) -> str:
     """A number in human units: 1.23 GiB for bytes, 12.3 GFLOP for FLOPs, 109.5 M otherwise."""
     if unit == "bytes":

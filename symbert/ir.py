@@ -14,6 +14,9 @@ from enum import StrEnum
 import networkx as nx
 import sympy
 
+from symbert.display import Displayed
+from symbert.formula import human
+
 Shape = tuple[sympy.Expr, ...]
 
 
@@ -131,7 +134,7 @@ class Pattern:
 
 
 @dataclass
-class Graph:
+class Graph(Displayed):
     """Nodes in trace order, tensors by name, repeated blocks by name, over a networkx MultiDiGraph.
 
     ``head`` names the task head traced on the model (``model``: the bare encoder).
@@ -217,11 +220,6 @@ class Graph:
         return sorted({n.op for n in self.nodes})
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import graph_repr
-
-        return graph_repr(self)
-
-    def _repr_html_(self) -> str:
-        from symbert.render.notebook import graph_html
-
-        return graph_html(self)
+        nodes = sum(1 for _ in self.nodes)
+        blocks = ", ".join(f"{b.name} × {human(b.count)}" for b in self.blocks.values()) or "none"
+        return f"<Graph {self.model}, head {self.head}: {nodes} nodes, {len(self.tensors)} tensors; repeated: {blocks}>"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT
@@ -94,3 +96,86 @@ def test_walkthrough_notebook_runs(monkeypatch) -> None:
     plain = "\n".join(o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {}))
     assert "<Graph bert, head model: 46 nodes" in plain and "335141888" in plain
     assert "<Comparison bert-mini against bert-tiny" in plain and "<Explanation of activation_bytes" in plain
+
+
+def test_config_repr_and_markdown() -> None:
+    assert repr(BASE) == (
+        "<Config bert-base: bert, vocab_size=30522, H=768, L=12, A=12, I=3072, position_size=512, type_size=2>"
+    )
+    classifier = symbert.with_task(BASE, head="sequence-classification", num_labels=3)
+    assert repr(classifier).endswith("type_size=2, num_labels=3; head sequence-classification>")
+    md = BASE._repr_markdown_()
+    assert md.startswith("**bert-base**: bert, the bare model\n\n")
+    header = r"| $\mathit{vocab}_{\mathrm{size}}$ | $H$ | $L$ | $A$ | $I$ | $\mathit{position}_{\mathrm{size}}$ |"
+    assert header in md and "| 30,522 | 768 | 12 | 12 | 3,072 | 512 | 2 |" in md
+    assert "options: pooler=True, token_types=True, padding=True, hidden_act=gelu," in md
+    assert BASE._repr_latex_() is None and BASE._repr_html_() is None  # Markdown only
+
+
+def test_components_repr_and_markdown() -> None:
+    """BERT's parameters by component, as the architecture gives them."""
+    components = symbert.params(symbert.trace(BASE)).components()
+    assert repr(components) == "\n".join(
+        [
+            "<Components of params (parameters)",
+            "  embeddings = E·position_size + E·type_size + E·vocab_size + 2·E",
+            "  self-attention = L·(3·H² + 3·H)",
+            "  layernorms = 4·H·L",
+            "  attention output = L·(H² + H)",
+            "  intermediate = L·(H·I + I)",
+            "  output = L·(H·I + H)",
+            "  pooler = H² + H>",
+        ]
+    )
+    assert repr(components[1]) == "<ComponentTotal self-attention = L·(3·H² + 3·H)>"
+    md = components._repr_markdown_()
+    assert md.startswith("**params** (parameters) by component\n\n| component | formula |\n")
+    sizes = (r"\mathit{vocab}_{\mathrm{size}}", r"\mathit{type}_{\mathrm{size}}", r"\mathit{position}_{\mathrm{size}}")
+    assert f"| embeddings | ${' + '.join(f'E {size}' for size in sizes)} + 2 E$ |" in md
+    assert r"| self-attention | $L \left(3 H^{2} + 3 H\right)$ |" in md
+
+
+def test_fit_repr_and_markdown() -> None:
+    from symbert.symbols import B, seq_len
+    from symbert.training.fit import Fit
+    from symbert.training.states import Training
+    from symbert.training.step import Point
+
+    peak = Point(2, "backward", "encoder/layer/output/dense", 11, {"weights": 400 * 2**20, "activations": 2**30})
+    solved = Fit(BASE, Training(), 2 * 2**30, 19, 512, "batch", None, peak, None, 3 * seq_len * B + 7)
+    assert repr(solved) == (
+        "<Fit bert-base, adamw, fp32 precision: largest batch at seq_len 512 in 2.00 GiB: 19; "
+        "peak 1.39 GiB at step 2 backward: encoder/layer/output/dense [11]>"
+    )
+    given = Fit(BASE, Training(), 2**30, 8, 512, None, None, peak, None, 3 * seq_len * B + 7)
+    assert repr(given).endswith(
+        ": batch 8, seq_len 512 does not fit in 1.00 GiB: peak 1.39 GiB at step 2 backward: "
+        "encoder/layer/output/dense [11]>"
+    )
+    md = solved._repr_markdown_()
+    assert md.startswith("**bert-base**: largest batch at seq_len 512 in 2.00 GiB: 19; peak 1.39 GiB")
+    assert "| weights | 400.00 MiB |\n| other activations | 1.00 GiB |\n" in md
+    assert "| **1,493,172,224 (1.39 GiB)** |" in md
+    assert r"peak formula: $3 \mathit{seq}_{\mathrm{len}} B + 7$" in md
+
+
+def test_formulas_display_in_symbert_notation_in_ipython() -> None:
+    """In a running IPython, ``import symbert`` makes a formula holding symbert's symbols (a total, a parsed
+    formula) display as Breakdowns do, and leaves every other sympy expression to sympy."""
+    pytest.importorskip("IPython")
+    code = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "import sympy, symbert\n"
+        "latex = lambda x: shell.display_formatter.format(x)[0].get('text/latex')\n"
+        "print(latex(symbert.parse_formula('vocab_size*H + 2*H')))\n"
+        "p = symbert.params(symbert.trace('bert'))\n"
+        "print(latex(p.total) == p._repr_latex_())\n"
+        "print(latex(sympy.Symbol('x') ** 2))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines() == [
+        r"$\displaystyle H \mathit{vocab}_{\mathrm{size}} + 2 H$",
+        "True",
+        r"$\displaystyle x^{2}$",
+    ]

@@ -1,4 +1,8 @@
-"""The result every pass returns: per-node contributions grouped into components, as sympy."""
+"""The result every pass returns: per-node contributions grouped into components, as sympy.
+
+Each result has a short ``repr`` in the terminal's notation (``12·H²·L``); its notebook display is
+registered from the top of the package (:mod:`symbert.display`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from symbert.display import ROWS, Displayed
+from symbert.formula import human
 from symbert.ir import Graph, Node
 from symbert.models import MODELS, Component, ModelSpec
 
@@ -35,9 +41,35 @@ class ComponentTotal:
     per_layer: sympy.Expr | None
     count: sympy.Expr | None
 
+    @property
+    def formula(self) -> sympy.Expr:
+        """The total as count × per-layer expression where it has one (``L·(12·H² + 13·H)``)."""
+        return self.total if self.per_layer is None else sympy.Mul(self.count, self.per_layer)
+
+    def __repr__(self) -> str:
+        return f"<ComponentTotal {self.name} = {human(self.formula)}>"
+
+
+class Components(Displayed, tuple[ComponentTotal, ...]):
+    """A breakdown's components in model order (a tuple), with a short repr and a notebook display."""
+
+    quantity: str
+    unit: str
+
+    def __new__(cls, components: tuple[ComponentTotal, ...] = (), quantity: str = "", unit: str = "") -> Components:
+        self = super().__new__(cls, components)
+        self.quantity, self.unit = quantity, unit
+        return self
+
+    def __repr__(self) -> str:
+        lines = [f"<Components of {self.quantity} ({self.unit})"]
+        lines += [f"  {c.name} = {human(c.formula)}" for c in self[:ROWS]]
+        lines += [f"  … {len(self) - ROWS} more components"] if len(self) > ROWS else []
+        return "\n".join(lines) + ">"
+
 
 @dataclass(frozen=True)
-class Breakdown:
+class Breakdown(Displayed):
     """A quantity (parameters, bytes, FLOPs) as sympy, with the node behind every term."""
 
     quantity: str
@@ -50,7 +82,7 @@ class Breakdown:
     def total(self) -> sympy.Expr:
         return sympy.expand(sympy.Add(*(c.total for c in self.contributions)))
 
-    def components(self) -> list[ComponentTotal]:
+    def components(self) -> Components:
         """Components in model order, skipping those with nothing in them."""
         out = []
         for name in self.order:
@@ -61,7 +93,7 @@ class Breakdown:
             count = counts.pop() if len(counts) == 1 and parts[0].count != 1 else None
             per_layer = sympy.expand(sympy.Add(*(c.expr for c in parts))) if count is not None else None
             out.append(ComponentTotal(name, sympy.expand(sympy.Add(*(c.total for c in parts))), per_layer, count))
-        return out
+        return Components(tuple(out), self.quantity, self.unit)
 
     def substituted(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` with the model family's conventions applied (BERT: E = H, I = 4H)."""
@@ -76,15 +108,8 @@ class Breakdown:
         return int(value)
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import breakdown_repr
-
-        return breakdown_repr(self)
-
-    def _repr_latex_(self) -> str:
-        """The total in the seed notation, factors in symbert's order."""
-        from symbert.render.notebook import breakdown_latex
-
-        return breakdown_latex(self)
+        parts = len(self.components())
+        return f"<Breakdown {self.quantity} ({self.unit}) = {human(self.total)}; {parts} components>"
 
 
 #: The components of a task model beyond its encoder's: the loss, and the rest of the head.

@@ -19,6 +19,8 @@ from symbert.analysis.explain import explain
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import Report, report
 from symbert.configs import Config
+from symbert.display import Displayed
+from symbert.formula import human
 from symbert.symbols import B, H, polynomial, seq_len
 
 #: The component crossovers weigh against the rest.
@@ -93,20 +95,19 @@ class QuantityComparison:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Displayed):
     x: Report
     y: Report
     quantities: tuple[QuantityComparison, ...]
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import comparison_repr
-
-        return comparison_repr(self)
-
-    def _repr_markdown_(self) -> str:
-        from symbert.render.notebook import comparison_markdown
-
-        return comparison_markdown(self)
+        x, y = self.x, self.y
+        lines = [f"<Comparison {y.config.name} against {x.config.name}, B={x.batch}, seq_len={x.seq_len}"]
+        lines[0] += f"; {x.options.describe()}"
+        for q in self.quantities:
+            ratio, limit = f"{float(q.value_ratio):.6g}", human(q.ratio_limit)
+            lines.append(f"  {q.key}: {q.x.value:,} → {q.y.value:,} (× {ratio}); ratio as seq_len → ∞ {limit}")
+        return "\n".join(lines) + ">"
 
 
 def merged(first: list[str], second: list[str]) -> list[str]:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import sympy
 
 from symbert.analysis.breakdown import Breakdown, Contribution
-from symbert.formula import ORDER
+from symbert.display import ROWS, Displayed
+from symbert.formula import ORDER, human
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class Term:
         return self.coefficient * self.monomial
 
 
-class Explanation(tuple[Term, ...]):
-    """The terms :func:`explain` finds (a tuple), with a short repr and a Markdown display."""
+class Explanation(Displayed, tuple[Term, ...]):
+    """The terms :func:`explain` finds (a tuple), with a short repr and a notebook display."""
 
     quantity: str
 
@@ -47,14 +48,12 @@ class Explanation(tuple[Term, ...]):
         return self
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import explanation_repr
-
-        return explanation_repr(self, self.quantity)
-
-    def _repr_markdown_(self) -> str:
-        from symbert.render.notebook import explanation_markdown
-
-        return explanation_markdown(self, self.quantity)
+        lines = [f"<Explanation of {self.quantity}: {human(sympy.Add(*(t.expr for t in self)))}"]
+        for t in self[:ROWS]:
+            origins = ", ".join(f"{human(p.coefficient)} from {p.contribution.node}" for p in t.parts)
+            lines.append(f"  {human(t.expr)}: {origins}")
+        lines += [f"  … {len(self) - ROWS} more terms"] if len(self) > ROWS else []
+        return "\n".join(lines) + ">"
 
 
 def explain(breakdown: Breakdown, general: bool = False) -> Explanation:

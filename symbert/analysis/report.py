@@ -13,12 +13,14 @@ from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
+from symbert.display import Displayed
+from symbert.formula import amount, human
 from symbert.symbols import B, seq_len
 from symbert.versions import modelled
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(Displayed):
     """Breakdowns of every quantity, and the values that evaluate them."""
 
     config: Config
@@ -45,14 +47,13 @@ class Report:
         return b.evaluate(b.total, self.values)
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import report_repr
-
-        return report_repr(self)
-
-    def _repr_markdown_(self) -> str:
-        from symbert.render.notebook import report_markdown
-
-        return report_markdown(self)
+        lines = [f"<Report {self.config.name}, B={self.batch}, seq_len={self.seq_len}; {self.options.describe()}"]
+        for key, b in self.breakdowns.items():
+            lines.append(f"  {key} = {human(b.substituted(b.total))} = {amount(self.value(key), b.unit)}")
+        conventions = next(iter(self.breakdowns.values())).substitutions
+        if conventions:
+            lines.append("  with " + ", ".join(f"{k} = {human(v)}" for k, v in conventions.items()))
+        return "\n".join(lines) + ">"
 
 
 def report(config: Config, batch: int, length: int, options: MemoryOptions | None = None) -> Report:

@@ -1,9 +1,10 @@
-"""Short reprs and notebook displays of symbert's results, in symbert's notation and term order.
+"""Notebook displays of symbert's results, in symbert's notation and term order.
 
-Plain ``repr`` writes formulas as the terminal does (``12·H²·L + 13·H·L``, highest degree first); the
-Markdown and HTML displays write them in LaTeX through the seed :class:`~symbert.render.latex.Notation`
-(factors as ``A·seq_len·B·H``, ``\\mathit{position}_{\\mathrm{size}}``), so a notebook shows what a
-paper would. Each result's class calls these from its ``__repr__`` and ``_repr_*_`` methods.
+Each result's plain ``repr`` lives with its class and writes formulas as the terminal does (``12·H²·L +
+13·H·L``, highest degree first). The displays here write them in LaTeX through the seed
+:class:`~symbert.render.latex.Notation` (factors as ``A·seq_len·B·H``, ``\\mathit{position}_{\\mathrm{size}}``),
+so a notebook shows what a paper would. ``symbert/__init__.py`` registers them by name
+(:mod:`symbert.display`); this module is imported on the first display.
 """
 
 from __future__ import annotations
@@ -14,30 +15,31 @@ from typing import TYPE_CHECKING
 
 import sympy
 
-from symbert.formula import human, quantity
+from symbert.formula import amount, human, quantity
+from symbert.render.latex import NOTATIONS
+from symbert.symbols import ALL, DEGREES
+from symbert.training.states import CATEGORIES
 
 if TYPE_CHECKING:
-    from symbert.analysis.breakdown import Breakdown
+    from symbert.analysis.breakdown import Breakdown, Components
     from symbert.analysis.compare import Comparison
-    from symbert.analysis.explain import Term
+    from symbert.analysis.explain import Explanation
     from symbert.analysis.report import Report
+    from symbert.configs import Config
     from symbert.ir import Graph
-    from symbert.render.tables import Table
+    from symbert.training.fit import Fit
 
-#: At most this many rows in a plain repr; the rest are counted.
-ROWS = 12
+#: symbert's symbols: a formula holding one of them displays in symbert's notation.
+SYMBOLS = frozenset((*ALL, *DEGREES))
 
 
 def math(expr: sympy.Expr) -> str:
     """``$…$`` LaTeX in the seed notation."""
-    from symbert.render.latex import NOTATIONS
-
     return f"${NOTATIONS['seed'].latex(expr)}$"
 
 
-def _value(value: int, unit: str) -> str:
-    shown = quantity(value, unit)
-    return f"{value:,}" if shown == f"{value:,}" else f"{value:,} ({shown})"
+def _display_math(expr: sympy.Expr) -> str:
+    return f"$\\displaystyle {NOTATIONS['seed'].latex(expr)}$"
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -45,27 +47,26 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "".join("| " + " | ".join(str(c).replace("|", r"\|") for c in row) + " |\n" for row in lines)
 
 
-# Breakdown
-
-
-def breakdown_repr(b: Breakdown) -> str:
-    parts = len(b.components())
-    return f"<Breakdown {b.quantity} ({b.unit}) = {human(b.total)}; {parts} components>"
+def formula_latex(expr: sympy.Basic) -> str | None:
+    """A sympy expression holding symbert's symbols in the seed notation, as a Breakdown's total shows
+    (IPython's LaTeX display of every sympy expression, :func:`symbert.display.formulas_in_ipython`); any
+    other as sympy shows it."""
+    if isinstance(expr, sympy.Expr) and expr.free_symbols & SYMBOLS:
+        return _display_math(expr)
+    return expr._repr_latex_()
 
 
 def breakdown_latex(b: Breakdown) -> str:
-    from symbert.render.latex import NOTATIONS
-
-    return f"$\\displaystyle {NOTATIONS['seed'].latex(b.total)}$"
-
-
-# Graph
+    """The total in the seed notation, factors in symbert's order."""
+    return _display_math(b.total)
 
 
-def graph_repr(g: Graph) -> str:
-    nodes = sum(1 for _ in g.nodes)
-    blocks = ", ".join(f"{b.name} × {human(b.count)}" for b in g.blocks.values()) or "none"
-    return f"<Graph {g.model}, head {g.head}: {nodes} nodes, {len(g.tensors)} tensors; repeated: {blocks}>"
+def components_markdown(components: Components) -> str:
+    """One row per component: its formula (count × per-layer expression where it has one)."""
+    rows = [(c.name, math(c.formula)) for c in components]
+    return f"**{components.quantity}** ({components.unit}) by component\n\n" + _markdown_table(
+        ("component", "formula"), rows
+    )
 
 
 def _shape(g: Graph, name: str) -> str:
@@ -90,47 +91,39 @@ def graph_html(g: Graph) -> str:
     )
     head = "".join(f"<th>{h}</th>" for h in ("node", "op", "block", "outputs"))
     return (
-        f"<p>{html.escape(graph_repr(g)[1:-1])}</p>"
+        f"<p>{html.escape(repr(g)[1:-1])}</p>"
         f"<details><summary>nodes</summary><table><tr>{head}</tr>{rows}</table></details>"
     )
 
 
-# Report
+def config_markdown(c: Config) -> str:
+    """The sizes under their symbols, then the head and the options."""
+    sizes = {s: v for s, v in c.symbols().items() if s not in c.spec.derived}
+    head = "the bare model" if c.head is None else f"head {c.task.head}"
+    options = ", ".join(f"{k}={v}" for k, v in c.structure().items())
+    table = _markdown_table([math(s) for s in sizes], [[f"{v:,}" for v in sizes.values()]])
+    return f"**{c.name}**: {c.model}, {head}\n\n{table}\noptions: {options}\n"
 
 
-def report_repr(r: Report) -> str:
-    lines = [f"<Report {r.config.name}, B={r.batch}, seq_len={r.seq_len}; {r.options.describe()}"]
-    for key, b in r.breakdowns.items():
-        lines.append(f"  {key} = {human(b.substituted(b.total))} = {_value(r.value(key), b.unit)}")
-    conventions = next(iter(r.breakdowns.values())).substitutions
-    if conventions:
-        lines.append("  with " + ", ".join(f"{k} = {human(v)}" for k, v in conventions.items()) + ">")
-    else:
-        lines[-1] += ">"
-    return "\n".join(lines)
+def fit_markdown(f: Fit) -> str:
+    """The answer, the setup, the peak's bytes by category and its formula in the seed notation."""
+    rows = [(CATEGORIES[k], quantity(v, "bytes")) for k, v in f.peak.bytes.items() if v]
+    rows.append((f"**peak** ({f.peak.where})", f"**{amount(f.peak.total, 'bytes')}**"))
+    parts = [f"**{f.config.name}**: {f.answer()}", f.training.describe(), _markdown_table(("", "bytes"), rows).rstrip()]
+    parts.append(f"peak formula: {math(f.formula)}")
+    if f.knobs:
+        knobs = [(k.change, quantity(k.peak.total, "bytes")) for k in f.knobs]
+        parts.append("single changes, lowest peak first:\n\n" + _markdown_table(("change", "peak"), knobs).rstrip())
+    return "\n\n".join(parts) + "\n"
 
 
 def report_markdown(r: Report) -> str:
     b0 = next(iter(r.breakdowns.values()))
     conventions = ", ".join(f"{math(k)[:-1]} = {math(v)[1:]}" for k, v in b0.substitutions.items())
     title = f"**{r.config.name}**, $B = {r.batch}$, seq_len = {r.seq_len}; {r.options.describe()}"
-    rows = [(key, math(b.substituted(b.total)), _value(r.value(key), b.unit)) for key, b in r.breakdowns.items()]
+    rows = [(key, math(b.substituted(b.total)), amount(r.value(key), b.unit)) for key, b in r.breakdowns.items()]
     note = f"\n\nwith {conventions}\n" if conventions else "\n"
     return f"{title}\n\n" + _markdown_table(("quantity", "formula", "value"), rows) + note
-
-
-# Comparison
-
-
-def comparison_repr(c: Comparison) -> str:
-    nx, ny = c.x.config.name, c.y.config.name
-    lines = [f"<Comparison {ny} against {nx}, B={c.x.batch}, seq_len={c.x.seq_len}; {c.x.options.describe()}"]
-    for q in c.quantities:
-        ratio = f"{float(q.value_ratio):.6g}"
-        limit = human(q.ratio_limit)
-        lines.append(f"  {q.key}: {q.x.value:,} → {q.y.value:,} (× {ratio}); ratio as seq_len → ∞ {limit}")
-    lines[-1] += ">"
-    return "\n".join(lines)
 
 
 def comparison_markdown(c: Comparison) -> str:
@@ -139,40 +132,7 @@ def comparison_markdown(c: Comparison) -> str:
     return "\n".join(to_markdown(t) for t in comparison_tables(c)[:2])
 
 
-# Table
-
-
-def table_repr(t: Table) -> str:
-    def cell(v: object) -> str:
-        return human(v) if isinstance(v, sympy.Basic) else f"{v:,}" if isinstance(v, int) else str(v)
-
-    lines = [f"<Table {t.title}", "  " + " | ".join(t.header)]
-    lines += ["  " + " | ".join(cell(v) for v in row) for row in t.rows[:ROWS]]
-    if len(t.rows) > ROWS:
-        lines.append(f"  … {len(t.rows) - ROWS} more rows")
-    return "\n".join(lines) + ">"
-
-
-def table_markdown(t: Table) -> str:
-    from symbert.render.tables import to_markdown
-
-    return to_markdown(t)
-
-
-# explain
-
-
-def explanation_repr(terms: Sequence[Term], quantity_name: str) -> str:
-    lines = [f"<Explanation of {quantity_name}: {human(sympy.Add(*(t.expr for t in terms)))}"]
-    for t in terms[:ROWS]:
-        origins = ", ".join(f"{human(p.coefficient)} from {p.contribution.node}" for p in t.parts)
-        lines.append(f"  {human(t.expr)}: {origins}")
-    if len(terms) > ROWS:
-        lines.append(f"  … {len(terms) - ROWS} more terms")
-    return "\n".join(lines) + ">"
-
-
-def explanation_markdown(terms: Sequence[Term], quantity_name: str) -> str:
+def explanation_markdown(terms: Explanation) -> str:
     rows = [
         (math(t.expr), math(p.coefficient * t.monomial), c.node, c.what, c.component)
         for t in terms
@@ -180,4 +140,4 @@ def explanation_markdown(terms: Sequence[Term], quantity_name: str) -> str:
         for c in (p.contribution,)
     ]
     total = math(sympy.Add(*(t.expr for t in terms)))
-    return f"**{quantity_name}** = {total}\n\n" + _markdown_table(("term", "part", "node", "what", "component"), rows)
+    return f"**{terms.quantity}** = {total}\n\n" + _markdown_table(("term", "part", "node", "what", "component"), rows)

@@ -18,6 +18,7 @@ from rich.table import Table as RichTable
 from symbert.analysis.compare import Comparison, QuantityComparison, Side
 from symbert.analysis.explain import Term
 from symbert.analysis.report import Report
+from symbert.display import ROWS
 from symbert.formula import human, text
 from symbert.render.latex import NOTATIONS, Notation, broken, check_one_structure, component_formula, escape
 
@@ -36,9 +37,13 @@ class Table:
         return bool(self.rows) and all(isinstance(row[column], int) for row in self.rows)
 
     def __repr__(self) -> str:
-        from symbert.render.notebook import table_repr
+        def cell(v: Cell) -> str:
+            return human(v) if isinstance(v, sympy.Basic) else f"{v:,}" if isinstance(v, int) else str(v)
 
-        return table_repr(self)
+        lines = [f"<Table {self.title}", "  " + " | ".join(self.header)]
+        lines += ["  " + " | ".join(cell(v) for v in row) for row in self.rows[:ROWS]]
+        lines += [f"  … {len(self.rows) - ROWS} more rows"] if len(self.rows) > ROWS else []
+        return "\n".join(lines) + ">"
 
     def _repr_markdown_(self) -> str:
         return to_markdown(self)

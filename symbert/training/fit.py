@@ -24,7 +24,8 @@ import sympy
 from symbert.analysis.sizes import at_least
 from symbert.api import per_gpu
 from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
-from symbert.formula import text
+from symbert.display import Displayed
+from symbert.formula import quantity, text
 from symbert.symbols import B, below, seq_len
 from symbert.training.states import CATEGORIES, Training
 from symbert.training.step import Point, Polynomials, reserved, step_memory
@@ -64,8 +65,12 @@ class Knob:
     peak: Point
 
 
+#: What stopped a solved value other than memory, in words.
+CAPPED = {"positions": "all the model's positions", "size limit": "the largest size symbert accepts"}
+
+
 @dataclass(frozen=True)
-class Fit:
+class Fit(Displayed):
     """A fitted or given shape and its peak.
 
     ``unknown`` is ``batch`` or ``seq_len`` when it was solved for (None when both were given);
@@ -102,6 +107,23 @@ class Fit:
     @property
     def value(self) -> int | None:
         return {"batch": self.batch, "seq_len": self.seq_len}.get(self.unknown or "")
+
+    def answer(self) -> str:
+        """The answer in one line: what fits (or that nothing does) and the peak there."""
+        budget = "" if self.budget is None else f" in {quantity(self.budget, 'bytes')}"
+        peak = f"peak {quantity(self.peak.total, 'bytes')} at {self.peak.where}"
+        if self.unknown is None:
+            verdict = "" if self.budget is None else (" fits" if self.fits else " does not fit")
+            return f"batch {self.batch}, seq_len {self.seq_len}{verdict}{budget}: {peak}"
+        if self.value is None:
+            return f"nothing fits{budget}: at batch {self.batch or 1}, seq_len {self.seq_len or 1}, {peak}"
+        other = f"seq_len {self.seq_len}" if self.unknown == "batch" else f"batch {self.batch}"
+        capped = f" ({CAPPED[self.capped]})" if self.capped else ""
+        return f"largest {self.unknown} at {other}{budget}: {self.value}{capped}; {peak}"
+
+    def __repr__(self) -> str:
+        training = f"{self.training.optimizer}, {self.training.precision} precision"
+        return f"<Fit {self.config.name}, {training}: {self.answer()}>"
 
     def over_budget(self) -> str:
         """What is over the budget at the peak: the model states alone, else the largest component."""
