@@ -38,7 +38,7 @@ _REPLAYS: dict[tuple[str, Training], object] = {}
 
 
 def _replay(config, training: Training):
-    key = (repr(config), training)
+    key = (json.dumps(config.as_dict(), sort_keys=True, default=str), training)
     if key not in _REPLAYS:
         _REPLAYS[key] = step_memory(trace(config), training, config.symbols())
     return _REPLAYS[key]
