@@ -1,5 +1,8 @@
 """The package's floors: every import of a symbert module, inside functions and under TYPE_CHECKING too, points
-down or sideways, and no import closes a circle."""
+down or sideways, and no import closes a circle.
+
+No exception is needed for validate/'s optional torch imports (not symbert's) or for cli.py's imports inside
+functions (for start-up speed): cli is on top, so everything it imports is below it."""
 
 from __future__ import annotations
 
