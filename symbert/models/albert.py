@@ -6,9 +6,9 @@ Face's AlbertModel with one layer group of one layer (its released configuration
 
 from __future__ import annotations
 
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Tensor
-from symbert.models import heads
 from symbert.models.bert import (
     FIELDS,
     UNTIED,

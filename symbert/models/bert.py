@@ -14,9 +14,9 @@ from functools import partial
 
 import sympy
 
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models import heads
 from symbert.models.heads import HEAD_NAMES, Encoded, Head
 from symbert.models.layers import (
     ACTIVATIONS,

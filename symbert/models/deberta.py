@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import sympy
 
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models import heads
 from symbert.models.bert import ENCODER_FIELDS, masked_lm_head, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input

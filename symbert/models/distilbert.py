@@ -5,9 +5,9 @@ Scopes and parameter names follow Hugging Face's DistilBertModel.
 
 from __future__ import annotations
 
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Tensor
-from symbert.models import heads
 from symbert.models.bert import activation_components, embeddings, inputs, masked_lm_head, tensor_plan
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads

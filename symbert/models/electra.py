@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Tensor, numel
-from symbert.models import heads
 from symbert.models.bert import (
     FIELDS,
     PARAM_COMPONENTS,

@@ -25,9 +25,10 @@ from collections.abc import Callable
 
 import sympy
 
+import symbert.models.bert as bert
+import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models import bert, heads
 from symbert.models.bert import ENCODER_FIELDS
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads, token_input
