@@ -201,22 +201,23 @@ def _conv_dims(node: Node, graph: Graph) -> MatmulDims:
     much, and the weight's ``groups`` times as much (the counter's ``conv_backward_flop`` counts the
     weight's gradient over every input channel)."""
     x, out = graph.tensor(node.inputs[0]), graph.tensor(node.outputs[0])
+    _, width, kernel = node.params[0].shape
     groups = node.attr("groups")
-    depth = x.shape[1] / groups * node.attr("kernel_size")
-    return sympy.Integer(1), out.shape[0] * out.shape[2], depth, out.shape[1], (int(x.requires_grad), groups)
+    return sympy.Integer(1), out.shape[0] * out.shape[2], width * kernel, out.shape[1], (int(x.requires_grad), groups)
 
 
 @_op("conv1d", saves=("in0",), matmul=_conv_dims, autocast="lower")
 def conv1d(name: str, x: Tensor, out_channels: sympy.Expr, kernel_size: int, padding: int, groups: int = 1) -> Tensor:
     """``nn.Conv1d`` with a bias, stride 1: [N, in, n] → [N, out, n + 2·padding − kernel_size + 1], each
     of ``groups`` groups of output channels reading its own group of input channels, the weight
-    [out, in/groups, kernel_size]. Backward keeps the input and the weight, whichever needs a gradient
-    (one formula computes both: ``convolution`` in derivatives.yaml)."""
+    [out, ⌊in/groups⌋, kernel_size] (the caller checks that groups divides in: the floor keeps every size
+    a polynomial with integer coefficients). Backward keeps the input and the weight, whichever needs a
+    gradient (one formula computes both: ``convolution`` in derivatives.yaml)."""
     t = active()
     _check(len(x.shape) == 3, f"{name}: conv1d expects [N, channels, length], got {list(x.shape)}")
-    channels = x.shape[1]
+    width = sympy.floor(x.shape[1] / groups)
     length = x.shape[2] + 2 * padding - kernel_size + 1
-    params = [("weight", (out_channels, channels / groups, kernel_size)), ("bias", (out_channels,))]
+    params = [("weight", (out_channels, width, kernel_size)), ("bias", (out_channels,))]
     attrs = {"kernel_size": kernel_size, "padding": padding, "groups": groups}
     out = ((x.shape[0], out_channels, length), ACT, Role.ACTIVATION, None)
     return t.record("conv1d", name, [x], [out], params, attrs)[0]

@@ -392,12 +392,15 @@ def read(data: dict) -> dict:
 
 def check(values: dict) -> None:
     """With a convolution: an odd kernel (an even one makes Conv1d's output one token short, which
-    ConvLayer cannot mask) and groups that divide hidden_size (Conv1d's rule)."""
+    ConvLayer cannot mask), groups that divide hidden_size (Conv1d's rule), and two layers at least (the
+    step replay does not model a repeated block that runs no time, here the layers after the first)."""
     kernel, groups, hidden = values["conv_kernel_size"], values["conv_groups"], values["hidden_size"]
     if kernel <= 0:
         return
     if kernel % 2 == 0:
         raise ValueError(f"conv_kernel_size={kernel}: Hugging Face's ConvLayer runs with an odd kernel only")
+    if values["num_hidden_layers"] < 2:
+        raise ValueError(f"conv_kernel_size={kernel}: symbert models the convolution with num_hidden_layers ≥ 2")
     if groups < 1 or hidden % groups:
         raise ValueError(f"conv_groups={groups} must be a positive divisor of hidden_size={hidden} (Conv1d's rule)")
 
