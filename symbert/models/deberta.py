@@ -410,9 +410,9 @@ LAYER = "encoder/layer"
 LAYERS = (LAYER, f"{LAYER}/0", f"{LAYER}/rest")
 
 
-def in_layers(name: str, scope: str = "", **rule: object) -> tuple[Component, ...]:
+def in_layers(name: str, scope: str) -> tuple[Component, ...]:
     """The component ``name`` for the ops at ``scope`` under each of :data:`LAYERS`."""
-    return tuple(Component(name, f"{layers}/{scope}" if scope else layers, **rule) for layers in LAYERS)
+    return tuple(Component(name, f"{layers}/{scope}") for layers in LAYERS)
 
 
 SPEC = ModelSpec(
@@ -439,7 +439,7 @@ SPEC = ModelSpec(
         Component("relative positions", "encoder/rel_embeddings"),
         Component("relative positions", "encoder/LayerNorm"),
         *in_layers("self-attention", "attention/self"),
-        *in_layers("layernorms", ops=("layernorm",)),
+        Component("layernorms", LAYER, ops=("layernorm",)),
         *in_layers("attention output", "attention/output"),
         *in_layers("intermediate", "intermediate"),
         *in_layers("output", "output"),
