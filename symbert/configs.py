@@ -400,7 +400,7 @@ def validated(config: Config) -> Config:
             raise ConfigError(f"{whole}={config.values[whole]} is not divisible by {part}={config.values[part]}")
     if config.spec.check is not None:
         try:
-            config.spec.check(config.values)
+            config.spec.check({**config.structure(), **config.values})
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     if config.max_length is not None and config.max_length < 1:

@@ -8,8 +8,9 @@ Each entry states, once, what the analyses need to know about the op:
   which autograd keeps as an 8-byte 0-dim tensor that ``saved_tensors_hooks`` never see (counted in
   host memory, not as saved bytes). Their dtypes and whether some are ignored is the backend policy's call.
 * ``flops_per_element``: the non-matmul cost convention, operations per output element.
-* ``matmul``: for matrix products, the (batch, m, k, n) of the product and which operands need a
-  gradient, from which forward (2·batch·m·k·n) and backward FLOPs follow.
+* ``matmul``: for matrix products (and convolutions), the (batch, m, k, n) of the product and, per
+  operand, the products of that size its gradient takes (0 where it needs none, 1 for a matrix
+  product's operand), from which forward (2·batch·m·k·n) and backward FLOPs follow.
 * ``view``: the output shares its input's storage.
 
 What depends on the sizes is a node's, as brackets ([x < k], :class:`symbert.symbols.below`): a node
@@ -44,7 +45,7 @@ import sympy
 from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Graph, Node, Role, Shape, Tensor, numel
 from symbert.tracer import TraceError, active
 
-MatmulDims = tuple[sympy.Expr, sympy.Expr, sympy.Expr, sympy.Expr, tuple[bool, ...]]
+MatmulDims = tuple[sympy.Expr, sympy.Expr, sympy.Expr, sympy.Expr, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,34 @@ def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
     _check(t.same(a.shape[-1], b.shape[-2]), f"{name}: cannot multiply {list(a.shape)} by {list(b.shape)}")
     batch = _broadcast(a.shape[:-2], b.shape[:-2])
     return t.record("matmul", name, [a, b], [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)])[0]
+
+
+def _conv_dims(node: Node, graph: Graph) -> MatmulDims:
+    """A convolution as torch.utils.flop_counter counts it: forward, per output position, a product over
+    the kernel and one group's input channels for every output channel; backward, the input's gradient as
+    much, and the weight's ``groups`` times as much (the counter's ``conv_backward_flop`` counts the
+    weight's gradient over every input channel)."""
+    x, out = graph.tensor(node.inputs[0]), graph.tensor(node.outputs[0])
+    _, width, kernel = node.params[0].shape
+    groups = node.attr("groups")
+    return sympy.Integer(1), out.shape[0] * out.shape[2], width * kernel, out.shape[1], (int(x.requires_grad), groups)
+
+
+@_op("conv1d", saves=("in0",), matmul=_conv_dims, autocast="lower")
+def conv1d(name: str, x: Tensor, out_channels: sympy.Expr, kernel_size: int, padding: int, groups: int = 1) -> Tensor:
+    """``nn.Conv1d`` with a bias, stride 1: [N, in, n] → [N, out, n + 2·padding − kernel_size + 1], each
+    of ``groups`` groups of output channels reading its own group of input channels, the weight
+    [out, ⌊in/groups⌋, kernel_size] (the caller checks that groups divides in: the floor keeps every size
+    a polynomial with integer coefficients). Backward keeps the input and the weight, whichever needs a
+    gradient (one formula computes both: ``convolution`` in derivatives.yaml)."""
+    t = active()
+    _check(len(x.shape) == 3, f"{name}: conv1d expects [N, channels, length], got {list(x.shape)}")
+    width = sympy.floor(x.shape[1] / groups)
+    length = x.shape[2] + 2 * padding - kernel_size + 1
+    params = [("weight", (out_channels, width, kernel_size)), ("bias", (out_channels,))]
+    attrs = {"kernel_size": kernel_size, "padding": padding, "groups": groups}
+    out = ((x.shape[0], out_channels, length), ACT, Role.ACTIVATION, None)
+    return t.record("conv1d", name, [x], [out], params, attrs)[0]
 
 
 @_op("add", flops_per_element=1, grad_passes_through=True, autocast="promote")
@@ -568,10 +597,11 @@ def invert_mask(mask: Tensor, name: str = "invert_mask") -> Tensor:
 
 
 @_op("masked_fill", saves=("in1",), flops_per_element=1)
-def masked_fill(x: Tensor, mask: Tensor, name: str = "masked_fill") -> Tensor:
+def masked_fill(x: Tensor, mask: Tensor, name: str = "masked_fill", inplace: bool = False) -> Tensor:
     """A copy of ``x`` with the entries where a bool mask (broadcast) is true set to a constant; backward
-    keeps the mask."""
-    out = (_broadcast(x.shape, mask.shape), ACT, Role.ACTIVATION, None)
+    keeps the mask. ``inplace``: ``x.masked_fill_(mask, value)``, written into ``x``'s storage."""
+    shape = x.shape if inplace else _broadcast(x.shape, mask.shape)
+    out = (shape, ACT, Role.ACTIVATION, x.name if inplace else None)
     return active().record("masked_fill", name, [x, mask], [out])[0]
 
 

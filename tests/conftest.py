@@ -90,11 +90,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = Non
 
 def traced_param_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """Every traced parameter's name and shape at ``config``; a group of layers repeated as one block
-    (ModernBERT's ``layers.global``, ``layers.local``) stands where Hugging Face has a layer index, and
-    is dropped like it (:func:`hf_param_shapes`)."""
+    (ModernBERT's ``layers.global``, ``layers.local``, DeBERTa's ``layer.rest``) stands where Hugging Face
+    has a layer index, and is dropped like it, as is the index of a layer traced apart (DeBERTa's
+    ``layer.0``; :func:`hf_param_shapes`)."""
     values = config.symbols()
     return {
-        re.sub(r"\.(global|local)(?=\.)", "", p.name): tuple(int(sympy.sympify(d).subs(values)) for d in p.shape)
+        re.sub(r"\.(global|local|rest|\d+)(?=\.)", "", p.name): tuple(
+            int(sympy.sympify(d).subs(values)) for d in p.shape
+        )
         for node in trace(config).nodes
         for p in node.params
     }

@@ -299,10 +299,18 @@ def test_released_config_file_reads_like_the_preset(tmp_path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(released))
     assert count(symbert.from_file(path)) == count(symbert.preset("deberta-v3-xsmall"))
-    for key, value in (("conv_kernel_size", 3), ("relative_attention", False), ("type_vocab_size", 2)):
-        path.write_text(json.dumps({**released, key: value}))
+    refused = (
+        ("relative_attention", False),
+        ("type_vocab_size", 2),
+        ("conv_kernel_size", 4),  # an even kernel: Conv1d's output is one token short, ConvLayer fails
+        ("conv_groups", 5),  # 5 does not divide 384: Conv1d refuses it
+        ("conv_act", "gelu_10"),
+        ("conv_groups", 1.5),
+    )
+    for key, value in refused:
+        path.write_text(json.dumps({**released, "conv_kernel_size": 3, key: value}))
         result = invoke("params", "--config", str(path))
-        assert result.refused and key in result.stderr
+        assert result.refused and key in result.stderr and result.stderr.count("\n") == 1, (key, result.stderr)
 
 
 def test_sdpa_is_refused_in_one_line() -> None:
@@ -336,3 +344,155 @@ def test_validate_command() -> None:
     result = invoke("validate", "--preset", "deberta-v3-xsmall", "--head", "sequence-classification", *shape, *sizes)
     assert result.code == 0, result.stdout + result.stderr
     assert result.stdout.count(" ok ") == 5
+
+
+# ---- DeBERTa-v2's convolution (ConvLayer): conv_kernel_size, conv_groups, conv_act
+
+CONV = {
+    "vocab_size": 61,
+    "hidden_size": 24,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 30,
+    "max_position_embeddings": 20,
+    "position_buckets": 6,
+}
+CONV_OPTIONS = [
+    {"conv_kernel_size": 3},
+    {"conv_kernel_size": 3, "conv_groups": 2, "conv_act": "gelu"},
+    {"conv_kernel_size": 5, "conv_groups": 4, "hidden_dropout_prob": 0.0, "num_hidden_layers": 3},
+]
+
+
+def conv_config(options: dict[str, object], head: str | None = None) -> Config:
+    sizes = {k: v for k, v in options.items() if k in CONV}
+    options = {k: v for k, v in options.items() if k not in CONV}
+    config = validated(Config("deberta-v2", {**CONV, **sizes}, "conv", options))
+    return with_task(config, head=head) if head else config
+
+
+@pytest.mark.parametrize("options", CONV_OPTIONS, ids=str)
+def test_conv_parameters_match_hugging_face(options: dict[str, object]) -> None:
+    """The first layer's output goes through ConvLayer: a Conv1d of H·H·k/groups weights and H biases,
+    and its LayerNorm; every name and shape as Hugging Face has them."""
+    transformers = hf()
+    config = conv_config(options)
+    model = transformers.DebertaV2Model(transformers.DebertaV2Config(**config.hugging_face()))
+    assert model.encoder.conv is not None
+    assert traced_param_shapes(config) == hf_param_shapes(model)
+    assert count(config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("dtype", "amp"), [("float32", None), ("bfloat16", None), ("bfloat16", "bfloat16")])
+@pytest.mark.parametrize("options", CONV_OPTIONS, ids=str)
+def test_conv_saved_bytes_and_flops_exact_against_pytorch(options: dict[str, object], dtype: str, amp: str) -> None:
+    """Against the real model's saved_tensors_hooks and flop_counter: the convolution keeps its input (the
+    embeddings' permuted copy; under autocast its bfloat16 copy and the weight's), the bool mask of the
+    in-place fill, dropout's mask, what the activation keeps, the LayerNorm's input and statistics and the
+    float mask of the last product; the flop counter counts the convolution 2·B·seq_len·H·(H/groups)·k
+    forward, and backward as much again for the input's gradient and groups times as much for the
+    weight's. (At seq_len 1 the permuted copies are views and the fill in place makes a CopySlices node,
+    whose saved mask the hooks see but the measurement cannot reach, so the lengths here are longer.)"""
+    hf()
+    from symbert.validate.compare import validate
+
+    for head, batch, length in ((None, 2, 7), ("mlm", 1, 5)):
+        checks = validate(conv_config(options, head), batch, length, dtype, amp=amp)
+        assert [(c.quantity, c.predicted) for c in checks] == [(c.quantity, c.measured) for c in checks]
+
+
+FLOPS = ("forward", "backward")
+
+
+def test_conv_flops_by_hand() -> None:
+    """Groups 2, kernel 3, B = 2, seq_len 7, H = 24: forward 2·2·7·24·12·3 = 24,192 FLOPs; backward the
+    input's gradient as much and the weight's twice as much (as torch.utils.flop_counter counts it)."""
+    config = conv_config(CONV_OPTIONS[1])
+    values = {**config.symbols(), B: 2, seq_len: 7}
+    with_conv, without = (flops(symbert.trace(c)) for c in (config, conv_config({})))
+    forward, backward = (with_conv[k].evaluate(with_conv[k].total - without[k].total, values) for k in FLOPS)
+    assert (forward, backward) == (24_192, 3 * 24_192)
+
+
+CONV_PEAKS = [
+    # a masked-LM step, peaking in the optimizer's update
+    ({"conv_kernel_size": 3, "hidden_size": 48, "num_attention_heads": 3, "intermediate_size": 100}, "mlm", 8, None),
+    # narrow and long: the forward holds the peak, in the last layer, with the convolution's tensors kept
+    (
+        {"conv_kernel_size": 3, "conv_groups": 2, "conv_act": "gelu", "hidden_size": 32, "intermediate_size": 64},
+        None,
+        64,
+        None,
+    ),
+    (
+        {"conv_kernel_size": 5, "conv_groups": 4, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3},
+        None,
+        64,
+        "bfloat16",
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "head", "length", "amp"), CONV_PEAKS, ids=range(len(CONV_PEAKS)))
+def test_conv_step_peak_exact_against_pytorch(
+    options: dict[str, object], head: str | None, length: int, amp: str | None
+) -> None:
+    """Two real CPU AdamW steps under torch.profiler: the peak is symbert's to the byte, and where."""
+    hf()
+    from symbert.validate.peak import check_peak
+
+    config = conv_config({"max_position_embeddings": 64, **options}, head)
+    check = check_peak(config, 2, length, "adamw", amp=amp)
+    measured = check.measured.tensors
+    assert check.predicted == measured, f"predicted {check.predicted:,}, measured {measured:,}"
+    assert check.predicted_where.startswith(f"step {check.measured.where.step} {check.measured.where.name}")
+
+
+#: microsoft/deberta-v2-xlarge's config.json (xxlarge: 48 layers, the same width).
+DEBERTA_V2_XLARGE = {
+    "model_type": "deberta-v2",
+    "attention_head_size": 64,
+    "attention_probs_dropout_prob": 0.1,
+    "conv_act": "gelu",
+    "conv_kernel_size": 3,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 1536,
+    "initializer_range": 0.02,
+    "intermediate_size": 6144,
+    "layer_norm_eps": 1e-7,
+    "max_position_embeddings": 512,
+    "max_relative_positions": -1,
+    "norm_rel_ebd": "layer_norm",
+    "num_attention_heads": 24,
+    "num_hidden_layers": 24,
+    "pooler_dropout": 0,
+    "pooler_hidden_act": "gelu",
+    "pooler_hidden_size": 1536,
+    "pos_att_type": "p2c|c2p",
+    "position_biased_input": False,
+    "position_buckets": 256,
+    "relative_attention": True,
+    "share_att_key": True,
+    "type_vocab_size": 0,
+    "vocab_size": 128100,
+}
+
+
+@pytest.mark.parametrize("layers", [24, 48], ids=["xlarge", "xxlarge"])
+def test_deberta_v2_xlarge_count_equals_the_meta_device_model(tmp_path, layers: int) -> None:
+    """deberta-v2-xlarge and -xxlarge read from their config files, counted as Hugging Face builds them
+    on the meta device: the convolution adds 1536·1536·3 + 1536 weights and its LayerNorm's 2·1536."""
+    transformers = hf()
+    import torch
+
+    (tmp_path / "config.json").write_text(json.dumps({**DEBERTA_V2_XLARGE, "num_hidden_layers": layers}))
+    config = symbert.from_file(tmp_path)
+    with torch.device("meta"):
+        model = transformers.DebertaV2Model(transformers.AutoConfig.from_pretrained(tmp_path))
+    assert model.encoder.conv is not None
+    assert count(config) == sum(p.numel() for p in model.parameters())
+    (tmp_path / "config.json").write_text(
+        json.dumps({**DEBERTA_V2_XLARGE, "num_hidden_layers": layers, "conv_kernel_size": 0})
+    )
+    assert count(config) - count(symbert.from_file(tmp_path)) == 1536 * 1536 * 3 + 1536 + 2 * 1536

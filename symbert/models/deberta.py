@@ -36,7 +36,7 @@ from symbert.symbols import (
     seq_len,
     vocab_size,
 )
-from symbert.tracer import buffer, call, held, param_name, region, registers, repeat, scope
+from symbert.tracer import TraceError, active, buffer, call, held, param_name, region, registers, repeat, scope
 
 #: The regions of the content scores (``--recompute selective`` recomputes it) and of the position terms.
 ATTENTION_CORE, POSITION_SCORES = "attention_core", "position_scores"
@@ -163,6 +163,31 @@ def layer(
         return residual_block("output", hidden, x, p)
 
 
+def conv_layer(x: Tensor, residual: Tensor, mask: Tensor, p: float, kernel: int, groups: int, act: str) -> Tensor:
+    """ConvLayer, on the first layer's output (``residual``) and the embeddings' (``x``): the embeddings
+    permuted to [rows, H, seq_len] and copied, a Conv1d over the sequence (same length: an odd kernel,
+    padding (kernel − 1)/2), permuted back and copied, filled with 0 in place where the mask is 0 (the bool
+    of 1 − mask, expanded), dropout, ``conv_act``, plus the residual, LayerNorm, times the mask made
+    float. Its locals keep the filled output until the activation's is made, and the bool mask, the
+    activation's output, the sum and the LayerNorm's until it returns."""
+    rows = x.shape[0]
+    with scope("conv"), call():
+        channels = F.fold(F.transpose(x, 1, 2), is_one(seq_len), name="contiguous")
+        out = F.conv1d("conv", channels, H, kernel, (kernel - 1) // 2, groups)
+        out = F.fold(F.transpose(out, 1, 2), is_one(seq_len), name="contiguous_out")
+        flipped = F.mask_bias(mask, mask.shape, name="rsub", dtype="int64")
+        rmask = F.cast(flipped, "bool", name="rmask")
+        filled = F.expand(F.reshape(rmask, (rows, seq_len, 1)), out.shape, name="rmask_expand")
+        out = F.masked_fill(out, filled, name="fill_mask", inplace=True)
+        with call():
+            held(out)  # ``out = act(dropout(out))``: the filled output goes at the assignment
+            out = ACTIVATIONS[act](dropout(out, p))
+        total = F.add(residual, out, name="add_residual")
+        normed = F.layernorm("LayerNorm", total)
+        held(rmask, out, total, normed)
+        return F.mul(normed, F.mask_bias(mask, (*mask.shape, 1), name="mask"), name="mask_multiply")
+
+
 def build(
     hidden_act: str = "gelu",
     hidden_dropout_prob: float = 0.1,
@@ -174,9 +199,15 @@ def build(
     cls_dropout: float | None = None,
     pooler_dropout: float = 0.0,
     pooler_hidden_act: str = "gelu",
+    conv_kernel_size: int = 0,
+    conv_groups: int = 1,
+    conv_act: str = "tanh",
 ) -> dict[str, Tensor]:
     """Trace DebertaV2Model.forward(input_ids, attention_mask) in training mode. Hugging Face always
-    applies the mask (an all-ones one included), so there is no ``padding`` option."""
+    applies the mask (an all-ones one included), so there is no ``padding`` option. With
+    ``conv_kernel_size`` > 0 the first layer's output goes through :func:`conv_layer`, and the encoder's
+    tuple of layer outputs holds the convolution's output instead: the graph is that first layer
+    (``layer/0``), the convolution, then the other L − 1 layers repeated (``layer/rest``)."""
     options = dict(locals())
     input_ids = token_input("input_ids")
     attention_mask = token_input("attention_mask", Role.MASK)
@@ -184,8 +215,10 @@ def build(
     held(F.zeros((rows, seq_len), name="token_type_ids"))
     x = embeddings(input_ids, attention_mask, hidden_dropout_prob, position_biased_input)
     held(x)
+    shape = (rows, seq_len, H)
     with scope("encoder"), call():
-        registers(("layer", "rel_embeddings", "LayerNorm"))  # DebertaV2Encoder's order; the layers run last
+        # DebertaV2Encoder's order; the layers run last
+        registers(("layer", "rel_embeddings", "LayerNorm", "conv"))
         mask = F.mask_bias(attention_mask, (rows, 1, seq_len, seq_len), name="attention_mask", dtype="int64")
         relative_pos = F.positions((1, seq_len, seq_len), name="relative_pos")
         rel_embeddings = F.parameter("rel_embeddings", (2 * position_buckets, H))
@@ -198,7 +231,16 @@ def build(
             held(out)  # in the tuple of every layer's output
             return out
 
-        x = repeat("layer", L, body, x, (rows, seq_len, H))
+        if conv_kernel_size <= 0:
+            return {"last_hidden_state": repeat("layer", L, body, x, shape)}
+        if active().sharding is not None and active().sharding.pipeline:
+            raise TraceError("deberta-v2's convolution follows the first layer only: --pipeline-parallel 1 only")
+        with scope("layer"), scope("0"):
+            first = layer(x, mask, relative_pos, rel_embeddings, options)
+        x = conv_layer(x, first, attention_mask, hidden_dropout_prob, conv_kernel_size, conv_groups, conv_act)
+        held(x)  # in the tuple of layer outputs, for the first layer's
+        with scope("layer"):
+            x = repeat("rest", L - 1, body, x, shape)
     return {"last_hidden_state": x}
 
 
@@ -348,7 +390,31 @@ def read(data: dict) -> dict:
     return data
 
 
+def check(values: dict) -> None:
+    """With a convolution: an odd kernel (an even one makes Conv1d's output one token short, which
+    ConvLayer cannot mask), groups that divide hidden_size (Conv1d's rule), and two layers at least (the
+    step replay does not model a repeated block that runs no time, here the layers after the first)."""
+    kernel, groups, hidden = values["conv_kernel_size"], values["conv_groups"], values["hidden_size"]
+    if kernel <= 0:
+        return
+    if kernel % 2 == 0:
+        raise ValueError(f"conv_kernel_size={kernel}: Hugging Face's ConvLayer runs with an odd kernel only")
+    if values["num_hidden_layers"] < 2:
+        raise ValueError(f"conv_kernel_size={kernel}: symbert models the convolution with num_hidden_layers ≥ 2")
+    if groups < 1 or hidden % groups:
+        raise ValueError(f"conv_groups={groups} must be a positive divisor of hidden_size={hidden} (Conv1d's rule)")
+
+
 LAYER = "encoder/layer"
+#: Where the layers' ops are: the repeated layers, and with a convolution the first layer and the others.
+LAYERS = (LAYER, f"{LAYER}/0", f"{LAYER}/rest")
+
+
+def in_layers(name: str, scope: str) -> tuple[Component, ...]:
+    """The component ``name`` for the ops at ``scope`` under each of :data:`LAYERS`."""
+    return tuple(Component(name, f"{layers}/{scope}") for layers in LAYERS)
+
+
 SPEC = ModelSpec(
     name="deberta-v2",
     build=build,
@@ -364,16 +430,20 @@ SPEC = ModelSpec(
         Option("cls_dropout", None, from_config=True, optional=True),
         Option("pooler_dropout", 0.0, from_config=True),
         Option("pooler_hidden_act", "gelu", tuple(ACTIVATIONS), from_config=True),
+        Option("conv_kernel_size", 0, from_config=True),
+        Option("conv_groups", 1, from_config=True),
+        Option("conv_act", "tanh", tuple(ACTIVATIONS), from_config=True),
     ),
     param_components=(
         Component("embeddings", "embeddings"),
         Component("relative positions", "encoder/rel_embeddings"),
         Component("relative positions", "encoder/LayerNorm"),
-        Component("self-attention", f"{LAYER}/attention/self"),
+        *in_layers("self-attention", "attention/self"),
         Component("layernorms", LAYER, ops=("layernorm",)),
-        Component("attention output", f"{LAYER}/attention/output"),
-        Component("intermediate", f"{LAYER}/intermediate"),
-        Component("output", f"{LAYER}/output"),
+        *in_layers("attention output", "attention/output"),
+        *in_layers("intermediate", "intermediate"),
+        *in_layers("output", "output"),
+        Component("convolution", "encoder/conv"),
     ),
     activation_components=(
         Component("embeddings", "embeddings"),
@@ -381,8 +451,9 @@ SPEC = ModelSpec(
         Component("position scores", LAYER, region=POSITION_SCORES),
         Component("attention scores", LAYER, region=ATTENTION_CORE),
         Component("layernorms", LAYER, ops=("layernorm",)),
-        Component("rest of attention", f"{LAYER}/attention"),
+        *in_layers("rest of attention", "attention"),
         Component("feed-forward", LAYER),
+        Component("convolution", "encoder/conv"),
     ),
     fields={**ENCODER_FIELDS, "position_buckets": position_buckets},
     divides=(("hidden_size", "num_attention_heads"),),
@@ -399,14 +470,13 @@ SPEC = ModelSpec(
         ("relative_attention", True),
         ("pos_att_type", POS_ATT_TYPE),
         ("type_vocab_size", 0),
-        ("conv_kernel_size", 0),
         ("tie_word_embeddings", True),
     ),
     read=read,
+    check=check,
     read_keys=("embedding_size", "attention_head_size", "pooler_hidden_size"),
-    # with log buckets (position_buckets > 0) max_relative_positions shapes only the bucketing; without a
-    # convolution its groups and activation are not read
-    inert=("max_relative_positions", "conv_groups", "conv_act"),
+    # with log buckets (position_buckets > 0) max_relative_positions shapes only the bucketing
+    inert=("max_relative_positions",),
     config_defaults=CONFIG_DEFAULTS,
     architecture="DebertaV2Model",
     heads=HEADS,

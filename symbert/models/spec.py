@@ -33,7 +33,8 @@ class Component:
 
 @dataclass(frozen=True)
 class Option:
-    """A structural choice passed to the build function: a flag, a probability or one of some names.
+    """A structural choice passed to the build function: a flag, a probability, an integer or one of
+    some names.
 
     Options read from a Hugging Face config are named by their config key (``hidden_act``). One the
     config's sizes decide has ``decided_by``, a function of its Hugging Face values (ELECTRA projects
@@ -61,6 +62,9 @@ class Option:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
                 raise ValueError(f"{self.name} must be a probability in [0, 1), got {value!r}")
             value = float(value)
+        elif isinstance(self.default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{self.name} must be an integer, got {value!r}")
         elif value not in self.choices:
             raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
         return value
@@ -113,7 +117,8 @@ class ModelSpec:
     model reserves (RoBERTa: 2), so the longest sequence is ``position_size`` less it. ``read`` rewrites
     a config file's keys that say the same thing another way (ModernBERT's ``layer_types`` list as its
     ``global_attn_every_n_layers``), raising ValueError for what symbert cannot model; ``check`` raises
-    ValueError for config values symbert does not model (ModernBERT without a local layer).
+    ValueError for config values symbert does not model (ModernBERT without a local layer), given the
+    sizes and the options together.
 
     ``tensor_plan`` maps scopes (op paths, run indices left out) to tensor-parallel styles
     (:data:`symbert.tensor_parallel.STYLES`), as ``parallelize_module`` takes a plan; a family without one
@@ -154,7 +159,7 @@ class ModelSpec:
     position_offset: int = 0
     constraints: tuple[tuple[str, object], ...] = ()
     read: Callable[[Mapping[str, object]], Mapping[str, object]] | None = None
-    check: Callable[[Mapping[str, int]], None] | None = None
+    check: Callable[[Mapping[str, object]], None] | None = None
     architecture: str = ""
     heads: Mapping[str, Head] = field(default_factory=dict)
     prefix: str = ""

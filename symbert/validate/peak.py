@@ -216,10 +216,13 @@ SCRATCH_OPS = frozenset(
         "aten::_scaled_dot_product_flash_attention_for_cpu",
         "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
         "aten::native_layer_norm_backward",
+        "aten::convolution",
+        "aten::convolution_backward",
     }
 )
 """The kernels that may take scratch from the CPU allocator and free it before they return: oneDNN's
-matrix products (how much depends on the CPU's instruction set, the dtype and the thread count), and
+matrix products and convolutions (how much depends on the CPU's instruction set, the dtype and the
+thread count; a bfloat16 convolution's backward takes some), and
 the per-thread buffers of the CPU flash attention and of LayerNorm's backward (the thread count)."""
 
 
