@@ -16,7 +16,7 @@ import sympy
 from rich.table import Table as RichTable
 
 from symbert.analysis.compare import Comparison, QuantityComparison, Side
-from symbert.analysis.explain import Term
+from symbert.analysis.explain import Term, negative_notes
 from symbert.analysis.report import Report
 from symbert.formula import human, text
 from symbert.render.latex import NOTATIONS, Notation, broken, check_one_structure, component_formula, escape
@@ -26,11 +26,13 @@ Cell = str | int | sympy.Expr
 
 @dataclass(frozen=True)
 class Table:
-    """A title, a header and rows of cells; integer columns are right-aligned."""
+    """A title, a header and rows of cells; integer columns are right-aligned. ``notes`` are plain lines
+    printed under the table (CSV leaves them out, as it does the title)."""
 
     title: str
     header: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    notes: tuple[str, ...] = ()
 
     def numeric(self, column: int) -> bool:
         return bool(self.rows) and all(isinstance(row[column], int) for row in self.rows)
@@ -51,7 +53,7 @@ def transposed(table: Table) -> Table:
         *(text(row[0]) if isinstance(row[0], sympy.Basic) else str(row[0]) for row in table.rows),
     )
     rows = tuple((name, *(row[i] for row in table.rows)) for i, name in enumerate(table.header) if i > 0)
-    return Table(table.title, header, rows)
+    return Table(table.title, header, rows, table.notes)
 
 
 def column_groups(table: Table, size: int, keep: int = 1) -> list[Table]:
@@ -64,6 +66,7 @@ def column_groups(table: Table, size: int, keep: int = 1) -> list[Table]:
             f"{table.title} ({n} of {len(starts)})",
             table.header[:keep] + table.header[start : start + size],
             tuple(row[:keep] + row[start : start + size] for row in table.rows),
+            table.notes,
         )
         for n, start in enumerate(starts, 1)
     ]
@@ -100,6 +103,7 @@ def to_latex(table: Table, notation: Notation = NOTATIONS["seed"], cell_width: f
         *(" & ".join(cell(v) for v in row) + r" \\" for row in table.rows),
         r"\bottomrule",
         r"\end{tabular}",
+        *(rf"\par\smallskip{{\footnotesize {escape(note)}\par}}" for note in table.notes),
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
@@ -117,7 +121,8 @@ def to_markdown(table: Table, notation: Notation = NOTATIONS["seed"]) -> str:
 
     rule = ["---:" if table.numeric(i) else "---" for i in range(len(table.header))]
     rows = [[cell(h) for h in table.header], rule, *([cell(v) for v in row] for row in table.rows)]
-    return f"**{table.title}**\n\n" + "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    notes = "".join(f"\n{note}\n" for note in table.notes)
+    return f"**{table.title}**\n\n" + "".join("| " + " | ".join(row) + " |\n" for row in rows) + notes
 
 
 def to_csv(table: Table) -> str:
@@ -132,7 +137,8 @@ def to_csv(table: Table) -> str:
 
 def to_rich(table: Table) -> RichTable:
     """A terminal table, formulas in the ``12·H²·L`` form."""
-    out = RichTable(title=table.title, title_justify="left")
+    caption = "\n".join(table.notes) or None
+    out = RichTable(title=table.title, title_justify="left", caption=caption, caption_justify="left")
     for i, name in enumerate(table.header):
         out.add_column(name, justify="right" if table.numeric(i) else "left")
     for row in table.rows:
@@ -183,7 +189,7 @@ def explain_table(terms: Sequence[Term], report: Report, quantity: str) -> Table
     total = sympy.Add(*(t.expr for t in terms))
     rows.append(("total", total, "", "", "", breakdown.evaluate(total, report.values)))
     title = f"{quantity} ({breakdown.unit}) term by term; {report.config.name}, {_shape(report)}"
-    return Table(title, ("term", "part", "node", "what", "component", "value"), tuple(rows))
+    return Table(title, ("term", "part", "node", "what", "component", "value"), tuple(rows), negative_notes(terms))
 
 
 def _shape(r: Report) -> str:
