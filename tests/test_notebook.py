@@ -50,12 +50,12 @@ def test_report_repr_and_markdown(report) -> None:
 
 
 def test_comparison_repr_and_markdown() -> None:
-    c = symbert.compare(symbert.preset("bert-tiny"), symbert.preset("bert-mini"), 1, 128)
+    c = symbert.compare([symbert.preset("bert-tiny"), symbert.preset("bert-mini")], 1, 128)
     text = repr(c)
     assert len(text) < 1000
     assert "params: 4,385,920 → 11,170,560 (× 2.54691)" in text
     md = c._repr_markdown_()
-    assert "**bert-mini against bert-tiny" in md and "$48 \\mathit{seq}_{\\mathrm{len}}^{2} B" in md
+    assert "**bert-tiny, bert-mini; B=1" in md and "$48 \\mathit{seq}_{\\mathrm{len}}^{2} B" in md
 
 
 def test_table_and_explanation(report) -> None:

@@ -123,18 +123,21 @@ def report_markdown(r: Report) -> str:
 
 
 def comparison_repr(c: Comparison) -> str:
-    nx, ny = c.x.config.name, c.y.config.name
-    lines = [f"<Comparison {ny} against {nx}, B={c.x.batch}, seq_len={c.x.seq_len}; {c.x.options.describe()}"]
+    first = c.reports[0]
+    shape = f"B={first.batch}, seq_len={first.seq_len}; {first.options.describe()}"
+    lines = [f"<Comparison of {', '.join(c.names[1:])} against {c.names[0]}, {shape}"]
     for q in c.quantities:
-        ratio = f"{float(q.value_ratio):.6g}"
-        limit = human(q.ratio_limit)
-        lines.append(f"  {q.key}: {q.x.value:,} → {q.y.value:,} (× {ratio}); ratio as seq_len → ∞ {limit}")
+        values = " → ".join(f"{s.value:,}" for s in q.sides)
+        ratios = ", ".join(f"{float(q.value_ratio(i)):.6g}" for i in range(1, len(q.sides)))
+        limits = ", ".join(human(q.ratio_limit(i)) for i in range(1, len(q.sides)))
+        lines.append(f"  {q.key}: {values} (× {ratios}); ratio as seq_len → ∞ {limits}")
     lines[-1] += ">"
     return "\n".join(lines)
 
 
 def comparison_markdown(c: Comparison) -> str:
-    from symbert.render.tables import comparison_tables, to_markdown
+    from symbert.render.comparison import comparison_tables
+    from symbert.render.tables import to_markdown
 
     return "\n".join(to_markdown(t) for t in comparison_tables(c)[:2])
 
