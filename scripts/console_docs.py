@@ -4,7 +4,8 @@ other output than the command prints now.
 
 A block is a fenced ``console`` block: a line starting with ``$ `` is a command, the lines after it until the
 next command are its output. Commands run in a fresh folder, printing as they do into a pipe (no ``COLUMNS``:
-lines are not wrapped, tables not split); the folder's path in the output reads ``.``. A comment on the line before the fence changes a block:
+lines are not wrapped, tables not split); the folder's path in the output reads ``.``. A comment on the line
+before the fence changes a block:
 
 - ``<!-- console: skip: REASON -->`` leaves it as written, and the test skips it saying REASON (a command that
   needs a GPU or a file symbert cannot write);
