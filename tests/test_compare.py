@@ -16,7 +16,9 @@ from inprocess import invoke
 import symbert
 from symbert import cli
 from symbert.analysis.compare import compare
+from symbert.analysis.explain import explain, negative_notes
 from symbert.analysis.policy import MemoryOptions
+from symbert.analysis.report import report
 from symbert.symbols import A, B, H, L, seq_len
 
 BASE, LARGE = symbert.preset("bert-base"), symbert.preset("bert-large")
@@ -241,3 +243,22 @@ def test_table_lines_up_families_by_role(fmt: str) -> None:
         assert list(rows)[:1] == ["role"] and "total" in rows
         assert rows["pooler"].endswith(",16512,0,0")  # H² + H for bert-tiny; modernbert has none
         assert ",51904512" in rows["attention"]  # 22 layers of 4·768²
+
+
+def test_explain_says_why_a_part_is_negative() -> None:
+    """ModernBERT's norms by hand: an attention norm in every layer but the first and an MLP norm in each,
+    (2·L − 1)·H, plus the embeddings' and the final norm: 2·H·L + H. The global layers run L_global − 1 times
+    (layer 0 is traced apart), so their two norms each give −H to the H term, which the text explains."""
+    modern = symbert.Config("modernbert", {**symbert.preset("modernbert-base").values, **TINY_MODERN}, "tiny")
+    b = report(modern, 1, 8).breakdowns["params"]
+    terms = {t.monomial: t for t in explain(b)}
+    norms = sum(t.expr for t in explain(b) if t.monomial in (H * L, H))
+    assert norms == 2 * H * L + H
+    negative = sorted(p.contribution.node for p in terms[H].parts if p.coefficient == -1)
+    assert negative == ["layers/global/attn_norm", "layers/global/mlp_norm"]
+    (note,) = negative_notes(explain(b))
+    assert "layers/global/attn_norm, layers/global/mlp_norm" in note and "run L_global - 1 times" in note
+    assert "corrects an overcount" in note
+    assert negative_notes(explain(report(symbert.preset("bert-tiny"), 1, 8).breakdowns["params"])) == ()
+    out = invoke("explain", "params", "--preset", "modernbert-base", "--format", "markdown")
+    assert out.code == 0 and "\nNegative parts at layers/global/attn_norm, layers/global/mlp_norm" in out.stdout

@@ -93,4 +93,5 @@ def test_walkthrough_notebook_runs(monkeypatch) -> None:
     assert {"text/html", "text/latex", "text/markdown", "image/svg+xml"} <= shown
     plain = "\n".join(o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {}))
     assert "<Graph bert, head model: 46 nodes" in plain and "335141888" in plain
-    assert "<Comparison bert-mini against bert-tiny" in plain and "<Explanation of activation_bytes" in plain
+    assert "<Comparison of bert-mini, modernbert-base against bert-tiny" in plain
+    assert "<Explanation of activation_bytes" in plain
