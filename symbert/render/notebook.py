@@ -182,5 +182,12 @@ def explanation_markdown(terms: Sequence[Term], quantity_name: str) -> str:
         for p in t.parts
         for c in (p.contribution,)
     ]
+    from symbert.analysis.explain import negative_notes
+
     total = math(sympy.Add(*(t.expr for t in terms)))
-    return f"**{quantity_name}** = {total}\n\n" + _markdown_table(("term", "part", "node", "what", "component"), rows)
+    notes = "".join(f"\n{note}\n" for note in negative_notes(terms))
+    return (
+        f"**{quantity_name}** = {total}\n\n"
+        + _markdown_table(("term", "part", "node", "what", "component"), rows)
+        + notes
+    )
