@@ -37,7 +37,7 @@ def _scaling_note(c: Comparison) -> str:
         f"{', '.join(f'{k} = {human(v)}' for k, v in scaled) or 'no widths'} ({names})"
         for names, scaled in _grouped(c.quantities[0].sides, lambda s: tuple(s.scaling.items()))
     ]
-    return f"As H → ∞ and in the general crossovers: {SCALING_RULE}: {'; '.join(widths)}."
+    return f"Dominant terms and general crossovers: {SCALING_RULE}: {'; '.join(widths)}."
 
 
 def comparison_tables(c: Comparison) -> list[Table]:
