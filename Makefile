@@ -22,14 +22,16 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks
 
 # Generated docs: the diagram gallery (docs/gallery.md, docs/diagrams/), the formula reference (docs/formulas.md),
-# the plots of docs/rl-memory.md and docs/parallel.md (docs/img/) and the explore page's screenshot (headless Chromium).
-# Tests check the gallery and the reference are fresh.
+# the plots of docs/rl-memory.md and docs/parallel.md (docs/img/), the explore page's screenshot (headless Chromium)
+# and the output of every console block in README.md and docs/*.md (scripts/console_docs.py).
+# Tests check the gallery, the reference and the console blocks are fresh.
 docs: $(VENV)/.installed system-deps
 	$(BIN)/python scripts/make_docs.py
 	$(BIN)/python -m symbert.render.reference docs/formulas.md
 	$(BIN)/python -m symbert.render.plots docs/img
 	$(BIN)/python -m symbert.render.layout_plot docs/img
 	$(BIN)/python scripts/explore_screenshot.py docs/img/explore.png
+	$(BIN)/python scripts/console_docs.py
 
 # Graphviz's `dot` draws the diagrams, and headless Chromium runs the explore page's browser test; both
 # installed from Debian/Ubuntu packages where they are missing (the browser test skips without Chromium).

@@ -643,7 +643,8 @@ def latex(
 ) -> None:
     """LaTeX align blocks for each quantity: total, per layer, per component; valued at each CONFIG given.
 
-    CONFIG is a preset, a preset pattern such as 'bert-L*', or a config.json path.
+    CONFIG is a preset, a preset pattern such as 'bert-L*', or a config.json path; configs of other
+    families (or structures, or heads) each get their own formulas, one after another.
     """
     from symbert.analysis.report import report as build_report
     from symbert.outputs import check_output, write_output
@@ -651,12 +652,10 @@ def latex(
 
     if output is not None:
         check_output(output)
-    render.check_one_structure(configs)
     reports = [build_report(c, batch, length, options) for c in configs or [template]]
-    chosen = {key: reports[0].breakdowns[key] for key in dict.fromkeys(quantities or QUANTITIES)}
-    at = [(r.config.name, r.values) for r in reports] if configs else []
-    out = render.equations(
-        chosen, notation, general=general, at=at, note=reports[0].setup, line_width=line_width or None
+    keys = quantities or QUANTITIES
+    out = render.grouped_equations(
+        reports, keys, notation, general=general, valued=bool(configs), line_width=line_width or None
     )
     text = render.document(out) if document else out
     if output is None:
@@ -689,6 +688,7 @@ def table(
     """One quantity by component: a formula column and a value column per CONFIG.
 
     CONFIG is a preset, a preset pattern such as 'bert-L*-H*' (the 24 miniatures), or a config.json path.
+    Configs of other families (or structures, or heads) line up by role: embeddings, attention, MLP, norms…
     """
     from symbert.analysis.report import report as build_report
     from symbert.render.tables import column_groups, component_table, transposed
@@ -696,7 +696,7 @@ def table(
     reports = [build_report(c, batch, length, options) for c in configs]
     found = component_table(reports, quantity, general)
     found = transposed(found) if transpose else found
-    _emit(column_groups(found, columns, 1 if transpose else 2) if columns else [found], fmt, notation)
+    _emit(column_groups(found, columns) if columns else [found], fmt, notation)
 
 
 @cli.command()
@@ -734,7 +734,7 @@ def explain(
 
 
 @cli.command()
-@config_specs(-1, "[X Y]")
+@config_specs(-1, "CONFIG CONFIG [CONFIG]...")
 @memory_options
 @notation_options
 @FORMAT
@@ -742,17 +742,17 @@ def explain(
 def compare(
     configs: list[Config], batch: int, length: int, options: MemoryOptions, notation: Notation, fmt: str, as_json: bool
 ) -> None:
-    """Two configs X and Y (presets or config.json paths, or --preset and --config twice) side by side.
+    """Two or more configs of any families (presets, patterns, config.json paths, --preset, --config) side by side.
 
-    Each quantity's difference and ratio, exact and as functions of B and seq_len; dominant terms as
-    seq_len → ∞ and H → ∞; the crossover seq_len where attention scores equal all the rest.
+    Each quantity's value and ratio to the first config, exact and as functions of B and seq_len;
+    components by role (embeddings, attention, MLP, norms, pooler, head, loss); dominant terms as
+    seq_len → ∞ and H → ∞ (E and I grow with H at each config's own ratio); the crossover seq_len where
+    attention scores equal all the rest.
     """
     from symbert.analysis.compare import compare as build_comparison
-    from symbert.render.tables import comparison_json, comparison_tables
+    from symbert.render.comparison import comparison_json, comparison_tables
 
-    if len(configs) != 2:
-        raise ConfigError(f"compare needs exactly two configs (X Y, or --preset/--config twice), got {len(configs)}")
-    comparison = build_comparison(*configs, batch, length, options)
+    comparison = build_comparison(configs, batch, length, options)
     if as_json:
         _print_json(comparison_json(comparison))
     else:

@@ -201,5 +201,5 @@ def test_compare_with_bert_base_keeps_e() -> None:
     """bert-base's formula has E = H put in; electra-small's keeps E, and the difference is exact."""
     out = invoke("compare", "bert-base", "electra-small", "--json")
     params = json.loads(out.stdout)["quantities"]["params"]
-    assert "E" not in params["x"]["formula"] and "E*H" in params["y"]["formula"]
-    assert params["difference"] == 13_483_008 - 109_482_240
+    assert "E" not in params["configs"][0]["formula"] and "E*H" in params["configs"][1]["formula"]
+    assert params["against_first"][0]["difference"] == 13_483_008 - 109_482_240

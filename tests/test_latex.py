@@ -18,6 +18,7 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
 from symbert.configs import ConfigError
 from symbert.render import latex, tables
+from symbert.render.comparison import comparison_tables
 from symbert.symbols import A, B, H, L, seq_len
 
 S = seq_len
@@ -127,8 +128,12 @@ def snippets() -> list[str]:
         out.append(tables.to_latex(tables.explain_table(terms, reports[0], "activation_bytes")))
     albert = report(symbert.preset("albert-base-v2"), 2, 128, MEGATRON)
     out.append(latex.equations(albert.breakdowns, latex.notation("megatron")))
-    comparison = compare(configs[0], symbert.preset("albert-base-v2"), 2, 128, MEGATRON)
-    out.append(tables.render(tables.comparison_tables(comparison), "latex"))
+    comparison = compare([configs[0], symbert.preset("albert-base-v2")], 2, 128, MEGATRON)
+    out.append(tables.render(comparison_tables(comparison), "latex"))
+    mixed = [report(symbert.preset(n), 2, 128) for n in ("bert-base", "modernbert-base")]
+    out.append(latex.grouped_equations(mixed, ["params"], latex.notation("megatron")))
+    out.append(tables.to_latex(tables.component_table(mixed, "params")))
+    out.append(tables.to_latex(tables.explain_table(explain(mixed[1].breakdowns["params"]), mixed[1], "params")))
     return out
 
 
@@ -189,6 +194,7 @@ def test_every_preset_document_fits_the_page(tmp_path) -> None:
         ("latex", "bert-base", "bert-large", "--document", "--notation", "megatron", "--general"),
         ("latex", *MODERNBERT_AMP, "amp", "--document"),
         ("latex", "deberta-v3-base", "deberta-v3-large", "--document", "--policy", "megatron"),
+        ("latex", "bert-base", "modernbert-base", "deberta-v3-base", "--document"),
     ]
     outcomes = [invoke(*args) for args in runs]
     assert all(o.code == 0 for o in outcomes), [o.stderr for o in outcomes if o.code]

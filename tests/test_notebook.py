@@ -52,12 +52,12 @@ def test_report_repr_and_markdown(report) -> None:
 
 
 def test_comparison_repr_and_markdown() -> None:
-    c = symbert.compare(symbert.preset("bert-tiny"), symbert.preset("bert-mini"), 1, 128)
+    c = symbert.compare([symbert.preset("bert-tiny"), symbert.preset("bert-mini")], 1, 128)
     text = repr(c)
     assert len(text) < 1000
     assert "params: 4,385,920 → 11,170,560 (× 2.54691)" in text
     md = c._repr_markdown_()
-    assert "**bert-mini against bert-tiny" in md and "$48 \\mathit{seq}_{\\mathrm{len}}^{2} B" in md
+    assert "**bert-tiny, bert-mini; B=1" in md and "$48 \\mathit{seq}_{\\mathrm{len}}^{2} B" in md
 
 
 def test_table_and_explanation(report) -> None:
@@ -95,7 +95,8 @@ def test_walkthrough_notebook_runs(monkeypatch) -> None:
     assert {"text/html", "text/latex", "text/markdown", "image/svg+xml"} <= shown
     plain = "\n".join(o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {}))
     assert "<Graph bert, head model: 46 nodes" in plain and "335141888" in plain
-    assert "<Comparison bert-mini against bert-tiny" in plain and "<Explanation of activation_bytes" in plain
+    assert "<Comparison of bert-mini, modernbert-base against bert-tiny" in plain
+    assert "<Explanation of activation_bytes" in plain
 
 
 def test_config_repr_and_markdown() -> None:

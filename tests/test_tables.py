@@ -6,14 +6,12 @@ import csv
 import io
 from pathlib import Path
 
-import pytest
 import sympy
 from conftest import run_cli
 
 import symbert
 from symbert.analysis.policy import MemoryOptions
 from symbert.analysis.report import report
-from symbert.configs import ConfigError
 from symbert.render import tables
 from symbert.render.reference import reference
 from symbert.symbols import B, H, L, position_size, seq_len, type_size, vocab_size
@@ -82,9 +80,23 @@ def test_activation_values_by_hand() -> None:
     )
 
 
-def test_configs_of_different_structure_are_refused() -> None:
-    with pytest.raises(ConfigError, match="different formulas"):
-        table_for("bert-base", "albert-base-v2")
+def test_configs_of_other_families_line_up_by_role() -> None:
+    """albert-base-v2 by hand (E = 128, H = 768, I = 3072, one shared layer, 30,000 words): its total is the
+    published 11,683,584; bert-tiny's column is the published 4,385,920."""
+    t = table_for("bert-tiny", "albert-base-v2")
+    assert t.header == ("role", "formula (bert-tiny)", "bert-tiny", "formula (albert-base-v2)", "albert-base-v2")
+    albert = {row[0]: row[4] for row in t.rows}
+    e, h, i = 128, 768, 3072
+    assert albert == {
+        "embeddings": e * (30000 + 512 + 2) + 2 * e + (e * h + h),  # tables, layernorm, the E→H projection
+        "attention": 4 * (h * h + h),
+        "MLP": (h * i + i) + (i * h + h),
+        "norms": 2 * 2 * h,
+        "pooler": h * h + h,
+        "total": 11_683_584,
+    }
+    assert {row[0]: row[2] for row in t.rows}["total"] == 4_385_920
+    assert tables.transposed(t).keep == 1 and t.keep == 1 and table_for("bert-tiny").keep == 2
 
 
 def test_csv_round_trips_through_the_csv_module() -> None:
@@ -99,15 +111,15 @@ def test_formula_reference_page_is_fresh() -> None:
 
 
 def test_transposed_and_column_groups_by_hand() -> None:
-    table = tables.Table("t", ("component", "formula", "a", "b", "c"), (("x", H, 1, 2, 3), ("y", L, 4, 5, 6)))
+    table = tables.Table("t", ("component", "formula", "a", "b", "c"), (("x", H, 1, 2, 3), ("y", L, 4, 5, 6)), keep=2)
     flipped = tables.transposed(table)
     assert flipped.header == ("component", "x", "y")
     assert flipped.rows == (("formula", H, L), ("a", 1, 4), ("b", 2, 5), ("c", 3, 6))
-    groups = tables.column_groups(table, 2, keep=2)
+    groups = tables.column_groups(table, 2)
     assert [g.header for g in groups] == [("component", "formula", "a", "b"), ("component", "formula", "c")]
     assert [g.rows for g in groups] == [(("x", H, 1, 2), ("y", L, 4, 5)), (("x", H, 3), ("y", L, 6))]
     assert [g.title for g in groups] == ["t (1 of 2)", "t (2 of 2)"]
-    assert tables.column_groups(table, 3, keep=2) == [table]
+    assert tables.column_groups(table, 3) == [table]
 
 
 def test_wide_formula_cells_break_in_latex() -> None:

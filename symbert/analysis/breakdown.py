@@ -40,6 +40,7 @@ class ComponentTotal:
     total: sympy.Expr
     per_layer: sympy.Expr | None
     count: sympy.Expr | None
+    role: str
 
     @property
     def formula(self) -> sympy.Expr:
@@ -70,12 +71,13 @@ class Components(Displayed, tuple[ComponentTotal, ...]):
 
 @dataclass(frozen=True)
 class Breakdown(Displayed):
-    """A quantity (parameters, bytes, FLOPs) as sympy, with the node behind every term."""
+    """A quantity (parameters, bytes, FLOPs) as sympy, with the node behind every term; ``order`` names the
+    components in model order, each with its role (:data:`symbert.models.ROLES`)."""
 
     quantity: str
     unit: str
     contributions: tuple[Contribution, ...]
-    order: tuple[str, ...]
+    order: Mapping[str, str]
     substitutions: Mapping[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
 
     @property
@@ -92,7 +94,8 @@ class Breakdown(Displayed):
             counts = {c.count for c in parts}
             count = counts.pop() if len(counts) == 1 and parts[0].count != 1 else None
             per_layer = sympy.expand(sympy.Add(*(c.expr for c in parts))) if count is not None else None
-            out.append(ComponentTotal(name, sympy.expand(sympy.Add(*(c.total for c in parts))), per_layer, count))
+            total = sympy.expand(sympy.Add(*(c.total for c in parts)))
+            out.append(ComponentTotal(name, total, per_layer, count, self.order[name]))
         return Components(tuple(out), self.quantity, self.unit)
 
     def substituted(self, expr: sympy.Expr) -> sympy.Expr:
@@ -113,7 +116,7 @@ class Breakdown(Displayed):
 
 
 #: The components of a task model beyond its encoder's: the loss, and the rest of the head.
-TASK_COMPONENTS = (Component("loss", "head/loss"), Component("head", "head"))
+TASK_COMPONENTS = (Component("loss", "head/loss", role="loss"), Component("head", "head", role="head"))
 
 
 def component_of(node: Node, components: Iterable[Component]) -> str:
@@ -121,9 +124,13 @@ def component_of(node: Node, components: Iterable[Component]) -> str:
     return next((c.name for c in (*components, *TASK_COMPONENTS) if c.matches(node)), "other")
 
 
-def component_order(components: Iterable[Component]) -> tuple[str, ...]:
-    names = list(dict.fromkeys(c.name for c in components))
-    return (*names, "head", "loss", "other")
+def component_order(components: Iterable[Component]) -> dict[str, str]:
+    """Component names in model order, each with its role; a name declared twice must keep its role."""
+    order: dict[str, str] = {}
+    for c in (*components, *TASK_COMPONENTS[::-1]):
+        if order.setdefault(c.name, c.role) != c.role:
+            raise ValueError(f"component {c.name!r} is declared with roles {order[c.name]} and {c.role}")
+    return {**order, "other": "other"}
 
 
 def model_of(graph: Graph) -> ModelSpec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from symbert.models import albert, bert, deberta, distilbert, electra, modernbert
-from symbert.models.spec import Component, ModelSpec, Option
+from symbert.models.spec import ROLES, Component, ModelSpec, Option
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -17,4 +17,4 @@ def register(spec: ModelSpec) -> ModelSpec:
 for _spec in (bert.SPEC, bert.ROBERTA, albert.SPEC, distilbert.SPEC, deberta.SPEC, electra.SPEC, modernbert.SPEC):
     register(_spec)
 
-__all__ = ["MODELS", "Component", "ModelSpec", "Option", "register"]
+__all__ = ["MODELS", "ROLES", "Component", "ModelSpec", "Option", "register"]

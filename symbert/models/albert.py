@@ -122,15 +122,15 @@ SPEC = ModelSpec(
     build=build,
     options=(*options("gelu_new", 0.0), Option("classifier_dropout_prob", 0.1, from_config=True)),
     param_components=(
-        Component("embeddings", "embeddings"),
-        Component("embedding projection", PROJECTION),
-        Component("layernorms", LAYER, ops=("layernorm",)),
-        Component("attention", f"{LAYER}/albert_layers/attention"),
-        Component("feed-forward", LAYER),
-        Component("pooler", "pooler"),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("embedding projection", PROJECTION, role="embeddings"),
+        Component("layernorms", LAYER, ops=("layernorm",), role="norms"),
+        Component("attention", f"{LAYER}/albert_layers/attention", role="attention"),
+        Component("feed-forward", LAYER, role="MLP"),
+        Component("pooler", "pooler", role="pooler"),
     ),
     activation_components=activation_components(
-        LAYER, f"{LAYER}/albert_layers/attention", Component("embedding projection", PROJECTION)
+        LAYER, f"{LAYER}/albert_layers/attention", Component("embedding projection", PROJECTION, role="embeddings")
     ),
     fields={**FIELDS, "embedding_size": E},
     divides=(("hidden_size", "num_attention_heads"),),

@@ -252,13 +252,13 @@ def activation_components(layer: str, attention: str, *extra: Component) -> tupl
     """Activation components of an encoder whose repeated layer is ``layer``: embeddings (then ``extra``),
     per layer the attention scores, layernorms, rest of attention, feed-forward; the pooler."""
     return (
-        Component("embeddings", "embeddings"),
+        Component("embeddings", "embeddings", role="embeddings"),
         *extra,
-        Component("attention scores", layer, region="attention_core"),
-        Component("layernorms", layer, ops=("layernorm",)),
-        Component("rest of attention", attention),
-        Component("feed-forward", layer),
-        Component("pooler", "pooler"),
+        Component("attention scores", layer, region="attention_core", role="attention"),
+        Component("layernorms", layer, ops=("layernorm",), role="norms"),
+        Component("rest of attention", attention, role="attention"),
+        Component("feed-forward", layer, role="MLP"),
+        Component("pooler", "pooler", role="pooler"),
     )
 
 
@@ -268,13 +268,13 @@ def activation_components(layer: str, attention: str, *extra: Component) -> tupl
 UNTIED = ("tie_word_embeddings", True)
 
 PARAM_COMPONENTS = (
-    Component("embeddings", "embeddings"),
-    Component("self-attention", "encoder/layer/attention/self"),
-    Component("layernorms", "encoder/layer", ops=("layernorm",)),
-    Component("attention output", "encoder/layer/attention/output"),
-    Component("intermediate", "encoder/layer/intermediate"),
-    Component("output", "encoder/layer/output"),
-    Component("pooler", "pooler"),
+    Component("embeddings", "embeddings", role="embeddings"),
+    Component("self-attention", "encoder/layer/attention/self", role="attention"),
+    Component("layernorms", "encoder/layer", ops=("layernorm",), role="norms"),
+    Component("attention output", "encoder/layer/attention/output", role="attention"),
+    Component("intermediate", "encoder/layer/intermediate", role="MLP"),
+    Component("output", "encoder/layer/output", role="MLP"),
+    Component("pooler", "pooler", role="pooler"),
 )
 
 

@@ -410,9 +410,9 @@ LAYER = "encoder/layer"
 LAYERS = (LAYER, f"{LAYER}/0", f"{LAYER}/rest")
 
 
-def in_layers(name: str, scope: str) -> tuple[Component, ...]:
-    """The component ``name`` for the ops at ``scope`` under each of :data:`LAYERS`."""
-    return tuple(Component(name, f"{layers}/{scope}") for layers in LAYERS)
+def in_layers(name: str, scope: str, role: str) -> tuple[Component, ...]:
+    """The component ``name`` (of ``role``) for the ops at ``scope`` under each of :data:`LAYERS`."""
+    return tuple(Component(name, f"{layers}/{scope}", role=role) for layers in LAYERS)
 
 
 SPEC = ModelSpec(
@@ -435,25 +435,25 @@ SPEC = ModelSpec(
         Option("conv_act", "tanh", tuple(ACTIVATIONS), from_config=True),
     ),
     param_components=(
-        Component("embeddings", "embeddings"),
-        Component("relative positions", "encoder/rel_embeddings"),
-        Component("relative positions", "encoder/LayerNorm"),
-        *in_layers("self-attention", "attention/self"),
-        Component("layernorms", LAYER, ops=("layernorm",)),
-        *in_layers("attention output", "attention/output"),
-        *in_layers("intermediate", "intermediate"),
-        *in_layers("output", "output"),
-        Component("convolution", "encoder/conv"),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("relative positions", "encoder/rel_embeddings", role="attention"),
+        Component("relative positions", "encoder/LayerNorm", role="attention"),
+        *in_layers("self-attention", "attention/self", "attention"),
+        Component("layernorms", LAYER, ops=("layernorm",), role="norms"),
+        *in_layers("attention output", "attention/output", "attention"),
+        *in_layers("intermediate", "intermediate", "MLP"),
+        *in_layers("output", "output", "MLP"),
+        Component("convolution", "encoder/conv", role="other"),
     ),
     activation_components=(
-        Component("embeddings", "embeddings"),
-        Component("relative positions", "encoder/LayerNorm"),
-        Component("position scores", LAYER, region=POSITION_SCORES),
-        Component("attention scores", LAYER, region=ATTENTION_CORE),
-        Component("layernorms", LAYER, ops=("layernorm",)),
-        *in_layers("rest of attention", "attention"),
-        Component("feed-forward", LAYER),
-        Component("convolution", "encoder/conv"),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("relative positions", "encoder/LayerNorm", role="attention"),
+        Component("position scores", LAYER, region=POSITION_SCORES, role="attention"),
+        Component("attention scores", LAYER, region=ATTENTION_CORE, role="attention"),
+        Component("layernorms", LAYER, ops=("layernorm",), role="norms"),
+        *in_layers("rest of attention", "attention", "attention"),
+        Component("feed-forward", LAYER, role="MLP"),
+        Component("convolution", "encoder/conv", role="other"),
     ),
     fields={**ENCODER_FIELDS, "position_buckets": position_buckets},
     divides=(("hidden_size", "num_attention_heads"),),

@@ -114,10 +114,10 @@ SPEC = ModelSpec(
         Option("tie_word_embeddings", True, from_config=True),
     ),
     param_components=(
-        Component("embeddings", "embeddings"),
-        Component("self-attention", "transformer/layer/attention"),
-        Component("layernorms", "transformer/layer", ops=("layernorm",)),
-        Component("feed-forward", "transformer/layer/ffn"),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("self-attention", "transformer/layer/attention", role="attention"),
+        Component("layernorms", "transformer/layer", ops=("layernorm",), role="norms"),
+        Component("feed-forward", "transformer/layer/ffn", role="MLP"),
     ),
     activation_components=activation_components("transformer/layer", "transformer/layer/attention"),
     fields={

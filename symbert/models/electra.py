@@ -135,9 +135,13 @@ SPEC = ModelSpec(
         Option("summary_last_dropout", 0.1, from_config=True),
         Option("tie_word_embeddings", True, from_config=True),
     ),
-    param_components=(PARAM_COMPONENTS[0], Component("embedding projection", PROJECTION), *PARAM_COMPONENTS[1:]),
+    param_components=(
+        PARAM_COMPONENTS[0],
+        Component("embedding projection", PROJECTION, role="embeddings"),
+        *PARAM_COMPONENTS[1:],
+    ),
     activation_components=activation_components(
-        "encoder/layer", "encoder/layer/attention", Component("embedding projection", PROJECTION)
+        "encoder/layer", "encoder/layer/attention", Component("embedding projection", PROJECTION, role="embeddings")
     ),
     fields={**FIELDS, "embedding_size": E},
     divides=(("hidden_size", "num_attention_heads"),),

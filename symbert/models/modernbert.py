@@ -214,8 +214,8 @@ def released(layers: int, hidden: int, heads: int, intermediate: int) -> dict[st
     }
 
 
-ATTENTION = tuple(Component("attention", f"layers/{kind}/attn") for kind in ("0", "global", "local"))
-MLP = tuple(Component("MLP", f"layers/{kind}/mlp") for kind in ("0", "global", "local"))
+ATTENTION = tuple(Component("attention", f"layers/{kind}/attn", role="attention") for kind in ("0", "global", "local"))
+MLP = tuple(Component("MLP", f"layers/{kind}/mlp", role="MLP") for kind in ("0", "global", "local"))
 GELU = tuple(ACTIVATIONS)
 
 SPEC = ModelSpec(
@@ -234,21 +234,21 @@ SPEC = ModelSpec(
         Option("tie_word_embeddings", True, from_config=True),
     ),
     param_components=(
-        Component("embeddings", "embeddings"),
-        Component("layernorms", "layers", ops=("layernorm",)),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("layernorms", "layers", ops=("layernorm",), role="norms"),
         *ATTENTION,
         *MLP,
-        Component("final norm", "final_norm"),
+        Component("final norm", "final_norm", role="norms"),
     ),
     activation_components=(
-        Component("embeddings", "embeddings"),
-        Component("attention scores", "layers", region="attention_core"),
-        Component("layernorms", "layers", ops=("layernorm",)),
-        *(Component("rest of attention", c.scope) for c in ATTENTION),
-        *(Component("feed-forward", c.scope) for c in MLP),
-        Component("final norm", "final_norm"),
-        Component("masks", "masks"),
-        Component("rotary tables", "rotary_emb"),
+        Component("embeddings", "embeddings", role="embeddings"),
+        Component("attention scores", "layers", region="attention_core", role="attention"),
+        Component("layernorms", "layers", ops=("layernorm",), role="norms"),
+        *(Component("rest of attention", c.scope, role="attention") for c in ATTENTION),
+        *(Component("feed-forward", c.scope, role="MLP") for c in MLP),
+        Component("final norm", "final_norm", role="norms"),
+        Component("masks", "masks", role="attention"),
+        Component("rotary tables", "rotary_emb", role="attention"),
     ),
     fields={**ENCODER_FIELDS, "global_attn_every_n_layers": global_every, "local_attention": window},
     divides=(("hidden_size", "num_attention_heads"),),

@@ -14,14 +14,26 @@ if TYPE_CHECKING:
     from symbert.models.heads import Head
 
 
+#: What a component does, the same across families, so that comparisons line up by role: ``norms`` are the
+#: layernorms, ``attention`` holds what only attention reads (DeBERTa's relative positions, ModernBERT's
+#: rotary tables and masks), ``embeddings`` an E→H projection too.
+ROLES = ("embeddings", "attention", "MLP", "norms", "pooler", "head", "loss", "other")
+
+
 @dataclass(frozen=True)
 class Component:
-    """A named group of nodes: those named ``scope`` or under it, optionally only some op kinds or one region."""
+    """A named group of nodes: those named ``scope`` or under it, optionally only some op kinds or one region;
+    ``role`` is one of :data:`ROLES`."""
 
     name: str
     scope: str
     ops: tuple[str, ...] | None = None
     region: str | None = None
+    role: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"component {self.name!r}: role must be one of {', '.join(ROLES)}, got {self.role!r}")
 
     def matches(self, node: Node) -> bool:
         return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -38,6 +39,9 @@ from symbert.symbols import (
     vocab_size,
     window,
 )
+
+if TYPE_CHECKING:
+    from symbert.analysis.report import Report
 
 #: Terms of a factored form's cofactor run upward from its constant: 34 + 5·A·seq_len/H.
 ASCENDING = "igrlex"
@@ -309,14 +313,18 @@ def notation(name: str = "seed", renames: Iterable[str] = ()) -> Notation:
     return NOTATIONS[name].renamed(renames)
 
 
-def check_one_structure(configs: Sequence[Config]) -> None:
-    """Refuse configs whose formulas differ: another model family, other structural options, another task head
-    or loss (the number of labels and choices stay symbols, so they may differ)."""
-    shapes = {(c.model, tuple(sorted(c.structure().items())), c.task.head, c.task.problem) for c in configs}
-    if len(shapes) > 1:
-        raise ConfigError(
-            "these configs have different formulas: give configs of one model family, structure and task head"
-        )
+def structure_key(c: Config) -> tuple[object, ...]:
+    """What decides a config's formulas: its model family, structural options, task head and loss (the number
+    of labels and choices stay symbols, so they may differ)."""
+    return (c.model, tuple(sorted(c.structure().items())), c.task.head, c.task.problem)
+
+
+def by_structure(reports: Sequence[Report]) -> list[list[Report]]:
+    """``reports`` grouped by :func:`structure_key`, groups in order of first appearance: each shares formulas."""
+    groups: dict[tuple[object, ...], list[Report]] = {}
+    for r in reports:
+        groups.setdefault(structure_key(r.config), []).append(r)
+    return list(groups.values())
 
 
 def factored(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
@@ -436,6 +444,31 @@ def equations(
         comment = f"% {key} ({b.unit}){conventions}{'; ' + note if note else ''}".replace("\n", " ")
         blocks.append(f"{comment}\n{align(b, notation, general=general, at=at, line_width=line_width)}")
     return "\n".join(blocks)
+
+
+def grouped_equations(
+    reports: Sequence[Report],
+    quantities: Iterable[str],
+    notation: Notation = NOTATIONS["seed"],
+    *,
+    general: bool = False,
+    valued: bool = True,
+    line_width: float | None = WIDTH,
+) -> str:
+    """:func:`equations` for each group of reports that share formulas (:func:`by_structure`), valued at each
+    of its configs when ``valued``; several groups each follow a paragraph naming its configs and family."""
+    groups = by_structure(reports)
+    out = []
+    for group in groups:
+        first = group[0]
+        chosen = {key: first.breakdowns[key] for key in dict.fromkeys(quantities)}
+        at = [(r.config.name, r.values) for r in group] if valued else []
+        names = ", ".join(r.config.name for r in group)
+        heading = rf"\paragraph{{{escape(names)} ({escape(first.config.model)})}}" + "\n" if len(groups) > 1 else ""
+        out.append(
+            heading + equations(chosen, notation, general=general, at=at, note=first.setup, line_width=line_width)
+        )
+    return "\n".join(out)
 
 
 def document(*snippets: str) -> str:

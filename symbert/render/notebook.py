@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import sympy
 
+from symbert.analysis.explain import negative_notes
 from symbert.formula import amount, human, quantity
 from symbert.render.latex import NOTATIONS
 from symbert.symbols import ALL, DEGREES
@@ -127,7 +128,8 @@ def report_markdown(r: Report) -> str:
 
 
 def comparison_markdown(c: Comparison) -> str:
-    from symbert.render.tables import comparison_tables, to_markdown
+    from symbert.render.comparison import comparison_tables
+    from symbert.render.tables import to_markdown
 
     return "\n".join(to_markdown(t) for t in comparison_tables(c)[:2])
 
@@ -140,4 +142,9 @@ def explanation_markdown(terms: Explanation) -> str:
         for c in (p.contribution,)
     ]
     total = math(sympy.Add(*(t.expr for t in terms)))
-    return f"**{terms.quantity}** = {total}\n\n" + _markdown_table(("term", "part", "node", "what", "component"), rows)
+    notes = "".join(f"\n{note}\n" for note in negative_notes(terms))
+    return (
+        f"**{terms.quantity}** = {total}\n\n"
+        + _markdown_table(("term", "part", "node", "what", "component"), rows)
+        + notes
+    )

@@ -15,23 +15,28 @@ from dataclasses import dataclass
 import sympy
 from rich.table import Table as RichTable
 
-from symbert.analysis.compare import Comparison, QuantityComparison, Side
-from symbert.analysis.explain import Term
+from symbert.analysis.breakdown import Breakdown, ComponentTotal
+from symbert.analysis.explain import Term, negative_notes
 from symbert.analysis.report import Report
 from symbert.display import ROWS
 from symbert.formula import human, text
-from symbert.render.latex import NOTATIONS, Notation, broken, check_one_structure, component_formula, escape
+from symbert.models import ROLES
+from symbert.render.latex import NOTATIONS, Notation, broken, by_structure, component_formula, escape
 
 Cell = str | int | sympy.Expr
 
 
 @dataclass(frozen=True)
 class Table:
-    """A title, a header and rows of cells; integer columns are right-aligned."""
+    """A title, a header and rows of cells; integer columns are right-aligned. ``notes`` are plain lines
+    printed under the table (CSV leaves them out, as it does the title); ``keep`` leading columns name a row,
+    and :func:`column_groups` repeats them in each group."""
 
     title: str
     header: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    notes: tuple[str, ...] = ()
+    keep: int = 1
 
     def numeric(self, column: int) -> bool:
         return bool(self.rows) and all(isinstance(row[column], int) for row in self.rows)
@@ -56,11 +61,12 @@ def transposed(table: Table) -> Table:
         *(text(row[0]) if isinstance(row[0], sympy.Basic) else str(row[0]) for row in table.rows),
     )
     rows = tuple((name, *(row[i] for row in table.rows)) for i, name in enumerate(table.header) if i > 0)
-    return Table(table.title, header, rows)
+    return Table(table.title, header, rows, table.notes)
 
 
-def column_groups(table: Table, size: int, keep: int = 1) -> list[Table]:
-    """``table`` as tables of at most ``size`` columns after its first ``keep``, which each repeats."""
+def column_groups(table: Table, size: int) -> list[Table]:
+    """``table`` as tables of at most ``size`` columns after its first ``table.keep``, which each repeats."""
+    keep = table.keep
     starts = range(keep, len(table.header), size)
     if len(starts) < 2:
         return [table]
@@ -69,6 +75,8 @@ def column_groups(table: Table, size: int, keep: int = 1) -> list[Table]:
             f"{table.title} ({n} of {len(starts)})",
             table.header[:keep] + table.header[start : start + size],
             tuple(row[:keep] + row[start : start + size] for row in table.rows),
+            table.notes,
+            keep,
         )
         for n, start in enumerate(starts, 1)
     ]
@@ -105,6 +113,7 @@ def to_latex(table: Table, notation: Notation = NOTATIONS["seed"], cell_width: f
         *(" & ".join(cell(v) for v in row) + r" \\" for row in table.rows),
         r"\bottomrule",
         r"\end{tabular}",
+        *(rf"\par\smallskip{{\footnotesize {escape(note)}\par}}" for note in table.notes),
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
@@ -122,7 +131,8 @@ def to_markdown(table: Table, notation: Notation = NOTATIONS["seed"]) -> str:
 
     rule = ["---:" if table.numeric(i) else "---" for i in range(len(table.header))]
     rows = [[cell(h) for h in table.header], rule, *([cell(v) for v in row] for row in table.rows)]
-    return f"**{table.title}**\n\n" + "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    notes = "".join(f"\n{note}\n" for note in table.notes)
+    return f"**{table.title}**\n\n" + "".join("| " + " | ".join(row) + " |\n" for row in rows) + notes
 
 
 def to_csv(table: Table) -> str:
@@ -137,7 +147,8 @@ def to_csv(table: Table) -> str:
 
 def to_rich(table: Table) -> RichTable:
     """A terminal table, formulas in the ``12·H²·L`` form."""
-    out = RichTable(title=table.title, title_justify="left")
+    caption = "\n".join(table.notes) or None
+    out = RichTable(title=table.title, title_justify="left", caption=caption, caption_justify="left")
     for i, name in enumerate(table.header):
         out.add_column(name, justify="right" if table.numeric(i) else "left")
     for row in table.rows:
@@ -156,9 +167,12 @@ def render(tables: Sequence[Table], fmt: str, notation: Notation = NOTATIONS["se
 def component_table(reports: Sequence[Report], quantity: str, general: bool = False) -> Table:
     """Components of ``quantity`` as rows: the formula, then its value at each report's config and shape.
 
-    The reports must share one model structure (their formulas are then the same).
+    Reports whose formulas differ (:func:`~symbert.render.latex.by_structure`: other families, structures or
+    heads) line up by role instead: a formula column for each group, followed by its configs' values.
     """
-    check_one_structure([r.config for r in reports])
+    groups = by_structure(reports)
+    if len(groups) > 1:
+        return _role_table(groups, quantity, general)
     breakdown = reports[0].breakdowns[quantity]
     form = sympy.expand if general else breakdown.substituted
     rows = [
@@ -166,8 +180,32 @@ def component_table(reports: Sequence[Report], quantity: str, general: bool = Fa
         for c in breakdown.components()
     ]
     rows.append(("total", form(breakdown.total), *(r.value(quantity) for r in reports)))
-    title = f"{quantity} ({breakdown.unit}) by component; {_shape(reports[0])}"
-    return Table(title, ("component", "formula", *(r.config.name for r in reports)), tuple(rows))
+    title = f"{quantity} ({breakdown.unit}) by component; {shapes_of(reports)}"
+    return Table(title, ("component", "formula", *(r.config.name for r in reports)), tuple(rows), keep=2)
+
+
+def _role_table(groups: Sequence[Sequence[Report]], quantity: str, general: bool) -> Table:
+    """Rows by role (then the total); per group its formula for the role, then the role's value at its configs."""
+    breakdowns = [g[0].breakdowns[quantity] for g in groups]
+    found = [b.components() for b in breakdowns]
+    roles = [role for role in ROLES if any(c.role == role for parts in found for c in parts)]
+
+    def cells(group: Sequence[Report], b: Breakdown, parts: list[ComponentTotal], role: str | None) -> list[Cell]:
+        total = b.total if role is None else sympy.Add(*(c.total for c in parts if c.role == role))
+        return [(sympy.expand if general else b.substituted)(total), *(b.evaluate(total, r.values) for r in group)]
+
+    rows = tuple(
+        (
+            role or "total",
+            *(v for g, b, parts in zip(groups, breakdowns, found, strict=True) for v in cells(g, b, parts, role)),
+        )
+        for role in (*roles, None)
+    )
+    header = [
+        h for g in groups for h in (f"formula ({', '.join(r.config.name for r in g)})", *(r.config.name for r in g))
+    ]
+    title = f"{quantity} ({breakdowns[0].unit}) by role; {shapes_of([r for g in groups for r in g])}"
+    return Table(title, ("role", *header), rows)
 
 
 def explain_table(terms: Sequence[Term], report: Report, quantity: str) -> Table:
@@ -187,129 +225,19 @@ def explain_table(terms: Sequence[Term], report: Report, quantity: str) -> Table
     ]
     total = sympy.Add(*(t.expr for t in terms))
     rows.append(("total", total, "", "", "", breakdown.evaluate(total, report.values)))
-    title = f"{quantity} ({breakdown.unit}) term by term; {report.config.name}, {_shape(report)}"
-    return Table(title, ("term", "part", "node", "what", "component", "value"), tuple(rows))
+    title = f"{quantity} ({breakdown.unit}) term by term; {report.config.name}, {shape_of(report)}"
+    return Table(title, ("term", "part", "node", "what", "component", "value"), tuple(rows), negative_notes(terms))
 
 
-def _shape(r: Report) -> str:
+def shape_of(r: Report) -> str:
+    """The batch, seq_len and setup a report was made at."""
     return f"B={r.batch}, seq_len={r.seq_len}; {r.setup}"
 
 
-def _decimal(value: sympy.Expr) -> str:
-    return f"{float(value):.6g}"
-
-
-def _once(q: QuantityComparison, field: str) -> list[tuple[str, object]]:
-    """A per-side field, once when both configs agree, else labelled by config."""
-    x, y = getattr(q.x, field), getattr(q.y, field)
-    return [("both", x)] if x == y else [("x", x), ("y", y)]
-
-
-def comparison_tables(c: Comparison) -> list[Table]:
-    """Values, symbolic forms, dominant terms, crossovers and components of two configs, side by side."""
-    nx, ny = c.x.config.name, c.y.config.name
-    shape = _shape(c.x) if c.x.setup == c.y.setup else f"{_shape(c.x)} for {nx}; {c.y.setup} for {ny}"
-    values = Table(
-        f"{ny} against {nx}; {shape}",
-        ("quantity", nx, ny, f"{ny} − {nx}", f"{ny} / {nx}", "≈"),
-        tuple(
-            (q.key, q.x.value, q.y.value, q.y.value - q.x.value, q.value_ratio, _decimal(q.value_ratio))
-            for q in c.quantities
-        ),
-    )
-    symbolic = Table(
-        "as functions of B and seq_len",
-        ("quantity", nx, ny, f"{ny} − {nx}", f"{ny} / {nx}", "ratio as seq_len → ∞"),
-        tuple((q.key, q.x.at, q.y.at, q.difference, q.ratio, q.ratio_limit) for q in c.quantities),
-    )
-    names = {"both": f"{nx}, {ny}", "x": nx, "y": ny}
-    dominant = Table(
-        "dominant terms of the formula (other symbols fixed)",
-        ("quantity", "config", "as … → ∞", "terms", "components"),
-        tuple(
-            (q.key, names[who], d.symbol.name, d.terms, ", ".join(d.components))
-            for q in c.quantities
-            for who, found in _once(q, "dominant")
-            for d in found
-        ),
-    )
-    crossovers = Table(
-        "crossover: seq_len where attention scores equal all other components",
-        ("quantity", "scope", "config", "general", "seq_len", "≈"),
-        tuple(
-            (q.key, cr.scope, name, _roots(cr.general), _roots(cr.value), _decimals(cr.value))
-            for q in c.quantities
-            for name, side in ((nx, q.x), (ny, q.y))
-            for cr in side.crossovers
-        ),
-    )
-    components = Table(
-        f"components; {shape}",
-        ("quantity", "component", nx, ny, f"{ny} / {nx}"),
-        tuple(
-            (q.key, name, q.x.components.get(name, 0), q.y.components.get(name, 0), _ratio(q, name))
-            for q in c.quantities
-            for name in q.components
-        ),
-    )
-    return [values, symbolic, dominant, crossovers, components]
-
-
-def _roots(roots: Sequence[sympy.Expr]) -> Cell:
-    return roots[0] if len(roots) == 1 else ", ".join(text(r) for r in roots) or "none"
-
-
-def _decimals(roots: Sequence[sympy.Expr]) -> str:
-    return ", ".join(_decimal(r) for r in roots) or "none"
-
-
-def _ratio(q: QuantityComparison, name: str) -> str:
-    x, y = q.x.components.get(name, 0), q.y.components.get(name, 0)
-    return _decimal(sympy.Rational(y, x)) if x else "—"
-
-
-def _side_json(side: Side) -> dict[str, object]:
-    return {
-        "value": side.value,
-        "formula": text(side.formula),
-        "formula_at_config": text(side.at),
-        "dominant": {d.symbol.name: {"terms": text(d.terms), "components": list(d.components)} for d in side.dominant},
-        "crossover": {
-            cr.scope: {
-                "general": [text(r) for r in cr.general],
-                "seq_len": [text(r) for r in cr.value],
-                "decimal": [float(r) for r in cr.value],
-            }
-            for cr in side.crossovers
-        },
-        "components": side.components,
-    }
-
-
-def comparison_json(c: Comparison) -> dict[str, object]:
-    """``symbert compare --json``: both configs, the shape, and per quantity both sides and y − x, y / x."""
-    o = c.x.options
-    return {
-        "x": c.x.config.as_dict(),
-        "y": c.y.config.as_dict(),
-        "batch": c.x.batch,
-        "seq_len": c.x.seq_len,
-        "policy": o.policy,
-        "dtype": o.activation_dtype,
-        "attention": o.attention if o.attention == c.y.options.attention else [o.attention, c.y.options.attention],
-        "recompute": o.recompute,
-        "quantities": {
-            q.key: {
-                "unit": q.unit,
-                "x": _side_json(q.x),
-                "y": _side_json(q.y),
-                "difference": q.y.value - q.x.value,
-                "ratio": text(q.value_ratio),
-                "ratio_decimal": float(q.value_ratio),
-                "difference_formula": text(q.difference),
-                "ratio_formula": text(q.ratio),
-                "ratio_limit_seq_len": text(q.ratio_limit),
-            }
-            for q in c.quantities
-        },
-    }
+def shapes_of(reports: Sequence[Report]) -> str:
+    """The batch, seq_len and setup, said once when every report shares the setup, else per config."""
+    first = reports[0]
+    if all(r.setup == first.setup for r in reports):
+        return shape_of(first)
+    setups = "; ".join(f"{r.setup} for {r.config.name}" for r in reports)
+    return f"B={first.batch}, seq_len={first.seq_len}; {setups}"
