@@ -316,3 +316,31 @@ def transients(
         items.append(Kept("math: attention weights returned in the input dtype", nbytes=scores * act))
         items.append(Kept("math: output in float32", nbytes=call.q.numel * 4))
     return items
+
+
+def backward_transients(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> list[Kept]:
+    """What the call's backward holds at its highest point, as a change from the replay's backward event
+    (which holds the incoming gradient, what the call keeps, and the gradients of Q, K and V in the input
+    dtype); the CPU math kernel's (its ops' own backward, measured with torch 2.13):
+
+    the output's gradient is converted to the compute dtype (16-bit inputs) and copied contiguous for the
+    product's backward, and the incoming gradient freed; then the product with V makes V's gradient and
+    the attention weights' gradient (both in the compute dtype). That is the highest point: each later
+    step frees more than it makes. Q's and K's gradients, and V's in the input dtype, are not made yet.
+
+    Other kernels: none."""
+    if options.backend.device != "cpu" or kernel_for(call, options, values) != "math":
+        return []
+    act = BYTES[options.activation_dtype]
+    compute = 4 if options.activation_dtype in SIXTEEN_BIT else act
+    scores = numel((*call.q.shape[:-1], call.k.shape[-2]))
+    return [
+        Kept("math backward: attention weights' gradient", nbytes=scores * compute),
+        Kept("math backward: V's gradient in the compute dtype", nbytes=call.v.numel * compute),
+        Kept("math backward: output's gradient, contiguous in the compute dtype", nbytes=call.output.numel * compute),
+        Kept("math backward: incoming gradient, freed", nbytes=-call.output.numel * act),
+        *(Kept(f"math backward: {name}'s gradient, not made yet", nbytes=-t.numel * act)
+          for name, t in (("Q", call.q), ("K", call.k), ("V", call.v))),
+    ]

@@ -583,6 +583,14 @@ class Replay:
             return [self.alloc(*self.extra_size(k), None) for k in sdpa.transients(call, self.options, self.values)]
         return [self.promotion_copy(unit.node, t) for t in promotion_copies(self.graph, unit.node, self.options)]
 
+    def backward_transients(self, unit: Unit) -> list[_Buffer]:
+        """A fused attention call's backward at its highest point, as a change from its event
+        (:func:`symbert.analysis.sdpa.backward_transients`)."""
+        if len(unit.nodes) == 1:
+            return []
+        call = sdpa.call_of(self.graph, list(unit.nodes))
+        return [self.alloc(*self.extra_size(k), None) for k in sdpa.backward_transients(call, self.options, self.values)]
+
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
         common = self.graph.tensor(node.outputs[0]).dtype
@@ -755,8 +763,9 @@ class Replay:
                 for p in n.params:
                     if p.name not in low:
                         drops += self.param_gradient(n, p, unit)
+            peak = self.backward_transients(unit)
             self.record(unit.label, self.owner(unit))
-            for buf in drops:
+            for buf in [*peak, *drops]:
                 self.release(buf)
             for key in incoming:
                 if key in self.grads:
