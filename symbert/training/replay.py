@@ -464,11 +464,13 @@ class Replay:
             self.drop_last_flat()
             if not self.sharding.engine.root_stays:
                 self.reshard(ROOT)
+            loss = size_of(sympy.Integer(LOSS_BYTES))
+            losses = [self.alloc(loss, "activations", None) for _ in range(self.graph.head == "model")]
             self.record("end of forward")
             self.note_steady("saved")
             self.phase = "backward"
             self.gather(ROOT)
-            losses = [self.alloc(size_of(sympy.Integer(LOSS_BYTES)), "activations", None) for _ in range(self.losses)]
+            losses += [self.alloc(loss, "activations", None) for _ in range(self.losses - len(losses))]
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
             self.backward()
@@ -589,7 +591,8 @@ class Replay:
         if len(unit.nodes) == 1:
             return []
         call = sdpa.call_of(self.graph, list(unit.nodes))
-        return [self.alloc(*self.extra_size(k), None) for k in sdpa.backward_transients(call, self.options, self.values)]
+        items = sdpa.backward_transients(call, self.options, self.values)
+        return [self.alloc(*self.extra_size(k), None) for k in items]
 
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
@@ -607,9 +610,10 @@ class Replay:
 
     @property
     def losses(self) -> int:
-        """The 0-dim float32 tensors backward starts from outside the graph, alive until it ends: the
-        gradient it seeds the loss with (``loss.backward()`` holds it until it returns); a bare model's
-        loss, the caller's (a task model's is its graph's); GradScaler's scaled loss."""
+        """The 0-dim float32 tensors backward starts from outside the graph, alive until it ends: a bare
+        model's loss, the caller's, made when the forward returns (a task model's is its graph's); the
+        gradient backward seeds the loss with (``loss.backward()`` holds it until it returns);
+        GradScaler's scaled loss."""
         return 1 + (self.graph.head == "model") + self.training.grad_scaler
 
     def loss_gradient(self, unit: Unit) -> None:
