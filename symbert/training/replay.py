@@ -439,7 +439,8 @@ class Replay:
         add_to(self.totals["weights"], size_of(self.states["weights"] + sum(b for _, b in self.buffers())))
         for _, nbytes in self.buffers():
             add_to(self.totals["runtime"], self.pad_of(size_of(nbytes)))
-        add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
+        made_later = self.states["lazy"] + self.states["scaler"]
+        add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - made_later))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights, "weights"))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master, "optimizer"))
         add_to(self.totals["gradients"], size_of(self.states["buckets"]))
@@ -470,6 +471,8 @@ class Replay:
             self.note_steady("saved")
             self.phase = "backward"
             self.gather(ROOT)
+            if step == 1:  # GradScaler makes its scale and growth tracker at its first scale()
+                add_to(self.totals["optimizer"], size_of(self.states["scaler"]))
             losses += [self.alloc(loss, "activations", None) for _ in range(self.losses - len(losses))]
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
