@@ -315,3 +315,25 @@ def test_peak_inside_the_math_kernels_backward(length: int, amp: str | None) -> 
     check = check_peak(H32_A4, 1, length, "adamw", attention="sdpa", amp=amp)
     assert check.predicted == check.measured.tensors, f"predicted {check.predicted:,} at {check.predicted_where}"
     assert check.predicted_where.startswith(f"step {check.measured.where.step} backward: encoder/layer/attention")
+
+
+@pytest.mark.parametrize(("dtype", "above_start"), [("bfloat16", 1792), ("float32", 1536)])
+def test_math_kernel_backward_peak_by_hand(dtype: str, above_start: int) -> None:
+    """B=2, A=2, seq_len 8, head dim 4, dropout 0.1, read off torch.profiler's trace of one call's backward
+    (torch 2.13). bf16 under autocast: the output's gradient to float32 (+512), the incoming bf16 one freed
+    (−256), copied contiguous (+512, the float32 one freed −512), then the product with V makes V's
+    gradient (+512) and the weights' (+1024): 1792 bytes above where the backward starts. float32: the
+    contiguous copy (+512), the incoming one freed (−512), V's (+512) and the weights' (+1024): 1536.
+    The replay's event holds the three input gradients (3 × 256 in bf16, 3 × 512 in float32)."""
+    from symbert.analysis.sdpa import Call, backward_transients
+    from symbert.ir import Role, Tensor
+
+    def tensor(name: str, shape: tuple[int, ...]) -> Tensor:
+        return Tensor(name, shape, dtype, Role.ACTIVATION, True, name)
+
+    q, k, v = (tensor(n, (2, 2, 8, 4)) for n in "qkv")
+    call = Call(q, k, v, tensor("output", (2, 8, 2, 4)), 0.1, "scores")
+    amp = dtype != "float32"
+    options = MemoryOptions("torch-cpu", dtype, "sdpa", amp=amp)
+    grads = 3 * 2 * 2 * 8 * 4 * (2 if amp else 4)
+    assert sum(int(k.nbytes) for k in backward_transients(call, options)) + grads == above_start

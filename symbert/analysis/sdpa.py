@@ -321,14 +321,18 @@ def transients(
 def backward_transients(
     call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
 ) -> list[Kept]:
-    """What the call's backward holds at its highest point, as a change from the replay's backward event
-    (which holds the incoming gradient, what the call keeps, and the gradients of Q, K and V in the input
-    dtype); the CPU math kernel's (its ops' own backward, measured with torch 2.13):
+    """The call's backward at its highest point, as changes to the replay's backward event, which holds
+    the incoming gradient, what the call keeps, and Q's, K's and V's gradients in the input dtype: items
+    with negative bytes are what that event counts and the kernel does not hold there. The CPU math
+    kernel's (``_scaled_dot_product_attention_math``: its ops' own backward, measured with torch 2.13):
 
     the output's gradient is converted to the compute dtype (16-bit inputs) and copied contiguous for the
-    product's backward, and the incoming gradient freed; then the product with V makes V's gradient and
-    the attention weights' gradient (both in the compute dtype). That is the highest point: each later
-    step frees more than it makes. Q's and K's gradients, and V's in the input dtype, are not made yet.
+    product's backward, and the incoming gradient is freed; then the product with V makes V's gradient
+    and the attention weights' gradient, both in the compute dtype. That is the highest point: each
+    later step (dropout's, softmax's, the scores product's, the scalings', the casts back) frees more
+    than it makes, and Q's and K's gradients, and V's in the input dtype, are not made yet. Under 16-bit
+    autocast the items sum to the weights' gradient, 4·B·A·seq_len² bytes; in float32, to that less
+    twice Q's bytes.
 
     Other kernels: none."""
     if options.backend.device != "cpu" or kernel_for(call, options, values) != "math":
@@ -337,10 +341,12 @@ def backward_transients(
     compute = 4 if options.activation_dtype in SIXTEEN_BIT else act
     scores = numel((*call.q.shape[:-1], call.k.shape[-2]))
     return [
-        Kept("math backward: attention weights' gradient", nbytes=scores * compute),
+        Kept("math backward: the attention weights' gradient", nbytes=scores * compute),
         Kept("math backward: V's gradient in the compute dtype", nbytes=call.v.numel * compute),
-        Kept("math backward: output's gradient, contiguous in the compute dtype", nbytes=call.output.numel * compute),
-        Kept("math backward: incoming gradient, freed", nbytes=-call.output.numel * act),
-        *(Kept(f"math backward: {name}'s gradient, not made yet", nbytes=-t.numel * act)
-          for name, t in (("Q", call.q), ("K", call.k), ("V", call.v))),
+        Kept("math backward: the output's gradient, copied contiguous", nbytes=call.output.numel * compute),
+        Kept("math backward: the incoming gradient, freed", nbytes=-call.output.numel * act),
+        *(
+            Kept(f"math backward: {name}'s gradient, not made yet", nbytes=-t.numel * act)
+            for name, t in (("Q", call.q), ("K", call.k), ("V", call.v))
+        ),
     ]
