@@ -53,3 +53,63 @@ def test_kernel_scratch_is_told_apart_from_tensors(dtype: str) -> None:
     assert phase.end == 2 * size
     assert phase.peak >= phase.tensors
     assert all(e.nbytes in (size, -size) for e in events if not e.scratch)
+
+
+#: One layer, four heads of width 8: at seq_len 64 (or 128 in float32) and batch 1 the step peaks inside the
+#: CPU math attention kernel's backward.
+H32_A4 = symbert.Config(
+    "bert",
+    {
+        "vocab_size": 97,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "max_position_embeddings": 128,
+        "type_vocab_size": 2,
+    },
+    "h32-a4-l1",
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "length", "attention", "amp"),
+    [
+        (None, 64, "sdpa", "bfloat16"),
+        (None, 64, "sdpa", "float16"),
+        (None, 128, "sdpa", None),
+        ("sequence-classification", 64, "eager", "float16"),
+    ],
+)
+def test_every_phase_exact_against_pytorch(head: str | None, length: int, attention: str, amp: str | None) -> None:
+    """Every phase of two real AdamW steps on CPU, its highest point (tensors, without kernels' scratch) and
+    its end, to the byte: a bare model's loss is the caller's, made when the forward returns (its 4 bytes
+    end the forward); the outputs and the loss are held until backward returns; the optimizer updates the
+    parameters in the order modules register them (under autocast too: ``embeddings.position_embeddings``
+    before ``token_type_embeddings``, the largest update's temporaries beside the previous one's); and the
+    math kernel's backward peaks where it has made the attention weights' gradient and V's, from the
+    output's gradient copied contiguous in the compute dtype. The optimizer phase here includes zero_grad."""
+    hf()
+    from symbert.analysis.policy import MemoryOptions
+    from symbert.api import trace
+    from symbert.configs import with_task
+    from symbert.symbols import B, seq_len
+    from symbert.training.states import Training
+    from symbert.training.step import phases, step_memory
+    from symbert.validate.compare import hugging_face
+    from symbert.validate.peak import measure_steps
+
+    config = with_task(H32_A4, head=head) if head else H32_A4
+    values = {**config.symbols(), B: 1, seq_len: length}
+    training = Training("adamw", "amp" if amp else "fp32", MemoryOptions("torch-cpu", amp, attention))
+    timeline = step_memory(trace(config), training, values).timeline(values)
+    predicted = [(p.step, p.name, p.peak.total, p.end) for p in phases(timeline)]
+    measured_phases = measure_steps(lambda: hugging_face(config, 1, length, "float32", attention), amp=amp)[0].phases
+    measured = []
+    for forward, backward, update, zero_grad in zip(*[iter(measured_phases)] * 4, strict=True):
+        measured += [
+            (forward.step, "forward", forward.tensors, forward.end),
+            (backward.step, "backward", backward.tensors, backward.end),
+            (update.step, "optimizer", max(update.tensors, zero_grad.tensors), zero_grad.end),
+        ]
+    assert predicted == measured

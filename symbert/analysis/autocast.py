@@ -63,6 +63,20 @@ def with_dtypes(graph: Graph, options: MemoryOptions) -> Graph:
     return out
 
 
+def _empty_like(graph: Graph) -> Graph:
+    """A graph with no nodes yet and everything else of ``graph``'s: its blocks, options, what modules' locals
+    hold, what they register (the parameters' order) and their interleaving."""
+    return Graph(
+        graph.model,
+        graph.head,
+        blocks=dict(graph.blocks),
+        options=dict(graph.options),
+        held=dict(graph.held),
+        registered=dict(graph.registered),
+        patterns=dict(graph.patterns),
+    )
+
+
 def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
     """A cast the model records (Hugging Face's ``.to(dtype)``) to the dtype its input already has
     returns its input, as PyTorch's ``Tensor.to`` does: its output is a view. The graph itself when
@@ -75,7 +89,7 @@ def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
     }
     if not same:
         return graph
-    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
+    out = _empty_like(graph)
     for node in graph.nodes:
         made = [replace(graph.tensor(t), base=same.get(t, graph.tensor(t).base)) for t in node.outputs]
         for name in node.inputs:
@@ -86,7 +100,7 @@ def _same_dtype_casts(graph: Graph, options: MemoryOptions) -> Graph:
 
 
 def _autocast(graph: Graph, device: str, low: str, options: MemoryOptions) -> Graph:
-    out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
+    out = _empty_like(graph)
     dtypes: dict[str, str] = {}
     for node in graph.nodes:
         kind = category(node.op, device)

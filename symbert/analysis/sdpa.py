@@ -316,3 +316,37 @@ def transients(
         items.append(Kept("math: attention weights returned in the input dtype", nbytes=scores * act))
         items.append(Kept("math: output in float32", nbytes=call.q.numel * 4))
     return items
+
+
+def backward_transients(
+    call: Call, options: MemoryOptions, values: Mapping[sympy.Symbol, int] | None = None
+) -> list[Kept]:
+    """The call's backward at its highest point, as changes to the replay's backward event, which holds
+    the incoming gradient, what the call keeps, and Q's, K's and V's gradients in the input dtype: items
+    with negative bytes are what that event counts and the kernel does not hold there. The CPU math
+    kernel's (``_scaled_dot_product_attention_math``: its ops' own backward, measured with torch 2.13):
+
+    the output's gradient is converted to the compute dtype (16-bit inputs) and copied contiguous for the
+    product's backward, and the incoming gradient is freed; then the product with V makes V's gradient
+    and the attention weights' gradient, both in the compute dtype. That is the highest point: each
+    later step (dropout's, softmax's, the scores product's, the scalings', the casts back) frees more
+    than it makes, and Q's and K's gradients, and V's in the input dtype, are not made yet. Under 16-bit
+    autocast the items sum to the weights' gradient, 4·B·A·seq_len² bytes; in float32, to that less
+    twice Q's bytes.
+
+    Other kernels: none."""
+    if options.backend.device != "cpu" or kernel_for(call, options, values) != "math":
+        return []
+    act = BYTES[options.activation_dtype]
+    compute = 4 if options.activation_dtype in SIXTEEN_BIT else act
+    scores = numel((*call.q.shape[:-1], call.k.shape[-2]))
+    return [
+        Kept("math backward: the attention weights' gradient", nbytes=scores * compute),
+        Kept("math backward: V's gradient in the compute dtype", nbytes=call.v.numel * compute),
+        Kept("math backward: the output's gradient, copied contiguous", nbytes=call.output.numel * compute),
+        Kept("math backward: the incoming gradient, freed", nbytes=-call.output.numel * act),
+        *(
+            Kept(f"math backward: {name}'s gradient, not made yet", nbytes=-t.numel * act)
+            for name, t in (("Q", call.q), ("K", call.k), ("V", call.v))
+        ),
+    ]

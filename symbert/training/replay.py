@@ -439,7 +439,8 @@ class Replay:
         add_to(self.totals["weights"], size_of(self.states["weights"] + sum(b for _, b in self.buffers())))
         for _, nbytes in self.buffers():
             add_to(self.totals["runtime"], self.pad_of(size_of(nbytes)))
-        add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - self.states["lazy"]))
+        made_later = self.states["lazy"] + self.states["scaler"]
+        add_to(self.totals["optimizer"], size_of(self.states["optimizer"] - made_later))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.weights, "weights"))
         add_to(self.totals["runtime"], self.state_pads(self.training.bytes.master, "optimizer"))
         add_to(self.totals["gradients"], size_of(self.states["buckets"]))
@@ -464,11 +465,15 @@ class Replay:
             self.drop_last_flat()
             if not self.sharding.engine.root_stays:
                 self.reshard(ROOT)
+            loss = size_of(sympy.Integer(LOSS_BYTES))
+            losses = [self.alloc(loss, "activations", None) for _ in range(self.graph.head == "model")]
             self.record("end of forward")
             self.note_steady("saved")
             self.phase = "backward"
             self.gather(ROOT)
-            losses = [self.alloc(size_of(sympy.Integer(LOSS_BYTES)), "activations", None) for _ in range(self.losses)]
+            if step == 1:  # GradScaler makes its scale and growth tracker at its first scale()
+                add_to(self.totals["optimizer"], size_of(self.states["scaler"]))
+            losses += [self.alloc(loss, "activations", None) for _ in range(self.losses - len(losses))]
             for unit in reversed(outputs):
                 self.loss_gradient(unit)
             self.backward()
@@ -583,6 +588,15 @@ class Replay:
             return [self.alloc(*self.extra_size(k), None) for k in sdpa.transients(call, self.options, self.values)]
         return [self.promotion_copy(unit.node, t) for t in promotion_copies(self.graph, unit.node, self.options)]
 
+    def backward_transients(self, unit: Unit) -> list[_Buffer]:
+        """A fused attention call's backward at its highest point, as a change from its event
+        (:func:`symbert.analysis.sdpa.backward_transients`)."""
+        if len(unit.nodes) == 1:
+            return []
+        call = sdpa.call_of(self.graph, list(unit.nodes))
+        items = sdpa.backward_transients(call, self.options, self.values)
+        return [self.alloc(*self.extra_size(k), None) for k in items]
+
     def promotion_copy(self, node: Node, t: Tensor) -> _Buffer:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""
         common = self.graph.tensor(node.outputs[0]).dtype
@@ -599,9 +613,10 @@ class Replay:
 
     @property
     def losses(self) -> int:
-        """The 0-dim float32 tensors backward starts from outside the graph, alive until it ends: the
-        gradient it seeds the loss with (``loss.backward()`` holds it until it returns); a bare model's
-        loss, the caller's (a task model's is its graph's); GradScaler's scaled loss."""
+        """The 0-dim float32 tensors backward starts from outside the graph, alive until it ends: a bare
+        model's loss, the caller's, made when the forward returns (a task model's is its graph's); the
+        gradient backward seeds the loss with (``loss.backward()`` holds it until it returns);
+        GradScaler's scaled loss."""
         return 1 + (self.graph.head == "model") + self.training.grad_scaler
 
     def loss_gradient(self, unit: Unit) -> None:
@@ -755,8 +770,9 @@ class Replay:
                 for p in n.params:
                     if p.name not in low:
                         drops += self.param_gradient(n, p, unit)
+            peak = self.backward_transients(unit)
             self.record(unit.label, self.owner(unit))
-            for buf in drops:
+            for buf in [*peak, *drops]:
                 self.release(buf)
             for key in incoming:
                 if key in self.grads:

@@ -222,8 +222,9 @@ def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
     (and in d when they are sharded over d data-parallel GPUs).
 
     ``optimizer`` holds the master weights (mixed precision), GradScaler's scale and growth tracker
-    (fp16 amp) and the states created at the first update (``lazy``, also given apart), with Adam's
-    per-tensor step counts where the implementation keeps them on the device (``counters``, also apart).
+    (fp16 amp; ``scaler``, also given apart: made at the first ``scale()``) and the states created at the
+    first update (``lazy``, also given apart), with Adam's per-tensor step counts where the implementation
+    keeps them on the device (``counters``, also apart).
     ``gradients`` includes DDP's flat bucket copy of them (``buckets``, also given apart).
     """
     sharding = training.sharding
@@ -238,6 +239,7 @@ def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
         "gradients": sympy.expand(training.bytes.gradients * gradients + buckets),
         "optimizer": sympy.expand(training.bytes.master * optimizer + lazy + scaler),
         "lazy": lazy,
+        "scaler": sympy.Integer(scaler),
         "counters": sympy.expand(counters),
         "buckets": buckets,
     }

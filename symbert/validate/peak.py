@@ -190,15 +190,19 @@ def measure_steps(
             output = model(**inputs)
             return (None if output.get("loss") is not None else output), measure.loss_of(output)
 
+    def step_backward(output: Any, loss: torch.Tensor) -> None:
+        """Backward of the loss; the outputs and the loss are dropped when it returns, within the phase
+        (as :func:`measure_steps_cuda` drops them)."""
+        backward(loss)
+
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model, inputs = prepare()
         name, kwargs = OPTIMIZERS[optimizer]
         opt = getattr(torch.optim, name)(model.parameters(), **kwargs)
         backward, update = _stepping(opt, amp, "cpu")
         for step in range(1, steps + 1):
-            output, loss = phase(f"{step}:forward", forward)
-            phase(f"{step}:backward", lambda loss=loss: backward(loss))
-            del output, loss
+            held = {"outputs": phase(f"{step}:forward", forward)}
+            phase(f"{step}:backward", lambda held=held: step_backward(*held.pop("outputs")))
             phase(f"{step}:optimizer", update)
             phase(f"{step}:zero_grad", lambda: opt.zero_grad(set_to_none=True))
     buffers = {measure.storage_of(b).data_ptr(): measure.storage_of(b).nbytes() for b in model.buffers()}
