@@ -107,7 +107,7 @@ class Logged(Replay):
         them where it says so, else as the forward first uses them), then its own parameters, then its
         buffers. A repeated block's runs are children of the block's module."""
         tree = _Module()
-        for name, numel, owner in self.parameter_order():
+        for name, numel, owner in self.parameter_order(every=True):
             path = name.split(".")
             if owner is not None:
                 depth = owner[0].count("/") + 1

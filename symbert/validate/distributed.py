@@ -78,6 +78,10 @@ def describe(layout: Layout) -> str:
 
 def check_runnable(config: Config, layout: Layout) -> None:
     """A ConfigError unless torch.distributed with gloo can run ``layout`` on ``config``'s model."""
+    from symbert.api import per_gpu
+    from symbert.training.states import check_unused
+
+    check_unused(per_gpu(config, layout)[0], layout)  # DDP fails on a parameter that gets no gradient
     how = kind(layout)
     try:
         import torch.distributed as dist
