@@ -122,10 +122,12 @@ def _cases() -> list[symbert.Config]:
 #: and where the head registers a ``bias`` of its own beside it (BERT, RoBERTa, ALBERT, DeBERTa's legacy head)
 #: that bias stays, a parameter that gets no gradient.
 UNTIED = [
-    with_task(replace(random_configs(model, 1, seed=20)[0], options=untied, name=f"{model}-mlm-untied"), head="mlm")
+    with_task(
+        replace(random_configs(model, 1, seed=20)[0], options={"tie_word_embeddings": False}, name=f"{model}-untied"),
+        head="mlm",
+    )
     for model, spec in MODELS.items()
     if "mlm" in spec.heads
-    for untied in [{"tie_word_embeddings": False}]
 ]
 CASES = _cases() + UNTIED
 
@@ -186,7 +188,6 @@ def test_untied_lm_head_by_hand() -> None:
     states = model_states(graph, Training("adamw-fused", "fp32", MemoryOptions("torch-cpu")))
     assert sympy.expand(states["weights"] - states["gradients"]) == 4 * vocab_size
     assert sympy.expand(states["optimizer"] - 8 * (total - vocab_size) - 4 * (5 + 16 * L + 6)) == 0
-
 
 
 @pytest.mark.parametrize("optimizer", ["adamw-fused", "adamw-single"])

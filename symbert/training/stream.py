@@ -102,10 +102,10 @@ class Logged(Replay):
         return out
 
     def load_order(self) -> list[tuple[sympy.Expr, bool]]:
-        """The parameters (elements) and the registered buffers (bytes, marked True) in the order
-        ``Module.to`` visits them: a module's children first, each in turn (in the order the module registers
-        them where it says so, else as the forward first uses them), then its own parameters, then its
-        buffers. A repeated block's runs are children of the block's module."""
+        """Every parameter (elements; one that gets no gradient too) and the registered buffers (bytes, marked
+        True) in the order ``Module.to`` visits them: a module's children first, each in turn (in the order the
+        module registers them where it says so, else as the forward first uses them), then its own parameters,
+        then its buffers. A repeated block's runs are children of the block's module."""
         tree = _Module()
         for name, numel, owner in self.parameter_order(every=True):
             path = name.split(".")
