@@ -214,6 +214,33 @@ def test_untied_lm_head_training_step_against_pytorch(model: str, optimizer: str
     assert (top.step, top.name, top.peak.total) == (measured.where.step, measured.where.name, measured.tensors)
 
 
+@pytest.mark.parametrize(
+    "config", [c for c in UNTIED if c.model in ("bert", "roberta", "albert", "deberta-v2")], ids=lambda c: c.name
+)
+def test_untied_lm_head_loads_in_module_to_order(config: symbert.Config) -> None:
+    """The head's old bias is loaded with the weights, where ``Module.to`` visits it: after the head
+    module's children (ALBERT's as it registers them: LayerNorm, dense, decoder). The requests before
+    the first step under torch-cuda are the real model's parameters and buffers in that order."""
+    hf()
+    from symbert.training.stream import Logged
+    from symbert.validate.hf import hugging_face
+
+    model, _ = hugging_face(config, 1, 2, "float32")
+    sizes: list[int] = []
+
+    def visit(module) -> None:
+        for child in module.children():
+            visit(child)
+        sizes.extend(t.numel() * t.element_size() for t in (*module._parameters.values(), *module._buffers.values()))
+
+    visit(model)
+    training = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
+    replay = Logged(symbert.trace(config), training, {**config.symbols(), B: 2, S: 8})
+    replay.run(1)
+    start = next(i for i, e in enumerate(replay.stream) if e[0] == "phase")
+    assert [e[2] for e in replay.stream[:start] if e[0] == "alloc"][: len(sizes)] == sizes
+
+
 def test_untied_lm_head_is_refused_over_data_parallel_gpus() -> None:
     """DDP fails on a parameter that gets no gradient (unless find_unused_parameters is set): over d > 1
     GPUs the untied head is refused in one line naming the key; the planner rejects those layouts only."""
