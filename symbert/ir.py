@@ -64,10 +64,14 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Param:
-    """A trainable parameter, named like its Hugging Face counterpart (layer index dropped)."""
+    """A parameter, named like its Hugging Face counterpart (layer index dropped). ``trained`` False: its
+    module registers it but no op reads it (an untied LM head's old ``bias``), so backward gives it no
+    gradient and the optimizer skips it; it still counts among the parameters and the weights, and loads
+    with them (:func:`symbert.tracer.unused_param`)."""
 
     name: str
     shape: Shape
+    trained: bool = True
 
     @property
     def numel(self) -> sympy.Expr:

@@ -109,6 +109,7 @@ def _op(
 # Placeholders are recorded by symbert.tracer; they are registered here so every kind has an entry.
 OPS["input"] = OpDef("input", "A tensor the caller provides.", placeholder=True, graph_input=True)
 OPS["buffer"] = OpDef("buffer", "A non-trainable tensor the model owns.", placeholder=True)
+OPS["unused"] = OpDef("unused", "A parameter the model registers and no op reads.", placeholder=True)
 OPS["output"] = OpDef("output", "A model output.", placeholder=True, graph_output=True)
 
 

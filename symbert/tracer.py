@@ -98,11 +98,13 @@ class Tracer:
         outputs: list[tuple[Shape, str, Role, str | None]],
         params: list[tuple[str, Shape]] = (),
         attrs: Mapping[str, object] | None = None,
+        trained: bool = True,
     ) -> list[Tensor]:
         """Append one node. ``outputs`` are (shape, dtype, role, base) with base naming a viewed input;
-        ``params`` are (name, shape), a name with a dot being a full name (a tied parameter)."""
+        ``params`` are (name, shape), a name with a dot being a full name (a tied parameter), and
+        ``trained`` as :attr:`symbert.ir.Param.trained`."""
         node_name = self.unique(self.path(name))
-        owns = [Param(p if "." in p else f"{self.param_prefix(name)}.{p}", shape) for p, shape in params]
+        owns = [Param(p if "." in p else f"{self.param_prefix(name)}.{p}", shape, trained) for p, shape in params]
         grad = bool(owns) or any(t.requires_grad for t in inputs)
         made = [
             Tensor(
@@ -224,6 +226,14 @@ def param_name(leaf: str) -> str:
 def buffer(name: str, shape: Shape, dtype: str) -> Tensor:
     """A non-trainable tensor the model owns (position ids); never counted as an activation."""
     return active().record("buffer", name, [], [(shape, dtype, Role.BUFFER, None)])[0]
+
+
+def unused_param(leaf: str, shape: Shape, because: str) -> None:
+    """A parameter ``leaf`` that the module of the current scope registers and its forward never reads,
+    ``because`` of a config setting (``tie_word_embeddings=False``): it counts among the parameters and
+    loads with the weights, but gets no gradient, so the optimizer keeps nothing for it and skips it."""
+    t = active()
+    t.record("unused", leaf, [], [], [(t.param_prefix(leaf), shape)], {"because": because}, trained=False)
 
 
 def registers(children: tuple[str, ...] = (), buffers: tuple[tuple[str, Shape, str], ...] = ()) -> None:

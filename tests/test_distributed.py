@@ -190,6 +190,7 @@ def test_tensor_parallel_validate_exits_0(tensor: list[Any], monkeypatch: pytest
         (["--pipeline-parallel", "2"], "pipeline and sequence parallelism are not run"),
         (["--data-parallel", "2", "--tensor-parallel", "2"], "not both"),
         (["--data-parallel", "2", "--attention", "sdpa"], "float32 eager attention on CPU"),
+        (["--data-parallel", "2", "--head", "mlm", "--set", "tie_word_embeddings=false"], "tie_word_embeddings=False"),
     ],
 )
 def test_layouts_validate_cannot_run_are_refused_in_one_line(flags: list[str], message: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import sympy
 from conftest import H96_L3, hf, hf_param_shapes, random_configs, run_cli, traced_param_shapes
+from inprocess import invoke
 
 import symbert
 from symbert.analysis.activations import activations
@@ -16,7 +17,9 @@ from symbert.analysis.policy import MemoryOptions
 from symbert.configs import with_task
 from symbert.models import MODELS
 from symbert.models.heads import PROBLEM_TYPES, Task
-from symbert.symbols import B, C, H, num_labels, seq_len, vocab_size
+from symbert.symbols import B, C, H, L, num_labels, seq_len, vocab_size
+from symbert.training.states import Training, model_states
+from symbert.training.step import phases, step_memory
 
 S = seq_len
 
@@ -115,7 +118,18 @@ def _cases() -> list[symbert.Config]:
     return cases
 
 
-CASES = _cases()
+#: Each masked-LM head untied (``tie_word_embeddings`` false): the decoder gets a weight and a bias of its own,
+#: and where the head registers a ``bias`` of its own beside it (BERT, RoBERTa, ALBERT, DeBERTa's legacy head)
+#: that bias stays, a parameter that gets no gradient.
+UNTIED = [
+    with_task(
+        replace(random_configs(model, 1, seed=20)[0], options={"tie_word_embeddings": False}, name=f"{model}-untied"),
+        head="mlm",
+    )
+    for model, spec in MODELS.items()
+    if "mlm" in spec.heads
+]
+CASES = _cases() + UNTIED
 
 
 @pytest.mark.parametrize("config", CASES, ids=lambda c: c.name)
@@ -158,6 +172,89 @@ def test_training_step_peak_against_pytorch(task: Task, batch: int, length: int,
     assert abs(check.error) <= 1e-4, f"predicted {check.predicted:,}, measured {check.measured.tensors:,}"
     where = check.measured.where
     assert check.predicted_where.startswith(f"step {where.step} {where.name}")
+
+
+def test_untied_lm_head_by_hand() -> None:
+    """Untied, BertForMaskedLM's decoder has a weight H·vocab_size and a bias vocab_size of its own, and the
+    head keeps its old bias: H·vocab_size + vocab_size more parameters than tied. The old bias gets no
+    gradient, so fused AdamW keeps no state and no step count for it: weights exceed gradients by its
+    4·vocab_size bytes, and the optimizer holds 8 bytes per other parameter and a step count (4 bytes) per
+    other tensor: 5 in the embeddings, 16 per layer, 6 in the head."""
+    untied = with_task(symbert.Config("bert", H96_L3, "h96-untied", {"tie_word_embeddings": False}), head="mlm")
+    tied = with_task(symbert.Config("bert", H96_L3, "h96"), head="mlm")
+    graph = symbert.trace(untied)
+    total = symbert.params(graph).total
+    assert sympy.expand(total - symbert.params(symbert.trace(tied)).total) == H * vocab_size + vocab_size
+    states = model_states(graph, Training("adamw-fused", "fp32", MemoryOptions("torch-cpu")))
+    assert sympy.expand(states["weights"] - states["gradients"]) == 4 * vocab_size
+    assert sympy.expand(states["optimizer"] - 8 * (total - vocab_size) - 4 * (5 + 16 * L + 6)) == 0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw-fused", "adamw-single"])
+@pytest.mark.parametrize("model", ["bert", "roberta"])
+def test_untied_lm_head_training_step_against_pytorch(model: str, optimizer: str) -> None:
+    """Two real CPU steps of an untied masked-LM model under torch.profiler: the head's old bias is loaded
+    with the weights but gets no gradient, no optimizer state, no step count and no update temporaries
+    (AdamW skips a parameter whose gradient is None), so the highest points of backward and of the
+    optimizer step are exact to the byte in each step, and so is the peak, where the prediction says."""
+    hf()
+    from symbert.validate.hf import hugging_face
+    from symbert.validate.peak import measure_steps
+
+    config = with_task(symbert.Config(model, H96_L3, f"h96-{model}", {"tie_word_embeddings": False}), head="mlm")
+    values = {**config.symbols(), B: 3, S: 20}
+    training = Training(optimizer, "fp32", MemoryOptions("torch-cpu", attention="eager"))
+    predicted = phases(step_memory(symbert.trace(config), training, values).timeline(values))
+    measured, _, _ = measure_steps(lambda: hugging_face(config, 3, 20, "float32", "eager"), optimizer)
+    pairs = [(p, next(m for m in measured.phases if (m.step, m.name) == (p.step, p.name))) for p in predicted]
+    exact = [(p.step, p.name, p.peak.total, m.tensors) for p, m in pairs if p.name in ("backward", "optimizer")]
+    assert len(exact) == 4
+    assert [(s, n, p) for s, n, p, _ in exact] == [(s, n, m) for s, n, _, m in exact]
+    top = max(predicted, key=lambda p: p.peak.total)
+    assert (top.step, top.name, top.peak.total) == (measured.where.step, measured.where.name, measured.tensors)
+
+
+@pytest.mark.parametrize(
+    "config", [c for c in UNTIED if c.model in ("bert", "roberta", "albert", "deberta-v2")], ids=lambda c: c.name
+)
+def test_untied_lm_head_loads_in_module_to_order(config: symbert.Config) -> None:
+    """The head's old bias is loaded with the weights, where ``Module.to`` visits it: after the head
+    module's children (ALBERT's as it registers them: LayerNorm, dense, decoder). The requests before
+    the first step under torch-cuda are the real model's parameters and buffers in that order."""
+    hf()
+    from symbert.training.stream import Logged
+    from symbert.validate.hf import hugging_face
+
+    model, _ = hugging_face(config, 1, 2, "float32")
+    sizes: list[int] = []
+
+    def visit(module) -> None:
+        for child in module.children():
+            visit(child)
+        sizes.extend(t.numel() * t.element_size() for t in (*module._parameters.values(), *module._buffers.values()))
+
+    visit(model)
+    training = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
+    replay = Logged(symbert.trace(config), training, {**config.symbols(), B: 2, S: 8})
+    replay.run(1)
+    start = next(i for i, e in enumerate(replay.stream) if e[0] == "phase")
+    assert [e[2] for e in replay.stream[:start] if e[0] == "alloc"][: len(sizes)] == sizes
+
+
+def test_untied_lm_head_is_refused_over_data_parallel_gpus() -> None:
+    """DDP fails on a parameter that gets no gradient (unless find_unused_parameters is set): over d > 1
+    GPUs the untied head is refused in one line naming the key; the planner rejects those layouts only."""
+    untied = ("--preset", "bert-tiny", "--head", "mlm", "--set", "tie_word_embeddings=false")
+    for layout in (("--data-parallel", "2"), ("--data-parallel", "2", "--zero", "3")):
+        result = invoke("timeline", *untied, "-b", "2", "-s", "8", *layout)
+        assert result.refused and "tie_word_embeddings=False" in result.stderr, result
+    assert invoke("timeline", *untied, "-b", "2", "-s", "8").code == 0
+    plan = invoke("fit", *untied, "--gpus", "2", "-s", "8", "--gpu-memory", "1GiB", "--json")
+    assert plan.code == 0, plan
+    found = json.loads(plan.stdout)
+    assert found["fits"] and all(f["layout"]["data"] == 1 for f in found["fits"])
+    assert {r["layout"]["data"] for r in found["rejected"]} == {2}
+    assert all("tie_word_embeddings=False" in r["reason"] for r in found["rejected"])
 
 
 # ---- config files and the command line

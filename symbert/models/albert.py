@@ -11,7 +11,7 @@ from symbert import ops as F
 from symbert.ir import Tensor
 from symbert.models.bert import (
     FIELDS,
-    UNTIED,
+    TIED,
     activation_components,
     embeddings,
     inputs,
@@ -24,8 +24,8 @@ from symbert.models.bert import (
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, attention, dropout, mask_bias, split_heads
 from symbert.models.spec import Component, ModelSpec, Option
-from symbert.symbols import E, H, I, L, seq_len, vocab_size
-from symbert.tracer import call, held, param_name, registers, repeat, scope
+from symbert.symbols import E, H, I, L, seq_len
+from symbert.tracer import call, held, registers, repeat, scope
 
 
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
@@ -54,6 +54,7 @@ def build(
     hidden_dropout_prob: float = 0.0,
     attention_probs_dropout_prob: float = 0.0,
     classifier_dropout_prob: float = 0.1,
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace AlbertModel.forward(input_ids, token_type_ids, attention_mask) in training mode."""
     input_ids, token_type_ids, attention_mask = inputs(token_types)
@@ -79,10 +80,12 @@ def classifier_p(e: Encoded) -> float:
 
 
 def mlm_scores(e: Encoded) -> Tensor:
-    """AlbertMLMHead: dense H → E, activation, LayerNorm at width E, and the decoder tied to the word embeddings."""
+    """AlbertMLMHead: dense H → E, activation, LayerNorm at width E, and the decoder
+    (:func:`~symbert.models.heads.lm_decoder`). The module registers its LayerNorm first."""
     with scope("predictions"):
+        registers(("LayerNorm", "dense", "decoder"))
         x = F.layernorm("LayerNorm", ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, E)))
-        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+        return heads.lm_decoder(e, x)
 
 
 def pretraining(e: Encoded, problem: str) -> Tensor:
@@ -120,7 +123,7 @@ PROJECTION = "encoder/embedding_hidden_mapping_in"
 SPEC = ModelSpec(
     name="albert",
     build=build,
-    options=(*options("gelu_new", 0.0), Option("classifier_dropout_prob", 0.1, from_config=True)),
+    options=(*options("gelu_new", 0.0), Option("classifier_dropout_prob", 0.1, from_config=True), TIED),
     param_components=(
         Component("embeddings", "embeddings", role="embeddings"),
         Component("embedding projection", PROJECTION, role="embeddings"),
@@ -137,7 +140,7 @@ SPEC = ModelSpec(
     substitutions={I: 4 * H},
     presets={"albert-base-v2": _config(768, 12, 12), "albert-large-v2": _config(1024, 24, 16)},
     default_preset="albert-base-v2",
-    constraints=(("num_hidden_groups", 1), ("inner_group_num", 1), UNTIED),
+    constraints=(("num_hidden_groups", 1), ("inner_group_num", 1)),
     # AlbertConfig's own defaults: albert-xxlarge's sizes
     config_defaults={
         **_config(4096, 12, 64),

@@ -28,7 +28,7 @@ from symbert.models.layers import (
 )
 from symbert.models.spec import Component, ModelSpec, Option
 from symbert.symbols import A, C, E, H, I, L, num_labels, position_size, seq_len, type_size, vocab_size
-from symbert.tracer import buffer, call, held, param_name, registers, repeat, scope
+from symbert.tracer import buffer, call, held, registers, repeat, scope
 
 
 def inputs(token_types: bool) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -102,6 +102,7 @@ def build(
     attention_probs_dropout_prob: float = 0.1,
     classifier_dropout: float | None = None,
     positions_from_ids: bool = False,
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace BertModel.forward(input_ids, token_type_ids, attention_mask) in training mode; ``padding``
     False: a batch without padding, whose all-ones mask Hugging Face drops."""
@@ -133,12 +134,12 @@ def pooled(e: Encoded) -> Tensor:
 
 def lm_scores(e: Encoded) -> Tensor:
     """BertLMPredictionHead: transform (dense, activation, LayerNorm), then a decoder to the vocabulary
-    whose weight is the word embeddings and whose bias is the head's own."""
+    whose weight is the word embeddings and whose bias is the head's own (:func:`~symbert.models.heads.lm_decoder`)."""
     with scope("cls"), scope("predictions"):
         with scope("transform"):
             x = ACTIVATIONS[e.options["hidden_act"]](F.linear("dense", e.sequence, H))
             x = F.layernorm("LayerNorm", x)
-        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+        return heads.lm_decoder(e, x)
 
 
 def next_sentence_scores(e: Encoded) -> Tensor:
@@ -262,10 +263,8 @@ def activation_components(layer: str, attention: str, *extra: Component) -> tupl
     )
 
 
-#: Untied, the LM heads of BERT, RoBERTa, ALBERT and DeBERTa get a decoder weight and bias of their own,
-#: and Hugging Face keeps the head's ``bias`` they were tied to as a parameter that gets no gradient (nor
-#: optimizer state), which symbert does not model: these families are modelled tied.
-UNTIED = ("tie_word_embeddings", True)
+#: Whether the LM head's decoder is tied to the word embeddings (:func:`symbert.models.heads.lm_decoder`).
+TIED = Option("tie_word_embeddings", True, from_config=True)
 
 PARAM_COMPONENTS = (
     Component("embeddings", "embeddings", role="embeddings"),
@@ -298,7 +297,7 @@ def tensor_plan(
 SPEC = ModelSpec(
     name="bert",
     build=build,
-    options=(*options("gelu", 0.1), Option("classifier_dropout", None, from_config=True, optional=True)),
+    options=(*options("gelu", 0.1), Option("classifier_dropout", None, from_config=True, optional=True), TIED),
     param_components=PARAM_COMPONENTS,
     activation_components=activation_components("encoder/layer", "encoder/layer/attention"),
     fields=FIELDS,
@@ -324,7 +323,6 @@ SPEC = ModelSpec(
         "bert-medium": "bert-L8-H512",
     },
     default_preset="bert-base",
-    constraints=(UNTIED,),
     config_defaults={"pad_token_id": 0},
     architecture="BertModel",
     heads=HEADS,
@@ -340,10 +338,10 @@ SPEC = ModelSpec(
 
 #: RoBERTa: BERT with position ids counted from the token ids, after the padding index and one more.
 def roberta_lm_scores(e: Encoded) -> Tensor:
-    """RobertaLMHead: dense, exact GELU, layer_norm, and the decoder tied to the word embeddings."""
+    """RobertaLMHead: dense, exact GELU, layer_norm, and the decoder (:func:`~symbert.models.heads.lm_decoder`)."""
     with scope("lm_head"):
         x = F.layernorm("layer_norm", F.gelu(F.linear("dense", e.sequence, H)))
-        return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+        return heads.lm_decoder(e, x)
 
 
 def first_token_classification(activation: Callable[[Tensor], Tensor]) -> Callable[[Encoded, str], Tensor]:

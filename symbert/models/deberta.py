@@ -17,7 +17,7 @@ import sympy
 import symbert.models.heads as heads
 from symbert import ops as F
 from symbert.ir import Role, Tensor
-from symbert.models.bert import ENCODER_FIELDS, masked_lm_head, residual_block
+from symbert.models.bert import ENCODER_FIELDS, TIED, masked_lm_head, residual_block
 from symbert.models.heads import Encoded, Head
 from symbert.models.layers import ACTIVATIONS, dropout, token_input
 from symbert.models.spec import Component, ModelSpec, Option
@@ -202,6 +202,7 @@ def build(
     conv_kernel_size: int = 0,
     conv_groups: int = 1,
     conv_act: str = "tanh",
+    tie_word_embeddings: bool = True,
 ) -> dict[str, Tensor]:
     """Trace DebertaV2Model.forward(input_ids, attention_mask) in training mode. Hugging Face always
     applies the mask (an all-ones one included), so there is no ``padding`` option. With
@@ -263,12 +264,13 @@ def context_pooler(e: Encoded) -> Tensor:
 def lm_scores(e: Encoded) -> Tensor:
     """The masked-LM head: dense, activation, LayerNorm, and scores over the vocabulary against the word
     embeddings plus the head's own bias. ``legacy`` (Hugging Face's default): ``cls.predictions``, a
-    transform of width E and a decoder tied to the embeddings; otherwise ``lm_predictions.lm_head``."""
+    transform of width E and a decoder (:func:`~symbert.models.heads.lm_decoder`); otherwise
+    ``lm_predictions.lm_head``, which reads the word embeddings whatever ``tie_word_embeddings`` says."""
     if e.options["legacy"]:
         with scope("cls"), scope("predictions"):
             with scope("transform"):
                 x = transform(e, E)
-            return F.linear("decoder", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
+            return heads.lm_decoder(e, x)
     with scope("lm_predictions"), scope("lm_head"):
         x = transform(e, H)
         return F.linear("scores", x, vocab_size, tied={"weight": e.word_embeddings, "bias": param_name("bias")})
@@ -433,6 +435,7 @@ SPEC = ModelSpec(
         Option("conv_kernel_size", 0, from_config=True),
         Option("conv_groups", 1, from_config=True),
         Option("conv_act", "tanh", tuple(ACTIVATIONS), from_config=True),
+        TIED,
     ),
     param_components=(
         Component("embeddings", "embeddings", role="embeddings"),
@@ -470,7 +473,6 @@ SPEC = ModelSpec(
         ("relative_attention", True),
         ("pos_att_type", POS_ATT_TYPE),
         ("type_vocab_size", 0),
-        ("tie_word_embeddings", True),
     ),
     read=read,
     check=check,

@@ -16,8 +16,8 @@ import sympy
 from symbert import ops as F
 from symbert.ir import Role, Shape, Tensor, numel
 from symbert.models.layers import dropout
-from symbert.symbols import B, C, num_labels, seq_len
-from symbert.tracer import active, graph_input, scope
+from symbert.symbols import B, C, num_labels, seq_len, vocab_size
+from symbert.tracer import active, graph_input, param_name, scope, unused_param
 
 BARE = "model"
 HEAD_NAMES = (
@@ -78,6 +78,19 @@ class Encoded:
         """An LM decoder's weight: the word embeddings (``table``, by default :attr:`word_embeddings`)
         unless the config unties it (``tie_word_embeddings`` false), when it is the decoder's own."""
         return {"weight": table or self.word_embeddings} if self.options.get("tie_word_embeddings", True) else {}
+
+
+def lm_decoder(e: Encoded, x: Tensor) -> Tensor:
+    """The decoder x → vocab_size of an LM head that registers a ``bias`` of its own beside it
+    (BertLMPredictionHead, RobertaLMHead, AlbertMLMHead, DeBERTa's legacy head). Tied (the default), its
+    weight is the word embeddings and its bias that ``bias``. Untied (``tie_word_embeddings`` false), the
+    decoder has a weight and a bias of its own, and the head's ``bias`` stays registered, read by nothing."""
+    tied = e.decoder_weight()
+    if tied:
+        return F.linear("decoder", x, vocab_size, tied={**tied, "bias": param_name("bias")})
+    scores = F.linear("decoder", x, vocab_size)
+    unused_param("bias", (vocab_size,), "tie_word_embeddings=False")
+    return scores
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from symbert.ops import OPS
 from symbert.parallel import Layout
 from symbert.symbols import A, B, L, seq_len
 from symbert.training.fit import largest
-from symbert.training.states import Training, model_states
+from symbert.training.states import Training, check_unused, model_states
 from symbert.training.step import Point, StepMemory, step_memory
 from symbert.training.zero import ZeroPlan
 
@@ -145,7 +145,8 @@ class Planner:
         layers = int(self.config.symbols()[L])
         try:
             graph, _ = per_gpu(self.config, layout, self.length)
-        except ConfigError as exc:  # the degrees do not split the model, or it cannot be split so
+            check_unused(graph, layout)
+        except ConfigError as exc:  # the degrees do not split the model, it cannot be split so, or DDP fails on it
             return str(exc)
         values = self.values(layout)
         zero = self.setup(layout, "none").sharding

@@ -840,16 +840,17 @@ class Replay:
         self.grads[key] = self.tensor_alloc(name, old.owner)
         return [old, buf]
 
-    def parameter_order(self) -> list[tuple[str, sympy.Expr, tuple[str, int] | None]]:
+    def parameter_order(self, every: bool = False) -> list[tuple[str, sympy.Expr, tuple[str, int] | None]]:
         """Every parameter tensor the optimizer steps once, in the order the model declares them:
-        (name, elements on this GPU, run); a flat ZeRO partition is one tensor."""
+        (name, elements on this GPU, run); a flat ZeRO partition is one tensor. ``every``: the parameters
+        that get no gradient too (:attr:`symbert.ir.Param.trained`), which the optimizer skips."""
         sharded = self.sharding.sharded("optimizer")
         if sharded and self.sharding.engine.split == "flat":
             return [("the optimizer's partition", self.sharding.elements(self.graph, "optimizer"), None)]
         seen: dict[Key, tuple[str, sympy.Expr, tuple[str, int] | None]] = {}
         for unit in self.units:
             for n in unit.nodes:
-                for p in n.params:
+                for p in (p for p in n.params if p.trained or every):
                     key = self.param_key(n, p.name, unit.run)
                     numel = self.sharding.shard([p]) if sharded else p.numel
                     seen.setdefault(key, (p.name, numel, None if key[1] is None else self.owner(unit)))

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 
 import sympy
 
-from symbert.analysis.params import params
 from symbert.analysis.policy import MemoryOptions
 from symbert.configs import ConfigError
 from symbert.ir import Graph
 from symbert.models.spec import ModelSpec
+from symbert.parallel import Layout
 from symbert.training.runtime import Runtime, cuda_runtime
-from symbert.training.zero import ZeroPlan, engine
+from symbert.training.zero import ZeroPlan, engine, pieces
 from symbert.versions import modelled
 
 #: Memory categories in stacking order, with their labels.
@@ -217,6 +217,22 @@ class Training:
         return f"{optimizer}, {self.precision} precision{scaler}; {self.memory.describe()}{zero}{device}; {modelled()}"
 
 
+def check_unused(graph: Graph, layout: Layout) -> None:
+    """A ConfigError, one line naming the config key, where a parameter gets no gradient
+    (:attr:`symbert.ir.Param.trained`) and ``layout`` trains over a data-parallel group (d > 1): DDP fails
+    on such a parameter unless ``find_unused_parameters`` is set, and neither that nor how ZeRO treats the
+    parameter is modelled."""
+    if layout.data == 1:
+        return
+    for node in graph.nodes:
+        for p in node.params:
+            if not p.trained:
+                raise ConfigError(
+                    f"{node.attr('because')} leaves {p.name} without a gradient, on which DDP fails unless "
+                    "find_unused_parameters is set, and ZeRO's handling of it is not modelled: --data-parallel 1 only"
+                )
+
+
 def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
     """Weights, gradients and optimizer states in bytes per GPU, as formulas in the parameter symbols
     (and in d when they are sharded over d data-parallel GPUs).
@@ -225,11 +241,13 @@ def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
     (fp16 amp; ``scaler``, also given apart: made at the first ``scale()``) and the states created at the
     first update (``lazy``, also given apart), with Adam's per-tensor step counts where the implementation
     keeps them on the device (``counters``, also apart).
-    ``gradients`` includes DDP's flat bucket copy of them (``buckets``, also given apart).
+    ``gradients`` includes DDP's flat bucket copy of them (``buckets``, also given apart). A parameter that
+    gets no gradient has weights only (:func:`check_unused` refuses it over a data-parallel group).
     """
+    check_unused(graph, training.memory.layout)
     sharding = training.sharding
     weights, gradients, optimizer = (sharding.elements(graph, k) for k in ("weights", "gradients", "optimizer"))
-    tensors = sympy.Add(*(c.count for c in params(graph).contributions))
+    tensors = sympy.Add(*(x.count for x in pieces(graph) if x.param.trained))
     counters = training.step_counter * tensors
     scaler = GRAD_SCALER_BYTES if training.grad_scaler else 0
     lazy = sympy.expand(STATE_BYTES[training.algorithm] * optimizer + counters)

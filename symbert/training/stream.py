@@ -102,15 +102,18 @@ class Logged(Replay):
         return out
 
     def load_order(self) -> list[tuple[sympy.Expr, bool]]:
-        """The parameters (elements) and the registered buffers (bytes, marked True) in the order
-        ``Module.to`` visits them: a module's children first, each in turn (in the order the module registers
-        them where it says so, else as the forward first uses them), then its own parameters, then its
-        buffers. A repeated block's runs are children of the block's module."""
+        """Every parameter (elements; one that gets no gradient too) and the registered buffers (bytes, marked
+        True) in the order ``Module.to`` visits them: a module's children first, each in turn (in the order the
+        module registers them where it says so, else as the forward first uses them), then its own parameters,
+        then its buffers. A repeated block's runs are children of the block's module (under a task model's
+        prefix, ``deberta.encoder.layer``, where the name has one)."""
         tree = _Module()
-        for name, numel, owner in self.parameter_order():
+        for name, numel, owner in self.parameter_order(every=True):
             path = name.split(".")
             if owner is not None:
-                depth = owner[0].count("/") + 1
+                block = owner[0].split("/")
+                at = (i for i in range(len(path)) if path[i : i + len(block)] == block)
+                depth = next(at, 0) + len(block)
                 path = [*path[:depth], str(owner[1]), *path[depth:]]
             tree.at(path[:-1]).params.append(numel)
         for prefix, nbytes in self.buffers():

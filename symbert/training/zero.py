@@ -181,8 +181,8 @@ class ZeroPlan:
 
     def local(self, graph: Graph, what: str) -> list[tuple[sympy.Expr, sympy.Expr]]:
         """The allocations one GPU holds of a per-parameter state (weights, gradients, optimizer), as
-        (elements, how many)."""
-        every = pieces(graph)
+        (elements, how many); a parameter that is not trained has weights only."""
+        every = [x for x in pieces(graph) if what == "weights" or x.param.trained]
         if not self.sharded(what):
             gradients = what == "gradients"
             return [(self.gradient_numel(x.node, x.param) if gradients else x.param.numel, x.count) for x in every]

@@ -78,6 +78,9 @@ def describe(layout: Layout) -> str:
 
 def check_runnable(config: Config, layout: Layout) -> None:
     """A ConfigError unless torch.distributed with gloo can run ``layout`` on ``config``'s model."""
+    from symbert.api import trace
+    from symbert.training.states import check_unused
+
     how = kind(layout)
     try:
         import torch.distributed as dist
@@ -96,6 +99,7 @@ def check_runnable(config: Config, layout: Layout) -> None:
         for key in ("intermediate_size", "vocab_size"):
             if config.values[key] % layout.tensor:
                 raise ConfigError(f"--tensor-parallel {layout.tensor} does not divide {key}={config.values[key]}")
+    check_unused(trace(config), layout)  # DDP fails on a parameter that gets no gradient
 
 
 def module_plan(model: Any, plan: Mapping[str, str]) -> dict[str, str]:
