@@ -221,8 +221,8 @@ def fit(
 
 
 def plan(
-    config: ConfigLike = defaults.PRESET,
-    gpus: int = 1,
+    config: ConfigLike,
+    gpus: int,
     *,
     gpu: str | None = None,
     gpu_memory: Size | None = None,
