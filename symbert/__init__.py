@@ -1,11 +1,16 @@
 """symbert: BERT as a symbolic computation graph, and exact closed forms derived from it.
 
-The names below are imported on first use, so that ``import symbert`` (and every command) starts fast.
+The names below are the Python API: one function per command (``symbert.fit("bert-base", seq_len=512,
+gpu="h100")``), with the command's option names and defaults, and the classes and helpers beside them. The
+modules beneath can move; these names stay. They are imported on first use, so that ``import symbert`` (and
+every command) starts fast.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 _EXPORTS = {
@@ -13,13 +18,20 @@ _EXPORTS = {
     "activations": "symbert.analysis.activations",
     "Breakdown": "symbert.analysis.breakdown",
     "Comparison": "symbert.analysis.compare",
-    "compare": "symbert.analysis.compare",
-    "explain": "symbert.analysis.explain",
+    "compare": "symbert.public",
+    "explain": "symbert.public",
+    "fit": "symbert.public",
+    "params": "symbert.public",
+    "plan": "symbert.public",
+    "report": "symbert.public",
+    "sweep": "symbert.public",
+    "timeline": "symbert.public",
+    "validate": "symbert.public",
     "flops": "symbert.analysis.flops",
-    "params": "symbert.analysis.params",
     "MemoryOptions": "symbert.analysis.policy",
     "Report": "symbert.analysis.report",
-    "report": "symbert.analysis.report",
+    "report_json": "symbert.render.reports",
+    "Layout": "symbert.parallel",
     "trace": "symbert.api",
     "Config": "symbert.configs",
     "ConfigError": "symbert.configs",
@@ -57,6 +69,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """The package, whose API names stay the API's: importing the subpackage ``symbert.validate`` (which
+    Python binds on its parent) leaves ``symbert.validate`` the function; the subpackage is imported by name."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name, value.__name__) != value.__name__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 # ---- Notebook displays ---------------------------------------------------------------------------------------------

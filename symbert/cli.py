@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from symbert.analysis.policy import ATTENTION, DEFAULT_POLICY, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
+from symbert import defaults
+from symbert.analysis.policy import ATTENTION, DTYPES, POLICIES, RECOMPUTE, MemoryOptions
 from symbert.configs import Config, ConfigError, check_size, preset_names, resolve
 from symbert.models.heads import HEAD_NAMES, PROBLEM_TYPES
+from symbert.public import configs_of, setup, setups
 from symbert.quantities import QUANTITIES, TRAINING_QUANTITIES, canonical
-from symbert.training.states import DEFAULT_OPTIMIZER, OPTIMIZERS
+from symbert.training.states import OPTIMIZERS
 
 if TYPE_CHECKING:
     from symbert.render.latex import Notation
@@ -161,38 +163,44 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The parallel layout flags, resolved into ``layout`` (:class:`symbert.parallel.Layout`)."""
     from symbert.parallel import STAGES, ZERO_STAGES, Layout
 
+    one = Layout()  # the defaults: one GPU
+
     @click.option(
-        "--tensor-parallel", "tensor", type=POSITIVE, default=1, show_default=True, help="Tensor-parallel degree t."
+        "--tensor-parallel", "tensor", type=POSITIVE, default=one.tensor, show_default=True,
+        help="Tensor-parallel degree t.",
     )
     @click.option(
         "--sequence-parallel", "sequence", is_flag=True, help="Shard dropout, layernorm and residuals along seq_len."
     )
     @click.option(
-        "--pipeline-parallel", "pipeline", type=POSITIVE, default=1, show_default=True, help="Pipeline stages p."
+        "--pipeline-parallel", "pipeline", type=POSITIVE, default=one.pipeline, show_default=True,
+        help="Pipeline stages p.",
     )
-    @click.option("--microbatches", type=POSITIVE, default=1, show_default=True, help="Micro-batches per step m.")
+    @click.option(
+        "--microbatches", type=POSITIVE, default=one.microbatches, show_default=True, help="Micro-batches per step m."
+    )
     @click.option(
         "--virtual-stages",
         "virtual",
         type=POSITIVE,
-        default=1,
+        default=one.virtual,
         show_default=True,
         help="Interleaved stages per rank v.",
     )
     @click.option(
         "--stage",
         type=click.Choice(STAGES),
-        default="first",
+        default=one.stage,
         show_default=True,
         help="Pipeline stage whose GPU to show: first (the most loaded) or last (the pooler and head).",
     )
     @click.option(
-        "--data-parallel", "data", type=POSITIVE, default=1, show_default=True, help="Data-parallel degree d."
+        "--data-parallel", "data", type=POSITIVE, default=one.data, show_default=True, help="Data-parallel degree d."
     )
     @click.option(
         "--zero",
         type=click.Choice([str(z) for z in ZERO_STAGES]),
-        default="0",
+        default=str(one.zero),
         show_default=True,
         help="ZeRO stage over the data-parallel group (0: DDP; 3: FSDP full sharding).",
     )
@@ -218,23 +226,32 @@ def parallel_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 POLICY_OPTION = click.option(
-    "--policy", type=click.Choice(POLICY_NAMES), default=DEFAULT_POLICY, show_default=True, help=POLICY_HELP
+    "--policy", type=click.Choice(POLICY_NAMES), default=defaults.POLICY, show_default=True, help=POLICY_HELP
+)
+RECOMPUTE_OPTION = click.option(
+    "--recompute", type=click.Choice(RECOMPUTE), default=defaults.RECOMPUTE, show_default=True
+)
+BATCH_OPTION = click.option(
+    "--batch", "-b", type=POSITIVE, default=defaults.BATCH, show_default=True, help="Batch size B."
+)
+SEQ_LEN_OPTION = click.option(
+    "--seq-len", "-s", "length", type=POSITIVE, default=defaults.SEQ_LEN, show_default=True, help="Sequence length."
 )
 
 
 def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--batch / --seq-len and report's memory flags, resolved into ``batch``, ``length`` and ``options``."""
 
-    @click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
-    @click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
+    @BATCH_OPTION
+    @SEQ_LEN_OPTION
     @POLICY_OPTION
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's).")
     @click.option("--attention", type=click.Choice(ATTENTION), help=ATTENTION_HELP)
-    @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @RECOMPUTE_OPTION
     @click.option(
         "--precision",
         type=click.Choice(PRECISION_NAMES),
-        default="fp32",
+        default=defaults.PRECISION,
         show_default=True,
         help="amp: torch.autocast to --dtype (default bfloat16) over float32 weights; mixed: 16-bit weights.",
     )
@@ -249,8 +266,7 @@ def memory_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         layout: Any,
         **kwargs: Any,
     ) -> Any:
-        memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
-        options = make_training(DEFAULT_OPTIMIZER, precision, memory, None).memory
+        options = setup(policy, dtype, attention, recompute, precision=precision, layout=layout).memory
         for config in [kwargs.get("config"), *(kwargs.get("configs") or ())]:
             if config is not None:  # a setup the family does not run: refused before anything is printed
                 options.for_model(config.spec)
@@ -318,13 +334,15 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 
 @cli.command()
 @config_options
-@click.option("--batch", "-b", type=POSITIVE, default=2, show_default=True, help="Batch size B.")
-@click.option("--seq-len", "-s", type=POSITIVE, default=16, show_default=True, help="Sequence length.")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--batch", "-b", type=POSITIVE, default=defaults.VALIDATE_BATCH, show_default=True, help="Batch size B.")
+@click.option(
+    "--seq-len", "-s", type=POSITIVE, default=defaults.VALIDATE_SEQ_LEN, show_default=True, help="Sequence length."
+)
+@click.option("--dtype", type=click.Choice(DTYPES), default=defaults.VALIDATE_DTYPE, show_default=True)
 @click.option(
     "--device",
     type=click.Choice(("cpu", "cuda")),
-    default="cpu",
+    default=defaults.VALIDATE_DEVICE,
     show_default=True,
     help="cuda: the torch-cuda policy on the GPU, and in float32 the training-step peak.",
 )
@@ -336,7 +354,7 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
 @click.option(
     "--precision",
     type=click.Choice(("fp32", "amp")),
-    default="fp32",
+    default=defaults.PRECISION,
     show_default=True,
     help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
 )
@@ -357,39 +375,27 @@ def validate(
     the range symbert was tested with. With --data-parallel D (--zero 0: DDP; 3: FSDP2) or
     --tensor-parallel T, starts the ranks itself (one process each, gloo on CPU, eager attention) and
     compares each rank with the per-GPU prediction."""
-    if config.max_length is not None and seq_len > config.max_length:  # before torch is imported
-        raise ConfigError(f"seq_len={seq_len} exceeds the model's {config.max_length} positions")
-    if not layout.single:
-        return validate_ranks(config, batch, seq_len, (dtype, device, attention or "eager", precision), layout)
-    attention = attention or config.spec.default_attention
-    MemoryOptions(attention=attention).for_model(config.spec)
-    if device == "cuda":
-        _require_cuda()
+    from symbert.public import validate as run_validation
     from symbert.render import reports
-    from symbert.validate.compare import validate as run_validation
 
-    amp = precision == "amp"
-    if amp and dtype == "float32":
-        raise ConfigError("--precision amp needs --dtype bfloat16 or float16 (the autocast dtype)")
-    checks = run_validation(config, batch, seq_len, dtype, device, attention, amp, step_peak=True)
-    shown = f"autocast {dtype}" if amp else dtype
-    reports.print_checks(config, batch, seq_len, shown, checks, device, attention)
+    checks = run_validation(
+        config, batch=batch, seq_len=seq_len, dtype=dtype, device=device, attention=attention, precision=precision,
+        layout=layout,
+    )
+    if not layout.single:
+        return _print_ranks(config, batch, seq_len, checks, layout)
+    shown = f"autocast {dtype}" if precision == "amp" else dtype
+    reports.print_checks(config, batch, seq_len, shown, checks, device, attention or config.spec.default_attention)
     _print_versions()
     if not all(c.ok for c in checks):
         sys.exit(1)
 
 
-def validate_ranks(config: Config, batch: int, seq_len: int, setup: tuple[str, ...], layout: Any) -> None:
+def _print_ranks(config: Config, batch: int, seq_len: int, ranks: Any, layout: Any) -> None:
     """validate's distributed runs: each rank against the per-GPU prediction; exit 1 on a mismatch."""
-    if setup != ("float32", "cpu", "eager", "fp32"):
-        raise ConfigError(
-            "distributed validation runs float32 eager attention on CPU: drop --dtype, --device, "
-            "--attention and --precision"
-        )
     from symbert.render import reports
     from symbert.validate import distributed
 
-    ranks = distributed.validate_ranks(config, batch, seq_len, layout)
     how = distributed.describe(layout)
     for rank, checks in enumerate(ranks):
         where = f"; rank {rank} of {how}"
@@ -410,16 +416,6 @@ def _print_versions() -> None:
     click.echo(measured_with())
     for line in outside_range():
         click.echo(f"symbert: warning: {line}", err=True)
-
-
-def _require_cuda() -> None:
-    """One line and exit 2 unless PyTorch is installed and sees a CUDA device."""
-    try:
-        import torch
-    except ImportError:
-        raise ConfigError("validate needs the validate extra: pip install 'symbert[validate]'") from None
-    if not torch.cuda.is_available():
-        raise ConfigError("no CUDA device: torch.cuda.is_available() is False; use --device cpu")
 
 
 @cli.command()
@@ -475,35 +471,6 @@ def diagram(
 TABLE_FORMATS = ("text", "latex", "markdown", "csv")
 
 
-def _is_path(spec: str) -> bool:
-    """A CONFIG argument that can only be a file: a .json name, or one with a path separator."""
-    import os
-
-    return spec.lower().endswith(".json") or "/" in spec or os.sep in spec or (os.altsep or "/") in spec
-
-
-def _spec_configs(
-    spec: str, overrides: tuple[str, ...], task: dict[str, Any], options: dict[str, bool]
-) -> list[Config]:
-    """One CONFIG argument: a path (see :func:`_is_path`) is a file; else a preset or preset pattern; else,
-    when no preset matches, an existing file of that name. A file or folder named like a preset never
-    hides the preset: write ./bert-large to mean the file."""
-    from fnmatch import fnmatchcase
-    from pathlib import Path
-
-    if not spec.strip():
-        raise ConfigError("an empty CONFIG: give a preset name or a config.json path")
-    if _is_path(spec):
-        return [resolve(None, spec, overrides, task, **options)]
-    pattern = any(c in spec for c in "*?[")
-    names = [n for n in preset_names() if fnmatchcase(n, spec)] if pattern else [n for n in preset_names() if n == spec]
-    if not names and Path(spec).is_file():
-        return [resolve(None, spec, overrides, task, **options)]
-    if not names and pattern:
-        raise ConfigError(f"no preset matches {spec!r}; see `symbert presets`")
-    return [resolve(name, None, overrides, task, **options) for name in names or [spec]]
-
-
 def _ordered_sources(presets: tuple[str, ...], files: tuple[str, ...]) -> list[tuple[str, str]]:
     """--preset and --config values in the order they were given on the command line."""
     args = click.get_current_context().meta.get("symbert.args", [])
@@ -528,7 +495,7 @@ def _configs(
 
     found: list[tuple[Config, str | None]] = []
     for spec in specs:
-        found.extend((c, spec if c.name != spec else None) for c in _spec_configs(spec, overrides, task, options))
+        found.extend((c, spec if c.name != spec else None) for c in configs_of(spec, overrides, task, **options))
     for flag, value in _ordered_sources(presets, files):
         if flag == "--preset":
             found.append((resolve(value, None, overrides, task, **options), None))
@@ -776,14 +743,14 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @POLICY_OPTION
     @click.option("--dtype", type=click.Choice(DTYPES), help="Activation dtype (default: the policy's; mixed: bf16).")
     @click.option("--attention", type=click.Choice(ATTENTION), help=ATTENTION_HELP)
-    @click.option("--recompute", type=click.Choice(RECOMPUTE), default="none", show_default=True)
+    @RECOMPUTE_OPTION
     @click.option(
-        "--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULT_OPTIMIZER, show_default=True, help=OPTIMIZER_HELP
+        "--optimizer", type=click.Choice(OPTIMIZERS), default=defaults.OPTIMIZER, show_default=True, help=OPTIMIZER_HELP
     )
     @click.option(
         "--precision",
         type=click.Choice(PRECISION_NAMES),
-        default="fp32",
+        default=defaults.PRECISION,
         show_default=True,
         help="mixed: 16-bit weights and gradients with fp32 master weights (Adam: 2 + 2 + 12 bytes per parameter); "
         "amp: torch.autocast to --dtype (default bfloat16) over fp32 weights, gradients and optimizer states.",
@@ -809,8 +776,7 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         zero_engine: str | None,
         **kwargs: Any,
     ) -> Any:
-        memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout)
-        training = make_training(optimizer, precision, memory, gpu, zero_engine)
+        training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout)
         if "config" in kwargs:  # a command over several configs sets each one's up itself
             training = training.for_model(kwargs["config"].spec)
         return fn(training=training, **kwargs)
@@ -825,34 +791,11 @@ GPU_OPTION = click.option(
 )
 
 
-def make_training(
-    optimizer: str, precision: str, memory: MemoryOptions, gpu: str | None, engine: str | None = None
-) -> Any:
-    """A Training; under torch-cuda with ``--gpu`` and CUBLAS_WORKSPACE_CONFIG from the environment.
-
-    An unknown GPU or an unreadable CUBLAS_WORKSPACE_CONFIG is one line (exit 2).
-    """
-    import os
-
-    from symbert.gpus import gpu as find_gpu
-    from symbert.training.states import Training
-
-    try:
-        key = find_gpu(gpu).key if gpu is not None else None
-        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG") if memory.policy == "torch-cuda" else None
-        return Training(optimizer, precision, memory, key, workspace, engine)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def _budget(text: str | None, training: Any) -> int | None:
     """--gpu-memory, else the memory of --gpu, else None."""
-    from symbert.gpus import gpu
-    from symbert.training.fit import parse_bytes
+    from symbert.training.solve import budget_of
 
-    if text is not None:
-        return parse_bytes(text)
-    return gpu(training.gpu).memory if training.gpu else None
+    return budget_of(text, training)
 
 
 @cli.command()
@@ -892,276 +835,22 @@ def fit(
     or --gpu's memory less the CUDA context), starting from the closed form's. Otherwise (or with --closed-form),
     and for a given shape, the peak's closed form answers, checked at the answer and one above it.
     """
-    from symbert.training.fit import fit as solve
-    from symbert.training.fit import fit_json
-    from symbert.training.oom import applies
+    from symbert.render.training import answer_json, print_answer
+    from symbert.training.solve import Simulated, solve
 
-    budget = _budget(gpu_memory, training)
-    if gpus is not None:
-        _plan(config, training, budget, gpus, batch, length, as_json)
-        return
-    cap = _cap(gpu_memory, cuda_context, training)
-    if cap is not None and (batch is None) != (length is None) and not closed_form and applies(config, training):
-        _fit_simulated(config, training, cap, batch, length, _alloc_config(alloc_conf), as_json)
-        return
-    result = solve(config, training, budget, batch, length)
-    if as_json:
-        _print_json(fit_json(result))
-        return
-    _print_fit(config, training, budget, result)
-
-
-def _cap(gpu_memory: str | None, cuda_context: str | None, training: Any) -> Any:
-    """The allocator's cap from --gpu-memory, or --gpu's memory less --cuda-context (or the default context)."""
-    from symbert.training.fit import parse_bytes
-    from symbert.training.oom import cap_of
-
-    context = parse_bytes(cuda_context) if cuda_context is not None else None
-    return cap_of(parse_bytes(gpu_memory) if gpu_memory is not None else None, training.gpu, context)
-
-
-def _alloc_config(text: str | None) -> Any:
-    """--alloc-conf, else PYTORCH_ALLOC_CONF (or PYTORCH_CUDA_ALLOC_CONF) from the environment."""
-    import os
-
-    from symbert.training.allocator import AllocatorError, from_environment, parse_config
-
-    try:
-        return parse_config(text) if text is not None else from_environment(os.environ)
-    except AllocatorError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _fit_simulated(
-    config: Config, training: Any, cap: Any, batch: int | None, length: int | None, alloc: Any, as_json: bool
-) -> None:
-    """``fit`` answered by the caching allocator's simulation (:func:`symbert.training.oom.largest`)."""
-    from symbert.formula import quantity
-    from symbert.render.reports import console, describe
-    from symbert.training.oom import largest, largest_json
-
-    result = largest(config, training, cap.bytes, batch, length, alloc)
-    if as_json:
-        click.echo(json.dumps(largest_json(config, training, cap, result), indent=2))
-        return
-    out = console()
-    out.print(describe(config))
-    context = f" = {quantity(cap.card, 'bytes')} less the CUDA context {quantity(cap.context, 'bytes')}"
-    source = f" ({cap.source})" if cap.context else " (--gpu-memory)"
-    out.print(f"{training.describe()}; cap {quantity(cap.bytes, 'bytes')}{context if cap.context else ''}{source}")
-    other = f"seq_len={length}" if batch is None else f"batch={batch}"
-    for line in _simulated_lines(result, other):
-        out.print(line)
-
-
-def _simulated_lines(result: Any, other: str) -> list[str]:
-    """The simulated answer: the value, its peaks, the failure one above, and the closed form's answer."""
-    from symbert.formula import quantity
-
-    def value(run: Any) -> int:
-        return run.batch if result.unknown == "batch" else run.length
-
-    lines = []
-    if result.value is None:
-        lines.append(f"nothing runs at {other}: at {result.unknown} {value(result.above)}, {result.above.failed}")
+    answer = solve(config, training, gpu_memory, batch, length, gpus, cuda_context, alloc_conf, closed_form)
+    if not as_json:
+        print_answer(answer)
+    elif isinstance(answer, Simulated):  # the simulation's document carries no versions
+        click.echo(json.dumps(answer_json(answer), indent=2))
     else:
-        run = result.run
-        top = max(run.phases, key=lambda p: p.allocated)
-        lines.append(f"largest {result.unknown} that runs at {other}: {result.value} "
-                     "(the caching allocator simulated over two training steps)")
-        lines.append(f"  allocated peak {quantity(run.allocated, 'bytes')} = {run.allocated:,} bytes ({top.name}), "
-                     f"reserved peak {quantity(run.reserved, 'bytes')} = {run.reserved:,} bytes")
-    if result.value is not None and result.above is not None:
-        lines.append(f"  {result.unknown} {value(result.above)} runs out of memory: {result.above.failed}")
-    elif result.value is not None:
-        limit = "all the model's positions" if result.capped == "positions" else "the largest size symbert accepts"
-        lines.append(f"  {result.unknown} {result.value} is {limit}")
-    lines.append(f"  the closed form (allocated peak within the cap) gave {result.closed}; "
-                 f"{result.simulations} simulation{'s' if result.simulations != 1 else ''} decided")
-    return lines
-
-
-def _timeline_json(
-    config: Config, training: Any, batch: int, length: int, states: Any, sizes: Any, steps: Any, simulated: Any
-) -> dict[str, Any]:
-    """``timeline --json``'s setup, model states and phases (the peak is added by the caller)."""
-    from symbert.formula import text
-    from symbert.render.reports import layout_json
-
-    return {
-        "config": config.as_dict(),
-        "batch": batch,
-        "seq_len": length,
-        "policy": training.memory.policy,
-        "dtype": training.memory.activation_dtype,
-        "attention": training.memory.attention,
-        "recompute": training.memory.recompute,
-        "optimizer": training.optimizer,
-        "precision": training.precision,
-        "gpu": training.gpu,
-        "runtime": training.runtime.describe() if training.runtime else None,
-        "layout": layout_json(training.memory.layout),
-        "model_states": {k: {"formula": text(v), "bytes": int(v.subs(sizes))} for k, v in states.items()},
-        "phases": [
-            {"step": p.step, "phase": p.name, "peak": p.peak.total, "where": p.peak.where, "end": p.end,
-             **_simulated_json(simulated.get(f"{p.step} {p.name}"))}
-            for p in steps
-        ],
-    }
-
-
-def _timeline_table(steps: Any, simulated: dict[str, Any]) -> Any:
-    """Each phase's peak, where it is, and what it ends at; the simulated allocated and reserved peaks beside."""
-    from rich.table import Table
-
-    from symbert.formula import quantity
-
-    table = Table(title="memory over two training steps", title_justify="left")
-    extra = ("allocated", "reserved") if simulated else ()
-    for col in ("step", "phase", "peak", *extra, "where", "end"):
-        table.add_column(col, justify="left" if col in ("step", "phase", "where") else "right")
-    for p in steps:
-        where = p.peak.where.split(": ", 1)[1]
-        sim = simulated.get(f"{p.step} {p.name}")
-        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
-        table.add_row(str(p.step), p.name, quantity(p.peak.total, "bytes"), *cells, where, quantity(p.end, "bytes"))
-    return table
-
-
-def _simulated_phases(config: Config, training: Any, batch: int, length: int) -> dict[str, Any]:
-    """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
-    from symbert.training.oom import Simulation, applies
-
-    if not applies(config, training):
-        return {}
-    return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
-
-
-def _simulated_json(peak: Any) -> dict[str, int]:
-    return {} if peak is None else {"allocated": peak.allocated, "reserved": peak.reserved}
-
-
-def _print_fit(config: Config, training: Any, budget: int | None, result: Any) -> None:
-    """The closed form's answer (:func:`symbert.training.fit.fit`), as text."""
-    from symbert.formula import human, quantity
-    from symbert.render.reports import console, describe
-    from symbert.training.fit import step_of
-
-    out = console()
-    out.print(describe(config))
-    out.print(training.describe() + (f"; GPU memory {quantity(budget, 'bytes')}" if budget else ""))
-    peak = result.peak
-    parts = ", ".join(f"{name} {quantity(peak.bytes[c], 'bytes')}" for c, name in _categories().items())
-    batch, length = result.batch, result.seq_len
-    if result.unknown and result.value is None:
-        shape = f"batch {result.batch or 1}, seq_len {result.seq_len or 1}"
-        out.print(f"nothing fits: at {shape} the peak is {quantity(peak.total, 'bytes')} ({peak.where})")
-        out.print(f"  over budget: {result.over_budget()}; {parts}")
-    elif result.unknown:
-        other = f"seq_len={result.seq_len}" if result.unknown == "batch" else f"batch={result.batch}"
-        limit = {"positions": " (all the model's positions)", "size limit": " (the largest size symbert accepts)"}
-        limit = limit.get(result.capped, "")
-        out.print(f"largest {result.unknown} that fits at {other}: {result.value}{limit}")
-        out.print(f"  peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}")
-        out.print(f"  {parts}")
-        if result.above is not None:
-            above = result.value + step_of(result.training, result.unknown)
-            out.print(f"  {result.unknown} {above} would need {result.above.total:,} bytes")
-        out.print(f"  peak formula: {human(result.formula)}")
-        _print_headroom(out, result)
-    else:
-        verdict = "" if budget is None else ("; fits" if result.fits else "; does NOT fit")
-        out.print(f"batch {batch}, seq_len {length}: peak {quantity(peak.total, 'bytes')}{verdict} at {peak.where}")
-        out.print(f"  {parts}")
-        out.print(f"  peak formula: {human(result.formula)}")
-        _print_headroom(out, result)
-        if not result.fits:
-            out.print(f"  over budget: {result.over_budget()}")
-    if result.knobs:
-        out.print("single changes, lowest peak first:")
-        for k in result.knobs:
-            verdict = "" if budget is None else ("  fits" if k.peak.total <= budget else "")
-            out.print(f"  {k.change:<45} {quantity(k.peak.total, 'bytes'):>12}{verdict}")
-
-
-def _plan(
-    config: Config, training: Any, budget: int | None, gpus: int, batch: int | None, length: int | None, as_json: bool
-) -> None:
-    """``fit --gpus``: the layouts that fit, best first, and one line per family that does not."""
-    from symbert.formula import quantity
-    from symbert.render.reports import console, describe
-    from symbert.training.planner import family, plan, plan_json
-
-    layout = training.memory.layout
-    if layout.gpus > 1 or layout.microbatches > 1 or layout.virtual > 1:
-        raise ConfigError("--gpus searches the layouts: leave out the parallel degrees and --microbatches")
-    if budget is None:
-        raise ConfigError("give --gpu or --gpu-memory: the memory of one GPU")
-    if length is None:
-        if config.max_length is None:
-            raise ConfigError("give --seq-len: the model has no position limit to plan at")
-        length = config.max_length
-    result = plan(config, training, gpus, budget, length, batch)
-    if as_json:
-        _print_json(plan_json(result))
-        return
-    out = console()
-    out.print(describe(config))
-    out.print(f"{training.describe()}; {gpus} GPUs of {quantity(budget, 'bytes')} each; seq_len {length}")
-    engine = training.sharding.engine
-    out.print(f"ZeRO as {engine.name}: {engine.summary}; per GPU, on the most loaded GPU (first pipeline stage)")
-    shape = f"micro-batch {batch}" if batch else "the largest micro-batch"
-    if not result.fits:
-        out.print(f"no layout of {gpus} GPUs fits at {shape}")
-    else:
-        order = "best first (least recompute, fewest communication points, largest micro-batch)"
-        out.print(f"{len(result.fits)} layouts fit at {shape}, {order}:")
-        columns = ("t", "p", "d", "ZeRO", "recompute", "micro-batch", "peak", "comm")
-        out.print("  {:>3} {:>3} {:>3} {:>4}  {:<9} {:>11} {:>11} {:>5}".format(*columns))
-        for o in result.fits:
-            lay = o.layout
-            t = f"{lay.tensor}{'s' if lay.sequence else ''}"
-            out.print(
-                f"  {t:>3} {lay.pipeline:>3} {lay.data:>3} {lay.zero:>4}  {o.recompute:<9} {o.batch:>11}"
-                f" {quantity(o.peak.total, 'bytes'):>11} {o.communication:>5}"
-            )
-    if result.rejected:
-        out.print("do not fit:")
-        for r in result.rejected:
-            out.print(f"  {family(r.layout)}: {r.reason}")
-
-
-def _print_headroom(out: Any, result: Any) -> None:
-    """Allocated and estimated reserved memory against the budget, and what lies outside it."""
-    from symbert.formula import quantity
-    from symbert.training.fit import CUDA_CONTEXT_NOTE
-
-    if result.reserved is None:
-        return
-    line = (
-        f"  allocated {quantity(result.peak.total, 'bytes')}, reserved (estimate) {quantity(result.reserved, 'bytes')}"
-    )
-    if result.budget is not None:
-        line += (
-            f"; headroom {quantity(result.budget - result.peak.total, 'bytes')} allocated,"
-            f" {quantity(result.budget - result.reserved, 'bytes')} reserved (estimate)"
-        )
-    out.print(line)
-    if result.budget is not None and result.reserved > result.budget:
-        out.print("  the reserved estimate is over the budget: the allocator may run out of memory at this size")
-    out.print(f"  {CUDA_CONTEXT_NOTE}")
-
-
-def _categories() -> dict[str, str]:
-    from symbert.training.states import CATEGORIES
-
-    return CATEGORIES
+        _print_json(answer_json(answer))
 
 
 @cli.command()
 @config_options
-@click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size B.")
-@click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Sequence length.")
+@BATCH_OPTION
+@SEQ_LEN_OPTION
 @training_options
 @click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
@@ -1179,71 +868,33 @@ def timeline(
 
     Step 1 creates the optimizer states at its update; step 2 starts with them.
     """
-    import sympy
-
-    from symbert.api import per_gpu
-    from symbert.formula import human, quantity, text
-    from symbert.render.reports import console, describe, show
-    from symbert.symbols import B, pad512
-    from symbert.symbols import seq_len as S
-    from symbert.training.step import phases, step_memory
+    from symbert.render import training as render
+    from symbert.render.plots import check_timeline_plot, plot_timeline
+    from symbert.training.timeline import check_shape
+    from symbert.training.timeline import timeline as build_timeline
 
     budget = _budget(gpu_memory, training)
-    check_size("batch", batch)
-    check_size("seq_len", length)
-    if config.max_length is not None and length > config.max_length:
-        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+    check_shape(config, batch, length)
     if plot_file:
-        from symbert.render.plots import check_timeline_plot
-
         check_timeline_plot(config, plot_file, training.memory.layout)
-    graph, sizes = per_gpu(config, training.memory.layout, length)
-    values = {**sizes, B: batch, S: length}
-    # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
-    # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
-    memory = step_memory(graph, training, sizes)
-    steps = phases(memory.timeline(values))
-    peak = max((p.peak for p in steps), key=lambda p: p.total)
-    simulated = _simulated_phases(config, training, batch, length)
-    formula = memory.formula(values)
-    states = {k: memory.states[k] for k in ("weights", "gradients", "optimizer")}
+    steps = build_timeline(config, training, batch, length, budget)
     if plot_file:
-        from symbert.render.plots import plot_timeline
-
         plot_timeline(config, training, batch, length, plot_file, budget)
     if as_json:
-        doc = _timeline_json(config, training, batch, length, states, sizes, steps, simulated)
-        components = dict(peak.bytes)
-        doc["peak"] = {"bytes": peak.total, "where": peak.where, "components": components, "formula": text(formula)}
-        doc |= {"gpu_memory": budget, "fits": None if budget is None else peak.total <= budget}
-        _print_json(doc)
-        return
-    out = console()
-    out.print(describe(config))
-    out.print(f"batch B={batch}, seq_len={length}; {training.describe()}")
-    for k, v in states.items():
-        out.print(f"{k:<10} {human(v)}  = {quantity(int(v.subs(sizes)), 'bytes')}")
-    show(_timeline_table(steps, simulated), out)
-    if simulated:
-        out.print("allocated, reserved: the caching allocator simulated over the two steps (max_memory_allocated and "
-                  "max_memory_reserved per phase)")
-    verdict = "" if budget is None else ("; fits" if peak.total <= budget else f"; over {quantity(budget, 'bytes')}")
-    out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
-    conventions = ", ".join(f"{k} = {human(v)}" for k, v in config.spec.substitutions.items())
-    expr = sympy.expand(formula.subs(config.spec.substitutions))
-    rounding = sympy.Add(*(t for t in sympy.Add.make_args(expr) if t.has(pad512)))
-    out.print(f"  = {human(expr - rounding)}" + (f"  (with {conventions})" if conventions else ""))
-    if rounding != 0:
-        here = quantity(int(rounding.subs(values)), "bytes")
-        out.print(f"  + the allocator's rounding to 512 bytes ({here} here): {human(rounding)}")
+        _print_json(render.timeline_json(steps))
+    else:
+        render.print_timeline(steps)
 
 
 @cli.command()
 @config_options
 @click.option("--x", "axis", type=click.Choice(("seq_len", "batch")), default="seq_len", show_default=True)
-@click.option("--batch", "-b", type=POSITIVE, default=1, show_default=True, help="Batch size when x is seq_len.")
 @click.option(
-    "--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="seq_len when x is batch."
+    "--batch", "-b", type=POSITIVE, default=defaults.BATCH, show_default=True, help="Batch size when x is seq_len."
+)
+@click.option(
+    "--seq-len", "-s", "length", type=POSITIVE, default=defaults.SEQ_LEN, show_default=True,
+    help="seq_len when x is batch.",
 )
 @click.option("--max", "upto", type=AtLeast(2), help="Largest x (default: every position for seq_len, 64 for batch).")
 @training_options
@@ -1281,8 +932,13 @@ def plot(
 
 @cli.command()
 @config_specs(-1)
-@click.option("--batch", "-b", "batches", default="1:32", show_default=True, help="Values: 8, 1,2,4, 1:64, 1:64:4.")
-@click.option("--seq-len", "-s", "lengths", default="128,256,512", show_default=True, help="Values, as for --batch.")
+@click.option(
+    "--batch", "-b", "batches", default=defaults.SWEEP_BATCHES, show_default=True,
+    help="Values: 8, 1,2,4, 1:64, 1:64:4.",
+)
+@click.option(
+    "--seq-len", "-s", "lengths", default=defaults.SWEEP_SEQ_LENS, show_default=True, help="Values, as for --batch."
+)
 @click.option(
     "--quantity",
     "-q",
@@ -1322,48 +978,48 @@ def sweep(
     flops_backward, non_matmul_forward, weights, gradients, optimizer_states (model states) and peak
     (of a training step). A progress bar shows on long grids when standard error is a terminal.
     """
-    import itertools
-
-    from rich.console import Console
-    from rich.progress import Progress
-
     from symbert.outputs import writing
     from symbert.training import sweep as sweeps
 
-    trainings = [
-        make_training(o, p, MemoryOptions(policy, d, a, r, layout=layout), gpu)
-        for policy, d, a, r, o, p in itertools.product(
-            policies or (DEFAULT_POLICY,),
-            dtypes or (None,),
-            attentions or (None,),
-            recomputes or ("none",),
-            optimizers or (DEFAULT_OPTIMIZER,),
-            precisions or ("fp32",),
-        )
-    ]
-    grid = (configs, trainings, sweeps.parse_values(batches, "batch"), sweeps.parse_values(lengths, "seq_len"))
-    columns = quantities or sweeps.QUANTITIES
-    sweeps.check_quantities(columns)
-    sweeps.check_grid(*grid)
+    trainings = setups(policies, dtypes, attentions, recomputes, optimizers, precisions, gpu, layout)
+    grid = sweeps.grid(configs, trainings, batches, lengths)
     total = sweeps.grid_size(*grid)
-    errors = Console(stderr=True)
-    show = errors.is_terminal and total >= sweeps.PROGRESS_FROM
     # A file is written through a temporary one, renamed into place only when the sweep is complete.
-    with (
-        click.open_file("-", "wb") if output == "-" else writing(output) as out,
-        Progress(console=errors, transient=True, disable=not show) as progress,
-    ):
+    with click.open_file("-", "wb") if output == "-" else writing(output) as out, _progress(total) as progress:
         task = progress.add_task("sweep", total=total)
-        sweeps.sweep(*grid, columns, out, lambda n: progress.advance(task, n))
+        sweeps.sweep(*grid, quantities or sweeps.QUANTITIES, out, lambda n: progress.advance(task, n))
+
+
+def _progress(total: int) -> Any:
+    """A progress bar on standard error, shown on long sweeps when standard error is a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from symbert.training.sweep import PROGRESS_FROM
+
+    errors = Console(stderr=True)
+    return Progress(console=errors, transient=True, disable=not (errors.is_terminal and total >= PROGRESS_FROM))
 
 
 @cli.command()
 @config_specs(-1, "[CONFIG]...", template=True)
-@click.option("--batch", "-b", type=POSITIVE, default=8, show_default=True, help="The page's starting batch size.")
-@click.option("--seq-len", "-s", "length", type=POSITIVE, default=128, show_default=True, help="Its starting seq_len.")
+@click.option(
+    "--batch", "-b", type=POSITIVE, default=defaults.EXPLORE_BATCH, show_default=True,
+    help="The page's starting batch size.",
+)
+@click.option(
+    "--seq-len", "-s", "length", type=POSITIVE, default=defaults.SEQ_LEN, show_default=True,
+    help="Its starting seq_len.",
+)
 @training_options
-@click.option("--grid-batch", default="1,8", show_default=True, help="Batch sizes of the precomputed reserved memory.")
-@click.option("--grid-seq-len", default="128,512", show_default=True, help="Its sequence lengths, as for --grid-batch.")
+@click.option(
+    "--grid-batch", default=defaults.EXPLORE_GRID_BATCH, show_default=True,
+    help="Batch sizes of the precomputed reserved memory.",
+)
+@click.option(
+    "--grid-seq-len", default=defaults.EXPLORE_GRID_SEQ_LEN, show_default=True,
+    help="Its sequence lengths, as for --grid-batch.",
+)
 @click.option("-o", "--output", metavar="FILE", required=True, help="The HTML page.")
 def explore(
     configs: list[Config],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sympy
 
+from symbert import defaults
 from symbert.display import Displayed
 from symbert.models import MODELS, ModelSpec
 from symbert.models.heads import BARE, PROBLEM_TYPES, Head, Task, encoder_options
@@ -437,7 +438,7 @@ def resolve(
     if config_file is not None:
         config = from_file(config_file)
     else:
-        config = preset("bert-base" if preset_name is None else preset_name)
+        config = preset(defaults.PRESET if preset_name is None else preset_name)
     config = with_overrides(config, overrides)
     unknown = [name for name in options if config.spec.option(name) is None]
     if unknown:

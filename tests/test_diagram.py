@@ -18,7 +18,7 @@ import graphviz
 import pytest
 from conftest import run_cli
 
-from symbert import Diagram, diagram, preset, report, resolve, trace
+from symbert import Diagram, MemoryOptions, diagram, preset, report, resolve, trace
 from symbert.formula import human, quantity
 from symbert.ir import Node
 from symbert.ops import OPS
@@ -159,7 +159,7 @@ def test_activation_heat_finds_the_seq_len_squared_tensors() -> None:
     top = max(shares, key=shares.get)
     assert "attention_core" in graph.node(top).regions
     assert lay.attrs[top]["fillcolor"] == THEMES["seed"].heat[-1]
-    total = report(BASE, 1, 512).value("activation_bytes")
+    total = report(BASE, 1, 512, MemoryOptions()).value("activation_bytes")  # the diagram's setup
     assert f"{quantity(total, 'bytes')} in all" in lay.labels["legend/heat"]
     assert "fill: share of activation memory" in lay.labels["legend/notes"]
 

@@ -16,13 +16,14 @@ PACKAGE = ROOT / "symbert"
 
 #: The floors, lowest first: a module may import from its own floor and the floors below it.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("symbols", "formula", "quantities", "gpus", "versions", "display", "parallel"),  # notation
+    ("symbols", "formula", "quantities", "gpus", "versions", "display", "defaults", "parallel"),  # notation
     ("ir", "tracer", "ops", "tensor_parallel"),  # the IR, and what traces into it
     ("models",),
     ("configs", "api", "outputs"),
     ("analysis",),
     ("training",),
     ("render", "validate"),
+    ("public",),  # the Python API, one function per command
     ("cli",),
     ("__init__", "__main__"),  # the package itself
 )

@@ -179,7 +179,7 @@ def test_batch_one_term_by_hand() -> None:
     total = activations(symbert.trace("modernbert"), MemoryOptions()).total
     assert sympy.expand(total - total.subs(is_one(B), 0)) == 8 * seq_len * H * L * is_one(B)
     config = symbert.preset("modernbert-base")
-    one, two = (symbert.report(config, b, 128).value("activation_bytes") for b in (1, 2))
+    one, two = (symbert.report(config, b, 128, MemoryOptions()).value("activation_bytes") for b in (1, 2))
     by_hand = 8 * 128 * 768 * 22
     assert one == evaluate(total, config, 1, 128) == evaluate(total.subs(is_one(B), 0), config, 1, 128) + by_hand
     assert two == evaluate(total.subs(is_one(B), 0), config, 2, 128)
@@ -207,7 +207,7 @@ def test_sweep_and_fit_at_batch_one(head: str) -> None:
     sweep([config], [training], [1, 2], [7], ("peak", "activation_bytes"), out)
     rows = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
     assert [int(r["peak"]) for r in rows] == peaks
-    saved = [symbert.report(config, b, 7).value("activation_bytes") for b in (1, 2)]
+    saved = [symbert.report(config, b, 7, training.memory).value("activation_bytes") for b in (1, 2)]
     assert [int(r["activation_bytes"]) for r in rows] == saved
     assert fit(config, training, peaks[0], length=7).batch == 1
     assert fit(config, training, peaks[0] - 1, length=7).batch is None

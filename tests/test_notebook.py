@@ -52,7 +52,7 @@ def test_report_repr_and_markdown(report) -> None:
 
 
 def test_comparison_repr_and_markdown() -> None:
-    c = symbert.compare([symbert.preset("bert-tiny"), symbert.preset("bert-mini")], 1, 128)
+    c = symbert.compare([symbert.preset("bert-tiny"), symbert.preset("bert-mini")], 1, 128, symbert.MemoryOptions())
     text = repr(c)
     assert len(text) < 1000
     assert "params: 4,385,920 → 11,170,560 (× 2.54691)" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from symbert import defaults
 from symbert.configs import ConfigError
 from symbert.ir import ACT, MASK_DTYPE, STATS_DTYPE, Role
 from symbert.models.spec import ModelSpec
@@ -18,7 +19,7 @@ BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int64": 8, "bool": 1}
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("eager", "sdpa", "flash")
 #: The policy every command defaults to: PyTorch eager on CUDA, where Hugging Face users train.
-DEFAULT_POLICY = "torch-cuda"
+DEFAULT_POLICY = defaults.POLICY
 RECOMPUTE = ("none", "selective", "full")
 
 #: The policies torch.autocast runs under, with the device whose autocast op lists apply.

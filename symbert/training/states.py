@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy
 
+from symbert import defaults
 from symbert.analysis.policy import MemoryOptions
 from symbert.configs import ConfigError
 from symbert.ir import Graph
@@ -40,7 +41,7 @@ OPTIMIZERS = (
     *(f"{adam}{suffix}" for adam in ("adam", "adamw") for suffix in ("", *(f"-{i}" for i in ADAM_IMPLEMENTATIONS))),
 )
 #: What Hugging Face's Trainer runs by default (``optim="adamw_torch_fused"`` on torch >= 2.8).
-DEFAULT_OPTIMIZER = "adamw-fused"
+DEFAULT_OPTIMIZER = defaults.OPTIMIZER
 PRECISIONS = ("fp32", "mixed", "amp")
 
 

@@ -259,6 +259,16 @@ def sweep(
     return total
 
 
+def grid(
+    configs: Sequence[Config], trainings: Sequence[Training], batches: str, lengths: str
+) -> tuple[list[Config], list[Training], list[int], list[int]]:
+    """The grid of configs × setups × batch × seq_len, the values read as the command reads them
+    (:func:`parse_values`), checked (:func:`check_grid`)."""
+    found = (list(configs), list(trainings), parse_values(batches, "batch"), parse_values(lengths, "seq_len"))
+    check_grid(*found)
+    return found
+
+
 def grid_size(
     configs: Sequence[Config], trainings: Sequence[Training], batches: Sequence[int], lengths: Sequence[int]
 ) -> int:

@@ -1,0 +1,77 @@
+"""Memory over two training steps, phase by phase: the data behind ``symbert timeline``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+
+from symbert.api import per_gpu
+from symbert.configs import Config, ConfigError, check_size
+from symbert.symbols import B, seq_len
+from symbert.training.allocator import PhasePeak
+from symbert.training.oom import Simulation, applies
+from symbert.training.states import Training
+from symbert.training.step import Phase, Point, phases, step_memory
+
+#: The model states a timeline shows first.
+STATES = ("weights", "gradients", "optimizer")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Two training steps of ``config`` at one shape: the model states' formulas, each phase's peak and end,
+    the step's peak and its formula, and, where the caching allocator is simulated, each phase's allocated and
+    reserved peaks by name (``"1 forward"``). ``budget``: the GPU memory to check the peak against, if any."""
+
+    config: Config
+    training: Training
+    batch: int
+    seq_len: int
+    sizes: dict[sympy.Symbol, int]
+    states: dict[str, sympy.Expr]
+    phases: list[Phase]
+    formula: sympy.Expr
+    simulated: dict[str, PhasePeak]
+    budget: int | None = None
+
+    @property
+    def values(self) -> dict[sympy.Symbol, int]:
+        return {**self.sizes, B: self.batch, seq_len: self.seq_len}
+
+    @property
+    def peak(self) -> Point:
+        return max((p.peak for p in self.phases), key=lambda p: p.total)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.budget is None else self.peak.total <= self.budget
+
+
+def check_shape(config: Config, batch: int, length: int) -> None:
+    """A batch and seq_len symbert accepts and the model has positions for; else a ConfigError."""
+    check_size("batch", batch)
+    check_size("seq_len", length)
+    if config.max_length is not None and length > config.max_length:
+        raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
+
+
+def timeline(config: Config, training: Training, batch: int, length: int, budget: int | None = None) -> Timeline:
+    """The two steps of ``training`` at ``batch`` and ``length``, on the most loaded GPU of its layout."""
+    check_shape(config, batch, length)
+    graph, sizes = per_gpu(config, training.memory.layout, length)
+    values = {**sizes, B: batch, seq_len: length}
+    # Three runs of each layer stand for all L (the others added in closed form), so a large L costs
+    # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
+    memory = step_memory(graph, training, sizes)
+    steps = phases(memory.timeline(values))
+    simulated = simulated_phases(config, training, batch, length)
+    states = {k: memory.states[k] for k in STATES}
+    return Timeline(config, training, batch, length, sizes, states, steps, memory.formula(values), simulated, budget)
+
+
+def simulated_phases(config: Config, training: Training, batch: int, length: int) -> dict[str, PhasePeak]:
+    """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
+    if not applies(config, training):
+        return {}
+    return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
