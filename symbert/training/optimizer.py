@@ -1,0 +1,138 @@
+"""The model states around the walk: loaded before the first step, the optimizer step, and ``zero_grad``.
+
+The optimizer step creates the optimizer states at the first update (PyTorch allocates them lazily) and
+allocates temporaries that depend on how the backend runs it (:data:`symbert.training.states.IMPLEMENTATIONS`);
+``zero_grad(set_to_none=True)`` then frees the gradients. Under a device runtime each model state is rounded per
+tensor (or per shard).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sympy
+
+from symbert.analysis.sizes import Size, add_to, expr_of, scaled, size_of
+from symbert.training.events import State
+from symbert.training.order import buffers, parameter_order
+from symbert.training.plan import Plan
+from symbert.training.states import (
+    CPU_SCALAR_BYTES,
+    FOUND_INF_BYTES,
+    GRAD_SCALER_BYTES,
+    STATE_BYTES,
+    STEP_BYTES,
+    UPDATE_BYTES,
+)
+
+if TYPE_CHECKING:
+    from symbert.training.buffer import Buffer
+    from symbert.training.driver import Driver
+
+
+def state_pads(plan: Plan, per_element: int, what: str, tensors: int = 1) -> Size:
+    """The rounding of ``tensors`` allocations of ``per_element`` bytes per element for each parameter, or
+    for each of this GPU's shards of the model state ``what``."""
+    out: Size = {}
+    if plan.runtime is None or not per_element or not tensors:
+        return out
+    for elements, count in plan.sharding.local(plan.graph, what):
+        add_to(out, scaled(plan.pad_of(size_of(per_element * elements)), count), tensors)
+    return out
+
+
+def load(driver: Driver) -> None:
+    """The model states before the first step: the weights (with the registered buffers under a device
+    runtime), the optimizer states that exist before the first update (master weights, GradScaler's scale and
+    growth tracker) and DDP's gradient buckets."""
+    plan, states = driver.plan, driver.plan.states
+    per_element = plan.training.bytes
+    registered = buffers(plan)
+    pads: Size = {}
+    for _, nbytes in registered:
+        add_to(pads, plan.pad_of(size_of(nbytes)))
+    add_to(pads, state_pads(plan, per_element.weights, "weights"))
+    weights = size_of(states["weights"] + sum(b for _, b in registered))
+    driver.alloc(weights, "weights", None, "state", pads, state=State("weights", per_element.weights))
+    scaler = GRAD_SCALER_BYTES if plan.training.grad_scaler else 0
+    master = size_of(states["optimizer"] - states["lazy"] - scaler)
+    if master:
+        pads = state_pads(plan, per_element.master, "optimizer")
+        driver.alloc(master, "optimizer", None, "state", pads, state=State("optimizer", per_element.master))
+    if scaler:
+        driver.alloc(size_of(sympy.Integer(scaler)), "optimizer", None, "counted", {})
+    if states["buckets"] != 0:
+        driver.alloc(size_of(states["buckets"]), "gradients", None, "counted", {})
+
+
+def fp32_gradients(driver: Driver) -> Buffer | None:
+    """DeepSpeed's float32 copy of the gradient partition, held through a mixed-precision update."""
+    plan = driver.plan
+    sharding = plan.sharding
+    if not (sharding.engine.fp32_gradients and sharding.sharded("optimizer") and plan.training.bytes.master):
+        return None
+    return driver.alloc(size_of(UPDATE_BYTES * sharding.elements(plan.graph, "optimizer")), "gradients", None)
+
+
+def create_states(driver: Driver) -> None:
+    """The states the first update creates, and Adam's step counts where they live on the device."""
+    plan, states = driver.plan, driver.plan.states
+    tensors = STATE_BYTES[plan.training.algorithm] // UPDATE_BYTES
+    lazy = size_of(states["lazy"] - states["counters"])
+    if lazy:
+        pads = state_pads(plan, UPDATE_BYTES, "optimizer", tensors)
+        driver.alloc(lazy, "optimizer", None, "state", pads, state=State("optimizer", UPDATE_BYTES, tensors))
+    counters = states["counters"]
+    if counters != 0:
+        scalar, count = size_of(sympy.Integer(STEP_BYTES)), sympy.expand(counters / STEP_BYTES)
+        pads = size_of(count * expr_of(plan.pad_of(scalar))) if plan.runtime is not None else {}
+        driver.alloc(size_of(counters), "optimizer", None, "counters", pads, requests=((scalar, count),))
+
+
+def update(driver: Driver, first: bool) -> None:
+    """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
+    plan, training = driver.plan, driver.plan.training
+    driver.phase, driver.cause, driver.scope = "optimizer", "optimizer step", ""
+    held = training.step_scalars
+    found_inf = None
+    if held:
+        pads = size_of(held * expr_of(plan.pad_of(size_of(sympy.Integer(FOUND_INF_BYTES)))))
+        found_inf = driver.alloc(size_of(sympy.Integer(FOUND_INF_BYTES * held)), "optimizer", None, "counted", pads)
+    if first:
+        create_states(driver)
+    partition = fp32_gradients(driver)
+    driver.record("optimizer states created" if first else "optimizer step")
+    kind = training.implementation.temporaries if training.adam else None
+    scalars = CPU_SCALAR_BYTES if kind and training.memory.backend.device == "cpu" else 0
+    if kind == "for-loop":
+        previous = sympy.S.Zero
+        for name, elements, run in parameter_order(plan):
+            temporary(driver, f"update {name}", run, size_of(UPDATE_BYTES * (2 * elements + previous) + scalars))
+            previous = elements
+    elif kind == "foreach":
+        local = plan.sharding.elements(plan.graph, "optimizer")
+        size, pads = size_of(UPDATE_BYTES * local + scalars), state_pads(plan, UPDATE_BYTES, "optimizer")
+        temporary(driver, "update, all parameters at once", None, size, pads, State("optimizer", UPDATE_BYTES))
+    elif scalars:
+        temporary(driver, "step counts incremented", None, size_of(sympy.Integer(scalars)))
+    if found_inf is not None:
+        driver.release(found_inf)
+    if partition is not None:
+        driver.release(partition)
+    driver.cause = "zero_grad"
+    for buf in [*driver.grads.params.values(), *driver.zero.grad_shards]:
+        driver.release(buf)
+    driver.grads.params.clear()
+    driver.zero.grad_shards.clear()
+    driver.zero.unit_grads.clear()
+    driver.hidden = dict.fromkeys(plan.graph.blocks, "none")
+    driver.record("zero_grad")
+
+
+def temporary(driver: Driver, label: str, run: tuple[str, int | None] | None, size: Size, pads: Size | None = None,
+              state: State | None = None) -> None:
+    """A temporary of the update, alive at its highest point: a model state's worth of tensors (foreach), else
+    bytes the replay counts without a request of their own."""
+    buf = driver.alloc(size, "optimizer", None, "state" if state else "counted", pads, state=state)
+    driver.record(label, run)
+    driver.release(buf)
