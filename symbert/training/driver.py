@@ -194,7 +194,7 @@ class Driver:
                 key = ("autocast cache", *plan.keys.param_key(n, p.name, unit.run))
                 if key not in cache:
                     cache[key] = self.alloc(plan.cache_size(p), "activations", (n.block, unit.run) if n.block else None)
-            copies = [self.alloc(size, category, None) for size, category in op.transients]
+            copies = [self.alloc(size, category, None) for size, category in op.transients]  # sdpa, promotions
             self.record(op.label if forward else f"recompute {op.label}", unit.owner)
             for buf in copies:
                 self.release(buf)

@@ -18,34 +18,29 @@ import sympy
 
 from symbert.analysis.sizes import Size
 
-#: What an allocation is, as the consumers other than the ledger see it:
-KINDS = {
-    "tensor": "one request of its size",
-    "workspace": "a cuBLAS or cuBLASLt workspace of the runtime: one request",
-    "state": "a model state, one request per parameter tensor or shard (see State)",
-    "counters": "Adam's step counts on the device: one scalar per parameter tensor (not yet in the requests)",
-    "counted": "bytes the replay counts without a request of their own yet: DDP's gradient buckets, GradScaler's "
-    "scalars, the for-loop optimizer's temporaries and the CPU's promoted scalars",
-}
-
 
 class State(NamedTuple):
     """A model state allocated at once: ``tensors`` tensors of ``per_element`` bytes per element of each
-    parameter, or of each of this GPU's shards of ``what`` (weights or optimizer); the weights at load
-    with the registered buffers."""
+    parameter, or of each of this GPU's shards of ``what`` (weights, with the registered buffers, or
+    optimizer)."""
 
     what: str
     per_element: int
     tensors: int = 1
-    load: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
     """``size`` bytes (and the runtime's rounding of them, ``pad``) in ``category``, allocated or freed.
 
-    ``requests`` lists the allocations ``size`` is made of, as (bytes, how many); None: one of ``size``.
-    ``owner`` is the block run the memory belongs to, None outside the blocks."""
+    ``kind`` says what it is to the consumers other than the ledger: ``tensor``, one request of its size;
+    ``workspace``, a cuBLAS or cuBLASLt workspace of the runtime, one request; ``state``, a model state
+    (:class:`State`), one request per parameter tensor or shard; ``counters``, Adam's step counts on the
+    device, one scalar per parameter tensor, not yet among the requests; ``counted``, bytes the replay
+    counts without a request of their own yet (DDP's gradient buckets, GradScaler's scalars, the for-loop
+    optimizer's temporaries, the CPU's promoted scalars). ``requests`` lists the allocations ``size`` is
+    made of, as (bytes, how many), where ``kind`` does not say; ``owner`` is the block run the memory
+    belongs to, None outside the blocks."""
 
     id: int
     size: Size

@@ -7,7 +7,7 @@ parameter's states together, as ``Module.to`` and AdamW's ``_init_group`` make t
 (:mod:`symbert.training.order`). The runtime's workspaces are requests tagged ``workspace``, at the first
 matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 optimizer"``, …) start where
 the phases' first requests or frees are. Not in the stream yet, because the replay counts them without an
-allocation of their own (:data:`symbert.training.events.KINDS`): DDP's gradient buckets, the GradScaler's
+allocation of their own (:class:`symbert.training.events.Change`): DDP's gradient buckets, the GradScaler's
 scalars, Adam's step counts, and the for-loop AdamW's temporaries (the CPU policies).
 """
 
