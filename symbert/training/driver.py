@@ -19,21 +19,22 @@ matmul of forward and of backward (recomputation runs on the backward thread) an
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import sympy
 
-from symbert.analysis.sizes import Size, size_of
+from symbert.analysis.sizes import size_of
 from symbert.ir import Node, Param
 from symbert.ops import OPS
-from symbert.training.buffer import Buffer
-from symbert.training.events import Alloc, Event, Free, Mark, State, Steady, standing
+from symbert.training.emitter import Buffer, Emitter
+from symbert.training.events import Event, Steady, standing
 from symbert.training.gathers import Gathers
 from symbert.training.gradients import Gradients
+from symbert.training.keys import Key
 from symbert.training.optimizer import load, update
-from symbert.training.plan import ROOT, Key, Plan, Run, Unit
+from symbert.training.plan import Plan
 from symbert.training.states import LOSS_BYTES
+from symbert.training.units import ROOT, Unit
 
 Rekey = Callable[[Key], Key]
 
@@ -42,47 +43,18 @@ def _same(key: Key) -> Key:
     return key
 
 
-class Driver:
+class Driver(Emitter):
     """Walks ``steps`` training steps over a plan: :meth:`run` returns the ordered events."""
 
     def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.stream: list[Event] = []
-        self._ids = itertools.count()
-        self.step, self.phase, self.cause, self.scope = 0, "start", "model states", ""
-        self.hidden = dict.fromkeys(plan.graph.blocks, "none")
+        super().__init__(plan)
         self.live: dict[Key, Buffer] = {}
         self.held: set[Key] = set()
         self.savers: dict[Key, int] = {}
         self.reads_left: dict[Key, int] = {}
         self.workspaces: set[str] = set()
         self.grads = Gradients(self)
-        self.zero = Gathers(self)
-
-    # ---- the events
-
-    def alloc(
-        self, size: Size, category: str, owner: Run | None, kind: str = "tensor", pad: Size | None = None,
-        requests: tuple | None = None, state: State | None = None,
-    ) -> Buffer:
-        """Allocate ``size`` bytes (the runtime's rounding added unless ``pad`` says otherwise)."""
-        pad = self.plan.pad_of(size) if pad is None else pad
-        buf = Buffer(next(self._ids), size, category, owner, pad, kind, requests, state)
-        self.emit(Alloc, buf)
-        return buf
-
-    def release(self, buf: Buffer) -> None:
-        """Drop one reference; the memory goes with the last one."""
-        buf.refs -= 1
-        if buf.refs == 0:
-            self.emit(Free, buf)
-
-    def emit(self, change: type[Alloc | Free], buf: Buffer) -> None:
-        self.stream.append(change(buf.id, buf.size, buf.pad, buf.category, buf.owner, self.cause, self.scope,
-                                  self.step, self.phase, buf.kind, buf.requests, buf.state))
-
-    def record(self, label: str, run: tuple[str, int] | None = None) -> None:
-        self.stream.append(Mark(label, run, self.step, self.phase, dict(self.hidden)))
+        self.zero = Gathers(self, self.grads)
 
     def enter(self, unit: Unit, phase: str) -> None:
         """Run ``unit`` next: the cause of what follows, and where the runs not replayed stand."""
@@ -155,7 +127,7 @@ class Driver:
                 self.release(buf)
             self.record("end of backward")
             self.stream.append(Steady("grads"))
-            update(self, first=step == 1)
+            update(self, self.grads, self.zero, first=step == 1)
         return self.stream
 
     def forward(self, units: list[Unit], plain: bool, rekey: Rekey) -> None:

@@ -7,27 +7,23 @@ and under stages 2 and 3 a layer's gradients are reduce-scattered to shards when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from symbert.analysis.sizes import size_of
+from symbert.training.emitter import Buffer, Emitter
+from symbert.training.gradients import Gradients
 from symbert.training.keys import Key
-from symbert.training.plan import ROOT
-
-if TYPE_CHECKING:
-    from symbert.training.buffer import Buffer
-    from symbert.training.driver import Driver
+from symbert.training.units import ROOT
 
 
 class Gathers:
-    """The gathered parameters and the gradient shards of a walk, allocated and freed through its driver."""
+    """The gathered parameters and the gradient shards of a walk, allocated and freed through ``emitter``;
+    ``grads`` the walk's gradients, which a reduce-scatter takes."""
 
-    def __init__(self, driver: Driver) -> None:
-        self.driver, self.plan = driver, driver.plan
+    def __init__(self, emitter: Emitter, grads: Gradients) -> None:
+        self.emitter, self.plan, self.grads = emitter, emitter.plan, grads
         self.sharding = self.plan.sharding
         self.gathered: dict[Key, Buffer] = {}
         self.flat: dict[Key, Buffer] = {}
         self.last_flat: Buffer | None = None
-        self.unit_grads: dict[Key, list[Key]] = {}
         self.grad_shards: list[Buffer] = []
         self.rs_input: Buffer | None = None
 
@@ -41,35 +37,35 @@ class Gathers:
         params = self.plan.unit_params.get(unit[0])
         if not self.sharding.gathers or unit in self.gathered or not params:
             return
-        driver = self.driver
+        emitter = self.emitter
         size = size_of(self.plan.training.bytes.weights * self.sharding.gathered(params))
         owner = None if unit == ROOT else unit
         copy_out = self.sharding.engine.copy_out
-        driver.cause, driver.scope = f"all-gather {self.unit_name(unit)}", ""
+        emitter.cause, emitter.scope = f"all-gather {self.unit_name(unit)}", ""
         if prefetch:
             if copy_out and unit not in self.flat:
-                self.flat[unit] = driver.alloc(size, "weights", owner)
-                driver.record(f"all-gather {self.unit_name(unit)} (prefetch)", owner)
+                self.flat[unit] = emitter.alloc(size, "weights", owner)
+                emitter.record(f"all-gather {self.unit_name(unit)} (prefetch)", owner)
             return
-        flat = self.flat.pop(unit, None) or (driver.alloc(size, "weights", owner) if copy_out else None)
-        self.gathered[unit] = driver.alloc(size, "weights", owner)
-        driver.record(f"all-gather {self.unit_name(unit)}", owner)
-        if driver.phase == "forward":
+        flat = self.flat.pop(unit, None) or (emitter.alloc(size, "weights", owner) if copy_out else None)
+        self.gathered[unit] = emitter.alloc(size, "weights", owner)
+        emitter.record(f"all-gather {self.unit_name(unit)}", owner)
+        if emitter.phase == "forward":
             self.drop_last_flat()
             self.last_flat = flat
         elif flat is not None:
-            driver.release(flat)
+            emitter.release(flat)
 
     def drop_last_flat(self) -> None:
         """Free the flat buffer of the forward's last all-gather."""
         if self.last_flat is not None:
-            self.driver.release(self.last_flat)
+            self.emitter.release(self.last_flat)
             self.last_flat = None
 
     def reshard(self, unit: Key) -> None:
         """Free a unit's gathered parameters."""
         if unit in self.gathered:
-            self.driver.release(self.gathered.pop(unit))
+            self.emitter.release(self.gathered.pop(unit))
 
     @staticmethod
     def unit_name(unit: Key) -> str:
@@ -94,25 +90,26 @@ class Gathers:
         params = self.plan.unit_params.get(unit[0])
         if not self.sharding.sharded("gradients") or not params:
             return
-        driver = self.driver
-        driver.grads.flush_casts()
-        grads = [driver.grads.params.pop(k) for k in self.unit_grads.pop(unit, []) if k in driver.grads.params]
+        emitter = self.emitter
+        self.grads.flush_casts()
+        params_ = self.grads.params
+        grads = [params_.pop(k) for k in self.grads.unit_grads.pop(unit, []) if k in params_]
         nbytes, owner = self.plan.training.bytes.gradients, None if unit == ROOT else unit
-        driver.cause, driver.scope = f"reduce-scatter gradients of {self.unit_name(unit)}", ""
+        emitter.cause, emitter.scope = f"reduce-scatter gradients of {self.unit_name(unit)}", ""
         if self.sharding.engine.split == "dim0":
             if self.rs_input is not None:
-                driver.release(self.rs_input)
-            self.rs_input = driver.alloc(size_of(nbytes * self.sharding.gathered(params)), "gradients", None)
-            self.grad_shards.append(driver.alloc(size_of(nbytes * self.sharding.shard(params)), "gradients", owner))
+                emitter.release(self.rs_input)
+            self.rs_input = emitter.alloc(size_of(nbytes * self.sharding.gathered(params)), "gradients", None)
+            self.grad_shards.append(emitter.alloc(size_of(nbytes * self.sharding.shard(params)), "gradients", owner))
         elif not self.grad_shards:
             partition = self.sharding.elements(self.plan.graph, "gradients")
-            self.grad_shards.append(driver.alloc(size_of(nbytes * partition), "gradients", None))
-        driver.record(f"reduce-scatter gradients of {self.unit_name(unit)}", owner)
+            self.grad_shards.append(emitter.alloc(size_of(nbytes * partition), "gradients", None))
+        emitter.record(f"reduce-scatter gradients of {self.unit_name(unit)}", owner)
         for buf in grads:
-            driver.release(buf)
+            emitter.release(buf)
 
     def end_backward(self) -> None:
         """The last reduce-scatter's input goes when backward ends."""
         if self.rs_input is not None:
-            self.driver.release(self.rs_input)
+            self.emitter.release(self.rs_input)
             self.rs_input = None

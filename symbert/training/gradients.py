@@ -8,27 +8,26 @@ is not shared, else into a fresh tensor. Parameter gradients persist until ``zer
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import sympy
 
 from symbert.analysis.sizes import size_of
 from symbert.ir import Node, Param
-from symbert.training.plan import Key, Unit
-
-if TYPE_CHECKING:
-    from symbert.training.driver import Buffer, Driver
+from symbert.training.emitter import Buffer, Emitter
+from symbert.training.keys import Key
+from symbert.training.units import Unit
 
 
 class Gradients:
     """The gradients of tensors (:attr:`of`: summed as PyTorch sums them, dropped once used), of parameters
-    (:attr:`params`: kept until ``zero_grad``) and autocast's 16-bit parameter gradients waiting for the
-    backward of their casts (:attr:`pending`), allocated and freed through the driver."""
+    (:attr:`params`: kept until ``zero_grad``, and by ZeRO unit in :attr:`unit_grads`) and autocast's 16-bit
+    parameter gradients waiting for the backward of their casts (:attr:`pending`), allocated and freed
+    through ``emitter``."""
 
-    def __init__(self, driver: Driver) -> None:
-        self.driver, self.plan = driver, driver.plan
+    def __init__(self, emitter: Emitter) -> None:
+        self.emitter, self.plan = emitter, emitter.plan
         self.of: dict[Key, Buffer] = {}
         self.params: dict[Key, Buffer] = {}
+        self.unit_grads: dict[Key, list[Key]] = {}
         self.pending: list[tuple[Unit, Node, Param, Buffer]] = []
 
     def loss_gradient(self, unit: Unit) -> None:
@@ -39,8 +38,8 @@ class Gradients:
         seeded = self.plan.graph.head != "model" and not self.plan.training.grad_scaler
         size, category = self.plan.tensor_size(t)
         key = self.plan.keys.tensor_key(t, unit.run)
-        self.of[key] = self.driver.alloc(size_of(sympy.S.Zero) if seeded else size, category, None)
-        self.driver.record(f"gradient of {unit.op.node.name}")
+        self.of[key] = self.emitter.alloc(size_of(sympy.S.Zero) if seeded else size, category, None)
+        self.emitter.record(f"gradient of {unit.op.node.name}")
 
     def passed(self, unit: Unit) -> Buffer | None:
         """The output gradient an op hands on unchanged to an input, with a new reference, if there is one."""
@@ -63,7 +62,7 @@ class Gradients:
         if buf.refs == 1:
             self.of[key] = buf
             return [old]
-        self.of[key] = self.driver.alloc(*self.plan.tensor_size(name), old.owner)
+        self.of[key] = self.emitter.alloc(*self.plan.tensor_size(name), old.owner)
         return [old, buf]
 
     def param_gradient(self, node: Node, p: Param, unit: Unit) -> list[Buffer]:
@@ -71,11 +70,11 @@ class Gradients:
         :meth:`symbert.training.zero.ZeroPlan.gradient_numel`); returns it to drop when it is summed into an
         existing one."""
         key = self.plan.keys.param_key(node, p.name, unit.run)
-        buf = self.driver.alloc(self.plan.gradient_size(node, p), "gradients", unit.owner)
+        buf = self.emitter.alloc(self.plan.gradient_size(node, p), "gradients", unit.owner)
         if key in self.params:
             return [buf]
         self.params[key] = buf
-        self.driver.zero.unit_grads.setdefault(self.plan.unit_of(unit), []).append(key)
+        self.unit_grads.setdefault(self.plan.unit_of(unit), []).append(key)
         return []
 
     def flush_casts(self) -> None:
@@ -83,6 +82,6 @@ class Gradients:
         pending, self.pending = self.pending, []
         for unit, node, p, low in pending:
             drops = self.param_gradient(node, p, unit)
-            self.driver.record(f"{unit.op.label}: {p.name} gradient to float32", unit.owner)
+            self.emitter.record(f"{unit.op.label}: {p.name} gradient to float32", unit.owner)
             for buf in [*drops, low]:
-                self.driver.release(buf)
+                self.emitter.release(buf)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from symbert.analysis.activations import Saved
 from symbert.ir import Graph, Node
-
-if TYPE_CHECKING:
-    from symbert.training.plan import Unit
+from symbert.training.units import Unit
 
 Key = tuple
 

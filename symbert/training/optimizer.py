@@ -8,12 +8,13 @@ tensor (or per shard).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import sympy
 
 from symbert.analysis.sizes import Size, add_to, expr_of, scaled, size_of
+from symbert.training.emitter import Buffer, Emitter
 from symbert.training.events import State
+from symbert.training.gathers import Gathers
+from symbert.training.gradients import Gradients
 from symbert.training.order import buffers, parameter_order
 from symbert.training.plan import Plan
 from symbert.training.states import (
@@ -24,10 +25,6 @@ from symbert.training.states import (
     STEP_BYTES,
     UPDATE_BYTES,
 )
-
-if TYPE_CHECKING:
-    from symbert.training.buffer import Buffer
-    from symbert.training.driver import Driver
 
 
 def state_pads(plan: Plan, per_element: int, what: str, tensors: int = 1) -> Size:
@@ -41,11 +38,11 @@ def state_pads(plan: Plan, per_element: int, what: str, tensors: int = 1) -> Siz
     return out
 
 
-def load(driver: Driver) -> None:
+def load(emitter: Emitter) -> None:
     """The model states before the first step: the weights (with the registered buffers under a device
     runtime), the optimizer states that exist before the first update (master weights, GradScaler's scale and
     growth tracker) and DDP's gradient buckets."""
-    plan, states = driver.plan, driver.plan.states
+    plan, states = emitter.plan, emitter.plan.states
     per_element = plan.training.bytes
     registered = buffers(plan)
     pads: Size = {}
@@ -53,86 +50,87 @@ def load(driver: Driver) -> None:
         add_to(pads, plan.pad_of(size_of(nbytes)))
     add_to(pads, state_pads(plan, per_element.weights, "weights"))
     weights = size_of(states["weights"] + sum(b for _, b in registered))
-    driver.alloc(weights, "weights", None, "state", pads, state=State("weights", per_element.weights))
+    emitter.alloc(weights, "weights", None, "state", pads, state=State("weights", per_element.weights))
     scaler = GRAD_SCALER_BYTES if plan.training.grad_scaler else 0
     master = size_of(states["optimizer"] - states["lazy"] - scaler)
     if master:
         pads = state_pads(plan, per_element.master, "optimizer")
-        driver.alloc(master, "optimizer", None, "state", pads, state=State("optimizer", per_element.master))
+        emitter.alloc(master, "optimizer", None, "state", pads, state=State("optimizer", per_element.master))
     if scaler:
-        driver.alloc(size_of(sympy.Integer(scaler)), "optimizer", None, "counted", {})
+        emitter.alloc(size_of(sympy.Integer(scaler)), "optimizer", None, "counted", {})
     if states["buckets"] != 0:
-        driver.alloc(size_of(states["buckets"]), "gradients", None, "counted", {})
+        emitter.alloc(size_of(states["buckets"]), "gradients", None, "counted", {})
 
 
-def fp32_gradients(driver: Driver) -> Buffer | None:
+def fp32_gradients(emitter: Emitter) -> Buffer | None:
     """DeepSpeed's float32 copy of the gradient partition, held through a mixed-precision update."""
-    plan = driver.plan
+    plan = emitter.plan
     sharding = plan.sharding
     if not (sharding.engine.fp32_gradients and sharding.sharded("optimizer") and plan.training.bytes.master):
         return None
-    return driver.alloc(size_of(UPDATE_BYTES * sharding.elements(plan.graph, "optimizer")), "gradients", None)
+    return emitter.alloc(size_of(UPDATE_BYTES * sharding.elements(plan.graph, "optimizer")), "gradients", None)
 
 
-def create_states(driver: Driver) -> None:
+def create_states(emitter: Emitter) -> None:
     """The states the first update creates, and Adam's step counts where they live on the device."""
-    plan, states = driver.plan, driver.plan.states
+    plan, states = emitter.plan, emitter.plan.states
     tensors = STATE_BYTES[plan.training.algorithm] // UPDATE_BYTES
     lazy = size_of(states["lazy"] - states["counters"])
     if lazy:
         pads = state_pads(plan, UPDATE_BYTES, "optimizer", tensors)
-        driver.alloc(lazy, "optimizer", None, "state", pads, state=State("optimizer", UPDATE_BYTES, tensors))
+        emitter.alloc(lazy, "optimizer", None, "state", pads, state=State("optimizer", UPDATE_BYTES, tensors))
     counters = states["counters"]
     if counters != 0:
         scalar, count = size_of(sympy.Integer(STEP_BYTES)), sympy.expand(counters / STEP_BYTES)
         pads = size_of(count * expr_of(plan.pad_of(scalar))) if plan.runtime is not None else {}
-        driver.alloc(size_of(counters), "optimizer", None, "counters", pads, requests=((scalar, count),))
+        emitter.alloc(size_of(counters), "optimizer", None, "counters", pads, requests=((scalar, count),))
 
 
-def update(driver: Driver, first: bool) -> None:
-    """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad."""
-    plan, training = driver.plan, driver.plan.training
-    driver.phase, driver.cause, driver.scope = "optimizer", "optimizer step", ""
+def update(emitter: Emitter, grads: Gradients, zero: Gathers, first: bool) -> None:
+    """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad, which frees
+    ``grads``' parameter gradients and ``zero``'s shards of them."""
+    plan, training = emitter.plan, emitter.plan.training
+    emitter.phase, emitter.cause, emitter.scope = "optimizer", "optimizer step", ""
     held = training.step_scalars
     found_inf = None
     if held:
         pads = size_of(held * expr_of(plan.pad_of(size_of(sympy.Integer(FOUND_INF_BYTES)))))
-        found_inf = driver.alloc(size_of(sympy.Integer(FOUND_INF_BYTES * held)), "optimizer", None, "counted", pads)
+        found_inf = emitter.alloc(size_of(sympy.Integer(FOUND_INF_BYTES * held)), "optimizer", None, "counted", pads)
     if first:
-        create_states(driver)
-    partition = fp32_gradients(driver)
-    driver.record("optimizer states created" if first else "optimizer step")
+        create_states(emitter)
+    partition = fp32_gradients(emitter)
+    emitter.record("optimizer states created" if first else "optimizer step")
     kind = training.implementation.temporaries if training.adam else None
     scalars = CPU_SCALAR_BYTES if kind and training.memory.backend.device == "cpu" else 0
     if kind == "for-loop":
         previous = sympy.S.Zero
         for name, elements, run in parameter_order(plan):
-            temporary(driver, f"update {name}", run, size_of(UPDATE_BYTES * (2 * elements + previous) + scalars))
+            temporary(emitter, f"update {name}", run, size_of(UPDATE_BYTES * (2 * elements + previous) + scalars))
             previous = elements
     elif kind == "foreach":
         local = plan.sharding.elements(plan.graph, "optimizer")
         size, pads = size_of(UPDATE_BYTES * local + scalars), state_pads(plan, UPDATE_BYTES, "optimizer")
-        temporary(driver, "update, all parameters at once", None, size, pads, State("optimizer", UPDATE_BYTES))
+        temporary(emitter, "update, all parameters at once", None, size, pads, State("optimizer", UPDATE_BYTES))
     elif scalars:
-        temporary(driver, "step counts incremented", None, size_of(sympy.Integer(scalars)))
+        temporary(emitter, "step counts incremented", None, size_of(sympy.Integer(scalars)))
     if found_inf is not None:
-        driver.release(found_inf)
+        emitter.release(found_inf)
     if partition is not None:
-        driver.release(partition)
-    driver.cause = "zero_grad"
-    for buf in [*driver.grads.params.values(), *driver.zero.grad_shards]:
-        driver.release(buf)
-    driver.grads.params.clear()
-    driver.zero.grad_shards.clear()
-    driver.zero.unit_grads.clear()
-    driver.hidden = dict.fromkeys(plan.graph.blocks, "none")
-    driver.record("zero_grad")
+        emitter.release(partition)
+    emitter.cause = "zero_grad"
+    for buf in [*grads.params.values(), *zero.grad_shards]:
+        emitter.release(buf)
+    grads.params.clear()
+    zero.grad_shards.clear()
+    grads.unit_grads.clear()
+    emitter.hidden = dict.fromkeys(plan.graph.blocks, "none")
+    emitter.record("zero_grad")
 
 
-def temporary(driver: Driver, label: str, run: tuple[str, int | None] | None, size: Size, pads: Size | None = None,
+def temporary(emitter: Emitter, label: str, run: tuple[str, int | None] | None, size: Size, pads: Size | None = None,
               state: State | None = None) -> None:
     """A temporary of the update, alive at its highest point: a model state's worth of tensors (foreach), else
     bytes the replay counts without a request of their own."""
-    buf = driver.alloc(size, "optimizer", None, "state" if state else "counted", pads, state=state)
-    driver.record(label, run)
-    driver.release(buf)
+    buf = emitter.alloc(size, "optimizer", None, "state" if state else "counted", pads, state=state)
+    emitter.record(label, run)
+    emitter.release(buf)
