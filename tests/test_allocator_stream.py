@@ -96,19 +96,22 @@ def test_the_stream_carries_every_byte_the_replay_counts(training):
     categories, less the runtime's rounding) plus the workspaces."""
     from symbert import preset
     from symbert.training.allocator import Allocator
-    from symbert.training.stream import Logged
+    from symbert.training.ledger import Ledger
+    from symbert.training.stream import Requests, replay
 
     graph, sizes = per_gpu(preset("bert-tiny"), training.memory.layout)
     values = {**sizes, B: 3, seq_len: 17}
-    replay = Logged(graph, training, values)
+    plan, events = replay(graph, training, values)
+    requests = Requests(plan, values)
+    requests.take(events)
     peaks: dict[str, int] = {}
-    for event in replay.run(2):
+    for event in Ledger(plan.graph.blocks, events).snapshots:
         if event.step:
-            total = sum(replay.bytes_of(v) for c, v in event.memory.items() if c != "runtime")
+            total = sum(requests.bytes_of(v) for c, v in event.memory.items() if c != "runtime")
             name = f"{event.step} {event.phase}"
             peaks[name] = max(peaks.get(name, 0), total)
-    allocator = Allocator().run(replay.stream)
-    workspaces = [e[2] for e in replay.stream if e[-1] == "workspace"]
+    allocator = Allocator().run(requests.stream)
+    workspaces = [e[2] for e in requests.stream if e[-1] == "workspace"]
     assert len(workspaces) == 3  # forward: cuBLAS and cuBLASLt; backward: cuBLAS
     held = {"1 forward": sum(workspaces[:2])}
     assert [(p.name, p.requested - peaks[p.name]) for p in allocator.phases] == [

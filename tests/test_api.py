@@ -114,8 +114,8 @@ def test_a_config_is_a_name_a_config_or_a_path(tmp_path) -> None:
 
 
 def test_params_report_and_compare_as_the_commands() -> None:
-    from symbert.render.reports import params_json, report_json
     from symbert.render.comparison import comparison_json
+    from symbert.render.reports import params_json, report_json
 
     base = symbert.preset("bert-base")
     assert params_json(base, symbert.params("bert-base")) == doc("params", "--preset", "bert-base", "--json")

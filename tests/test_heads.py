@@ -222,7 +222,7 @@ def test_untied_lm_head_loads_in_module_to_order(config: symbert.Config) -> None
     module's children (ALBERT's as it registers them: LayerNorm, dense, decoder). The requests before
     the first step under torch-cuda are the real model's parameters and buffers in that order."""
     hf()
-    from symbert.training.stream import Logged
+    from symbert.training.stream import events
     from symbert.validate.hf import hugging_face
 
     model, _ = hugging_face(config, 1, 2, "float32")
@@ -235,10 +235,9 @@ def test_untied_lm_head_loads_in_module_to_order(config: symbert.Config) -> None
 
     visit(model)
     training = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
-    replay = Logged(symbert.trace(config), training, {**config.symbols(), B: 2, S: 8})
-    replay.run(1)
-    start = next(i for i, e in enumerate(replay.stream) if e[0] == "phase")
-    assert [e[2] for e in replay.stream[:start] if e[0] == "alloc"][: len(sizes)] == sizes
+    stream = events(symbert.trace(config), training, {**config.symbols(), B: 2, S: 8}, steps=1)
+    start = next(i for i, e in enumerate(stream) if e[0] == "phase")
+    assert [e[2] for e in stream[:start] if e[0] == "alloc"][: len(sizes)] == sizes
 
 
 def test_untied_lm_head_is_refused_over_data_parallel_gpus() -> None:

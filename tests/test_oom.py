@@ -19,7 +19,7 @@ from symbert.gpus import CUDA_CONTEXT, GPUS
 from symbert.symbols import B, seq_len
 from symbert.training.oom import Cap, Simulation, cap_of, largest
 from symbert.training.states import Training
-from symbert.training.stream import Logged, at
+from symbert.training.stream import at, events
 from tests.conftest import ROOT, hf, random_configs, run_cli
 
 DEV = json.loads((ROOT / "tests/fixtures/gpu/h100-dev.json").read_text())
@@ -99,9 +99,8 @@ def test_one_replay_serves_every_batch() -> None:
     open_stream = Simulation(config, training, 64).stream
     graph, sizes = per_gpu(config, training.memory.layout)
     for batch in (1, 5):
-        replay = Logged(graph, training, {**sizes, B: batch, seq_len: 64})
-        replay.run(2)
-        assert at(open_stream, {B: batch}) == replay.stream
+        stream = events(graph, training, {**sizes, B: batch, seq_len: 64})
+        assert at(open_stream, {B: batch}) == stream
 
 
 def test_the_cap() -> None:
@@ -163,8 +162,7 @@ def test_loading_is_module_to_order(config: symbert.Config) -> None:
     visit(model)
     training = Training("adamw", "fp32", MemoryOptions("torch-cuda"))
     graph, values = per_gpu(config, training.memory.layout)
-    replay = Logged(graph, training, {**values, B: 2, seq_len: 8})
-    replay.run(1)
-    start = next(i for i, e in enumerate(replay.stream) if e[0] == "phase")
-    loaded = [e[2] for e in replay.stream[:start] if e[0] == "alloc"]
+    stream = events(graph, training, {**values, B: 2, seq_len: 8}, steps=1)
+    start = next(i for i, e in enumerate(stream) if e[0] == "phase")
+    loaded = [e[2] for e in stream[:start] if e[0] == "alloc"]
     assert loaded[: len(sizes)] == sizes

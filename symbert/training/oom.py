@@ -27,7 +27,7 @@ from symbert.training.allocator import AddressSpace, Allocator, Config, OutOfMem
 from symbert.training.fit import fit as closed_form
 from symbert.training.fit import fit_json, step_of
 from symbert.training.states import Training
-from symbert.training.stream import Event, at, events
+from symbert.training.stream import Request, at, events
 
 #: The simulation's virtual address space: 2**100 bytes, more than any cap symbert reads (2**80), so that only
 #: the cap makes an allocation fail.
@@ -95,7 +95,7 @@ class Simulation:
         graph, sizes = per_gpu(self.config, self.training.memory.layout, self.length)
         fixed = {seq_len: self.length} if self.length is not None else {}
         self.sizes = sizes
-        self.stream: list[Event] = events(graph, self.training, {**sizes, **fixed}, self.steps)
+        self.stream: list[Request] = events(graph, self.training, {**sizes, **fixed}, self.steps)
 
     def run(self, batch: int, length: int | None = None, cap: int | None = None) -> Run:
         """The steps at ``batch`` (and ``length``, when the replay left it open) under ``cap`` bytes reserved."""

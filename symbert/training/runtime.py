@@ -1,8 +1,8 @@
 """What a device's runtime adds to the tensors of a training step, beyond the tensors themselves.
 
-The replay (:mod:`symbert.training.replay`) asks a :class:`Runtime` two things: how many bytes an
-allocation of a tensor really takes (:meth:`Runtime.padding`), and which buffers of its own the
-runtime allocates at the first matmul of forward and of backward (:attr:`Runtime.workspaces`).
+The replay (:mod:`symbert.training.plan`, :mod:`symbert.training.driver`) asks a :class:`Runtime` two
+things: how many bytes an allocation of a tensor really takes (:meth:`Runtime.padding`), and which
+buffers of its own the runtime allocates at the first matmul of forward and of backward (:attr:`Runtime.workspaces`).
 The backend policy chooses it: ``torch-cuda`` gets the CUDA runtime, every other policy none.
 
 The CUDA runtime follows PyTorch's source (no GPU was at hand to measure it):

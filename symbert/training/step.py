@@ -1,13 +1,14 @@
 """Training-step memory: the peak over replayed steps, as formulas and at concrete values.
 
-:func:`step_memory` replays two steps (:mod:`symbert.training.replay`): the first, where the optimizer
-states appear at the update, and a second, where they are present from the start. A repeated block
-can be replayed as three runs (first, middle, last), the other L − 3 runs being added as multiples of
-the middle run's steady state, so that the peak stays symbolic in L: memory is linear in the index of
-the running layer, so over the middle runs it peaks at one of their two ends, and an event in the
-middle run stands for both. :class:`StepMemory` turns the events into candidates for the peak and
-evaluates them; :class:`Polynomials` gives the peak as the largest of a few polynomials in chosen
-symbols; :func:`phases` summarises a timeline.
+:func:`step_memory` replays two steps (:mod:`symbert.training.driver`, summed by
+:mod:`symbert.training.ledger`): the first, where the optimizer states appear at the update, and a
+second, where they are present from the start. A repeated block can be replayed as three runs (first,
+middle, last), the other L − 3 runs being added as multiples of the middle run's steady state, so that
+the peak stays symbolic in L: memory is linear in the index of the running layer, so over the middle
+runs it peaks at one of their two ends, and an event in the middle run stands for both.
+:class:`StepMemory` turns the events into candidates for the peak and evaluates them;
+:class:`Polynomials` gives the peak as the largest of a few polynomials in chosen symbols;
+:func:`phases` summarises a timeline.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from symbert.ir import Graph
 from symbert.parallel import Layout, stage_factor, whole_sequence
 from symbert.symbols import ROUND, pad512, seq_len
 from symbert.training import exact
-from symbert.training.replay import Event, Replay
+from symbert.training.driver import Driver
+from symbert.training.events import Alloc, Change, Mark
+from symbert.training.ledger import Ledger, Snapshot
+from symbert.training.plan import Plan
 from symbert.training.runtime import reserved_estimate
 from symbert.training.states import CATEGORIES, Training
 
@@ -39,7 +43,7 @@ class Candidate:
     event belongs to a replayed block.
     """
 
-    event: Event
+    event: Snapshot
     memory: Mapping[str, Size]
     index: sympy.Expr | None
 
@@ -98,9 +102,10 @@ class StepMemory:
     ) -> None:
         training = training.for_model(model_of(graph))
         self.graph, self.training, self.runs = graph, training, dict(runs)
-        replayed = Replay(graph, training, self.runs, values)
-        self.events = replayed.run(steps)
-        self.states = replayed.states
+        plan = Plan(graph, training, self.runs, values)
+        replayed = Ledger(plan.graph.blocks, Driver(plan).run(steps))
+        self.events = replayed.snapshots
+        self.states = plan.states
         self.in_flight = in_flight(graph, training, values)
         accumulating = training.memory.layout.microbatches > 1
         self.accumulated = size_of(self.states["gradients"]) if accumulating else None
@@ -124,7 +129,7 @@ class StepMemory:
                         raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
                     self.table[i, j, column[m]] = coefficient
 
-    def _candidates(self, event: Event) -> list[Candidate]:
+    def _candidates(self, event: Snapshot) -> list[Candidate]:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""
         options = []
         for block, status in event.hidden.items():
@@ -149,7 +154,7 @@ class StepMemory:
             out.append(Candidate(event, memory, self._index(event, dict(combo))))
         return out
 
-    def _index(self, event: Event, extras: Mapping[str, object]) -> sympy.Expr | None:
+    def _index(self, event: Snapshot, extras: Mapping[str, object]) -> sympy.Expr | None:
         if event.run is None:
             return None
         block, run = event.run
@@ -446,26 +451,38 @@ def reserved(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int
     runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
     if sum(runs.values()) > MAX_REPLAYED_RUNS:
         return None
-    replay = Replay(graph, training, runs)
-    replay.log = []
-    events = replay.run(steps)
+    plan = Plan(graph, training, runs)
     sizes: dict[frozenset, int] = {}
     alive: dict[int, int] = {}
     others = in_flight_allocations(graph, training, values)
-    highest, entries = 0, iter(replay.log)
-    entry = next(entries, None)
-    for k, event in enumerate(events):
-        while entry is not None and entry[0] <= k:
-            _, sign, size, copies = entry
-            key = frozenset(size.items())
-            if key not in sizes:
-                n = int(expr_of(size).subs(values))
-                sizes[key] = n + (-n % ROUND)
-            alive[sizes[key]] = alive.get(sizes[key], 0) + sign * int(sympy.sympify(copies).subs(values))
-            entry = next(entries, None)
-        held = [*alive.items(), *(others.items() if event.phase in ("forward", "backward") else ())]
-        highest = max(highest, reserved_estimate(n for n, count in held for _ in range(count)))
+    highest = 0
+    for event in Driver(plan).run(steps):
+        if isinstance(event, Change):
+            for size, copies in _requests(plan, event):
+                key = frozenset(size.items())
+                if key not in sizes:
+                    n = int(expr_of(size).subs(values))
+                    sizes[key] = n + (-n % ROUND)
+                sign = 1 if isinstance(event, Alloc) else -1
+                alive[sizes[key]] = alive.get(sizes[key], 0) + sign * int(sympy.sympify(copies).subs(values))
+        elif isinstance(event, Mark):
+            held = [*alive.items(), *(others.items() if event.phase in ("forward", "backward") else ())]
+            highest = max(highest, reserved_estimate(n for n, count in held for _ in range(count)))
     return highest
+
+
+def _requests(plan: Plan, change: Change) -> list[tuple[Size, sympy.Expr]]:
+    """The allocations a change is made of, as (bytes, how many): a model state's per group of equal tensors
+    (or shards); Adam's step counts too; none for the bytes counted without a request."""
+    if change.kind == "state" and change.state is not None:
+        state = change.state
+        if not state.per_element or not state.tensors:
+            return []
+        return [(size_of(state.per_element * elements), state.tensors * count)
+                for elements, count in plan.sharding.local(plan.graph, state.what)]
+    if change.kind == "counted":
+        return []
+    return list(change.requests or [(change.size, sympy.S.One)])
 
 
 def in_flight_allocations(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int]) -> dict[int, int]:

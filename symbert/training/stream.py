@@ -1,50 +1,45 @@
-"""The replay's allocations and frees, in order and in bytes: the event stream the allocator simulation runs on.
+"""The allocation requests of a replay, in order and in bytes: the stream the allocator simulation runs on.
 
-:class:`Logged` is the replay (:class:`symbert.training.replay.Replay`) with each allocation and free noted as it
-happens, at given sizes: the replay's own numbers are untouched. Each buffer is one request. The model states the
-replay counts per group of equal tensors (parameters, optimizer states, foreach AdamW's temporary) become one
-request per tensor, in the order the model declares its parameters and, for states, a parameter's states together,
-as ``Module.to`` and AdamW's ``_init_group`` make them. The runtime's workspaces are requests tagged ``workspace``,
-at the first matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 optimizer"``, …) start
-where the replay's phases start. Not in the stream yet, because the replay counts them without an allocation of
-their own: DDP's gradient buckets, the GradScaler's found_inf flag, and the for-loop AdamW's temporaries and step
-counters (the CPU policies).
+:class:`Requests` is a second consumer of the driver's events (:mod:`symbert.training.events`), beside the
+ledger, at given sizes. Each buffer is one request. A model state, which the ledger counts per group of equal
+tensors, becomes one request per tensor, in the order the model declares its parameters and, for states, a
+parameter's states together, as ``Module.to`` and AdamW's ``_init_group`` make them
+(:mod:`symbert.training.order`). The runtime's workspaces are requests tagged ``workspace``, at the first
+matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 optimizer"``, …) start where
+the phases' first requests or frees are. Not in the stream yet, because the replay counts them without an
+allocation of their own (:class:`symbert.training.events.Change`): DDP's gradient buckets, the GradScaler's
+scalars, Adam's step counts, and the for-loop AdamW's temporaries (the CPU policies).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import sympy
 
 from symbert.analysis.sizes import Size, expr_of, size_of
-from symbert.ir import Graph, Registered
-from symbert.training.replay import Replay, Unit, _Buffer
+from symbert.ir import Graph
+from symbert.training.driver import Driver
+from symbert.training.events import Alloc, Event, Free, State
+from symbert.training.order import buffers, load_order, parameter_order
+from symbert.training.plan import Plan
 from symbert.training.states import Training
 
-Event = tuple
+Request = tuple
 
 
-class Logged(Replay):
-    """A replay that also writes :attr:`stream`: ``("alloc", key, bytes[, stream, tag])``, ``("free", key)``
-    and ``("phase", name)``, at the sizes ``values``."""
+class Requests:
+    """Writes :attr:`stream`: ``("alloc", key, bytes[, stream, tag])``, ``("free", key)`` and ``("phase", name)``,
+    for the events it takes, at the sizes ``values``."""
 
-    def __init__(
-        self, graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], tally: bool = True
-    ) -> None:
-        values = {**training.memory.layout.values(), **values}
-        runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
-        super().__init__(graph, training, runs)
-        self.values = values
-        self.stream: list[Event] = []
-        self._keys: dict[int, tuple[int, _Buffer]] = {}
+    def __init__(self, plan: Plan, values: Mapping[sympy.Symbol, int]) -> None:
+        self.plan, self.values = plan, values
+        self.stream: list[Request] = []
+        self._keys: dict[int, list[int]] = {}
         self._serial = itertools.count()
-        self._bytes: dict[frozenset, int] = {}
-        self._groups: list[tuple[tuple, list[int]]] = []
+        self._bytes: dict[frozenset, int | sympy.Expr] = {}
         self._at: tuple[int, str] | None = None
-        #: Whether the replay also keeps its own sums and events (False: the stream alone, faster).
-        self.tally = tally
 
     def bytes_of(self, size: Size) -> int | sympy.Expr:
         """The bytes of ``size`` at :attr:`values`: a whole number, or a formula in the sizes left out of them."""
@@ -54,114 +49,73 @@ class Logged(Replay):
             self._bytes[key] = int(nbytes) if nbytes.is_Integer else nbytes
         return self._bytes[key]
 
-    def _mark(self) -> None:
-        if self.step and self._at != (self.step, self.phase):
-            self._at = (self.step, self.phase)
-            self.stream.append(("phase", f"{self.step} {self.phase}"))
+    def take(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, Alloc):
+                keys = [self._request(event, n, tag) for n, tag in self.requests(event)]
+                if keys:
+                    self._keys[event.id] = keys
+            elif isinstance(event, Free) and event.id in self._keys:
+                self._mark(event)
+                self.stream.extend(("free", key) for key in self._keys.pop(event.id))
 
-    def _request(self, nbytes: int, tag: str = "") -> int:
-        self._mark()
+    def requests(self, event: Alloc) -> list[tuple[int | sympy.Expr, str]]:
+        """The bytes of the requests an allocation makes, each with its tag."""
+        if event.kind in ("tensor", "workspace"):
+            return [(self.bytes_of(event.size), "" if event.kind == "tensor" else "workspace")]
+        if event.kind == "state" and event.state is not None:
+            return [(nbytes, "") for nbytes in self.state_requests(event.state)]
+        return []
+
+    def _mark(self, event: Alloc | Free) -> None:
+        if event.step and self._at != (event.step, event.phase):
+            self._at = (event.step, event.phase)
+            self.stream.append(("phase", f"{event.step} {event.phase}"))
+
+    def _request(self, event: Alloc, nbytes: int | sympy.Expr, tag: str = "") -> int:
+        self._mark(event)
         key = next(self._serial)
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
-    def record(self, label: str, run: tuple[str, int] | None = None) -> None:
-        if self.tally:
-            super().record(label, run)
-
-    def _count(self, buf: _Buffer, sign: int) -> None:
-        if self.tally:
-            super()._count(buf, sign)
-        nbytes = self.bytes_of(buf.size)
-        if sign > 0:
-            self._keys[id(buf)] = (self._request(nbytes), buf)
-        elif id(buf) in self._keys:
-            self._mark()
-            self.stream.append(("free", self._keys.pop(id(buf))[0]))
-
-    def state_pads(self, bytes_per_element: int, what: str, tensors: int = 1, sign: int = 1) -> Size:
-        out = super().state_pads(bytes_per_element, what, tensors, sign)
-        if not bytes_per_element or not tensors:
-            return out
-        group = (bytes_per_element, what, tensors)
-        if sign < 0:
-            index = max(i for i, (g, _) in enumerate(self._groups) if g == group)
-            self._mark()
-            self.stream.extend(("free", key) for key in self._groups.pop(index)[1])
-            return out
-        if self.sharding.sharded(what):
-            sizes = [bytes_per_element * e for elements, count in self.sharding.local(self.graph, what)
+    def state_requests(self, state: State) -> list[int | sympy.Expr]:
+        """The bytes of each tensor of a model state, in the order they are allocated: this GPU's shards, each
+        parameter's at load (``Module.to``, the registered buffers among them), else in the order the optimizer
+        steps them; a parameter's ``tensors`` states together."""
+        plan, what, per_element = self.plan, state.what, state.per_element
+        if not per_element or not state.tensors:
+            return []
+        if plan.sharding.sharded(what):
+            sizes = [per_element * e for elements, count in plan.sharding.local(plan.graph, what)
                      for e in [elements] * int(sympy.sympify(count).subs(self.values))]
-            sizes += [nbytes for _, nbytes in self.buffers()] if what == "weights" and not self.step else []
-        elif what == "weights" and not self.step:
-            sizes = [numel if buffer else bytes_per_element * numel for numel, buffer in self.load_order()]
+            sizes += [nbytes for _, nbytes in buffers(plan)] if what == "weights" else []
+        elif what == "weights":
+            sizes = [elements if buffer else per_element * elements for elements, buffer in load_order(plan)]
         else:
-            sizes = [bytes_per_element * numel for _, numel, _ in self.parameter_order()]
-        keys = [self._request(self.bytes_of(size_of(nbytes))) for nbytes in sizes for _ in range(tensors)]
-        self._groups.append((group, keys))
-        return out
-
-    def load_order(self) -> list[tuple[sympy.Expr, bool]]:
-        """Every parameter (elements; one that gets no gradient too) and the registered buffers (bytes, marked
-        True) in the order ``Module.to`` visits them: a module's children first, each in turn (in the order the
-        module registers them where it says so, else as the forward first uses them), then its own parameters,
-        then its buffers. A repeated block's runs are children of the block's module (under a task model's
-        prefix, ``deberta.encoder.layer``, where the name has one)."""
-        tree = _Module()
-        for name, numel, owner in self.parameter_order(every=True):
-            path = name.split(".")
-            if owner is not None:
-                block = owner[0].split("/")
-                at = (i for i in range(len(path)) if path[i : i + len(block)] == block)
-                depth = next(at, 0) + len(block)
-                path = [*path[:depth], str(owner[1]), *path[depth:]]
-            tree.at(path[:-1]).params.append(numel)
-        for prefix, nbytes in self.buffers():
-            tree.at(prefix.split(".")[:-1]).buffers.append(nbytes)
-        return list(tree.visit(self.graph.registered))
-
-    def workspace(self, unit: Unit) -> None:
-        before = set(self.workspaces)
-        super().workspace(unit)
-        for thread in set(self.workspaces) - before:
-            for w in self.runtime.workspaces if self.runtime else ():
-                if w.phase == thread:
-                    self._request(w.nbytes, "workspace")
+            sizes = [per_element * elements for _, elements, _ in parameter_order(plan)]
+        return [self.bytes_of(size_of(nbytes)) for nbytes in sizes for _ in range(state.tensors)]
 
 
-class _Module:
-    """A module of the parameter tree: its children by name (first use first), parameters and buffers."""
-
-    def __init__(self, path: tuple[str, ...] = ()) -> None:
-        self.path = path
-        self.children: dict[str, _Module] = {}
-        self.params: list[sympy.Expr] = []
-        self.buffers: list[sympy.Expr] = []
-
-    def at(self, path: list[str]) -> _Module:
-        module = self
-        for part in path:
-            module = module.children.setdefault(part, _Module((*module.path, part)))
-        return module
-
-    def visit(self, registered: Mapping[str, Registered]) -> Iterator[tuple[sympy.Expr, bool]]:
-        declared = registered.get(".".join(self.path), Registered()).children
-        order = [c for c in declared if c in self.children] + [c for c in self.children if c not in declared]
-        for child in order:
-            yield from self.children[child].visit(registered)
-        yield from ((numel, False) for numel in self.params)
-        yield from ((nbytes, True) for nbytes in self.buffers)
+def replay(
+    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2
+) -> tuple[Plan, list[Event]]:
+    """``steps`` training steps of every run of each block at ``values``: the plan and its events."""
+    values = {**training.memory.layout.values(), **values}
+    runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
+    plan = Plan(graph, training, runs, kernel_values=values)
+    return plan, Driver(plan).run(steps)
 
 
-def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Event]:
-    """The ordered allocation events of ``steps`` training steps at ``values`` (see :class:`Logged`). Where
+def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Request]:
+    """The ordered allocation requests of ``steps`` training steps at ``values`` (see :class:`Requests`). Where
     ``values`` leave out a size (B or seq_len), a request's bytes are a formula in it: see :func:`at`."""
-    replay = Logged(graph, training, values, tally=False)
-    replay.run(steps)
-    return replay.stream
+    plan, stream = replay(graph, training, values, steps)
+    requests = Requests(plan, {**training.memory.layout.values(), **values})
+    requests.take(stream)
+    return requests.stream
 
 
-def at(stream: list[Event], values: Mapping[sympy.Symbol, int]) -> list[Event]:
+def at(stream: list[Request], values: Mapping[sympy.Symbol, int]) -> list[Request]:
     """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
     the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
     formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
