@@ -417,6 +417,13 @@ class Replay:
         order = OPS[unit.node.op].cuda_order if self.runtime is not None and len(unit.nodes) == 1 else ()
         return [writes[i] for i in order] if order and len(order) == len(writes) else writes
 
+    def gradient_order(self, unit: Unit) -> list[str]:
+        """:meth:`reads` in the order the unit's backward makes their gradients
+        (:attr:`symbert.ops.OpDef.grad_order`)."""
+        reads = self.reads(unit)
+        order = OPS[unit.node.op].grad_order if len(unit.nodes) == 1 else ()
+        return [reads[i] for i in order] if order and len(order) == len(reads) else reads
+
     def keeps(self, unit: Unit, kept: Mapping[str, list[Saved]], rekey: Rekey) -> list[tuple[Saved, Key]]:
         return [(item, rekey(self.kept_key(item, unit.run))) for n in unit.nodes for item in kept.get(n.name, ())]
 
@@ -742,12 +749,13 @@ class Replay:
         cast: list[tuple[Node, Param]] = []
         if any(key in self.grads for key in incoming):
             self.enter(unit, "backward")
-            self.workspace(unit)
+            self.relayout(unit, incoming)
             drops: list[_Buffer] = []
-            for t in self.reads(unit):
+            for t in self.gradient_order(unit):
                 if self.graph.tensor(t).requires_grad:
                     buf = self.passed(unit, t) or self.tensor_alloc(t, self.owner(unit))
                     drops += self.accumulate(self.tensor_key(t, unit.run), buf, t)
+            self.workspace(unit)  # after the input's gradient, the output of the first product cuBLAS runs
             cast = [(n, p) for n in unit.nodes for p in cached_params(self.graph, n, self.options)]
             bits16 = self.options.bytes_of(ACT)
             low = {p.name: self.alloc(size_of(p.numel * bits16), "gradients", None) for _, p in cast}
@@ -755,6 +763,7 @@ class Replay:
                 for p in n.params:
                     if p.name not in low:
                         drops += self.param_gradient(n, p, unit)
+            self.kernel_scratch(unit)
             self.record(unit.label, self.owner(unit))
             for buf in drops:
                 self.release(buf)
@@ -770,6 +779,34 @@ class Replay:
                 self.flush_casts()
         elif unit.node.op == "cast":
             self.flush_casts()
+
+    def relayout(self, unit: Unit, incoming: list[Key]) -> None:
+        """Where a node's output gradient comes back in another layout (``grad_copy_when``, :mod:`symbert.ops`)
+        and no fused kernel made it: the copy into the node's own layout replaces the gradient, which goes."""
+        copy = unit.node.attr("grad_copy_when") if len(unit.nodes) == 1 else None
+        if copy is None or self.fused_reader(unit.node.outputs[0]):
+            return
+        for key, t in zip(incoming, self.writes(unit), strict=True):
+            if key in self.grads:
+                size, category = self.tensor_size(t)
+                buf = self.alloc(size_of(settled(copy * expr_of(size))), category, self.owner(unit))
+                self.release(self.grads[key])
+                self.grads[key] = buf
+
+    def fused_reader(self, name: str) -> bool:
+        """Whether tensor ``name`` is read, through views, by an op that runs fused (an sdpa attention call)."""
+        for consumer in self.graph.consumers(name):
+            node = self.graph.node(consumer)
+            if region_of(node, self.plain) is not None:
+                return True
+            if OPS[node.op].view and any(self.fused_reader(t) for t in node.outputs):
+                return True
+        return False
+
+    def kernel_scratch(self, unit: Unit) -> None:
+        """What the unit's backward kernels allocate and free within the call (a CUDA reduction's staging for a
+        bias gradient, :attr:`symbert.ops.OpDef.column_sums`): the event stream's (:mod:`symbert.training.stream`),
+        not the replay's sums, whose closed forms are polynomials in the sizes."""
 
     def flush_casts(self) -> None:
         """Run the backward of the casts of an op's parameters: each 16-bit gradient becomes float32."""

@@ -20,7 +20,9 @@ import sympy
 
 from symbert.analysis.sizes import Size, expr_of, size_of
 from symbert.ir import Graph, Registered
+from symbert.ops import OPS
 from symbert.training.replay import Replay, Unit, _Buffer
+from symbert.training.runtime import ColumnSumScratch
 from symbert.training.states import Training
 
 Event = tuple
@@ -73,7 +75,9 @@ class Logged(Replay):
         if self.tally:
             super()._count(buf, sign)
         nbytes = self.bytes_of(buf.size)
-        if sign > 0:
+        if sign > 0 and nbytes == 0:  # a request of 0 bytes is none: its key goes unused, as :func:`at` leaves it
+            next(self._serial)
+        elif sign > 0:
             self._keys[id(buf)] = (self._request(nbytes), buf)
         elif id(buf) in self._keys:
             self._mark()
@@ -125,6 +129,31 @@ class Logged(Replay):
                 if w.phase == thread:
                     self._request(w.nbytes, "workspace")
 
+    def kernel_scratch(self, unit: Unit) -> None:
+        """What the CUDA kernels of an op's backward allocate for the call, after the op's gradients, and free
+        (the last first) as it returns: its temporaries (:attr:`symbert.ops.OpDef.cuda_backward_temps`), and a
+        reduction's staging buffer and semaphores for each sum over rows it runs, on the runtime's GPU (none
+        unnamed). Where the rows are a formula, so are the bytes (:class:`ColumnSumScratch`). A fused call's
+        kernel is its own (:mod:`symbert.analysis.sdpa`)."""
+        if self.runtime is None or len(unit.nodes) > 1:
+            return
+        node, card = unit.node, self.runtime.gpu
+        op = OPS[node.op]
+        parts: list[int | sympy.Expr] = [self.bytes_of(self.tensor_size(_tensor(node, name))[0])
+                                         for name in op.cuda_backward_temps]
+        for rows, columns in op.column_sums(node, self.graph) if op.column_sums and card else ():
+            rows, columns = (sympy.sympify(x).subs(self.values) for x in (rows, columns))
+            scratch = [ColumnSumScratch(rows, columns, sympy.Symbol(card.key), part) for part in (0, 1)]
+            parts += [int(n) if n.is_Integer else n for n in scratch]
+        keys = [self._request(nbytes) if nbytes != 0 else next(self._serial) for nbytes in parts]
+        made = [key for key, nbytes in zip(keys, parts, strict=True) if nbytes != 0]
+        self.stream.extend(("free", key) for key in reversed(made))
+
+
+def _tensor(node, name: str) -> str:
+    """The tensor an op entry names: ``in0``, ``out1``, …"""
+    return (node.inputs if name.startswith("in") else node.outputs)[int(name[-1])]
+
 
 class _Module:
     """A module of the parameter tree: its children by name (first use first), parameters and buffers."""
@@ -160,7 +189,10 @@ def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int],
 
 def at(stream: list[Event], values: Mapping[sympy.Symbol, int]) -> list[Event]:
     """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
-    the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
+    the sizes, so one replay serves every batch (each distinct formula is evaluated once). A request that comes
+    to 0 bytes is none (the caching allocator hands out no block for it), nor is its free."""
     formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
     bytes_at = {f: int(f.subs(values)) for f in formulas}
-    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:]) for e in stream]
+    empty = {e[1] for e in stream if e[0] == "alloc" and not isinstance(e[2], int) and not bytes_at[e[2]]}
+    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:])
+            for e in stream if e[0] == "phase" or e[1] not in empty]
