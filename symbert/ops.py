@@ -25,7 +25,8 @@ operands).
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
-  in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. The
+  in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. A node's
+  ``autocast`` attribute, (device, category) pairs, overrides it where the call differs. The
   categories are resolved by :mod:`symbert.analysis.autocast`.
 * ``communication``: a collective over the tensor-parallel group (:mod:`symbert.parallel`); it keeps
   nothing and costs no FLOPs, and diagrams draw it apart.
@@ -492,9 +493,14 @@ def masked_mean(x: Tensor, mask: Tensor, name: str = "masked_mean") -> Tensor:
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
-def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
-    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype."""
-    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)])[0]
+def log_softmax(x: Tensor, name: str = "log_softmax", dtype_given: bool = False) -> Tensor:
+    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype.
+
+    ``dtype_given``: called with its input's dtype as ``dtype``, as ``cross_entropy`` calls it. CUDA's
+    autocast leaves a given dtype as it is (``fp32_set_opt_dtype``): the op runs in its input's dtype
+    there (the node's ``autocast`` attribute)."""
+    attrs = {"autocast": (("cuda", "same"),)} if dtype_given else None
+    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)], attrs=attrs)[0]
 
 
 @_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1, autocast="fp32")

@@ -40,10 +40,11 @@ CATEGORIES = ("lower", "fp32", "fp32_out", "promote", "weights", "same")
 _resolved: dict[tuple[int, str, str], tuple[Graph, Graph]] = {}
 
 
-def category(op: str, device: str) -> str:
-    """How autocast on ``device`` treats op kind ``op``."""
+def category(op: str, device: str, node: Node | None = None) -> str:
+    """How autocast on ``device`` treats op kind ``op``, or ``node`` where it says otherwise (its ``autocast``)."""
+    override = dict(node.attr("autocast", ())).get(device) if node is not None else None
     kind = OPS[op].autocast
-    return kind if isinstance(kind, str) else kind[device]
+    return override or (kind if isinstance(kind, str) else kind[device])
 
 
 def resolve(graph: Graph, options: MemoryOptions) -> Graph:
@@ -89,7 +90,7 @@ def _resolve(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gra
     out = Graph(graph.model, graph.head, blocks=dict(graph.blocks), options=dict(graph.options), held=dict(graph.held))
     dtypes: dict[str, str] = {}
     for node in graph.nodes:
-        kind = category(node.op, device)
+        kind = category(node.op, device, node)
         inputs = list(node.inputs)
         for name in inputs:
             if name not in out.tensors:  # a block's carried input: the dtype its first run is given
