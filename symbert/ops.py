@@ -128,6 +128,11 @@ def _op(
     return register
 
 
+def tensor_of(node: Node, name: str) -> str:
+    """The tensor an entry names on ``node``: ``in0`` its first input, ``out1`` its second output, …"""
+    return (node.inputs if name.startswith("in") else node.outputs)[int(name[-1])]
+
+
 # Placeholders are recorded by symbert.tracer; they are registered here so every kind has an entry.
 OPS["input"] = OpDef("input", "A tensor the caller provides.", placeholder=True, graph_input=True)
 OPS["buffer"] = OpDef("buffer", "A non-trainable tensor the model owns.", placeholder=True)

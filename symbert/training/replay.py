@@ -804,9 +804,10 @@ class Replay:
         return False
 
     def kernel_scratch(self, unit: Unit) -> None:
-        """What the unit's backward kernels allocate and free within the call (a CUDA reduction's staging for a
-        bias gradient, :attr:`symbert.ops.OpDef.column_sums`): the event stream's (:mod:`symbert.training.stream`),
-        not the replay's sums, whose closed forms are polynomials in the sizes."""
+        """What the unit's backward kernels allocate and free within the call (softmax's temporary, a CUDA
+        reduction's staging for a bias gradient: :attr:`symbert.ops.OpDef.cuda_backward_temps` and
+        :attr:`~symbert.ops.OpDef.column_sums`): the event stream's (:mod:`symbert.training.stream`), not the
+        replay's sums, whose closed forms are polynomials in the sizes."""
 
     def flush_casts(self) -> None:
         """Run the backward of the casts of an op's parameters: each 16-bit gradient becomes float32."""

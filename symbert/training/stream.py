@@ -5,10 +5,12 @@ happens, at given sizes: the replay's own numbers are untouched. Each buffer is 
 replay counts per group of equal tensors (parameters, optimizer states, foreach AdamW's temporary) become one
 request per tensor, in the order the model declares its parameters and, for states, a parameter's states together,
 as ``Module.to`` and AdamW's ``_init_group`` make them. The runtime's workspaces are requests tagged ``workspace``,
-at the first matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 optimizer"``, …) start
-where the replay's phases start. Not in the stream yet, because the replay counts them without an allocation of
-their own: DDP's gradient buckets, the GradScaler's found_inf flag, and the for-loop AdamW's temporaries and step
-counters (the CPU policies).
+at the first matmul of each thread. What CUDA kernels allocate for the call in an op's backward (softmax's
+temporary, a reduction's staging buffer and semaphores) is in the stream and not in the replay's sums. A request of
+0 bytes (a copy that is a view at these sizes) is none. Phase markers (``"1 forward"``, ``"1 backward"``,
+``"1 optimizer"``, …) start where the replay's phases start. Not in the stream yet, because the replay counts them
+without an allocation of their own: DDP's gradient buckets, the GradScaler's found_inf flag, and the for-loop
+AdamW's temporaries and step counters (the CPU policies).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sympy
 
 from symbert.analysis.sizes import Size, expr_of, size_of
 from symbert.ir import Graph, Registered
-from symbert.ops import OPS
+from symbert.ops import OPS, tensor_of
 from symbert.training.replay import Replay, Unit, _Buffer
 from symbert.training.runtime import ColumnSumScratch
 from symbert.training.states import Training
@@ -139,7 +141,7 @@ class Logged(Replay):
             return
         node, card = unit.node, self.runtime.gpu
         op = OPS[node.op]
-        parts: list[int | sympy.Expr] = [self.bytes_of(self.tensor_size(_tensor(node, name))[0])
+        parts: list[int | sympy.Expr] = [self.bytes_of(self.tensor_size(tensor_of(node, name))[0])
                                          for name in op.cuda_backward_temps]
         for rows, columns in op.column_sums(node, self.graph) if op.column_sums and card else ():
             rows, columns = (sympy.sympify(x).subs(self.values) for x in (rows, columns))
@@ -148,11 +150,6 @@ class Logged(Replay):
         keys = [self._request(nbytes) if nbytes != 0 else next(self._serial) for nbytes in parts]
         made = [key for key, nbytes in zip(keys, parts, strict=True) if nbytes != 0]
         self.stream.extend(("free", key) for key in reversed(made))
-
-
-def _tensor(node, name: str) -> str:
-    """The tensor an op entry names: ``in0``, ``out1``, …"""
-    return (node.inputs if name.startswith("in") else node.outputs)[int(name[-1])]
 
 
 class _Module:
