@@ -47,6 +47,7 @@ class Logged(Replay):
         self._bytes: dict[frozenset, int] = {}
         self._groups: list[tuple[tuple, list[int]]] = []
         self._at: tuple[int, str] | None = None
+        self._sums: dict[tuple, list[int | sympy.Expr]] = {}
         #: Whether the replay also keeps its own sums and events (False: the stream alone, faster).
         self.tally = tally
 
@@ -144,12 +145,19 @@ class Logged(Replay):
         parts: list[int | sympy.Expr] = [self.bytes_of(self.tensor_size(tensor_of(node, name))[0])
                                          for name in op.cuda_backward_temps]
         for rows, columns in op.column_sums(node, self.graph) if op.column_sums and card else ():
-            rows, columns = (sympy.sympify(x).subs(self.values) for x in (rows, columns))
-            scratch = [ColumnSumScratch(rows, columns, sympy.Symbol(card.key), part) for part in (0, 1)]
-            parts += [int(n) if n.is_Integer else n for n in scratch]
+            parts += self._column_sum(rows, columns, card.key)
         keys = [self._request(nbytes) if nbytes != 0 else next(self._serial) for nbytes in parts]
         made = [key for key, nbytes in zip(keys, parts, strict=True) if nbytes != 0]
         self.stream.extend(("free", key) for key in reversed(made))
+
+    def _column_sum(self, rows: sympy.Expr, columns: sympy.Expr, card: str) -> list[int | sympy.Expr]:
+        """:class:`ColumnSumScratch`'s two parts at :attr:`values`, once per shape."""
+        key = (rows, columns, card)
+        if key not in self._sums:
+            rows, columns = (sympy.sympify(x).subs(self.values) for x in (rows, columns))
+            scratch = [ColumnSumScratch(rows, columns, sympy.Symbol(card), part) for part in (0, 1)]
+            self._sums[key] = [int(n) if n.is_Integer else n for n in scratch]
+        return self._sums[key]
 
 
 class _Module:
