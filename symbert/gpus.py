@@ -4,7 +4,10 @@
 each card; PyTorch's ``torch.cuda.get_device_properties(0).total_memory`` is the same or a few
 hundred MiB lower, depending on the driver, and the CUDA context takes a few hundred MiB more outside
 the caching allocator. Give ``--gpu-memory`` for the exact figure of your machine. The compute
-capability decides PyTorch's default cuBLAS workspace (32 MiB on sm90, else 8 MiB + 128 KiB).
+capability decides PyTorch's default cuBLAS workspace (32 MiB on sm90, else 8 MiB + 128 KiB). The number of
+streaming multiprocessors (each card's datasheet) and the threads one can hold (the CUDA C++ Programming Guide's
+table per compute capability: 2048 on 7.0, 8.0 and 9.0, 1024 on 7.5, 1536 on 8.6 and 8.9) decide how ATen's
+reduction kernels split their work (:func:`symbert.training.runtime.column_sum_scratch`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class GPU:
-    """One card: its name on the command line, the name CUDA reports, memory in bytes, compute capability."""
+    """One card: its name on the command line, the name CUDA reports, memory in bytes, compute capability,
+    streaming multiprocessors and the threads each can hold (``multiProcessorCount``,
+    ``maxThreadsPerMultiProcessor``)."""
 
     key: str
     name: str
     memory: int
     capability: tuple[int, int]
+    sms: int
+    threads_per_sm: int
 
     @property
     def sm90(self) -> bool:
@@ -31,18 +38,18 @@ class GPU:
 GPUS: dict[str, GPU] = {
     g.key: g
     for g in (
-        GPU("h100", "NVIDIA H100 80GB HBM3", 81559 * MIB, (9, 0)),
-        GPU("h200", "NVIDIA H200", 143771 * MIB, (9, 0)),
-        GPU("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960 * MIB, (8, 0)),
-        GPU("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920 * MIB, (8, 0)),
-        GPU("v100-16gb", "Tesla V100-SXM2-16GB", 16160 * MIB, (7, 0)),
-        GPU("v100-32gb", "Tesla V100-SXM2-32GB", 32510 * MIB, (7, 0)),
-        GPU("t4", "Tesla T4", 15360 * MIB, (7, 5)),
-        GPU("l4", "NVIDIA L4", 23034 * MIB, (8, 9)),
-        GPU("a10g", "NVIDIA A10G", 23028 * MIB, (8, 6)),
-        GPU("l40s", "NVIDIA L40S", 46068 * MIB, (8, 9)),
-        GPU("rtx3090", "NVIDIA GeForce RTX 3090", 24576 * MIB, (8, 6)),
-        GPU("rtx4090", "NVIDIA GeForce RTX 4090", 24564 * MIB, (8, 9)),
+        GPU("h100", "NVIDIA H100 80GB HBM3", 81559 * MIB, (9, 0), 132, 2048),
+        GPU("h200", "NVIDIA H200", 143771 * MIB, (9, 0), 132, 2048),
+        GPU("a100-40gb", "NVIDIA A100-SXM4-40GB", 40960 * MIB, (8, 0), 108, 2048),
+        GPU("a100-80gb", "NVIDIA A100-SXM4-80GB", 81920 * MIB, (8, 0), 108, 2048),
+        GPU("v100-16gb", "Tesla V100-SXM2-16GB", 16160 * MIB, (7, 0), 80, 2048),
+        GPU("v100-32gb", "Tesla V100-SXM2-32GB", 32510 * MIB, (7, 0), 80, 2048),
+        GPU("t4", "Tesla T4", 15360 * MIB, (7, 5), 40, 1024),
+        GPU("l4", "NVIDIA L4", 23034 * MIB, (8, 9), 58, 1536),
+        GPU("a10g", "NVIDIA A10G", 23028 * MIB, (8, 6), 80, 1536),
+        GPU("l40s", "NVIDIA L40S", 46068 * MIB, (8, 9), 142, 1536),
+        GPU("rtx3090", "NVIDIA GeForce RTX 3090", 24576 * MIB, (8, 6), 82, 1536),
+        GPU("rtx4090", "NVIDIA GeForce RTX 4090", 24564 * MIB, (8, 9), 128, 1536),
     )
 }
 

@@ -18,16 +18,26 @@ with the attribute ``view_when`` is a view of its first input where it holds and
 elsewhere (:func:`fold`; an added mask that is not there); one with ``present`` exists only where it
 holds (a mask Hugging Face does not build). The analyses count each where it holds
 (:func:`symbert.analysis.sizes.folded`, :meth:`symbert.ir.Graph.presence`).
+A node with the attribute ``grad_copy_when`` (a bracket) gets the gradient of its output back in
+another layout where it holds (transposed: the heads before the positions) and its backward first
+copies it into its own (``reshape``'s backward, and ``torch.matmul``'s of its output's batch fold,
+cannot view it), unless a fused attention kernel made that gradient (it makes it in the layout of its
+operands).
 * ``grad_passes_through``: backward hands the incoming gradient to an input of the same size instead
   of allocating one (every view, copies, additions of same-shape tensors).
 * ``autocast``: how torch.autocast treats the op, per device (``cpu``, ``cuda``), from the op lists
-  in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. The
+  in PyTorch's ``aten/src/ATen/autocast_mode.cpp``; one string where both devices agree. A node's
+  ``autocast`` attribute, (device, category) pairs, overrides it where the call differs. The
   categories are resolved by :mod:`symbert.analysis.autocast`.
 * ``communication``: a collective over the tensor-parallel group (:mod:`symbert.tensor_parallel`); it keeps
   nothing and costs no FLOPs, and diagrams draw it apart.
 * ``storage``: for an op whose output lives in a larger storage than its shape, the elements of that
   storage (``mse_loss`` reduces into the buffer of its elementwise errors: a 0-dim loss that holds
   one float per input element).
+* ``column_sums``: the sums over rows its backward runs, as (rows, columns): a linear layer's bias
+  gradient is its output gradient summed over the rows (autograd sums addmm's broadcast bias back to its
+  shape). CUDA's reduction kernel may stage such a sum in scratch memory of its own
+  (:func:`symbert.training.runtime.column_sum_scratch`).
 * ``placeholder``: computes nothing; ``graph_input`` and ``graph_output`` mark the tensors the caller
   provides and receives. The tracer records these (:mod:`symbert.tracer`).
 
@@ -66,7 +76,14 @@ class OpDef:
     graph_output: bool = False
     #: The order CUDA's kernel allocates the outputs in, where it is not theirs (dropout: the mask first).
     cuda_order: tuple[int, ...] = ()
+    #: Temporaries its CUDA backward kernel allocates after the input's gradient and frees before it returns, each
+    #: the size of the named tensor (softmax: ``grad * output``, aten/src/ATen/native/cuda/SoftMax.cu).
+    cuda_backward_temps: tuple[str, ...] = ()
+    #: The order its backward makes the inputs' gradients in, where it is not theirs (a product: the second
+    #: operand's first, as autograd's generated ``BmmBackward0`` computes them).
+    grad_order: tuple[int, ...] = ()
     storage: Callable[[Node], sympy.Expr] | None = None
+    column_sums: Callable[[Node, Graph], list[tuple[sympy.Expr, sympy.Expr]]] | None = None
 
 
 OPS: dict[str, OpDef] = {}
@@ -83,7 +100,10 @@ def _op(
     autocast: str | Mapping[str, str] = "same",
     communication: bool = False,
     cuda_order: tuple[int, ...] = (),
+    grad_order: tuple[int, ...] = (),
+    cuda_backward_temps: tuple[str, ...] = (),
     storage: Callable[[Node], sympy.Expr] | None = None,
+    column_sums: Callable[[Node, Graph], list[tuple[sympy.Expr, sympy.Expr]]] | None = None,
 ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     def register(fn: Callable[..., object]) -> Callable[..., object]:
         doc = (fn.__doc__ or kind).strip().splitlines()[0]
@@ -99,11 +119,19 @@ def _op(
             autocast=autocast,
             communication=communication,
             cuda_order=cuda_order,
+            grad_order=grad_order,
+            cuda_backward_temps=cuda_backward_temps,
             storage=storage,
+            column_sums=column_sums,
         )
         return fn
 
     return register
+
+
+def tensor_of(node: Node, name: str) -> str:
+    """The tensor an entry names on ``node``: ``in0`` its first input, ``out1`` its second output, …"""
+    return (node.inputs if name.startswith("in") else node.outputs)[int(name[-1])]
 
 
 # Placeholders are recorded by symbert.tracer; they are registered here so every kind has an entry.
@@ -141,6 +169,14 @@ def _linear_dims(node: Node, graph: Graph) -> MatmulDims:
     return sympy.Integer(1), numel(x.shape) / x.shape[-1], k, n, (x.requires_grad, True)
 
 
+def _bias_sum(node: Node, graph: Graph) -> list[tuple[sympy.Expr, sympy.Expr]]:
+    """A linear layer's bias gradient (its second parameter): its output gradient summed over the rows."""
+    if len(node.params) < 2:
+        return []
+    x = graph.tensor(node.inputs[0])
+    return [(numel(x.shape) / x.shape[-1], node.attr("out_features"))]
+
+
 def _matmul_dims(node: Node, graph: Graph) -> MatmulDims:
     a, b = (graph.tensor(t) for t in node.inputs)
     return numel(a.shape[:-2]), a.shape[-2], a.shape[-1], b.shape[-1], (a.requires_grad, b.requires_grad)
@@ -161,7 +197,7 @@ def embedding(name: str, ids: Tensor, num_embeddings: sympy.Expr, dim: sympy.Exp
     return t.sharding.after(style, out) if style else out
 
 
-@_op("linear", saves=("in0",), matmul=_linear_dims, autocast="lower")
+@_op("linear", saves=("in0",), matmul=_linear_dims, autocast="lower", column_sums=_bias_sum)
 def linear(
     name: str,
     x: Tensor,
@@ -187,13 +223,15 @@ def linear(
     return t.sharding.after(style, y) if style else y
 
 
-@_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims, autocast="lower")
-def matmul(a: Tensor, b: Tensor, name: str = "matmul") -> Tensor:
-    """Batched matrix product [..., m, k] @ [..., k, n]."""
+@_op("matmul", saves=("in0", "in1"), matmul=_matmul_dims, autocast="lower", grad_order=(1, 0))
+def matmul(a: Tensor, b: Tensor, name: str = "matmul", grad_copy_when: sympy.Expr | None = None) -> Tensor:
+    """Batched matrix product [..., m, k] @ [..., k, n]; ``grad_copy_when``: see the module's notes."""
     t = active()
     _check(t.same(a.shape[-1], b.shape[-2]), f"{name}: cannot multiply {list(a.shape)} by {list(b.shape)}")
     batch = _broadcast(a.shape[:-2], b.shape[:-2])
-    return t.record("matmul", name, [a, b], [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)])[0]
+    attrs = {} if grad_copy_when is None else {"grad_copy_when": grad_copy_when}
+    out = [((*batch, a.shape[-2], b.shape[-1]), ACT, Role.ACTIVATION, None)]
+    return t.record("matmul", name, [a, b], out, attrs=attrs)[0]
 
 
 def _conv_dims(node: Node, graph: Graph) -> MatmulDims:
@@ -260,7 +298,13 @@ def scale(x: Tensor, factor: sympy.Expr, name: str = "scale") -> Tensor:
     return active().record("scale", name, [x], [(x.shape, ACT, Role.ACTIVATION, None)], attrs={"factor": factor})[0]
 
 
-@_op("softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "same", "cuda": "fp32_out"})
+@_op(
+    "softmax",
+    saves=("out0",),
+    flops_per_element=5,
+    autocast={"cpu": "same", "cuda": "fp32_out"},
+    cuda_backward_temps=("out0",),
+)
 def softmax(x: Tensor, name: str = "softmax", dtype: str = ACT) -> Tensor:
     """Softmax over the last dimension (max, subtract, exp, sum, divide).
 
@@ -311,11 +355,12 @@ def tanh(x: Tensor, name: str = "tanh") -> Tensor:
 
 
 @_op("reshape", view=True)
-def reshape(x: Tensor, shape: Shape, name: str = "reshape") -> Tensor:
-    """View with a new shape of the same number of elements."""
+def reshape(x: Tensor, shape: Shape, name: str = "reshape", grad_copy_when: sympy.Expr | None = None) -> Tensor:
+    """View with a new shape of the same number of elements; ``grad_copy_when``: see the module's notes."""
     t = active()
     _check(t.same(numel(shape), x.numel), f"{name}: cannot view {list(x.shape)} as {list(shape)}")
-    return t.record("reshape", name, [x], [(shape, x.dtype, x.role, x.name)])[0]
+    attrs = {} if grad_copy_when is None else {"grad_copy_when": grad_copy_when}
+    return t.record("reshape", name, [x], [(shape, x.dtype, x.role, x.name)], attrs=attrs)[0]
 
 
 @_op("transpose", view=True)
@@ -426,6 +471,16 @@ def positions(shape: Shape, source: Tensor | None = None, name: str = "position_
     return active().record("positions", name, [source] if source else [], [(shape, "int64", Role.INDEX, None)])[0]
 
 
+@_op("padding_mask")
+def padding_mask(attention_mask: Tensor, name: str = "padding_mask") -> Tensor:
+    """Hugging Face's mask preprocessing (``masking_utils``): the 0/1 padding mask as bool
+    (``_preprocess_mask_arguments``: ``attention_mask.to(torch.bool)``), and whether it is all ones
+    (``_ignore_bidirectional_mask_sdpa``: ``padding_mask.all()``, a 0-dim bool), which decides whether the
+    4D mask is built at all. Neither needs a gradient."""
+    outs = [(attention_mask.shape, "bool", Role.MASK, None), ((), "bool", Role.MASK, None)]
+    return active().record("padding_mask", name, [attention_mask], outs)[0]
+
+
 @_op("mask_bias", autocast="weights")
 def mask_bias(
     mask: Tensor,
@@ -473,9 +528,14 @@ def masked_mean(x: Tensor, mask: Tensor, name: str = "masked_mean") -> Tensor:
 
 
 @_op("log_softmax", saves=("out0",), flops_per_element=5, autocast={"cpu": "fp32", "cuda": "fp32_out"})
-def log_softmax(x: Tensor, name: str = "log_softmax") -> Tensor:
-    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype."""
-    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)])[0]
+def log_softmax(x: Tensor, name: str = "log_softmax", dtype_given: bool = False) -> Tensor:
+    """Log-softmax over the last dimension (max, subtract, exp, sum, log), in its input's dtype.
+
+    ``dtype_given``: called with its input's dtype as ``dtype``, as ``cross_entropy`` calls it. CUDA's
+    autocast leaves a given dtype as it is (``fp32_set_opt_dtype``): the op runs in its input's dtype
+    there (the node's ``autocast`` attribute)."""
+    attrs = {"autocast": (("cuda", "same"),)} if dtype_given else None
+    return active().record("log_softmax", name, [x], [(x.shape, x.dtype, Role.ACTIVATION, None)], attrs=attrs)[0]
 
 
 @_op("nll_loss", saves=("in0", "in1", "out1"), flops_per_element=1, autocast="fp32")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import sympy
 
 _INT = {"integer": True, "positive": True}
@@ -72,6 +74,7 @@ def either(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
     return a + b - a * b
 
 
+@functools.lru_cache(maxsize=4096)
 def settled(expr: sympy.Expr) -> sympy.Expr:
     """``expr`` expanded, with each size x set to 1 in the terms a bracket [x = 1] multiplies (every
     factor of a product of sizes: [B·C = 1] sets B and C), and each bracket's powers as itself:

@@ -225,14 +225,18 @@ def test_three_replayed_runs_stand_for_every_run_phase_by_phase(options: MemoryO
     assert summary(step_memory(graph, training)) == summary(step_memory(graph, training, values, full=True))
 
 
-def test_cuda_log_softmax_copies_bfloat16_not_float16() -> None:
-    """log_softmax(x, dtype=float32) on CUDA reads float16 directly (half_to_float) but converts a
-    bfloat16 input to a float32 copy first (aten/src/ATen/native/SoftMax.cpp)."""
+def test_cross_entropy_keeps_the_logits_dtype_on_cuda() -> None:
+    """cross_entropy calls log_softmax with the logits' dtype (aten/src/ATen/native/LossNLL.cpp). CUDA's autocast
+    sets log_softmax's dtype only where none is given (fp32_set_opt_dtype), so the log-probabilities keep the
+    16-bit dtype and nll_loss, on the float32 list, reads a float32 copy of them; the H100's saved bytes of a
+    masked LM agree (tests/test_oom.py). CPU's autocast runs log_softmax itself in float32."""
     graph = symbert.trace(with_task(symbert.preset("bert-tiny"), head="mlm"))
 
-    def casts_before_loss(dtype: str) -> list[str]:
-        resolved = with_dtypes(graph, MemoryOptions("torch-cuda", dtype, amp=True))
-        return [n.name for n in resolved.nodes if n.op == "cast" and "log_softmax" in n.name]
+    def loss(policy: str, dtype: str) -> list[tuple[str, str]]:
+        resolved = with_dtypes(graph, MemoryOptions(policy, dtype, amp=True))
+        nodes = [n for n in resolved.nodes if n.op in ("cast", "log_softmax") and "loss" in n.name]
+        return [(n.name.rsplit("masked_lm/")[1], resolved.tensor(n.outputs[0]).dtype) for n in nodes]
 
-    assert casts_before_loss("bfloat16") == ["head/loss/masked_lm/log_softmax/cast0"]
-    assert casts_before_loss("float16") == []
+    for dtype in ("bfloat16", "float16"):
+        assert loss("torch-cuda", dtype) == [("log_softmax", dtype), ("nll_loss/cast0", "float32")]
+    assert loss("torch-cpu", "bfloat16") == [("log_softmax/cast0", "float32"), ("log_softmax", "float32")]

@@ -77,7 +77,9 @@ def test_overview_reads_at_a_glance() -> None:
     assert lay.labels["pooler_output"].startswith("pooled_output")
     assert lay.flow("input_ids", "embeddings") == "[B, seq_len]"
     assert lay.flow("embeddings", "encoder/layer") == "[B, seq_len, H]"
-    assert lay.flow("encoder/mask_bias", "encoder/layer") == "[B, 1, seq_len, seq_len]"
+    # The encoder's own ops, Hugging Face's mask preprocessing and the 4D mask, are one box at its level.
+    assert lay.labels["encoder"] == "encoder"
+    assert lay.flow("encoder", "encoder/layer") == "[B, 1, seq_len, seq_len]"
     assert lay.flow("encoder/layer", "last_hidden_state") == "[B, seq_len, H]"
     assert lay.flow("encoder/layer", "pooler") == "[B, seq_len, H]"
     assert lay.flow("pooler", "pooler_output") == "[B, H]"
@@ -121,10 +123,11 @@ def test_op_level_draws_every_node_edge_and_op_kind() -> None:
 def test_legend_shows_each_kind_drawn_and_what_gray_means() -> None:
     lay = layout(diagram(BASE, "overview"))
     legend = lay.clusters["cluster_legend"]
-    assert {"legend/module", "legend/function", "legend/io"} <= legend
-    assert "legend/dense" not in legend
+    assert {"legend/module", "legend/io"} <= legend
+    assert "legend/dense" not in legend and "legend/function" not in legend  # no op drawn alone
     assert lay.labels["legend/module/text"] == KINDS["module"]
     assert "gray shapes have no trainable parameters" in lay.labels["legend/notes"]
+    assert "legend/function" in layout(diagram(BASE, "layer")).clusters["cluster_legend"]
 
 
 def test_levels_follow_the_traced_graph() -> None:

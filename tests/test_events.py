@@ -36,10 +36,11 @@ def events() -> list:
 
 
 def test_the_stream_by_hand(events) -> None:
-    """Load the weights (one model state), take the ids; forward allocates each output, and the caller its loss;
-    backward seeds the output's gradient beside the two losses, the linear makes its input's gradient and its two parameters'
-    and frees its output's gradient and its saved input, the embedding makes its table's gradient (the ids
-    need none); backward's end frees the output and the losses, and zero_grad the parameter gradients."""
+    """Load the weights (one model state), take the ids; forward allocates each output, and the caller its
+    loss; backward seeds the output's gradient beside the two losses, the linear makes its input's gradient
+    and its two parameters' and frees its output's gradient and its saved input, the embedding makes its
+    table's gradient (the ids need none); backward's end frees the output and the losses, and zero_grad the
+    parameter gradients."""
     stream, _ = events
     changes = [(type(e).__name__, e.size.get(1, 0), e.phase) for e in stream if isinstance(e, Alloc | Free)]
     loaded = EMBEDDING + WEIGHT + BIAS

@@ -24,7 +24,7 @@ def report():
 
 def test_graph_repr_is_short() -> None:
     graph = symbert.trace(BASE)
-    assert repr(graph) == "<Graph bert, head model: 46 nodes, 55 tensors; repeated: encoder/layer × L>"
+    assert repr(graph) == "<Graph bert, head model: 50 nodes, 60 tensors; repeated: encoder/layer × L>"
     page = graph._repr_html_()
     assert len(page) < 10_000 and "encoder/layer/attention/self/scores" in page and "[B, A, seq_len, seq_len]" in page
 
@@ -94,7 +94,7 @@ def test_walkthrough_notebook_runs(monkeypatch) -> None:
     shown = {kind for o in outputs for kind in o.get("data", {})}
     assert {"text/html", "text/latex", "text/markdown", "image/svg+xml"} <= shown
     plain = "\n".join(o["data"]["text/plain"] for o in outputs if "text/plain" in o.get("data", {}))
-    assert "<Graph bert, head model: 46 nodes" in plain and "335141888" in plain
+    assert "<Graph bert, head model: 50 nodes" in plain and "335141888" in plain
     assert "<Comparison of bert-mini, modernbert-base against bert-tiny" in plain
     assert "<Explanation of activation_bytes" in plain
 

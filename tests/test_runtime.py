@@ -121,15 +121,20 @@ def test_workspaces_come_at_the_first_matmul_of_each_thread() -> None:
     """Forward: at the first query projection (the embeddings are lookups), the forward thread's cuBLAS
     workspace and the cuBLASLt one; backward: at the pooler's dense layer, the first matmul autograd's
     thread runs, its own cuBLAS workspace. Nothing of the workspaces is freed afterwards. The only other
-    rounding: the bare model's loss, the caller's, made when the forward returns, and the gradient backward
-    seeds it with at its start, 4 bytes each in a 512-byte block, both freed when backward ends."""
+    rounding: Hugging Face's mask preprocessing, the [B, seq_len] bool padding mask (256 bytes) and whether it
+    is all ones (1 byte), each in a 512-byte block until the next op (the 4D mask) runs; the bare model's
+    loss, the caller's, made when the forward returns, and the gradient backward seeds it with at its start,
+    4 bytes each in a 512-byte block, both freed when backward ends."""
     config = symbert.preset("bert-tiny")
     values = {**config.symbols(), B: 2, seq_len: 128}  # every tensor a multiple of 512 bytes
     memory = step_memory(symbert.trace(config), _cuda(), values, full=True)
     points = [p for p in memory.timeline(values) if p.step == 1]
     runtime = [p.bytes["runtime"] for p in points]
     jumps = [(p.phase, p.label, b - a) for p, a, b in zip(points[1:], runtime[:-1], runtime[1:], strict=True) if b != a]
+    preprocessing = (512 - 2 * 128) + (512 - 1)
     assert jumps == [
+        ("forward", "encoder/padding_mask", preprocessing),
+        ("forward", "encoder/mask_bias", -preprocessing),
         ("forward", "encoder/layer/attention/self/query", SM90_WORKSPACE + MIB),
         ("forward", "end of forward", 512 - 4),
         ("backward", "gradient of pooler_output", 512 - 4),

@@ -21,7 +21,7 @@ from symbert.analysis.policy import ATTENTION_CALL, ATTENTION_CORE, MemoryOption
 from symbert.analysis.sizes import folded
 from symbert.configs import ConfigError
 from symbert.ir import ACT, RUN, Graph, Node, Role, Tensor
-from symbert.ops import OPS
+from symbert.ops import OPS, tensor_of
 from symbert.parallel import stage_factor
 from symbert.symbols import settled
 
@@ -94,8 +94,7 @@ def _kept_by_node(graph: Graph, node: Node, options: MemoryOptions) -> Iterator[
             if options.backend.device == "cpu":  # on CUDA it stays in host memory, outside the GPU's allocator
                 yield Saved(node, "wrapped number (0-dim, 8 bytes)", None, sympy.Integer(8), hooked=False)
             continue
-        names = node.inputs if slot.startswith("in") else node.outputs
-        tensor = kept_as(graph, graph.tensor(names[int(slot[-1])]), options)
+        tensor = kept_as(graph, graph.tensor(tensor_of(node, slot)), options)
         if tensor.role not in NOT_SAVED | options.backend.ignored:
             yield Saved(node, f"{tensor.role} {slot}", tensor)
     for p in weight_copies(graph, node, options):

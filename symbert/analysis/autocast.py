@@ -40,10 +40,11 @@ CATEGORIES = ("lower", "fp32", "fp32_out", "promote", "weights", "same")
 _typed: dict[tuple[int, str, str], tuple[Graph, Graph]] = {}
 
 
-def category(op: str, device: str) -> str:
-    """How autocast on ``device`` treats op kind ``op``."""
+def category(op: str, device: str, node: Node | None = None) -> str:
+    """How autocast on ``device`` treats op kind ``op``, or ``node`` where it says otherwise (its ``autocast``)."""
+    override = dict(node.attr("autocast", ())).get(device) if node is not None else None
     kind = OPS[op].autocast
-    return kind if isinstance(kind, str) else kind[device]
+    return override or (kind if isinstance(kind, str) else kind[device])
 
 
 def with_dtypes(graph: Graph, options: MemoryOptions) -> Graph:
@@ -103,7 +104,7 @@ def _autocast(graph: Graph, device: str, low: str, options: MemoryOptions) -> Gr
     out = _empty_like(graph)
     dtypes: dict[str, str] = {}
     for node in graph.nodes:
-        kind = category(node.op, device)
+        kind = category(node.op, device, node)
         inputs = list(node.inputs)
         for name in inputs:
             if name not in out.tensors:  # a block's carried input: the dtype its first run is given

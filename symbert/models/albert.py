@@ -31,16 +31,15 @@ from symbert.tracer import call, held, registers, repeat, scope
 def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float) -> Tensor:
     """AlbertLayer: post-LN attention, then a feed-forward with no dropout before its residual. Its locals
     keep its input, the attention's output and weights, and the feed-forward's output until it returns;
-    the attention's keep its dropped-out output through its LayerNorm."""
+    the attention's keep Q, K, V and its dropped-out output through its LayerNorm."""
     with scope("albert_layers"), call():
         registers(("full_layer_layer_norm", "attention", "ffn", "ffn_output"))
-        with scope("attention"):
+        with scope("attention"), call():
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
             context, weights = attention(q, k, v, mask, p_attention)
-            with call():
-                out = dropout(F.linear("dense", context, H), p)
-                held(out)
-                attended = F.layernorm("LayerNorm", F.add(x, out))
+            out = dropout(F.linear("dense", context, H), p)
+            held(q, k, v, out)
+            attended = F.layernorm("LayerNorm", F.add(x, out))
         hidden = F.linear("ffn_output", ACTIVATIONS[act](F.linear("ffn", attended, I)), H)
         held(x, weights, attended, hidden)
         return F.layernorm("full_layer_layer_norm", F.add(hidden, attended))

@@ -83,8 +83,9 @@ def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float
     attention weights (``self_attention_output, _ = self.attention(...)``) until it returns."""
     with call():
         with scope("attention"):
-            with scope("self"):
+            with scope("self"), call():
                 q, k, v = (split_heads(F.linear(n, x, H)) for n in ("query", "key", "value"))
+                held(q, k, v)  # BertSelfAttention's locals, past the products' copies of them
                 context, weights = attention(q, k, v, mask, p_attention)
             attended = residual_block("output", context, x, p)
         held(x, attended, weights)

@@ -21,8 +21,9 @@ def layer(x: Tensor, mask: Tensor | None, act: str, p: float, p_attention: float
     Its locals keep its input, the attention weights and each LayerNorm's output until it returns, and
     the attention's and the feed-forward's outputs until the LayerNorm after them returns."""
     with call():
-        with scope("attention"):
+        with scope("attention"), call():
             q, k, v = (split_heads(F.linear(n, x, H)) for n in ("q_lin", "k_lin", "v_lin"))
+            held(q, k, v)  # the attention's locals, past the products' copies of them
             context, weights = attention(q, k, v, mask, p_attention)
             out = F.linear("out_lin", context, H)
         with call():

@@ -17,7 +17,7 @@ from symbert import ops as F
 from symbert.ir import Role, Shape, Tensor, numel
 from symbert.models.layers import dropout
 from symbert.symbols import B, C, num_labels, seq_len, vocab_size
-from symbert.tracer import active, graph_input, param_name, scope, unused_param
+from symbert.tracer import active, call, graph_input, held, param_name, scope, unused_param
 
 BARE = "model"
 HEAD_NAMES = (
@@ -143,9 +143,12 @@ def flat(x: Tensor) -> Tensor:
 
 
 def cross_entropy(name: str, logits: Tensor, target: Tensor) -> Tensor:
-    """CrossEntropyLoss over ``view(-1, classes)`` and ``view(-1)``: log_softmax, then nll_loss."""
-    with scope("loss", in_param_name=False), scope(name, in_param_name=False):
-        return F.nll_loss(F.log_softmax(rows(logits)), flat(target))
+    """CrossEntropyLoss over ``view(-1, classes)`` and ``view(-1)``: log_softmax (given the logits' dtype,
+    ``cross_entropy_loss`` in aten/src/ATen/native/LossNLL.cpp), then nll_loss. The task model's forward
+    keeps its logits in a local (and its output) until it returns, past the loss."""
+    with scope("loss", in_param_name=False), scope(name, in_param_name=False), call():
+        held(logits)
+        return F.nll_loss(F.log_softmax(rows(logits), dtype_given=True), flat(target))
 
 
 def classification_loss(logits: Tensor, problem: str) -> Tensor:

@@ -30,7 +30,9 @@ def mask_bias(attention_mask: Tensor, padding: bool = True, like: Tensor | None 
     dtype's minimum, in the dtype of ``like``, the embeddings' output, where it can differ from the
     float32 weights' under autocast), sdpa a bool mask (its size is the analysis's business, see
     :func:`symbert.analysis.sdpa.mask_bytes`). Without padding (``padding`` False) Hugging Face drops an
-    all-ones mask and passes None: no bias, nothing added to the scores."""
+    all-ones mask and passes None: no bias, nothing added to the scores. Either way it first checks the
+    padding mask (:func:`symbert.ops.padding_mask`)."""
+    F.padding_mask(attention_mask)
     if not padding:
         return None
     mask = F.mask_bias(attention_mask, (attention_mask.shape[0], 1, seq_len, seq_len), like)
@@ -45,9 +47,13 @@ def dropout(x: Tensor, p: float) -> Tensor:
 
 def split_heads(x: Tensor) -> Tensor:
     """[B, seq_len, H] → [B, A, seq_len, H/A]; as Hugging Face's ``view(..., -1, head_dim)``, the heads
-    are the width over H/A, so a tensor-parallel shard [B, seq_len, H/t] gives A/t heads."""
+    are the width over H/A, so a tensor-parallel shard [B, seq_len, H/t] gives A/t heads. The gradient an
+    eager product hands back is laid out heads first, so the view's backward copies it unless seq_len or
+    the heads are 1."""
     head_dim = H / A
-    return F.transpose(F.reshape(x, (*x.shape[:-1], x.shape[-1] / head_dim, head_dim)), 1, 2)
+    heads = x.shape[-1] / head_dim
+    copy = 1 - either(is_one(seq_len), is_one(heads))
+    return F.transpose(F.reshape(x, (*x.shape[:-1], heads, head_dim), grad_copy_when=copy), 1, 2)
 
 
 def merge_heads(x: Tensor) -> Tensor:
@@ -81,26 +87,28 @@ def attention_core(
 
     ``fused_qkv``: the newer eager attention of models with one QKV projection and rotary positions
     (ModernBERT). Its softmax runs in float32 and is cast back to Q's dtype (``softmax(...,
-    dtype=torch.float32).to(query.dtype)``, a copy only where the dtypes differ). The products fold
-    their operands' batch (:func:`symbert.ops.fold`): the rotated Q and K, laid out as the projection
-    was, are copied unless rows or seq_len is 1; V, a strided view of the fused projection, is copied
-    unless rows is 1, when the product keeps the whole projection. (BERT's separate projections are
-    copied the same way at the same size, which changes no byte, so its graph reads them directly.)"""
+    dtype=torch.float32).to(query.dtype)``, a copy only where the dtypes differ).
+
+    The products fold their operands' batch (:func:`symbert.ops.fold`), ``torch.matmul``'s
+    ``reshape``: Q and K, laid out [rows, seq_len, heads, H/A] as their projections (or the rotation)
+    made them, are copied unless rows or seq_len is 1, as is V from its own projection; V, a strided
+    view of a fused projection, is copied unless rows is 1, when the product keeps the whole projection.
+    The copies are what the products keep for backward, so a module that holds its Q, K and V in
+    locals holds both until it returns."""
     with region("attention_core"):
-        if fused_qkv:  # Q and K come out of the rotation laid out [rows, seq_len, heads, H/A]
-            one = either(is_one(q.shape[0]), is_one(seq_len))
-            q, k = F.fold(q, one, name="query_fold"), F.fold(k, one, name="key_fold")
+        one = either(is_one(q.shape[0]), is_one(seq_len))  # Q and K laid out [rows, seq_len, heads, H/A]
+        q, k = F.fold(q, one, name="query_fold"), F.fold(k, one, name="key_fold")
         scores = F.scale(F.matmul(q, F.transpose(k, 2, 3), name="scores"), 1 / sympy.sqrt(H / A))
         if mask is not None:
             present = active().graph.presence(mask)  # a mask not always built
             scores = F.add(scores, mask, name="add_mask", view_when=None if present == 1 else 1 - present)
-        if fused_qkv:
-            probs = F.cast(F.softmax(scores, dtype="float32"), ACT)
-            v = F.fold(v, is_one(v.shape[0]), name="value_fold")
-        else:
-            probs = F.softmax(scores)
+        probs = F.cast(F.softmax(scores, dtype="float32"), ACT) if fused_qkv else F.softmax(scores)
         weights = dropout(probs, p)
-        return F.matmul(weights, v, name="context"), weights
+        v = F.fold(v, is_one(v.shape[0]) if fused_qkv else one, name="value_fold")
+        # The heads go back behind the positions (:func:`attention`): the product's gradient comes back laid out
+        # [rows, seq_len, heads, H/A], which its batch fold copies unless rows, seq_len or the heads are 1.
+        copy = 1 - either(one, is_one(v.shape[1]))
+        return F.matmul(weights, v, name="context", grad_copy_when=copy), weights
 
 
 def gelu_tanh(x: Tensor) -> Tensor:

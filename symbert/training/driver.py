@@ -246,17 +246,21 @@ class Driver(Emitter):
         cast: list[tuple[Node, Param]] = []
         if any(key in grads.of for key in incoming):
             self.enter(unit, "backward")
-            self.workspace(unit)
+            grads.relayout(unit, incoming)
             drops: list[Buffer] = []
             for t in op.grads:
                 buf = (grads.passed(unit) if t in op.passes else None) or self.alloc(*plan.tensor_size(t), unit.owner)
                 drops += grads.accumulate(plan.keys.tensor_key(t, unit.run), buf, t)
+            self.workspace(unit)  # after the input's gradient, the output of the first product cuBLAS runs
             cast = op.casts
             low = {p.name: self.alloc(plan.cache_size(p), "gradients", None) for _, p in cast}
             for n in op.nodes:
                 for p in n.params:
                     if p.name not in low:
                         drops += grads.param_gradient(n, p, unit)
+            scratch = [self.alloc(size, "activations", None, "scratch", {}) for size in op.scratch]
+            for buf in reversed(scratch):
+                self.release(buf)
             peak = [self.alloc(size, category, None) for size, category in op.backward_transients]
             self.record(op.label, unit.owner)
             for buf in [*peak, *drops]:

@@ -38,7 +38,9 @@ class Change:
     (:class:`State`), one request per parameter tensor or shard; ``counters``, Adam's step counts on the
     device, one scalar per parameter tensor, not yet among the requests; ``counted``, bytes the replay
     counts without a request of their own yet (DDP's gradient buckets, GradScaler's scalars, the for-loop
-    optimizer's temporaries, the CPU's promoted scalars). ``requests`` lists the allocations ``size`` is
+    optimizer's temporaries, the CPU's promoted scalars); ``scratch``, what a CUDA kernel allocates for the call in
+    an op's backward (softmax's temporary, a reduction's staging buffer and semaphores), one request, which
+    the ledger leaves out. ``requests`` lists the allocations ``size`` is
     made of, as (bytes, how many), where ``kind`` does not say; ``owner`` is the block run the memory
     belongs to, None outside the blocks."""
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sympy
 
-from symbert.analysis.sizes import size_of
+from symbert.analysis.sizes import expr_of, size_of
 from symbert.ir import Node, Param
+from symbert.symbols import settled
 from symbert.training.emitter import Buffer, Emitter
 from symbert.training.keys import Key
 from symbert.training.units import Unit
@@ -40,6 +41,20 @@ class Gradients:
         key = self.plan.keys.tensor_key(t, unit.run)
         self.of[key] = self.emitter.alloc(size_of(sympy.S.Zero) if seeded else size, category, None)
         self.emitter.record(f"gradient of {unit.op.node.name}")
+
+    def relayout(self, unit: Unit, incoming: list[Key]) -> None:
+        """Where the op's output gradient comes back in another layout (``grad_copy_when``, :mod:`symbert.ops`)
+        and no fused kernel made it (:attr:`~symbert.training.units.Op.relayout`): the copy into the op's own
+        layout replaces the gradient, which goes."""
+        copy = unit.op.relayout
+        if copy is None:
+            return
+        for key, t in zip(incoming, unit.op.writes, strict=True):
+            if key in self.of:
+                size, category = self.plan.tensor_size(t)
+                buf = self.emitter.alloc(size_of(settled(copy * expr_of(size))), category, unit.owner)
+                self.emitter.release(self.of[key])
+                self.of[key] = buf
 
     def passed(self, unit: Unit) -> Buffer | None:
         """The output gradient an op hands on unchanged to an input, with a new reference, if there is one."""

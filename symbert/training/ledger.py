@@ -64,7 +64,10 @@ class Ledger:
 
     def count(self, change: Change, sign: int) -> None:
         """Add an allocation (``sign`` 1) or a free (−1): its bytes in its category, its rounding in the
-        runtime's, and both in its block's middle run where it is one's."""
+        runtime's, and both in its block's middle run where it is one's. A kernel's scratch is the allocator's
+        alone (kind ``scratch``)."""
+        if change.kind == "scratch":
+            return
         add_to(self.totals[change.category], change.size, sign)
         add_to(self.totals["runtime"], change.pad, sign)
         if change.owner is not None and change.owner[1] == 1:

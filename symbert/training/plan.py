@@ -25,9 +25,10 @@ from symbert.analysis.breakdown import model_of
 from symbert.analysis.sdpa import is_mask_bias, mask_dtype
 from symbert.analysis.sizes import Size, at_least, expr_of, folded, size_of
 from symbert.ir import ACT, RUN, Graph, Node, Param, Role, Tensor
-from symbert.ops import OPS
+from symbert.ops import OPS, tensor_of
 from symbert.symbols import seq_len, settled
 from symbert.training.keys import Key, Keys
+from symbert.training.runtime import ColumnSumScratch
 from symbert.training.states import Training, model_states
 from symbert.training.units import ROOT, Op, Unit
 from symbert.training.zero import pieces
@@ -126,7 +127,12 @@ class Plan:
         region = region_of(node, options)
         op.recompute = region[0] if region is not None and region[1] == "recompute" else None
         op.matmul = self.runtime is not None and len(nodes) == 1 and OPS[node.op].matmul is not None
-        op.grads = [t for t in op.reads if graph.tensor(t).requires_grad]
+        order = OPS[node.op].grad_order if len(nodes) == 1 else ()
+        reads = [op.reads[i] for i in order] if order and len(order) == len(op.reads) else op.reads
+        op.grads = [t for t in reads if graph.tensor(t).requires_grad]  # in the order backward makes them
+        copy = node.attr("grad_copy_when") if len(nodes) == 1 else None
+        op.relayout = None if copy is None or self.fused_reader(node.outputs[0]) else copy
+        op.scratch = self.kernel_scratch(node) if len(nodes) == 1 else []
         passes = len(nodes) == 1 and len(node.outputs) == 1 and OPS[node.op].grad_passes_through
         op.passes = {t for t in op.grads if passes and self.tensor_size(t)[0] == self.tensor_size(node.outputs[0])[0]}
         op.after_cast = any(graph.node(graph.tensor(t).producer).op == "cast" for t in op.reads)
@@ -163,6 +169,30 @@ class Plan:
             return []
         call = sdpa.call_of(self.graph, list(nodes))
         return [self.extra_size(k) for k in sdpa.backward_transients(call, self.options, self.kernel_values)]
+
+    def fused_reader(self, name: str) -> bool:
+        """Whether tensor ``name`` is read, through views, by an op that runs fused (an sdpa attention call)."""
+        for consumer in self.graph.consumers(name):
+            node = self.graph.node(consumer)
+            if region_of(node, self.plain) is not None:
+                return True
+            if OPS[node.op].view and any(self.fused_reader(t) for t in node.outputs):
+                return True
+        return False
+
+    def kernel_scratch(self, node: Node) -> list[Size]:
+        """What the CUDA kernels of the op's backward allocate for the call and free as it returns: its
+        temporaries (:attr:`symbert.ops.OpDef.cuda_backward_temps`), and a reduction's staging buffer and
+        semaphores for each sum over rows it runs, on the runtime's GPU (none unnamed), a formula in the rows
+        (:class:`~symbert.training.runtime.ColumnSumScratch`). The allocator's requests, not the ledger's sums,
+        whose closed forms are polynomials in the sizes."""
+        if self.runtime is None:
+            return []
+        op, card = OPS[node.op], self.runtime.gpu
+        sizes = [self.tensor_size(tensor_of(node, name))[0] for name in op.cuda_backward_temps]
+        for rows, columns in op.column_sums(node, self.graph) if op.column_sums and card else ():
+            sizes += [size_of(ColumnSumScratch(rows, columns, sympy.Symbol(card.key), part)) for part in (0, 1)]
+        return sizes
 
     def promotion_copy(self, node: Node, t: Tensor) -> tuple[Size, str]:
         """A temporary copy of input ``t`` in the dtype of ``node``'s output (CPU type promotion)."""

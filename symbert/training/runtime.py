@@ -17,6 +17,10 @@ The CUDA runtime follows PyTorch's source (no GPU was at hand to measure it):
   and backward on autograd's device thread, each with its own handle: two workspaces. The first
   cuBLASLt matmul (a linear layer with a bias, in forward) adds a 1 MiB cuBLASLt workspace.
 
+* ``aten/src/ATen/native/cuda/Reduce.cuh``: a sum over many rows into few outputs (the gradient of a
+  linear layer's bias) is split across thread blocks that meet in global memory: the kernel allocates a
+  staging buffer and one semaphore per block column for the call (:func:`column_sum_scratch`).
+
 Reserved memory (what the out-of-memory check compares against) is estimated by
 :func:`reserved_estimate` from the allocations alive at once, grouped into the allocator's segments.
 """
@@ -115,6 +119,62 @@ def cuda_runtime(gpu_key: str | None = None, workspace_config: str | None = None
         Workspace("cuBLAS workspace (autograd's backward thread)", "backward", cublas),
     )
     return Runtime(card, workspace_config, workspaces)
+
+
+#: Reduce.cuh's constants: threads per block (``mnt_wrapper``), a warp, the widest vector a thread loads for
+#: several outputs (``get_output_vec_size``), the values per thread under which it splits no further, and the
+#: bytes of the float32 accumulator and of a semaphore.
+REDUCE_THREADS, WARP, REDUCE_VEC, MIN_VALUES, MAX_VALUES, ACC_BYTES, SEMAPHORE_BYTES = 512, 32, 4, 16, 256, 4, 4
+
+
+def _last_pow2(n: int) -> int:
+    return max(1, 1 << (n.bit_length() - 1))
+
+
+def column_sum_scratch(rows: int, columns: int, card: GPU) -> tuple[int, int]:
+    """The bytes of the staging buffer and of the semaphores that ATen's CUDA reduction allocates to sum a
+    contiguous [rows, columns] tensor over its rows (0, 0: it needs none), on ``card``.
+
+    ``setReduceConfig`` in ``Reduce.cuh``, for a reduction that is not along the fastest dimension: a block
+    of ``block_width`` × ``block_height`` threads, each loading ``vec`` adjacent outputs; the rows are split
+    across the block's warps when each thread would get enough of them, then across ``ctas`` blocks when
+    there are still at least 256 rows per thread and few enough block columns to fill the card. Then the
+    blocks meet in a float32 buffer of columns · ctas · block_width · vec values, with one int semaphore per
+    block column. Rows · columns past 2³¹ (a kernel per 32-bit-indexable piece) are not modelled."""
+    vec = REDUCE_VEC
+    while columns % vec:
+        vec //= 2
+    threads = REDUCE_THREADS // vec
+    dim0, dim1 = columns // vec, rows
+    width0 = threads if dim0 >= threads else _last_pow2(dim0)
+    height1 = threads if dim1 >= threads else _last_pow2(dim1)
+    height = min(height1, threads // min(width0, WARP))
+    width = min(width0, threads // height)
+    if rows < min(height * MIN_VALUES, MAX_VALUES):
+        return 0, 0  # each warp sums whole columns: no split across warps, nor across blocks
+    per_thread = -(-rows // height)
+    grid = -(-(columns // vec) // width)
+    target = card.sms * (card.threads_per_sm // (width * height))
+    if per_thread < MAX_VALUES or grid > target:
+        return 0, 0
+    ctas = max(min(-(-target // grid), -(-per_thread // MIN_VALUES)), -(-per_thread // MAX_VALUES))
+    if ctas <= 1:
+        return 0, 0
+    return ACC_BYTES * columns * ctas * width * vec, SEMAPHORE_BYTES * grid
+
+
+class ColumnSumScratch(sympy.Function):
+    """:func:`column_sum_scratch`'s buffer (``part`` 0) or semaphores (1) as a formula in the rows, evaluated
+    once they are a number: ``ColumnSumScratch(rows, columns, gpu key, part)``."""
+
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, rows: sympy.Expr, columns: sympy.Expr, key: sympy.Symbol, part: sympy.Expr) -> sympy.Expr | None:
+        if rows.is_Integer and columns.is_Integer:
+            return sympy.Integer(column_sum_scratch(int(rows), int(columns), gpu(key.name))[int(part)])
+        return None
 
 
 def segment(nbytes: int) -> int:

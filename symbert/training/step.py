@@ -480,7 +480,7 @@ def _requests(plan: Plan, change: Change) -> list[tuple[Size, sympy.Expr]]:
             return []
         return [(size_of(state.per_element * elements), state.tensors * count)
                 for elements, count in plan.sharding.local(plan.graph, state.what)]
-    if change.kind == "counted":
+    if change.kind in ("counted", "scratch"):
         return []
     return list(change.requests or [(change.size, sympy.S.One)])
 

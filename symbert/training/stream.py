@@ -52,7 +52,7 @@ class Requests:
     def take(self, events: Iterable[Event]) -> None:
         for event in events:
             if isinstance(event, Alloc):
-                keys = [self._request(event, n, tag) for n, tag in self.requests(event)]
+                keys = [key for n, tag in self.requests(event) if (key := self._request(event, n, tag)) is not None]
                 if keys:
                     self._keys[event.id] = keys
             elif isinstance(event, Free) and event.id in self._keys:
@@ -61,8 +61,8 @@ class Requests:
 
     def requests(self, event: Alloc) -> list[tuple[int | sympy.Expr, str]]:
         """The bytes of the requests an allocation makes, each with its tag."""
-        if event.kind in ("tensor", "workspace"):
-            return [(self.bytes_of(event.size), "" if event.kind == "tensor" else "workspace")]
+        if event.kind in ("tensor", "workspace", "scratch"):
+            return [(self.bytes_of(event.size), "workspace" if event.kind == "workspace" else "")]
         if event.kind == "state" and event.state is not None:
             return [(nbytes, "") for nbytes in self.state_requests(event.state)]
         return []
@@ -72,9 +72,13 @@ class Requests:
             self._at = (event.step, event.phase)
             self.stream.append(("phase", f"{event.step} {event.phase}"))
 
-    def _request(self, event: Alloc, nbytes: int | sympy.Expr, tag: str = "") -> int:
-        self._mark(event)
+    def _request(self, event: Alloc, nbytes: int | sympy.Expr, tag: str = "") -> int | None:
+        """A request's key; none for 0 bytes (a copy that is a view at these sizes), whose key goes unused, as
+        :func:`at` leaves it."""
         key = next(self._serial)
+        if nbytes == 0:
+            return None
+        self._mark(event)
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
@@ -117,7 +121,10 @@ def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int],
 
 def at(stream: list[Request], values: Mapping[sympy.Symbol, int]) -> list[Request]:
     """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
-    the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
+    the sizes, so one replay serves every batch (each distinct formula is evaluated once). A request that comes
+    to 0 bytes is none (the caching allocator hands out no block for it), nor is its free."""
     formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
     bytes_at = {f: int(f.subs(values)) for f in formulas}
-    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:]) for e in stream]
+    empty = {e[1] for e in stream if e[0] == "alloc" and not isinstance(e[2], int) and not bytes_at[e[2]]}
+    return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:])
+            for e in stream if e[0] == "phase" or e[1] not in empty]

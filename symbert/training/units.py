@@ -42,6 +42,10 @@ class Op:
     transients: list[tuple[Size, str]] = field(default_factory=list)
     #: What its backward adds to (or, negative, leaves out of) its backward's event at its highest point.
     backward_transients: list[tuple[Size, str]] = field(default_factory=list)
+    #: What its backward's CUDA kernels allocate for the call and free as it returns (the allocator's requests
+    #: only), and the bracket under which its output's gradient is copied into its own layout first.
+    scratch: list[Size] = field(default_factory=list)
+    relayout: sympy.Expr | None = None
     #: Tensors modules' locals hold past their last use that are returned after this op: (tensor, until a
     #: block, past the block's end).
     returns: list[tuple[str, bool, bool]] = field(default_factory=list)
