@@ -232,15 +232,15 @@ def _where(memory: StepMemory, i: int, sizes: Sizes) -> str:
 
 
 def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]:
-    """The candidates of one phase that may be its peak, and its last."""
-    kept = []
-    order = np.array(group)
-    for i in group:
-        over = (rows[group] >= rows[i]).all(axis=1)
-        beats = ((rows[group] > rows[i]) & positive).any(axis=1)
-        if i == group[-1] or not (over & ((order < i) | beats) & (order != i)).any():
-            kept.append(i)
-    return kept
+    """The candidates of one phase that may be its peak, and its last: all pairs compared at once."""
+    r = rows[group]
+    over = (r[None, :, :] >= r[:, None, :]).all(axis=2)  # over[i, j]: j's coefficients all at least i's
+    beats = ((r[None, :, :] > r[:, None, :]) & positive).any(axis=2)
+    order = np.arange(len(group))
+    earlier_or_beats = (order[None, :] < order[:, None]) | beats
+    dropped = (over & earlier_or_beats & (order[None, :] != order[:, None])).any(axis=1)
+    dropped[-1] = False
+    return [i for i, d in zip(group, dropped.tolist(), strict=True) if not d]
 
 
 @dataclass(frozen=True)
@@ -340,6 +340,13 @@ def _runtimes(base: Training, axes: Axes) -> dict[str, str]:
     return out
 
 
+def _replay_key(training: Training) -> tuple:
+    """What of a setup its training step's replay reads: all of it but the optimizer's name, of which only
+    the algorithm (AdamW keeps what Adam keeps) and Adam's implementation (plain ``adam``: the device's)
+    matter. Setups with the same key share one replay."""
+    return replace(training, optimizer="sgd"), training.algorithm, training.adam and training.implementation
+
+
 def _firsts(axes: Axes) -> tuple[str, ...]:
     """The command's own choice on every axis."""
     return tuple(getattr(axes, a)[0] for a in AXES)
@@ -367,10 +374,13 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
     cli = training_for(base, *own)
     usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
-    tasks = [(config, training_for(base, p, a, r, o, representative[rt])) for p, a, r, o, rt in setups]
-    done = _each([(replayed, *t) for t in tasks] + [(_reserved, config, cli, b, s) for b, s in usable])
-    steps = {_key(*setup): _phases(step, tables) for setup, step in zip(setups, done, strict=False)}
-    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(setups) :], strict=True)]
+    trainings = [training_for(base, p, a, r, o, representative[rt]) for p, a, r, o, rt in setups]
+    replays = list(dict.fromkeys(map(_replay_key, trainings)))
+    tasks = [(replayed, config, t) for t in dict(zip(map(_replay_key, trainings), trainings, strict=True)).values()]
+    done = _each(tasks + [(_reserved, config, cli, b, s) for b, s in usable])
+    step_of = dict(zip(replays, done, strict=False))
+    steps = {_key(*setup): _phases(step_of[_replay_key(t)], tables) for setup, t in zip(setups, trainings, strict=True)}
+    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(replays) :], strict=True)]
     return {
         "name": config.name,
         "describe": describe(config),
