@@ -12,7 +12,9 @@ written into the page in one of three forms:
   so the page finds every phase's peak, its breakdown and the largest batch that fits exactly as
   :class:`~symbert.training.step.StepMemory` does;
 * values precomputed at a grid of B and seq_len where no closed form exists: the caching allocator's
-  reserved memory, replayed for the setup the command was given.
+  simulation (:mod:`symbert.training.oom`) for the command's precision, attention, recompute and optimizer,
+  every GPU: the reserved bytes at each point, and each card's largest batch at each of the grid's seq_len,
+  as ``symbert fit`` finds it. One replay of the step serves every point and card.
 
 Formulas are MathML (:mod:`symbert.render.mathml`) with their LaTeX (:mod:`symbert.render.latex`).
 The output is deterministic: the same command writes the same bytes.
@@ -40,7 +42,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import ATTENTION, RECOMPUTE
-from symbert.api import trace
+from symbert.api import per_gpu, trace
 from symbert.configs import Config, ConfigError
 from symbert.formula import human
 from symbert.gpus import GPUS
@@ -52,8 +54,9 @@ from symbert.render.mathml import mathml
 from symbert.render.reports import describe
 from symbert.symbols import B, below, pad512, seq_len
 from symbert.training import exact
+from symbert.training.oom import Simulation, applies, cap_of, largest
 from symbert.training.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
-from symbert.training.step import StepMemory, reserved, step_memory
+from symbert.training.step import StepMemory, step_memory
 
 #: The diagram levels the page shows.
 LEVELS = ("overview", "layer")
@@ -62,7 +65,7 @@ PAGE_ATTENTION = ("eager", "sdpa")
 FREE = (B, seq_len)
 #: The model states, in the order the page lists them.
 STATES = ("weights", "gradients", "optimizer")
-#: The most points of the reserved-memory grid (each replays every layer through the allocator).
+#: The most points of the reserved-memory grid (each one allocator simulation, each seq_len one search per GPU).
 MAX_GRID = 64
 #: The calculator's axes besides B and seq_len.
 AXES = ("precision", "attention", "recompute", "optimizer", "gpu")
@@ -302,8 +305,22 @@ def _phases(step: Replayed, model: Model) -> list:
     ]
 
 
-def _reserved(config: Config, training: Training, batch: int, length: int) -> int | None:
-    return reserved(trace(config), training, {**config.symbols(), B: batch, seq_len: length})
+def _allocator(
+    config: Config, training: Training, gpus: Sequence[str], batches: Sequence[int], length: int
+) -> tuple[list[str], dict[str, str]]:
+    """The caching allocator's simulation at one seq_len for GPUs of one runtime class, ``training`` being
+    at one of them: the reserved bytes at each of ``batches`` (no cap), and each GPU's largest batch under
+    its cap (the card's memory less the CUDA context; 0 where none fits) as ``symbert fit`` finds it. One
+    replay serves every batch, and one of the step's, for the closed form that starts each search, every card."""
+    sim = Simulation(config, training)
+    graph, sizes = per_gpu(config, training.memory.layout)
+    memory = step_memory(graph, training.for_model(config.spec), sizes)
+    reserved = [str(sim.run(b, length).reserved) for b in batches]
+    fits = {}
+    for g in gpus:
+        solved = largest(config, replace(training, gpu=g), cap_of(None, g).bytes, None, length, sim=sim, memory=memory)
+        fits[g] = str(solved.value or 0)
+    return reserved, fits
 
 
 def _call(task: tuple) -> object:
@@ -373,14 +390,24 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     own = _firsts(axes)
     own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
     cli = training_for(base, *own)
-    usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
+    lengths = [s for s in grid[1] if config.max_length is None or s <= config.max_length]
+    lengths = lengths if applies(config, cli) else []  # no caching allocator to simulate
+    classes = [(rt, [g for g in axes.gpu if runtimes[g] == rt]) for rt in representative]
+    simulated = [(rt, gpus, s) for rt, gpus in classes for s in lengths]
     trainings = [training_for(base, p, a, r, o, representative[rt]) for p, a, r, o, rt in setups]
     replays = list(dict.fromkeys(map(_replay_key, trainings)))
     tasks = [(replayed, config, t) for t in dict(zip(map(_replay_key, trainings), trainings, strict=True)).values()]
-    done = _each(tasks + [(_reserved, config, cli, b, s) for b, s in usable])
+    sims = [(_allocator, config, training_for(base, *own[:4], gpus[0]), gpus, grid[0], s) for _, gpus, s in simulated]
+    done = _each(tasks + sims)
     step_of = dict(zip(replays, done, strict=False))
     steps = {_key(*setup): _phases(step_of[_replay_key(t)], tables) for setup, t in zip(setups, trainings, strict=True)}
-    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(replays) :], strict=True)]
+    answers = {(rt, s): answer for (rt, _, s), answer in zip(simulated, done[len(replays) :], strict=True)}
+    allocator = {
+        "setup": _key(*own[:4]),
+        "grid": [[b, s, {rt: answers[rt, s][0][i] for rt in representative}] for i, b in enumerate(grid[0])
+                 for s in lengths],
+        "largest": [[s, {g: answers[rt, s][1][g] for rt, gpus in classes for g in gpus}] for s in lengths],
+    }
     return {
         "name": config.name,
         "describe": describe(config),
@@ -392,7 +419,8 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
         "steps": steps,
         "rows": tables.rows.listed(),
         "labels": tables.labels.listed(),
-        "reserved": {"setup": _key(*own), "describe": cli.describe(), "grid": reserved_grid},
+        "setup": cli.describe(),
+        "allocator": allocator,
         "formulas": _formulas(config, cli, batch, length, page),
         "diagrams": {level: _svg(config, level) for level in LEVELS},
         **memory_data,
