@@ -120,7 +120,8 @@ class StepMemory:
         for i, c in enumerate(self.candidates):
             for j, category in enumerate(CATEGORIES):
                 for m, coefficient in c.memory[category].items():
-                    if not sympy.sympify(coefficient).is_Integer:  # never truncated into the int64 table
+                    whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
+                    if not whole:  # never truncated into the int64 table
                         raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
                     self.table[i, j, column[m]] = coefficient
 
@@ -179,8 +180,9 @@ class StepMemory:
         values = self.with_layout(values)
         self.check(values)
         out = []
+        exact_values = {k: sympy.Integer(v) for k, v in values.items()}
         for m in self.monomials:
-            value = m.subs(values)
+            value = m.xreplace(exact_values)  # symbols for integers: subs' result, without its pattern matching
             if not value.is_Integer:
                 missing = ", ".join(sorted(str(s) for s in value.free_symbols))
                 raise ValueError(f"memory needs values for: {missing}")
