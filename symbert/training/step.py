@@ -117,6 +117,7 @@ class StepMemory:
         self.monomials = sorted(monomials, key=sympy.default_sort_key)
         column = {m: i for i, m in enumerate(self.monomials)}
         self.table = np.zeros((len(self.candidates), len(CATEGORIES), len(self.monomials)), dtype=np.int64)
+        self._polynomials: dict[tuple, Polynomials] = {}
         for i, c in enumerate(self.candidates):
             for j, category in enumerate(CATEGORIES):
                 for m, coefficient in c.memory[category].items():
@@ -225,9 +226,16 @@ class StepMemory:
         """The candidates at ``values`` as polynomials in the ``free`` symbols, the dominated ones dropped.
 
         A candidate is dominated when another's coefficients are all at least as large: its memory is
-        then never higher, every symbol being positive. The peak is the largest of those kept.
+        then never higher, every symbol being positive. The peak is the largest of those kept. Each is
+        derived once per ``values`` and ``free`` (``fit`` at several budgets asks again).
         """
         fixed = {k: v for k, v in self.with_layout(values).items() if k not in free}
+        key = (frozenset(fixed.items()), tuple(free))
+        if key not in self._polynomials:
+            self._polynomials[key] = self._polynomials_at(fixed, free)
+        return self._polynomials[key]
+
+    def _polynomials_at(self, fixed: Mapping[sympy.Symbol, int], free: tuple[sympy.Symbol, ...]) -> Polynomials:
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}

@@ -162,5 +162,6 @@ def at(stream: list[Event], values: Mapping[sympy.Symbol, int]) -> list[Event]:
     """``stream`` with each request's formula evaluated at ``values``; the order of a replay does not depend on
     the sizes, so one replay serves every batch (each distinct formula is evaluated once)."""
     formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
-    bytes_at = {f: int(f.subs(values)) for f in formulas}
+    exact = {k: sympy.Integer(v) for k, v in values.items()}
+    bytes_at = {f: int(f.xreplace(exact)) for f in formulas}  # subs' result, without its pattern matching
     return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:]) for e in stream]
