@@ -386,7 +386,7 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     if not attentions:
         raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
     # The command's setup, with the model's first attention kind where it cannot run the command's
-    # (DeBERTa is eager only): the formulas and the reserved memory are shown at it.
+    # (DeBERTa is eager only): the formulas and the allocator's answers are given at it.
     own = _firsts(axes)
     own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
     cli = training_for(base, *own)
@@ -395,8 +395,10 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     classes = [(rt, [g for g in axes.gpu if runtimes[g] == rt]) for rt in representative]
     simulated = [(rt, gpus, s) for rt, gpus in classes for s in lengths]
     trainings = [training_for(base, p, a, r, o, representative[rt]) for p, a, r, o, rt in setups]
-    replays = list(dict.fromkeys(map(_replay_key, trainings)))
-    tasks = [(replayed, config, t) for t in dict(zip(map(_replay_key, trainings), trainings, strict=True)).values()]
+    firsts: dict[tuple, Training] = {}  # each distinct replay, at the first setup that asks for it
+    for t in trainings:
+        firsts.setdefault(_replay_key(t), t)
+    replays, tasks = list(firsts), [(replayed, config, t) for t in firsts.values()]
     sims = [(_allocator, config, training_for(base, *own[:4], gpus[0]), gpus, grid[0], s) for _, gpus, s in simulated]
     done = _each(tasks + sims)
     step_of = dict(zip(replays, done, strict=False))
