@@ -110,7 +110,7 @@ const out = %s.map((st) => {
     weights: String(r.weights), gradients: String(r.gradients), optimizer: String(r.optimizer),
     phases: r.phases.map((p) => [p.step, p.phase, String(p.peak.total), p.peak.where, String(p.end)]),
     peak: r.peak.parts.map(String), where: r.peak.where, largest: String(r.largest),
-    reserved: r.reserved === null ? null : String(r.reserved)};
+    fit: r.fit === null ? null : String(r.fit), reserved: r.reserved === null ? null : String(r.reserved)};
 });
 console.log(JSON.stringify(out));
 """
@@ -148,24 +148,47 @@ def test_page_equals_report_timeline_and_fit(tmp_path, explore_page):
         assert {k: page_values[k] for k in want} == want, (setup, state["B"], state["seq_len"])
 
 
+def cli_json(*args: str) -> dict:
+    outcome = invoke(*args, "--preset", CONFIG, "--json")
+    assert outcome.code == 0, outcome.stderr
+    return json.loads(outcome.stdout)
+
+
+def flags(state: dict) -> list[str]:
+    return [f"--{k}={state[k]}" for k in ("precision", "attention", "recompute", "optimizer", "gpu")]
+
+
 @needs_node
 def test_largest_batch_and_reserved_equal_fit(tmp_path, explore_page):
-    """The page's largest batch is the closed form's (`fit --closed-form`); its reserved memory is fit's
-    estimate on the grid and absent off it (or at another setup)."""
-    config = preset(CONFIG)
-    cases = [("fp32", "eager", "none", "adamw", "h100", 8), ("amp", "sdpa", "full", "sgd", "t4", 16)]
-    states = [dict(zip(("precision", "attention", "recompute", "optimizer", "gpu"), c[:5], strict=True)) for c in cases]
-    states = [{**s, "B": 2, "seq_len": c[5]} for s, c in zip(states, cases, strict=True)]
-    states.append({**states[0], "B": 3})  # off the grid
-    got = run_page(explore_page[0].read_text(), states, tmp_path)
+    """The page's closed-form largest batch is `fit --closed-form`'s at any point. On the grid, for the
+    command's precision, attention, recompute and optimizer and every GPU, its allocator answers are the
+    CLI's simulation: the largest batch `fit` finds without --closed-form, and the reserved peak of `timeline`
+    (the highest of its phases'); off the grid, or at another setup, they are absent."""
+    config, (path, _, base) = preset(CONFIG), explore_page
+    own = {"precision": "fp32", "attention": "eager", "recompute": "none", "optimizer": "adamw"}
+    assert (base.precision, base.optimizer, base.memory.recompute) == ("fp32", "adamw", "none")
+    states = [
+        {**own, "gpu": "h100", "B": 2, "seq_len": 8},
+        {**own, "gpu": "t4", "B": 2, "seq_len": 16},
+        {**own, "gpu": "t4", "B": 3, "seq_len": 16},  # B off the grid: the largest batch only
+        {**own, "gpu": "h100", "B": 2, "seq_len": 32},  # seq_len off the grid: neither
+        {"precision": "amp", "attention": "sdpa", "recompute": "full", "optimizer": "sgd", "gpu": "t4", "B": 2,
+         "seq_len": 16},  # another setup: neither
+    ]
+    got = run_page(path.read_text(), states, tmp_path)
     for i, (state, page_values) in enumerate(zip(states, got, strict=True)):
         training = _training(*(state[k] for k in ("precision", "attention", "recompute", "optimizer", "gpu")))
         budget = GPUS[state["gpu"]].memory
-        solved = fit(config, training, budget, length=state["seq_len"])
-        assert page_values["largest"] == str(solved.value)
-        if i == 0:  # the command's setup, on the grid
-            given = fit(config, training, budget, batch=state["B"], length=state["seq_len"])
-            assert page_values["reserved"] == str(given.reserved)
+        assert page_values["largest"] == str(fit(config, training, budget, length=state["seq_len"]).value)
+        if i < 3:
+            solved = cli_json("fit", *flags(state), "--seq-len", str(state["seq_len"]))
+            assert solved["allocator"]["simulations"] >= 1  # the allocator's answer, not the closed form's
+            assert page_values["fit"] == str(solved["batch"] or 0)
+        else:
+            assert page_values["fit"] is None
+        if i < 2:
+            timeline = cli_json("timeline", *flags(state), "-b", str(state["B"]), "-s", str(state["seq_len"]))
+            assert page_values["reserved"] == str(max(p["reserved"] for p in timeline["phases"] if "reserved" in p))
         else:
             assert page_values["reserved"] is None
 

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.skipif(
 #: Where the controls are moved to, and the same setup as command-line flags.
 MOVED = {"B": "3", "seq_len": "64", "precision": "amp", "attention": "sdpa", "gpu": "t4", "optimizer": "sgd"}
 FLAGS = ("-b", "3", "-s", "64", "--precision", "amp", "--attention", "sdpa", "--optimizer", "sgd")
+#: The command's own setup at a point of the page's grid (tests/conftest.py), where the allocator's answers show.
+ON_GRID = {"B": "2", "seq_len": "16", "precision": "fp32", "attention": "eager", "optimizer": "adamw"}
 
 
 def cli(*args: str) -> dict:
@@ -39,16 +41,20 @@ def center(browser: Chromium, element: str) -> list[float]:
     )
 
 
+def move(browser: Chromium, controls: dict[str, str]) -> None:
+    for control, value in controls.items():
+        event = "input" if control in ("B", "seq_len") else "change"
+        browser.evaluate(
+            f"(() => {{ const e = document.getElementById({control!r}); e.value = {value!r};"
+            f" e.dispatchEvent(new Event({event!r})); }})()"
+        )
+
+
 def test_controls_values_click_and_screenshot(explore_page, tmp_path):
     path = explore_page[0]
     with Chromium(CHROMIUM) as browser:
         browser.open(path)
-        for control, value in MOVED.items():
-            event = "input" if control in ("B", "seq_len") else "change"
-            browser.evaluate(
-                f"(() => {{ const e = document.getElementById({control!r}); e.value = {value!r};"
-                f" e.dispatchEvent(new Event({event!r})); }})()"
-            )
+        move(browser, MOVED)
         report = cli("report", "--policy", "torch-cuda", *FLAGS[:8])
         assert shown(browser, "q-params-0") == report["params"]
         assert shown(browser, "q-act-0") == report["activation_bytes"]
@@ -64,6 +70,7 @@ def test_controls_values_click_and_screenshot(explore_page, tmp_path):
             assert shown(browser, f"q-{state}-0") == timeline["model_states"][state]["bytes"]
         solved = cli("fit", *FLAGS[2:], "--gpu", "t4", "--closed-form")
         assert shown(browser, "q-largest-0") == solved["batch"]
+        assert browser.evaluate("document.getElementById('q-fit-0').textContent") == "not precomputed"
 
         # Click the repeated layer's box on the overview: its share of the activations is every
         # per-layer component of the report.
@@ -82,5 +89,14 @@ def test_controls_values_click_and_screenshot(explore_page, tmp_path):
         assert browser.evaluate(f"{button}.textContent") == "copied"
 
         png = browser.screenshot(tmp_path / "explore.png")
+
+        # At the command's setup on the grid, the allocator's answers: fit's simulated largest batch and the
+        # reserved peak of timeline's simulation.
+        move(browser, ON_GRID)
+        flags = ("-s", "16", "--precision", "fp32", "--attention", "eager", "--optimizer", "adamw", "--gpu", "t4")
+        assert shown(browser, "q-fit-0") == cli("fit", *flags)["batch"]
+        timeline = cli("timeline", "-b", "2", *flags)
+        assert shown(browser, "q-reserved-0") == max(p["reserved"] for p in timeline["phases"])
+        assert "seq_len = 8, 16" in browser.evaluate("document.getElementById('grid').textContent")
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000

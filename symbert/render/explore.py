@@ -12,7 +12,9 @@ written into the page in one of three forms:
   so the page finds every phase's peak, its breakdown and the largest batch that fits exactly as
   :class:`~symbert.training.step.StepMemory` does;
 * values precomputed at a grid of B and seq_len where no closed form exists: the caching allocator's
-  reserved memory, replayed for the setup the command was given.
+  simulation (:mod:`symbert.training.oom`) for the command's precision, attention, recompute and optimizer,
+  every GPU: the reserved bytes at each point, and each card's largest batch at each of the grid's seq_len,
+  as ``symbert fit`` finds it. One replay of the step serves every point and card.
 
 Formulas are MathML (:mod:`symbert.render.mathml`) with their LaTeX (:mod:`symbert.render.latex`).
 The output is deterministic: the same command writes the same bytes.
@@ -40,7 +42,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import ATTENTION, RECOMPUTE
-from symbert.api import trace
+from symbert.api import per_gpu, trace
 from symbert.configs import Config, ConfigError
 from symbert.formula import human
 from symbert.gpus import GPUS
@@ -52,8 +54,9 @@ from symbert.render.mathml import mathml
 from symbert.render.reports import describe
 from symbert.symbols import B, below, pad512, seq_len
 from symbert.training import exact
+from symbert.training.oom import Simulation, applies, cap_of, largest
 from symbert.training.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
-from symbert.training.step import StepMemory, reserved, step_memory
+from symbert.training.step import StepMemory, step_memory
 
 #: The diagram levels the page shows.
 LEVELS = ("overview", "layer")
@@ -62,7 +65,7 @@ PAGE_ATTENTION = ("eager", "sdpa")
 FREE = (B, seq_len)
 #: The model states, in the order the page lists them.
 STATES = ("weights", "gradients", "optimizer")
-#: The most points of the reserved-memory grid (each replays every layer through the allocator).
+#: The most points of the reserved-memory grid (each one allocator simulation, each seq_len one search per GPU).
 MAX_GRID = 64
 #: The calculator's axes besides B and seq_len.
 AXES = ("precision", "attention", "recompute", "optimizer", "gpu")
@@ -232,15 +235,15 @@ def _where(memory: StepMemory, i: int, sizes: Sizes) -> str:
 
 
 def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]:
-    """The candidates of one phase that may be its peak, and its last."""
-    kept = []
-    order = np.array(group)
-    for i in group:
-        over = (rows[group] >= rows[i]).all(axis=1)
-        beats = ((rows[group] > rows[i]) & positive).any(axis=1)
-        if i == group[-1] or not (over & ((order < i) | beats) & (order != i)).any():
-            kept.append(i)
-    return kept
+    """The candidates of one phase that may be its peak, and its last: all pairs compared at once."""
+    r = rows[group]
+    over = (r[None, :, :] >= r[:, None, :]).all(axis=2)  # over[i, j]: j's coefficients all at least i's
+    beats = ((r[None, :, :] > r[:, None, :]) & positive).any(axis=2)
+    order = np.arange(len(group))
+    earlier_or_beats = (order[None, :] < order[:, None]) | beats
+    dropped = (over & earlier_or_beats & (order[None, :] != order[:, None])).any(axis=1)
+    dropped[-1] = False
+    return [i for i, d in zip(group, dropped.tolist(), strict=True) if not d]
 
 
 @dataclass(frozen=True)
@@ -302,8 +305,22 @@ def _phases(step: Replayed, model: Model) -> list:
     ]
 
 
-def _reserved(config: Config, training: Training, batch: int, length: int) -> int | None:
-    return reserved(trace(config), training, {**config.symbols(), B: batch, seq_len: length})
+def _allocator(
+    config: Config, training: Training, gpus: Sequence[str], batches: Sequence[int], length: int
+) -> tuple[list[str], dict[str, str]]:
+    """The caching allocator's simulation at one seq_len for GPUs of one runtime class, ``training`` being
+    at one of them: the reserved bytes at each of ``batches`` (no cap), and each GPU's largest batch under
+    its cap (the card's memory less the CUDA context; 0 where none fits) as ``symbert fit`` finds it. One
+    replay serves every batch, and one of the step's, for the closed form that starts each search, every card."""
+    sim = Simulation(config, training)
+    graph, sizes = per_gpu(config, training.memory.layout)
+    memory = step_memory(graph, training.for_model(config.spec), sizes)
+    reserved = [str(sim.run(b, length).reserved) for b in batches]
+    fits = {}
+    for g in gpus:
+        solved = largest(config, replace(training, gpu=g), cap_of(None, g).bytes, None, length, sim=sim, memory=memory)
+        fits[g] = str(solved.value or 0)
+    return reserved, fits
 
 
 def _call(task: tuple) -> object:
@@ -340,6 +357,13 @@ def _runtimes(base: Training, axes: Axes) -> dict[str, str]:
     return out
 
 
+def _replay_key(training: Training) -> tuple:
+    """What of a setup its training step's replay reads: all of it but the optimizer's name, of which only
+    the algorithm (AdamW keeps what Adam keeps) and Adam's implementation (plain ``adam``: the device's)
+    matter. Setups with the same key share one replay."""
+    return replace(training, optimizer="sgd"), training.algorithm, training.adam and training.implementation
+
+
 def _firsts(axes: Axes) -> tuple[str, ...]:
     """The command's own choice on every axis."""
     return tuple(getattr(axes, a)[0] for a in AXES)
@@ -362,15 +386,30 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     if not attentions:
         raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
     # The command's setup, with the model's first attention kind where it cannot run the command's
-    # (DeBERTa is eager only): the formulas and the reserved memory are shown at it.
+    # (DeBERTa is eager only): the formulas and the allocator's answers are given at it.
     own = _firsts(axes)
     own = (own[0], own[1] if own[1] in attentions else attentions[0], *own[2:])
     cli = training_for(base, *own)
-    usable = [(b, s) for b in grid[0] for s in grid[1] if config.max_length is None or s <= config.max_length]
-    tasks = [(config, training_for(base, p, a, r, o, representative[rt])) for p, a, r, o, rt in setups]
-    done = _each([(replayed, *t) for t in tasks] + [(_reserved, config, cli, b, s) for b, s in usable])
-    steps = {_key(*setup): _phases(step, tables) for setup, step in zip(setups, done, strict=False)}
-    reserved_grid = [[b, s, str(r)] for (b, s), r in zip(usable, done[len(setups) :], strict=True)]
+    lengths = [s for s in grid[1] if config.max_length is None or s <= config.max_length]
+    lengths = lengths if applies(config, cli) else []  # no caching allocator to simulate
+    classes = [(rt, [g for g in axes.gpu if runtimes[g] == rt]) for rt in representative]
+    simulated = [(rt, gpus, s) for rt, gpus in classes for s in lengths]
+    trainings = [training_for(base, p, a, r, o, representative[rt]) for p, a, r, o, rt in setups]
+    firsts: dict[tuple, Training] = {}  # each distinct replay, at the first setup that asks for it
+    for t in trainings:
+        firsts.setdefault(_replay_key(t), t)
+    replays, tasks = list(firsts), [(replayed, config, t) for t in firsts.values()]
+    sims = [(_allocator, config, training_for(base, *own[:4], gpus[0]), gpus, grid[0], s) for _, gpus, s in simulated]
+    done = _each(tasks + sims)
+    step_of = dict(zip(replays, done, strict=False))
+    steps = {_key(*setup): _phases(step_of[_replay_key(t)], tables) for setup, t in zip(setups, trainings, strict=True)}
+    answers = {(rt, s): answer for (rt, _, s), answer in zip(simulated, done[len(replays) :], strict=True)}
+    allocator = {
+        "setup": _key(*own[:4]),
+        "grid": [[b, s, {rt: answers[rt, s][0][i] for rt in representative}] for i, b in enumerate(grid[0])
+                 for s in lengths],
+        "largest": [[s, {g: answers[rt, s][1][g] for rt, gpus in classes for g in gpus}] for s in lengths],
+    }
     return {
         "name": config.name,
         "describe": describe(config),
@@ -382,7 +421,8 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
         "steps": steps,
         "rows": tables.rows.listed(),
         "labels": tables.labels.listed(),
-        "reserved": {"setup": _key(*own), "describe": cli.describe(), "grid": reserved_grid},
+        "setup": cli.describe(),
+        "allocator": allocator,
         "formulas": _formulas(config, cli, batch, length, page),
         "diagrams": {level: _svg(config, level) for level in LEVELS},
         **memory_data,

@@ -28,7 +28,7 @@ from symbert.display import Displayed
 from symbert.formula import quantity, text
 from symbert.symbols import B, below, seq_len
 from symbert.training.states import CATEGORIES, Training
-from symbert.training.step import Point, Polynomials, reserved, step_memory
+from symbert.training.step import Point, Polynomials, StepMemory, reserved, step_memory
 
 #: What fit says about the memory the budget leaves out.
 CUDA_CONTEXT_NOTE = (
@@ -178,10 +178,12 @@ def fit(
     batch: int | None = None,
     length: int | None = None,
     estimate_reserved: bool = True,
+    memory: StepMemory | None = None,
 ) -> Fit:
     """Solve for the one of ``batch`` and ``length`` left None, or evaluate both when both are given.
     ``estimate_reserved``: also estimate the reserved memory (:func:`~symbert.training.step.reserved`;
-    slow at many layers), where the allocator simulation (:mod:`symbert.training.oom`) does not replace it."""
+    slow at many layers), where the allocator simulation (:mod:`symbert.training.oom`) does not replace it.
+    ``memory``: the step's replay, where the caller has it already (one replay serves every budget)."""
     for name, value in (("batch", batch), ("seq_len", length)):
         if value is not None:
             check_size(name, value)
@@ -191,7 +193,7 @@ def fit(
         raise ConfigError(f"seq_len={length} exceeds the model's {config.max_length} positions")
     training = training.for_model(config.spec)
     graph, sizes = per_gpu(config, training.memory.layout, length)
-    memory = step_memory(graph, training, sizes)
+    memory = memory or step_memory(graph, training, sizes)
     if batch is not None and length is not None:
         values = {**sizes, B: batch, seq_len: length}
         peak = memory.peak(values)

@@ -27,6 +27,7 @@ from symbert.training.allocator import AddressSpace, Allocator, Config, OutOfMem
 from symbert.training.fit import fit as closed_form
 from symbert.training.fit import fit_json, step_of
 from symbert.training.states import Training
+from symbert.training.step import StepMemory
 from symbert.training.stream import Request, at, events
 
 #: The simulation's virtual address space: 2**100 bytes, more than any cap symbert reads (2**80), so that only
@@ -126,21 +127,23 @@ class Largest:
 
 
 def largest(config: Model, training: Training, cap: int, batch: int | None = None, length: int | None = None,
-            alloc: Config | None = None) -> Largest:
-    """The largest batch (``batch`` None) or seq_len (``length`` None) whose two steps run under ``cap``."""
+            alloc: Config | None = None, sim: Simulation | None = None, memory: StepMemory | None = None) -> Largest:
+    """The largest batch (``batch`` None) or seq_len (``length`` None) whose two steps run under ``cap``. ``sim``
+    and ``memory`` (the step's replays for the simulation and the closed form), where the caller has them, serve
+    several caps and shapes; ``sim`` brings its allocator settings."""
     if (batch is None) == (length is None):
         raise ConfigError("give one of --batch and --seq-len: fit solves for the other")
     unknown = "batch" if batch is None else "seq_len"
     step = step_of(training, unknown)
-    closed = closed_form(config, training, cap, batch, length, estimate_reserved=False).value
-    sim = Simulation(config, training, length, alloc or Config())
+    closed = closed_form(config, training, cap, batch, length, estimate_reserved=False, memory=memory).value
+    sim = sim or Simulation(config, training, length, alloc or Config())
     positions = unknown == "seq_len" and config.max_length is not None
     limit = (config.max_length if positions else MAX_SIZE) // step * step
     runs: dict[int, Run] = {}
 
     def run(n: int) -> Run:
         if n not in runs:
-            runs[n] = sim.run(n, None, cap) if unknown == "batch" else sim.run(batch, n, cap)
+            runs[n] = sim.run(n, length, cap) if unknown == "batch" else sim.run(batch, n, cap)
         return runs[n]
 
     lo, hi = _bracket(run, min(closed or step, limit), step, limit)

@@ -122,10 +122,12 @@ class StepMemory:
         self.monomials = sorted(monomials, key=sympy.default_sort_key)
         column = {m: i for i, m in enumerate(self.monomials)}
         self.table = np.zeros((len(self.candidates), len(CATEGORIES), len(self.monomials)), dtype=np.int64)
+        self._polynomials: dict[tuple, Polynomials] = {}
         for i, c in enumerate(self.candidates):
             for j, category in enumerate(CATEGORIES):
                 for m, coefficient in c.memory[category].items():
-                    if not sympy.sympify(coefficient).is_Integer:  # never truncated into the int64 table
+                    whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
+                    if not whole:  # never truncated into the int64 table
                         raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
                     self.table[i, j, column[m]] = coefficient
 
@@ -184,8 +186,9 @@ class StepMemory:
         values = self.with_layout(values)
         self.check(values)
         out = []
+        exact_values = {k: sympy.Integer(v) for k, v in values.items()}
         for m in self.monomials:
-            value = m.subs(values)
+            value = m.xreplace(exact_values)  # symbols for integers: subs' result, without its pattern matching
             if not value.is_Integer:
                 missing = ", ".join(sorted(str(s) for s in value.free_symbols))
                 raise ValueError(f"memory needs values for: {missing}")
@@ -228,9 +231,16 @@ class StepMemory:
         """The candidates at ``values`` as polynomials in the ``free`` symbols, the dominated ones dropped.
 
         A candidate is dominated when another's coefficients are all at least as large: its memory is
-        then never higher, every symbol being positive. The peak is the largest of those kept.
+        then never higher, every symbol being positive. The peak is the largest of those kept. Each is
+        derived once per ``values`` and ``free`` (``fit`` at several budgets asks again).
         """
         fixed = {k: v for k, v in self.with_layout(values).items() if k not in free}
+        key = (frozenset(fixed.items()), tuple(free))
+        if key not in self._polynomials:
+            self._polynomials[key] = self._polynomials_at(fixed, free)
+        return self._polynomials[key]
+
+    def _polynomials_at(self, fixed: Mapping[sympy.Symbol, int], free: tuple[sympy.Symbol, ...]) -> Polynomials:
         self.check(fixed)
         terms: list[dict] = []
         pads: dict[sympy.Expr, list[tuple[int, int]]] = {}

@@ -124,7 +124,8 @@ def at(stream: list[Request], values: Mapping[sympy.Symbol, int]) -> list[Reques
     the sizes, so one replay serves every batch (each distinct formula is evaluated once). A request that comes
     to 0 bytes is none (the caching allocator hands out no block for it), nor is its free."""
     formulas = {e[2] for e in stream if e[0] == "alloc" and not isinstance(e[2], int)}
-    bytes_at = {f: int(f.subs(values)) for f in formulas}
+    exact = {k: sympy.Integer(v) for k, v in values.items()}
+    bytes_at = {f: int(f.xreplace(exact)) for f in formulas}  # subs' result, without its pattern matching
     empty = {e[1] for e in stream if e[0] == "alloc" and not isinstance(e[2], int) and not bytes_at[e[2]]}
     return [e if e[0] != "alloc" or isinstance(e[2], int) else (e[0], e[1], bytes_at[e[2]], *e[3:])
             for e in stream if e[0] == "phase" or e[1] not in empty]
