@@ -358,6 +358,12 @@ def report(config: Config, batch: int, length: int, options: MemoryOptions, as_j
     show_default=True,
     help="amp: a float32 model under torch.autocast(device, --dtype), on a batch with one padded token.",
 )
+@click.option(
+    "--record",
+    type=click.Path(file_okay=False),
+    help="With --device cuda: record the job's real allocation trace into this folder as a fixture and compare "
+    "it request by request with symbert's.",
+)
 @parallel_options
 def validate(
     config: Config,
@@ -367,6 +373,7 @@ def validate(
     device: str,
     attention: str | None,
     precision: str,
+    record: str | None,
     layout: Any,
 ) -> None:
     """Compare predictions with a real Hugging Face model (needs the validate extra); exit 1 on mismatch.
@@ -378,6 +385,11 @@ def validate(
     from symbert.public import validate as run_validation
     from symbert.render import reports
 
+    if record is not None:
+        from symbert.public import validate_record
+
+        path, comparison = validate_record(config, batch, seq_len, dtype, device, attention, precision, record, layout)
+        return click.echo("\n".join([f"recorded {path}", *comparison.lines()]))
     checks = run_validation(
         config, batch=batch, seq_len=seq_len, dtype=dtype, device=device, attention=attention, precision=precision,
         layout=layout,

@@ -373,6 +373,26 @@ def validate(
     return run(config, batch, seq_len, dtype, device, attention, amp, step_peak=True)
 
 
+def validate_record(config: ConfigLike, batch: int, seq_len: int, dtype: str, device: str, attention: str | None,
+                    precision: str, directory: str, layout: Layout | None = None) -> tuple[Path, Any]:
+    """``symbert validate --device cuda --record DIR``: the job's real allocation trace recorded on the GPU into
+    ``directory`` as a fixture, and its :class:`~symbert.validate.record.Comparison` with symbert's requests."""
+    config = config_of(config)
+    if device != "cuda":
+        raise ConfigError("--record records a CUDA allocation trace: add --device cuda")
+    if layout is not None and not layout.single:
+        raise ConfigError("--record records one GPU's trace: drop --data-parallel and --tensor-parallel")
+    if (precision == "amp") == (dtype == "float32"):
+        raise ConfigError("--record runs a float32 model: --dtype float32, or --precision amp with a 16-bit --dtype")
+    attention = attention or config.spec.default_attention
+    MemoryOptions(attention=attention).for_model(config.spec)
+    _require_cuda()
+    from symbert.validate.record import Job, record_and_compare
+
+    job = Job(config, batch, seq_len, attention=attention, amp=dtype if precision == "amp" else None)
+    return record_and_compare(job, Path(directory))
+
+
 def _validate_ranks(config: Config, batch: int, seq_len: int, setting: tuple[str, ...], layout: Layout
                     ) -> list[list[Check]]:
     if setting != ("float32", "cpu", "eager", "fp32"):
