@@ -175,6 +175,9 @@ class _Run:
     def __init__(self, job: Job, model: Any, inputs: Mapping[str, Any]) -> None:
         self.job, self.model, self.inputs = job, model, inputs
         self.state: dict[str, Any] = {}
+        self.optimizer: Any = None
+        self.backward: Any = None
+        self.update: Any = None
 
 
 def _load(run: _Run) -> None:
@@ -210,8 +213,8 @@ def record(job: Job, max_entries: int = MAX_ENTRIES) -> dict[str, Any]:
     import transformers
 
     model, inputs = hugging_face(job.config, job.batch, job.seq_len, "float32", job.attention, "cpu")
-    if job.recompute == "full":
-        model.gradient_checkpointing_enable()
+    if job.recompute == "full":  # Hugging Face's per-layer checkpointing, with its defaults
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
     run = _Run(job, model, inputs)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
