@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint docs system-deps clean
+.PHONY: run test bench lint docs system-deps clean gpu-fixtures
 
 run: $(VENV)/.installed system-deps
 	$(BIN)/symbert params --preset bert-base --by-component
@@ -17,6 +17,11 @@ test: $(VENV)/.installed-validate system-deps
 bench: $(VENV)/.installed-validate
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/cpu_peaks.py
+
+# On a machine with a CUDA GPU and torch: record the real allocation traces of a grid of jobs, in under 10 minutes
+# (README: recording real allocation traces).
+gpu-fixtures:
+	$(PYTHON) scripts/record_gpu_fixtures.py --out tests/fixtures/gpu/recorded
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check symbert tests benchmarks
