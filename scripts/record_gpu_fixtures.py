@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in JOBS:
         left = args.budget - (time.monotonic() - start)
         if left < 1.5 * slowest or left <= 0:
-            rows.append({"job": spec.name, "error": f"skipped: {left:.0f} s left of the budget"})
+            rows.append({"job": spec.name, "error": f"skipped: {max(left, 0):.0f} s left of the budget"})
             continue
         env = {**os.environ, **({"PYTORCH_ALLOC_CONF": spec.alloc_conf} if spec.alloc_conf else {})}
         began = time.monotonic()

@@ -143,3 +143,13 @@ def test_a_recorded_fixture_on_the_gpu(tmp_path):
     assert sorted(load) == sorted(t.numel() * t.element_size() for t in tensors)
     assert fixture["base"] >= sum(load)
     assert [r[0] for r in comparison.rows] == [m[1] for m in fixture["marks"][1:]]
+
+
+def test_the_time_budget_stops_the_run(tmp_path, capsys):
+    """With no time left, no job starts: each is listed as skipped, and the run fails."""
+    script = _script()
+    assert script.main(["--budget", "0", "--out", str(tmp_path)]) == 1
+    table = capsys.readouterr().out.splitlines()
+    skipped = [line for line in table if "skipped: 0 s left of the budget" in line]
+    assert len(skipped) == 2 * len(script.JOBS)  # each as it is passed over, then in the summary table
+    assert not any(tmp_path.iterdir())
