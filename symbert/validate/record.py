@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from symbert.configs import Config
+from symbert.configs import Config, ConfigError
 from symbert.validate import measure
 from symbert.validate.hf import hugging_face
 from symbert.validate.peak import OPTIMIZERS, _stepping
@@ -320,7 +320,11 @@ def record_and_compare(job: Job, directory: Path) -> tuple[Path, Comparison]:
 
     from symbert.validate.peak import cuda_gpu
 
-    fixture = record(job)
+    try:  # a model Hugging Face cannot build or run, or one the GPU cannot hold
+        fixture = record(job)
+    except (RuntimeError, IndexError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"recording {job.name} failed: {first}") from None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{job.name}.json"
     path.write_text(json.dumps(fixture, separators=(",", ":")) + "\n")
