@@ -113,6 +113,10 @@ def test_entries_worked_by_hand(written):
     assert [(e["action"], e["size"]) for e in trace[i - 1:i + 3]] == [
         ("segment_alloc", 20 * MiB), ("alloc", 8 * MiB + 128 * 1024), ("segment_alloc", 2 * MiB), ("alloc", MiB)]
     assert trace[i]["frames"][0]["name"] == "encoder/layer/attention/self/query"
+    # bert-tiny's two layers: the query projection's output (B·s·H·4 bytes) in each run, named by its run
+    queries = [e["frames"][0]["line"] for e in forward
+               if e["frames"][0]["name"].endswith("self/query") and e["size"] == BATCH * LENGTH * H * 4]
+    assert queries == [0, 1]
 
 
 def test_the_bytes_are_deterministic(written, tmp_path):

@@ -24,11 +24,12 @@ POOL = (0, 0)
 
 
 def frames(cause: Cause | None) -> list[dict[str, object]]:
-    """A request's stack, innermost first: the op in its scope, then the step and phase."""
+    """A request's stack, innermost first: the op in its scope (the line: its block's run, as timeline's
+    ``[3]``), then the step and phase."""
     if cause is None:
         return []
     where = f"step {cause.step} {cause.phase}" if cause.step else "loading the model"
-    return [{"filename": cause.scope or "model", "line": 0, "name": cause.op},
+    return [{"filename": cause.scope or "model", "line": cause.run or 0, "name": cause.op},
             {"filename": "symbert", "line": cause.step, "name": where}]
 
 

@@ -31,12 +31,14 @@ Request = tuple
 
 
 class Cause(NamedTuple):
-    """What made a request: the op and its scope, at a step and phase (step 0: loading the model)."""
+    """What made a request: the op and its scope, at a step and phase (step 0: loading the model), in which run
+    of its block (None: outside the blocks)."""
 
     op: str
     scope: str
     step: int
     phase: str
+    run: int | None = None
 
 
 class Requests:
@@ -91,7 +93,8 @@ class Requests:
         if nbytes == 0:
             return None
         self._mark(event)
-        self.causes[key] = Cause(event.cause, event.scope, event.step, event.phase)
+        run = event.owner[1] if event.owner is not None else None
+        self.causes[key] = Cause(event.cause, event.scope, event.step, event.phase, run)
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
