@@ -40,17 +40,24 @@ def _streams(allocator: Allocator) -> dict[Hashable, int]:
     return {0: 0, **{s: s if isinstance(s, int) else i for i, s in enumerate(others, 1)}}
 
 
-def _block(block: Block, keys: Mapping[int, Hashable], causes: Mapping[Hashable, Cause]) -> dict[str, object]:
+def _block(block: Block, stack: list[dict[str, object]]) -> dict[str, object]:
     live = block.allocated
     return {"address": block.addr, "size": block.size, "requested_size": block.requested if live else 0,
-            "state": "active_allocated" if live else "inactive",
-            "frames": frames(causes.get(keys.get(id(block)))) if live else []}
+            "state": "active_allocated" if live else "inactive", "frames": stack if live else []}
 
 
 def snapshot(allocator: Allocator, causes: Mapping[Hashable, Cause]) -> dict[str, object]:
     """The snapshot of ``allocator`` (run with ``record=True``), each request's frames from ``causes``."""
     stream = _streams(allocator)
     keys = {id(block): key for key, block in allocator.live.items()}
+    stacks: dict[Cause | None, list[dict[str, object]]] = {}  # one list per cause, which the pickle stores once
+
+    def stack(key: Hashable) -> list[dict[str, object]]:
+        cause = causes.get(key)
+        if cause not in stacks:
+            stacks[cause] = frames(cause)
+        return stacks[cause]
+
     by_segment: dict[int, list[Block]] = {}
     for block in allocator.blocks():
         if block.mapped:
@@ -63,9 +70,9 @@ def snapshot(allocator: Allocator, causes: Mapping[Hashable, Cause]) -> dict[str
             "device": 0, "address": addr, "total_size": total, "stream": stream[blocks[0].stream],
             "segment_type": "small" if blocks[0].small else "large", "segment_pool_id": POOL,
             "allocated_size": allocated, "active_size": allocated, "requested_size": sum(b.requested for b in blocks),
-            "is_expandable": blocks[0].expandable, "blocks": [_block(b, keys, causes) for b in blocks],
+            "is_expandable": blocks[0].expandable, "blocks": [_block(b, stack(keys.get(id(b)))) for b in blocks],
         })
-    trace = [{"action": action, "addr": addr, "size": size, "stream": stream[on], "frames": frames(causes.get(key))}
+    trace = [{"action": action, "addr": addr, "size": size, "stream": stream[on], "frames": stack(key)}
              for action, addr, size, on, key in allocator.trace]
     return {"segments": segments, "device_traces": [trace]}
 
