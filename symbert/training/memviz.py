@@ -34,10 +34,9 @@ def frames(cause: Cause | None) -> list[dict[str, object]]:
 
 
 def _streams(allocator: Allocator) -> dict[Hashable, int]:
-    """Each stream of the simulation as a number (0: the default stream)."""
+    """Each stream of the simulation as a number: 0 the default stream, the others numbered from 1 in order."""
     named = {b.stream for b in allocator.blocks()} | {e[3] for e in allocator.trace}
-    others = sorted((s for s in named if s != 0), key=str)
-    return {0: 0, **{s: s if isinstance(s, int) else i for i, s in enumerate(others, 1)}}
+    return {0: 0, **{s: i for i, s in enumerate(sorted((s for s in named if s != 0), key=str), 1)}}
 
 
 def _block(block: Block, stack: list[dict[str, object]]) -> dict[str, object]:
