@@ -168,3 +168,35 @@ def test_timeline_itemises_what_the_allocator_adds(steps):
     assert doc["reserved"] <= max(p.reserved for p in steps.simulated.values())
     assert doc["rounding"] > 0 and doc["segment_tails"] > 0
     assert "+ unsplit blocks 0 = allocated" in overhead_line(steps.overhead)
+
+
+def test_a_small_case_worked_by_hand():
+    """1000 bytes take a 1024-byte block of a new 2 MiB small segment; 3 MiB split the front off a new 20 MiB
+    large segment (17 MiB left, more than 1 MiB); freeing them and ``empty_cache()`` gives both segments back."""
+    from torch.cuda import _memory_viz as viz
+
+    from symbert.training.allocator import Allocator, Config
+    from symbert.training.memviz import snapshot
+
+    a = Allocator(record=True)
+    a.run([("alloc", "x", 1000), ("alloc", "y", 3 * MiB)])
+    snap = snapshot(a, {})
+    assert [(s["segment_type"], s["total_size"], [(b["size"], b["requested_size"], b["state"]) for b in s["blocks"]])
+            for s in sorted(snap["segments"], key=lambda s: s["total_size"])] == [
+        ("small", 2 * MiB, [(1024, 1000, "active_allocated"), (2 * MiB - 1024, 0, "inactive")]),
+        ("large", 20 * MiB, [(3 * MiB, 3 * MiB, "active_allocated"), (17 * MiB, 0, "inactive")])]
+    assert "total_reserved: 22.0MiB" in viz.segsum(snap)
+    a.run([("free", "x"), ("free", "y")])
+    a.empty_cache()
+    actions = [(e["action"], e["size"]) for e in trace_of(snapshot(a, {}))]
+    assert actions == [("segment_alloc", 2 * MiB), ("alloc", 1000), ("segment_alloc", 20 * MiB), ("alloc", 3 * MiB),
+                       ("free_requested", 1000), ("free_completed", 1000),
+                       ("free_requested", 3 * MiB), ("free_completed", 3 * MiB),
+                       ("segment_free", 20 * MiB), ("segment_free", 2 * MiB)]
+    assert snapshot(a, {})["segments"] == []
+    # expandable segments map pages (2 MiB in the small pool) into one segment instead
+    e = Allocator(Config(expandable_segments=True), record=True)
+    e.run([("alloc", "x", 1000)])
+    snap = snapshot(e, {})
+    assert [(x["action"], x["size"]) for x in trace_of(snap)] == [("segment_map", 2 * MiB), ("alloc", 1000)]
+    assert [(s["total_size"], s["is_expandable"]) for s in snap["segments"]] == [(2 * MiB, True)]

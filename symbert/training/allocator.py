@@ -620,8 +620,9 @@ class Allocator:
         return released >= max(size, limit)
 
     def _release_all(self) -> bool:
-        """``release_cached_blocks``: every cached segment that is not split goes back (expandable: its pages)."""
-        for pool in self.pools.values():
+        """``release_cached_blocks``: every cached segment that is not split goes back (expandable: its pages),
+        the large pool's first."""
+        for pool in (self.pools[False], self.pools[True]):
             for key in list(pool.keys):
                 block = pool.blocks[key]
                 if block.expandable:
