@@ -83,8 +83,9 @@ def allocator_step(batch: int = 32, length: int = 512) -> None:
     from symbert.api import per_gpu
     from symbert.symbols import B, seq_len
     from symbert.training.allocator import Allocator
+    from symbert.training.memviz import snapshot
     from symbert.training.states import Training
-    from symbert.training.stream import events
+    from symbert.training.stream import described, events
 
     training = Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100")
     graph, sizes = per_gpu(symbert.preset("bert-large"), training.memory.layout)
@@ -92,8 +93,11 @@ def allocator_step(batch: int = 32, length: int = 512) -> None:
     stream = events(graph, training, values, steps=1)
     replay_s = timed(lambda: events(graph, training, values, steps=1))
     simulate_s = timed(lambda: Allocator().run(stream))
+    requests = described(graph, training, values, steps=1)
+    recorded_s = timed(lambda: snapshot(Allocator(record=True).run(stream), requests.causes))
     print(f"allocator, one step of bert-large (B={batch}, seq_len={length}, {len(stream):,} events):")
     print(f"  simulate the caching allocator: {simulate_s * 1000:7.1f} ms (median of 5; target: under 200 ms)")
+    print(f"  the same, traced, and its snapshot (timeline --memory-viz): {recorded_s * 1000:7.1f} ms (median of 5)")
     print(f"  the replay's event stream:      {replay_s * 1000:7.1f} ms (median of 5)")
 
 

@@ -866,6 +866,8 @@ def fit(
 @training_options
 @click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
+@click.option("--memory-viz", "viz_file", metavar="FILE",
+              help="Also write the simulated allocator's snapshot pickle, for pytorch.org/memory_viz.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def timeline(
     config: Config,
@@ -874,6 +876,7 @@ def timeline(
     training: Any,
     gpu_memory: str | None,
     plot_file: str | None,
+    viz_file: str | None,
     as_json: bool,
 ) -> None:
     """Memory over two training steps, phase by phase: model states, each phase's peak, the step's peak.
@@ -889,7 +892,11 @@ def timeline(
     check_shape(config, batch, length)
     if plot_file:
         check_timeline_plot(config, plot_file, training.memory.layout)
+    if viz_file:
+        render.check_memory_viz(config, training, viz_file)
     steps = build_timeline(config, training, batch, length, budget)
+    if viz_file:
+        render.write_memory_viz(steps, viz_file)
     if plot_file:
         plot_timeline(config, training, batch, length, plot_file, budget)
     if as_json:

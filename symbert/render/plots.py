@@ -20,6 +20,7 @@ from symbert.formula import quantity
 from symbert.outputs import check_output, write_output
 from symbert.parallel import Layout
 from symbert.symbols import B, seq_len
+from symbert.training.oom import Simulation, applies
 from symbert.training.states import CATEGORIES, Training
 from symbert.training.step import step_memory
 
@@ -107,6 +108,35 @@ def _budget(ax, budget: int | None, scale: int) -> None:
         )
 
 
+#: The most x values at which ``plot`` simulates the caching allocator (spread evenly, both ends included).
+MAX_SIMULATED = 12
+
+
+def simulated_curve(
+    config: Config, training: Training, axis: str, fixed: int, xs: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """(x, allocated peak, reserved peak) of two training steps through the caching allocator's simulation, at up
+    to :data:`MAX_SIMULATED` of ``xs``; none where the simulation does not apply (see :func:`applies`)."""
+    if not applies(config, training):
+        return []
+    n = min(len(xs), MAX_SIMULATED)
+    picks = sorted({xs[round(i * (len(xs) - 1) / max(n - 1, 1))] for i in range(n)})
+    sim = Simulation(config, training, fixed if axis == "batch" else None)
+    runs = [sim.run(x) if axis == "batch" else sim.run(fixed, x) for x in picks]
+    return [(x, run.allocated, run.reserved) for x, run in zip(picks, runs, strict=True)]
+
+
+def _simulated(ax, points: list[tuple[int, int, int]], scale: int) -> None:
+    """The simulated allocated and reserved peaks as markers over the stacked peak."""
+    if not points:
+        return
+    xs, allocated, reserved = (np.asarray(column, dtype=np.float64) for column in zip(*points, strict=True))
+    ax.plot(xs, reserved / scale, "s", color="black", markerfacecolor="none", markersize=4, zorder=5, clip_on=False,
+            gid="simulated-reserved", label="reserved (caching allocator)")
+    ax.plot(xs, allocated / scale, "o", color="black", markersize=3, zorder=5, clip_on=False, gid="simulated-allocated",
+            label="allocated (caching allocator)")
+
+
 def memory_curve(config: Config, training: Training, axis: str, fixed: int, xs: Sequence[int]) -> np.ndarray:
     """The peak's bytes per category at each x (rows), with the other of batch and seq_len fixed."""
     x, other = (seq_len, B) if axis == "seq_len" else (B, seq_len)
@@ -136,10 +166,12 @@ def plot_memory(
     plt = _pyplot()
     exact_parts = memory_curve(config, training, axis, fixed, xs)
     totals = exact_parts.sum(axis=1)
-    unit, scale = _unit(max(int(totals.max()), budget or 0))
+    simulated = simulated_curve(config, training, axis, fixed, xs)
+    unit, scale = _unit(max(int(totals.max()), budget or 0, *(reserved for _, _, reserved in simulated)))
     parts = exact_parts.astype(np.float64) / scale
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.stackplot(xs, parts.T, labels=list(CATEGORIES.values()), colors=list(COLORS.values()), alpha=0.9)
+    _simulated(ax, simulated, scale)
     _budget(ax, budget, scale)
     if budget is not None:
         over = np.nonzero(totals > budget)[0]

@@ -7,14 +7,19 @@ import sympy
 from rich.console import Console
 from rich.table import Table
 
+from symbert.configs import Config as Model
+from symbert.configs import ConfigError
 from symbert.formula import human, quantity, text
+from symbert.outputs import check_output, write_output
 from symbert.render.reports import console, describe, layout_json, show
 from symbert.symbols import pad512
-from symbert.training.allocator import PhasePeak
+from symbert.training.allocator import Overhead, PhasePeak
 from symbert.training.fit import CUDA_CONTEXT_NOTE, Fit, fit_json, step_of
+from symbert.training.memviz import dump
+from symbert.training.oom import MAX_RUNS, applies
 from symbert.training.planner import Plan, family, plan_json
 from symbert.training.solve import Answer, Simulated
-from symbert.training.states import CATEGORIES
+from symbert.training.states import CATEGORIES, Training
 from symbert.training.timeline import Timeline
 
 
@@ -192,9 +197,43 @@ def timeline_json(t: Timeline) -> dict[str, object]:
             for p in t.phases
         ],
         "peak": {"bytes": peak.total, "where": peak.where, "components": dict(peak.bytes), "formula": text(t.formula)},
+        "allocator_overhead": overhead_json(t.overhead),
         "gpu_memory": t.budget,
         "fits": t.fits,
     }
+
+
+def overhead_json(overhead: Overhead | None) -> dict[str, int] | None:
+    """What the simulated allocator adds beyond the requests at its allocated peak, by kind."""
+    if overhead is None:
+        return None
+    return {"requested": overhead.requested, "rounding": overhead.rounding, "unsplit": overhead.unsplit,
+            "allocated": overhead.allocated, "segment_tails": overhead.tails, "holes": overhead.holes,
+            "reserved": overhead.reserved, "workspaces": overhead.workspaces}
+
+
+def overhead_line(overhead: Overhead) -> str:
+    """:func:`overhead_json` in one line."""
+    q = lambda n: quantity(n, "bytes")  # noqa: E731
+    return (f"at the allocated peak: requested {q(overhead.requested)} (workspaces {q(overhead.workspaces)})"
+            f" + rounding {q(overhead.rounding)} + unsplit blocks {q(overhead.unsplit)} = allocated"
+            f" {q(overhead.allocated)}; + segment tails {q(overhead.tails)} + holes {q(overhead.holes)}"
+            f" = reserved {q(overhead.reserved)}")
+
+
+def check_memory_viz(config: Model, training: Training, path: str) -> None:
+    """A path to write the snapshot to, for a setup whose allocator is simulated; else a ConfigError."""
+    check_output(path)
+    if not applies(config, training):
+        raise ConfigError("--memory-viz: the caching allocator is simulated only under the torch-cuda policy on one "
+                          f"GPU, with at most {MAX_RUNS} layer runs")
+
+
+def write_memory_viz(t: Timeline, path: str) -> None:
+    """The simulated step as a ``torch.cuda.memory._snapshot()`` pickle, for pytorch.org/memory_viz."""
+    check_memory_viz(t.config, t.training, path)
+    assert t.snapshot is not None
+    write_output(path, dump(t.snapshot))
 
 
 def _simulated_json(peak: PhasePeak | None) -> dict[str, int]:
@@ -226,6 +265,8 @@ def print_timeline(t: Timeline) -> None:
     if t.simulated:
         out.print("allocated, reserved: the caching allocator simulated over the two steps (max_memory_allocated and "
                   "max_memory_reserved per phase)")
+    if t.overhead is not None:
+        out.print(overhead_line(t.overhead))
     peak, budget = t.peak, t.budget
     verdict = "" if budget is None else ("; fits" if t.fits else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")

@@ -428,6 +428,9 @@ class Allocator:
     #: Whether to itemize what the allocator adds at the peak (:attr:`at_peak`; a walk of the free blocks at
     #: every new peak).
     itemize: bool = True
+    #: Whether to record what the allocator does, as ``torch.cuda.memory._record_memory_history`` does
+    #: (:attr:`trace`: ``(action, addr, size, stream, key)``, the actions of a snapshot's ``device_traces``).
+    record: bool = False
 
     def __post_init__(self) -> None:
         self.pools = {True: Pool(True), False: Pool(False)}
@@ -442,6 +445,11 @@ class Allocator:
         self.rounded = 0
         self.workspaces = 0
         self.at_peak = Overhead(0, 0, 0, 0, 0, 0)
+        self.trace: list[tuple[str, int, int, Hashable, Hashable]] = []
+
+    def _record(self, action: str, addr: int, size: int, stream: Hashable, key: Hashable = None) -> None:
+        if self.record:
+            self.trace.append((action, addr, size, stream, key))
 
     # -- events ------------------------------------------------------------------------------------------------
 
@@ -489,6 +497,7 @@ class Allocator:
         block.allocated, block.requested, block.tag = True, size, tag
         self.live[key] = block
         self._count(block, 1)
+        self._record("alloc", block.addr, size, stream, key)
         if self.itemize and self.allocated.current > self.at_peak.allocated:
             self.at_peak = self.overhead()
         return block
@@ -497,6 +506,8 @@ class Allocator:
         block = self.live.pop(key, None)
         if block is None:
             raise AllocatorError(f"free of {key!r}, which is not live")
+        for action in ("free_requested", "free_completed"):
+            self._record(action, block.addr, block.requested, block.stream, key)
         self._count(block, -1)
         block.allocated, block.requested, block.tag = False, 0, ""
         pool = self.pools[block.small]
@@ -543,6 +554,7 @@ class Allocator:
         addr = self.space.take(segment, at)
         self.segments[addr] = segment
         self.reserved.add(segment)
+        self._record("segment_alloc", addr, segment, stream)
         return Block(addr, segment, pool.small, stream, addr)
 
     def _split(self, block: Block, size: int) -> Block:
@@ -587,6 +599,7 @@ class Allocator:
         self.space.give(block.addr, block.size)
         del self.segments[block.segment]
         self.reserved.add(-block.size)
+        self._record("segment_free", block.addr, block.size, block.stream)
 
     def _release_oversize(self, pool: Pool, stream: Hashable, size: int) -> bool:
         """``release_available_cached_blocks``: under max_split_size, free oversize cached segments to fit."""
@@ -607,8 +620,9 @@ class Allocator:
         return released >= max(size, limit)
 
     def _release_all(self) -> bool:
-        """``release_cached_blocks``: every cached segment that is not split goes back (expandable: its pages)."""
-        for pool in self.pools.values():
+        """``release_cached_blocks``: every cached segment that is not split goes back (expandable: its pages),
+        the large pool's first."""
+        for pool in (self.pools[False], self.pools[True]):
             for key in list(pool.keys):
                 block = pool.blocks[key]
                 if block.expandable:
@@ -686,6 +700,7 @@ class Allocator:
             pool.unmapped.append(rest)
         block.mapped = True
         self.reserved.add(length)
+        self._record("segment_map", block.addr, length, block.stream)
         self.segments[block.segment] += length
         for neighbour in (block.prev, block.next):
             self._merge(block, neighbour, pool)
@@ -724,9 +739,17 @@ class Allocator:
                 for neighbour in (piece.prev, piece.next):
                     self._merge(piece, neighbour, pool)
         self.reserved.add(-(last - first))
+        self._record("segment_unmap", first, last - first, block.stream)
         self.segments[block.segment] -= last - first
 
     # -- reports -----------------------------------------------------------------------------------------------
+
+    def blocks(self) -> list[Block]:
+        """Every block of every segment (allocated, cached, and unmapped), by segment and address."""
+        found = [*self.live.values()]
+        for pool in self.pools.values():
+            found += [*pool.blocks.values(), *pool.unmapped]
+        return sorted(found, key=lambda b: (b.segment, b.addr))
 
     def _count(self, block: Block, sign: int) -> None:
         self.requested.add(sign * block.requested)

@@ -28,7 +28,7 @@ from symbert.training.fit import fit as closed_form
 from symbert.training.fit import fit_json, step_of
 from symbert.training.states import Training
 from symbert.training.step import StepMemory
-from symbert.training.stream import Request, at, events
+from symbert.training.stream import Cause, Request, at, described
 
 #: The simulation's virtual address space: 2**100 bytes, more than any cap symbert reads (2**80), so that only
 #: the cap makes an allocation fail.
@@ -96,19 +96,30 @@ class Simulation:
         graph, sizes = per_gpu(self.config, self.training.memory.layout, self.length)
         fixed = {seq_len: self.length} if self.length is not None else {}
         self.sizes = sizes
-        self.stream: list[Request] = events(graph, self.training, {**sizes, **fixed}, self.steps)
+        requests = described(graph, self.training, {**sizes, **fixed}, self.steps)
+        self.stream: list[Request] = requests.stream
+        self.causes: dict[int, Cause] = requests.causes
 
     def run(self, batch: int, length: int | None = None, cap: int | None = None) -> Run:
         """The steps at ``batch`` (and ``length``, when the replay left it open) under ``cap`` bytes reserved."""
+        return self.replay(batch, length, cap)[1]
+
+    def replay(self, batch: int, length: int | None = None, cap: int | None = None,
+               itemize: bool = False, record: bool = False) -> tuple[Allocator, Run]:
+        """The allocator after the steps (``itemize``: with what it adds at the peak; ``record``: with its trace)
+        and the run."""
         length = self.length if length is None else length
-        allocator = Allocator(self.alloc, cap, AddressSpace(1 << 2 * MAX_BITS, 1 << MAX_BITS), itemize=False)
+        # a recorded trace keeps to the 47-bit addresses of a real GPU (as the viewers expect), enough without a cap
+        space = AddressSpace() if record and cap is None else AddressSpace(1 << 2 * MAX_BITS, 1 << MAX_BITS)
+        allocator = Allocator(self.alloc, cap, space, itemize=itemize, record=record)
         failed = None
         try:
             allocator.run(at(self.stream, {B: batch, seq_len: length}))
         except OutOfMemory as exc:
             failed = f"{allocator.phase or 'loading the model'}: {exc}"
             allocator.end()
-        return Run(batch, length, tuple(allocator.phases), allocator.allocated.peak, allocator.reserved.peak, failed)
+        run = Run(batch, length, tuple(allocator.phases), allocator.allocated.peak, allocator.reserved.peak, failed)
+        return allocator, run
 
 
 @dataclass(frozen=True)

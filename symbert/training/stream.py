@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import sympy
 
@@ -29,6 +30,17 @@ from symbert.training.states import Training
 Request = tuple
 
 
+class Cause(NamedTuple):
+    """What made a request: the op and its scope, at a step and phase (step 0: loading the model), in which run
+    of its block (None: outside the blocks)."""
+
+    op: str
+    scope: str
+    step: int
+    phase: str
+    run: int | None = None
+
+
 class Requests:
     """Writes :attr:`stream`: ``("alloc", key, bytes[, stream, tag])``, ``("free", key)`` and ``("phase", name)``,
     for the events it takes, at the sizes ``values``."""
@@ -36,6 +48,8 @@ class Requests:
     def __init__(self, plan: Plan, values: Mapping[sympy.Symbol, int]) -> None:
         self.plan, self.values = plan, values
         self.stream: list[Request] = []
+        #: Each request's cause: (op, scope, step, phase) by its key.
+        self.causes: dict[int, Cause] = {}
         self._keys: dict[int, list[int]] = {}
         self._serial = itertools.count()
         self._bytes: dict[frozenset, int | sympy.Expr] = {}
@@ -79,6 +93,8 @@ class Requests:
         if nbytes == 0:
             return None
         self._mark(event)
+        run = event.owner[1] if event.owner is not None else None
+        self.causes[key] = Cause(event.cause, event.scope, event.step, event.phase, run)
         self.stream.append(("alloc", key, nbytes, 0, tag) if tag else ("alloc", key, nbytes))
         return key
 
@@ -113,10 +129,15 @@ def replay(
 def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> list[Request]:
     """The ordered allocation requests of ``steps`` training steps at ``values`` (see :class:`Requests`). Where
     ``values`` leave out a size (B or seq_len), a request's bytes are a formula in it: see :func:`at`."""
+    return described(graph, training, values, steps).stream
+
+
+def described(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> Requests:
+    """The requests of :func:`events`, with each one's cause (:attr:`Requests.causes`)."""
     plan, stream = replay(graph, training, values, steps)
     requests = Requests(plan, {**training.memory.layout.values(), **values})
     requests.take(stream)
-    return requests.stream
+    return requests
 
 
 def at(stream: list[Request], values: Mapping[sympy.Symbol, int]) -> list[Request]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy
 
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
 from symbert.symbols import B, seq_len
-from symbert.training.allocator import PhasePeak
+from symbert.training.allocator import Overhead, PhasePeak
+from symbert.training.memviz import snapshot
 from symbert.training.oom import Simulation, applies
 from symbert.training.states import Training
 from symbert.training.step import Phase, Point, phases, step_memory
@@ -22,7 +23,8 @@ STATES = ("weights", "gradients", "optimizer")
 class Timeline:
     """Two training steps of ``config`` at one shape: the model states' formulas, each phase's peak and end,
     the step's peak and its formula, and, where the caching allocator is simulated, each phase's allocated and
-    reserved peaks by name (``"1 forward"``). ``budget``: the GPU memory to check the peak against, if any."""
+    reserved peaks by name (``"1 forward"``), what the allocator adds at its allocated peak (``overhead``) and its
+    snapshot (``torch.cuda.memory._snapshot()``'s format). ``budget``: the GPU memory to check the peak against."""
 
     config: Config
     training: Training
@@ -34,6 +36,8 @@ class Timeline:
     formula: sympy.Expr
     simulated: dict[str, PhasePeak]
     budget: int | None = None
+    overhead: Overhead | None = None
+    snapshot: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
     @property
     def values(self) -> dict[sympy.Symbol, int]:
@@ -65,13 +69,12 @@ def timeline(config: Config, training: Training, batch: int, length: int, budget
     # nothing; the phases and the peak are those of the full replay (tests/test_robust.py).
     memory = step_memory(graph, training, sizes)
     steps = phases(memory.timeline(values))
-    simulated = simulated_phases(config, training, batch, length)
     states = {k: memory.states[k] for k in STATES}
-    return Timeline(config, training, batch, length, sizes, states, steps, memory.formula(values), simulated, budget)
-
-
-def simulated_phases(config: Config, training: Training, batch: int, length: int) -> dict[str, PhasePeak]:
-    """Each phase's peaks from the caching allocator's simulation, by name ("1 forward"), where it applies."""
+    formula = memory.formula(values)
     if not applies(config, training):
-        return {}
-    return {p.name: p for p in Simulation(config, training, length).run(batch).phases}
+        return Timeline(config, training, batch, length, sizes, states, steps, formula, {}, budget)
+    sim = Simulation(config, training, length)
+    allocator, run = sim.replay(batch, itemize=True, record=True)
+    simulated = {p.name: p for p in run.phases}
+    return Timeline(config, training, batch, length, sizes, states, steps, formula, simulated, budget,
+                    allocator.at_peak, snapshot(allocator, sim.causes))
