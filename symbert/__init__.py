@@ -101,6 +101,8 @@ for _cls, _formats in {
     "symbert.analysis.explain.Explanation": {"markdown": "explanation_markdown"},
     "symbert.configs.Config": {"markdown": "config_markdown"},
     "symbert.training.fit.Fit": {"markdown": "fit_markdown"},
+    "symbert.training.planner.Plan": {"markdown": "plan_markdown"},
+    "symbert.training.timeline.Timeline": {"markdown": "timeline_markdown"},
 }.items():
     _display.register(_cls, **{fmt: f"{_NOTEBOOK}:{function}" for fmt, function in _formats.items()})
 _display.formulas_in_ipython(f"{_NOTEBOOK}:formula_latex")

@@ -79,6 +79,27 @@ class Quantity(click.ParamType):
         return "QUANTITY"
 
 
+class Size(click.ParamType):
+    """A memory size as text (16GiB, 16GB, bytes), read later; one in a decimal unit gets a note on standard
+    error saying what it means (:func:`symbert.training.fit.decimal_note`)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from symbert.training.fit import decimal_note
+
+        note = decimal_note(str(value))
+        if note:
+            click.echo(f"symbert: note: {note}", err=True)
+        return str(value)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SIZE"
+
+
+SIZE = Size()
+
+
 class Command(click.Command):
     """A command that keeps its raw arguments, so repeated --preset and --config keep their order."""
 
@@ -128,11 +149,23 @@ def task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def one_config(presets: tuple[str, ...], files: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """The --preset and --config of a one-config command; either given more than once, a ConfigError (both given
+    once: :func:`symbert.configs.resolve` refuses them)."""
+    from symbert.configs import safe_name
+
+    given = [("--preset", name) for name in presets] + [("--config", file) for file in files]
+    if len(presets) > 1 or len(files) > 1:
+        shown = ", ".join(f"{flag} {safe_name(value, 30)}" for flag, value in given)
+        raise ConfigError(f"this command reads one config, got {shown}; compare, table, latex and sweep take several")
+    return (presets or (None,))[0], (files or (None,))[0]
+
+
 def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--preset / --config / --set / structural flags / task flags, resolved into a ``config`` argument."""
 
-    @click.option("--preset", "preset_name", metavar="NAME", help="A preset such as bert-base (default).")
-    @click.option("--config", "config_file", metavar="FILE", help="A Hugging Face config.json.")
+    @click.option("--preset", "preset_names", metavar="NAME", multiple=True, help="A preset (default: bert-base).")
+    @click.option("--config", "config_files", metavar="FILE", multiple=True, help="A config.json (-: standard input).")
     @click.option("--set", "overrides", metavar="KEY=VALUE", multiple=True, help="Override a config value.")
     @click.option("--no-pooler", is_flag=True, help="Leave out the pooler.")
     @click.option("--no-token-types", is_flag=True, help="Leave out token-type embeddings.")
@@ -140,8 +173,8 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @task_options
     @wraps(fn)
     def wrapper(
-        preset_name: str | None,
-        config_file: str | None,
+        preset_names: tuple[str, ...],
+        config_files: tuple[str, ...],
         overrides: tuple[str, ...],
         no_pooler: bool,
         no_token_types: bool,
@@ -150,6 +183,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> Any:
         options = structure(no_pooler, no_token_types, no_padding)
+        preset_name, config_file = one_config(preset_names, config_files)
         config = resolve(preset_name, config_file, overrides, task, **options)
         return fn(config=config, **kwargs)
 
@@ -505,6 +539,8 @@ def _configs(
     would share a label are labelled by the path given."""
     from dataclasses import replace
 
+    from symbert.configs import safe_name
+
     found: list[tuple[Config, str | None]] = []
     for spec in specs:
         found.extend((c, spec if c.name != spec else None) for c in configs_of(spec, overrides, task, **options))
@@ -514,7 +550,7 @@ def _configs(
         else:
             found.append((resolve(None, value, overrides, task, **options), value))
     names = [c.name for c, _ in found]
-    return [replace(c, name=path) if path and names.count(c.name) > 1 else c for c, path in found]
+    return [replace(c, name=safe_name(path)) if path and names.count(c.name) > 1 else c for c, path in found]
 
 
 def config_specs(
@@ -788,7 +824,8 @@ def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         zero_engine: str | None,
         **kwargs: Any,
     ) -> Any:
-        training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout)
+        searched = kwargs.get("gpus") is not None  # fit --gpus: the layouts are searched
+        training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout, searched)
         if "config" in kwargs:  # a command over several configs sets each one's up itself
             training = training.for_model(kwargs["config"].spec)
         return fn(training=training, **kwargs)
@@ -812,7 +849,7 @@ def _budget(text: str | None, training: Any) -> int | None:
 
 @cli.command()
 @config_options
-@click.option("--gpu-memory", metavar="SIZE", help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
+@click.option("--gpu-memory", type=SIZE, help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
 @click.option("--batch", "-b", type=POSITIVE, help="Batch size B; leave out to solve for it.")
 @click.option("--seq-len", "-s", "length", type=POSITIVE, help="Sequence length; leave out to solve for it.")
 @click.option(
@@ -820,7 +857,7 @@ def _budget(text: str | None, training: Any) -> int | None:
     type=POSITIVE,
     help="Plan N GPUs: search t, p, d = N/(t·p), ZeRO stage, recompute and micro-batch (--batch: a fixed one).",
 )
-@click.option("--cuda-context", metavar="SIZE", help="The CUDA context taken from --gpu's memory (default: 781MiB).")
+@click.option("--cuda-context", type=SIZE, help="The CUDA context taken from --gpu's memory (default: 781MiB).")
 @click.option(
     "--alloc-conf", metavar="SETTINGS", help="PYTORCH_ALLOC_CONF for the allocator (default: the environment's)."
 )
@@ -864,7 +901,7 @@ def fit(
 @BATCH_OPTION
 @SEQ_LEN_OPTION
 @training_options
-@click.option("--gpu-memory", metavar="SIZE", help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
+@click.option("--gpu-memory", type=SIZE, help="A budget to mark and check (default: --gpu's): 16GiB, 16000MiB.")
 @click.option("--plot", "plot_file", metavar="FILE", help="Also draw the timeline: .png, .svg or .pdf.")
 @click.option("--memory-viz", "viz_file", metavar="FILE",
               help="Also write the simulated allocator's snapshot pickle, for pytorch.org/memory_viz.")
@@ -917,7 +954,7 @@ def timeline(
 )
 @click.option("--max", "upto", type=AtLeast(2), help="Largest x (default: every position for seq_len, 64 for batch).")
 @training_options
-@click.option("--budget", metavar="SIZE", help="Draw the GPU budget: 16GiB, 16GB, 16000MiB or bytes.")
+@click.option("--budget", type=SIZE, help="Draw the GPU budget: 16GiB, 16GB, 16000MiB or bytes.")
 @click.option("-o", "--output", metavar="FILE", required=True, help="The plot: .png, .svg or .pdf.")
 def plot(
     config: Config,

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -207,35 +208,56 @@ def preset(name: str) -> Config:
     raise ConfigError(f"unknown preset {name!r}{hint}")
 
 
+#: The longest name printed: longer ones keep their start and end around an ellipsis.
+MAX_NAME = 60
+#: What standard input is called, as a ``--config -`` file's name and in its errors.
+STDIN = "<stdin>"
+
+
+def safe_name(text: str, limit: int = MAX_NAME) -> str:
+    """``text`` fit to print as a name: control characters (terminal escapes, newlines) written as Python
+    escapes (``\\x1b``, ``\\n``), and at most ``limit`` characters, its middle cut to an ellipsis."""
+    shown = "".join(repr(c)[1:-1] if not c.isprintable() else c for c in text)
+    if len(shown) <= limit:
+        return shown
+    head = (limit - 1) // 2
+    return f"{shown[:head]}…{shown[len(shown) - (limit - 1 - head):]}"
+
+
 def label(path: Path, data: Mapping[str, object]) -> str:
-    """A config file's name in outputs: its ``_name_or_path`` (a local path's last folder), else the folder
-    it sits in when the file is a checkpoint's ``config.json``, else the file's stem."""
+    """A config file's name in outputs (:func:`safe_name`): its ``_name_or_path`` (a local path's last folder),
+    else the folder it sits in when the file is a checkpoint's ``config.json``, else the file's stem."""
     given = data.get("_name_or_path")
     if isinstance(given, str) and given.strip():
         given = given.strip().rstrip("/\\")
         local = given.startswith(("/", ".", "~")) or "\\" in given or ":" in given
-        return re.split(r"[/\\]", given)[-1] if local else given
+        return safe_name(re.split(r"[/\\]", given)[-1] if local else given)
+    if str(path) == STDIN:
+        return "stdin"
     if path.stem == "config" and path.parent.name:
-        return path.parent.name
-    return path.stem
+        return safe_name(path.parent.name)
+    return safe_name(path.stem)
 
 
 def config_path(path: str | Path) -> Path:
     """``path``, or the ``config.json`` inside it when it is a folder (a Hugging Face checkpoint)."""
     path = Path(path)
-    return path / "config.json" if path.is_dir() else path
+    return path / "config.json" if path.is_dir() and str(path) != STDIN else path
 
 
 def from_file(path: str | Path) -> Config:
     """A Hugging Face config.json (or a checkpoint folder holding one), dispatched on ``model_type`` (or,
     without one, on a class of ``architectures`` symbert knows; ``AutoConfig`` refuses a file with
     neither). Every key Hugging Face reads is modelled or refused (:meth:`ModelSpec.kind`); the others
-    change nothing. It is labelled by :func:`label`."""
-    path = config_path(path)
+    change nothing. It is labelled by :func:`label`; ``-`` is standard input. An error names the file."""
+    path = Path(STDIN) if str(path) == "-" else config_path(path)
     data = load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
-    return validated(replace(_read(Source(str(path), data)), name=label(path, data)))
+    try:
+        return validated(replace(_read(Source(str(path), data)), name=label(path, data)))
+    except ConfigError as exc:
+        raise (exc if str(exc).startswith(str(path)) else ConfigError(f"{path}: {exc}")) from None
 
 
 def _read(source: Source) -> Config:
@@ -277,6 +299,8 @@ def _check_token_ids(spec: ModelSpec, data: Mapping[str, object], config: Config
 def load_json(path: Path) -> object:
     """A JSON file read safely: a regular file or a pipe, at most :data:`MAX_CONFIG_BYTES`, nested at most
     :data:`MAX_JSON_DEPTH` deep, integers of more than 40 digits kept as :class:`Huge`."""
+    if str(path) == STDIN:
+        return _parse_json(sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1), path)
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
@@ -286,6 +310,11 @@ def load_json(path: Path) -> object:
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _parse_json(raw, path)
+
+
+def _parse_json(raw: bytes, path: Path) -> object:
+    """A config file's bytes as JSON, within the limits of :func:`load_json`."""
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than a config file may be ({MAX_CONFIG_BYTES // 2**20} MiB)")
     try:

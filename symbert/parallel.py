@@ -49,6 +49,8 @@ class Layout:
                 raise ValueError(f"{name} parallel degree must be a positive integer, got {value!r}")
         if self.zero not in ZERO_STAGES:
             raise ValueError(f"ZeRO stage must be one of {', '.join(map(str, ZERO_STAGES))}, got {self.zero!r}")
+        if self.zero and self.data == 1:
+            raise ValueError(f"ZeRO shards over the data-parallel group: --zero {self.zero} needs --data-parallel > 1")
         if self.sequence and self.tensor == 1:
             raise ValueError(
                 "sequence parallelism shards along the tensor-parallel group: it needs --tensor-parallel > 1"

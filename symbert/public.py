@@ -36,8 +36,8 @@ ConfigLike = str | os.PathLike | Config
 
 
 def is_path(spec: str) -> bool:
-    """A config name that can only be a file: a .json name, or one with a path separator."""
-    return spec.lower().endswith(".json") or "/" in spec or os.sep in spec or (os.altsep or "/") in spec
+    """A config name that can only be a file: ``-`` (standard input), a .json name, or one with a path separator."""
+    return spec == "-" or spec.lower().endswith(".json") or "/" in spec or os.sep in spec or (os.altsep or "/") in spec
 
 
 def configs_of(spec: ConfigLike, overrides: Sequence[str] = (), task: dict[str, Any] | None = None,
@@ -80,9 +80,16 @@ def setup(
     gpu: str | None = None,
     zero_engine: str | None = None,
     layout: Layout | None = None,
+    searched: bool = False,
 ) -> Training:
     """A training setup from the commands' options; under torch-cuda with CUBLAS_WORKSPACE_CONFIG from the
-    environment. An unknown name or GPU is a ConfigError."""
+    environment. An unknown name or GPU is a ConfigError, and so is a ZeRO engine on one GPU, where it changes
+    nothing, unless ``searched`` (the layouts are searched: ``fit --gpus``)."""
+    one = layout is None or (layout.data == 1 and layout.tensor == 1)
+    if zero_engine is not None and one and not searched:
+        raise ConfigError(
+            "--zero-engine changes nothing on one GPU: give --data-parallel (or --tensor-parallel) > 1, or --gpus"
+        )
     try:
         memory = MemoryOptions(policy, dtype, attention, recompute, layout=layout or Layout())
         key = find_gpu(gpu).key if gpu is not None else None
@@ -215,7 +222,8 @@ def fit(
     from symbert.training.solve import solve
 
     config = config_of(config)
-    training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout)
+    searched = gpus is not None  # the layouts are searched
+    training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout, searched)
     training = training.for_model(config.spec)
     return solve(config, training, gpu_memory, batch, seq_len, gpus, cuda_context, alloc_conf, closed_form)
 

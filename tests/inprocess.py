@@ -28,11 +28,12 @@ class Outcome:
         )
 
 
-def invoke(*args: str) -> Outcome:
-    """Run ``symbert ARGS`` as :func:`symbert.cli.main` would; an exception that escapes main propagates."""
+def invoke(*args: str, stdin: str | None = None) -> Outcome:
+    """Run ``symbert ARGS`` as :func:`symbert.cli.main` would, reading ``stdin``; an exception that escapes main
+    propagates."""
     runner = CliRunner()
     argv = sys.argv
-    with runner.isolation() as (out, err, _):
+    with runner.isolation(input=stdin) as (out, err, _):
         sys.argv = ["symbert", *args]
         code = 0
         try:

@@ -97,6 +97,11 @@ def test_walkthrough_notebook_runs(monkeypatch) -> None:
     assert "<Graph bert, head model: 50 nodes" in plain and "335141888" in plain
     assert "<Comparison of bert-mini, modernbert-base against bert-tiny" in plain
     assert "<Explanation of activation_bytes" in plain
+    for shown in ("<Config bert-base: bert", "<Components of params", "<Fit bert-base", "<Plan bert-base: 4 GPUs",
+                  "<Timeline bert-base"):
+        assert shown in plain, shown
+    markdown = "\n".join(o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {}))
+    assert "| $t$ | $p$ | $d$ | ZeRO |" in markdown and "| model state | formula | bytes |" in markdown
 
 
 def test_config_repr_and_markdown() -> None:
@@ -180,3 +185,69 @@ def test_formulas_display_in_symbert_notation_in_ipython() -> None:
         "True",
         r"$\displaystyle x^{2}$",
     ]
+
+
+def test_plan_repr_and_markdown() -> None:
+    """A plan written by hand: two layouts of 4 GPUs fit, one family does not."""
+    from symbert.parallel import Layout
+    from symbert.training.planner import Option, Plan, Rejected
+    from symbert.training.states import Training
+    from symbert.training.step import Point
+
+    def peak(gib: int) -> Point:
+        split = {"weights": 2**30, "activations": (gib - 1) * 2**30}
+        return Point(2, "backward", "encoder/layer/output/dense", 11, split)
+
+    fits = (Option(Layout(data=4), "none", 16, peak(30), 1),
+            Option(Layout(tensor=2, sequence=True, data=2, zero=3), "selective", 24, peak(40), 58))
+    rejected = (Rejected(Layout(pipeline=4, microbatches=4), "--pipeline-parallel 4 does not divide the layers (L=6)"),)
+    plan = Plan(BASE, Training(), 4, 80 * 2**30, 512, None, fits, rejected)
+    assert repr(plan) == (
+        "<Plan bert-base: 4 GPUs of 80.00 GiB at seq_len 512: 2 layouts fit; best t=1, p=1, d=4, ZeRO 0, "
+        "recompute none, micro-batch 16, peak 30.00 GiB; 1 do not>"
+    )
+    md = plan._repr_markdown_()
+    assert md.startswith("**bert-base**: 4 GPUs of 80.00 GiB at seq_len 512: 2 layouts fit; best t=1")
+    assert (
+        "| $t$ | $p$ | $d$ | ZeRO | recompute | micro-batch | peak | communication |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| 1 | 1 | 4 | 0 | none | 16 | 30.00 GiB | 1 |\n"
+        "| 2 (sp) | 1 | 2 | 3 | selective | 24 | 40.00 GiB | 58 |\n"
+    ) in md
+    assert md.endswith(
+        "do not fit:\n\n- t=1, p=4, d=1, ZeRO 0: --pipeline-parallel 4 does not divide the layers (L=6)\n"
+    )
+    nothing = Plan(BASE, Training(), 4, 2**30, 128, 8, (), rejected)
+    assert repr(nothing).startswith("<Plan bert-base: 4 GPUs of 1.00 GiB at seq_len 128, micro-batch 8: no layout fits")
+
+
+def test_timeline_repr_and_markdown() -> None:
+    """A timeline written by hand: bert-base's states (4·Ψ bytes of fp32 weights, Ψ = 109,482,240), two phases."""
+    from symbert.symbols import H, L
+    from symbert.training.allocator import PhasePeak
+    from symbert.training.states import Training
+    from symbert.training.step import Phase, Point
+    from symbert.training.timeline import Timeline
+
+    sizes = BASE.symbols()
+    forward = Point(1, "forward", "encoder/layer/output/LayerNorm", 11, {"weights": 3 * 2**29, "activations": 2**30})
+    backward = Point(1, "backward", "embeddings/word_embeddings", None, {"weights": 3 * 2**29, "activations": 2**31})
+    phases = [Phase(1, "forward", forward, 2**31), Phase(1, "backward", backward, 3 * 2**29)]
+    states = {"weights": 12 * H**2 * L, "gradients": 12 * H**2 * L, "optimizer": 24 * H**2 * L}
+    simulated = {"1 forward": PhasePeak("1 forward", 0, 2**31 + 2**29, 3 * 2**30)}
+    tl = Timeline(BASE, Training(), 8, 512, sizes, states, phases, 7 * H + 3, simulated, 2**32)
+    assert repr(tl) == (
+        "<Timeline bert-base, adamw, fp32 precision, B=8, seq_len=512: peak 3.50 GiB at step 1 backward: "
+        "embeddings/word_embeddings; fits in 4.00 GiB>"
+    )
+    md = tl._repr_markdown_()
+    assert md.startswith("**bert-base**: B=8, seq_len=512: peak 3.50 GiB at step 1 backward: embeddings/")
+    # 12·768²·12 = 84,934,656 bytes = 81.00 MiB
+    assert "| weights | $12 H^{2} L$ | 81.00 MiB |\n| gradients | $12 H^{2} L$ | 81.00 MiB |\n" in md
+    assert "| optimizer states | $24 H^{2} L$ | 162.00 MiB |\n" in md
+    assert (
+        "| step | phase | peak | allocated | reserved | where | end |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+        "| 1 | forward | 2.50 GiB | 2.50 GiB | 3.00 GiB | encoder/layer/output/LayerNorm [11] | 2.00 GiB |\n"
+        "| 1 | backward | 3.50 GiB |  |  | embeddings/word_embeddings | 1.50 GiB |\n"
+    ) in md
+    assert md.endswith("peak formula: $7 H + 3$\n")

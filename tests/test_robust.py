@@ -394,3 +394,111 @@ def test_fit_solution_is_exact_at_huge_sizes() -> None:
     n = result.batch
     assert n is not None and result.peak.total > 2**63
     assert exact_peak(config, ADAMW, n, 512) == result.peak.total <= 2**80 < exact_peak(config, ADAMW, n + 1, 512)
+
+
+# ---- issue 23: the command line's edges
+
+TINY_FILE = {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 512}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--preset", "bert-tiny", "--preset", "bert-base"), "this command reads one config"),
+        (("--config", "a.json", "--config", "b.json"), "this command reads one config"),
+        (("--preset", "bert-tiny", "--config", "a.json", "--preset", "bert-base"), "this command reads one config"),
+        (("--preset", "bert-tiny", "--config", "a.json"), "give either --preset or --config, not both"),
+    ],
+)
+def test_a_repeated_one_config_option_is_refused(args, says) -> None:
+    for command in ("params", "report", "fit"):
+        outcome = invoke(command, *args)
+        assert outcome.refused and says in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "api", "says"),
+    [
+        (("timeline", "--zero", "3"), {"layout": {"zero": 3}}, "ZeRO shards over the data-parallel group: --zero 3"),
+        (("timeline", "--zero-engine", "deepspeed"), {"zero_engine": "deepspeed"}, "--zero-engine changes nothing"),
+        (("fit", "--gpu", "h100", "-s", "64", "--closed-form", "--cuda-context", "1GiB"),
+         {"gpu": "h100", "seq_len": 64, "closed_form": True, "cuda_context": "1GiB"},
+         "--cuda-context sets up the allocator's simulation, which does not run: --closed-form leaves it out"),
+        (("fit", "--gpu", "h100", "-s", "64", "--policy", "megatron", "--alloc-conf", "expandable_segments:True"),
+         {"gpu": "h100", "seq_len": 64, "policy": "megatron", "alloc_conf": "expandable_segments:True"},
+         "--alloc-conf sets up the allocator's simulation, which does not run: it runs under --policy torch-cuda"),
+        (("fit", "--gpus", "2", "--gpu", "h100", "--cuda-context", "1GiB"), {"gpus": 2, "gpu": "h100",
+         "cuda_context": "1GiB"}, "does not run: --gpus plans with the closed form"),
+    ],
+)
+def test_options_that_change_nothing_are_refused_by_the_command_and_the_api(args, api, says) -> None:
+    import symbert
+    from symbert.parallel import Layout
+
+    outcome = invoke(*args, "--preset", "bert-tiny")
+    assert outcome.refused and says in outcome.stderr, outcome.stderr
+    with pytest.raises(ValueError) as raised:
+        if "layout" in api:  # the API takes the layout whole
+            Layout(**api["layout"])
+        else:
+            (symbert.fit if args[0] == "fit" else symbert.timeline)("bert-tiny", **api)
+    assert says in str(raised.value)
+
+
+def test_the_options_that_do_matter_are_kept() -> None:
+    """--zero-engine over d = 2, and where fit --gpus searches the layouts; --zero 0 on one GPU (the default)."""
+    found = invoke("timeline", "--preset", "bert-tiny", "--data-parallel", "2", "--zero", "3", "--zero-engine",
+                   "deepspeed", "--json")
+    assert found.code == 0, found.stderr
+    planned = invoke("fit", "--preset", "bert-tiny", "--gpus", "2", "--gpu", "h100", "-s", "64", "--zero-engine",
+                     "deepspeed", "--json")
+    assert planned.code == 0, planned.stderr
+    assert invoke("timeline", "--preset", "bert-tiny", "--zero", "0", "--json").code == 0
+
+
+@pytest.mark.parametrize("command", [("params",), ("report", "-s", "8"), ("compare", "bert-tiny")])
+def test_control_characters_in_names_are_escaped_and_long_names_shortened(tmp_path, command) -> None:
+    evil = write(tmp_path, "evil.json", {**TINY_FILE, "_name_or_path": "evil\x1b[31mred\nline\x07"})
+    long = write(tmp_path, "long.json", {**TINY_FILE, "_name_or_path": "a" * 100 + "Z" * 100})
+    for path, shown in ((evil, r"evil\x1b[31mred\nline\x07"), (long, "a" * 29 + "…" + "Z" * 30)):
+        outcome = invoke(*command, "--config", path)
+        assert outcome.code == 0, outcome.stderr
+        assert shown in outcome.stdout
+        assert not any(c in outcome.stdout for c in "\x1b\x07") and "a" * 30 not in outcome.stdout
+
+
+def test_errors_about_a_value_in_a_config_file_name_the_file_and_the_key(tmp_path) -> None:
+    cases = {"hidden_size": "big", "num_hidden_layers": 0, "intermediate_size": 10**13}
+    for key, value in cases.items():
+        path = write(tmp_path, f"{key}.json", {**TINY_FILE, key: value})
+        outcome = invoke("params", "--config", path)
+        assert outcome.refused and outcome.stderr.startswith(f"symbert: error: {path}: {key}"), outcome.stderr
+    divides = write(tmp_path, "heads.json", {**TINY_FILE, "num_attention_heads": 3})
+    outcome = invoke("params", "--config", divides)
+    assert outcome.refused and f"{divides}: hidden_size=128 is not divisible by num_attention_heads=3" in outcome.stderr
+
+
+def test_config_dash_reads_standard_input() -> None:
+    """bert-tiny (google/bert_uncased_L-2_H-128_A-2) has 4,385,920 parameters; read from standard input."""
+    outcome = invoke("params", "--config", "-", "--json", stdin=json.dumps(TINY_FILE))
+    assert outcome.code == 0, outcome.stderr
+    assert json.loads(outcome.stdout)["params"] == 4_385_920
+    both = invoke("compare", "-", "bert-tiny", "--json", stdin=json.dumps(TINY_FILE))
+    assert both.code == 0, both.stderr
+    bad = invoke("params", "--config", "-", stdin=json.dumps({**TINY_FILE, "hidden_size": 0}))
+    assert bad.refused and "<stdin>: hidden_size must be a positive integer" in bad.stderr
+
+
+def test_a_decimal_memory_unit_is_said_plainly() -> None:
+    """24GB is 24·10⁹ bytes: 24,000,000,000 / 2³⁰ = 22.3517… GiB; 1.5TB = 1.5·10¹² bytes = 1.364… TiB."""
+    from symbert.training.fit import decimal_note
+
+    outcome = invoke("fit", "--preset", "bert-tiny", "-s", "64", "--gpu-memory", "24GB", "--closed-form")
+    assert outcome.code == 0
+    assert outcome.stderr == "symbert: note: 24GB = 24·10⁹ bytes = 22.35 GiB; write 24GiB for 24·2³⁰\n"
+    assert decimal_note("1.5tb") == "1.5TB = 1.5·10¹² bytes = 1.36 TiB; write 1.5TiB for 1.5·2⁴⁰"
+    assert decimal_note("1KB") == "1KB = 1·10³ bytes = 1,000 bytes; write 1KiB for 1·2¹⁰"
+    for plain in ("24GiB", "17179869184", "16000MiB", "24B", "nonsense"):
+        assert decimal_note(plain) is None
+    assert invoke("fit", "--preset", "bert-tiny", "-s", "64", "--gpu-memory", "24GiB", "--closed-form").stderr == ""

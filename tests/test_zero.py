@@ -66,8 +66,11 @@ def test_shards_round_up_to_whole_elements() -> None:
 
 
 def test_one_gpu_is_the_single_gpu_formula() -> None:
+    """A ZeRO stage on one GPU would shard nothing: it is refused, and d = 1 leaves the single-GPU formula."""
+    with pytest.raises(ValueError, match="--zero 3 needs --data-parallel > 1"):
+        Layout(zero=3)
     graph = symbert.trace()
-    one = model_states(graph, Training("adam", "mixed", MemoryOptions("megatron", layout=Layout(zero=3))))
+    one = model_states(graph, Training("adam", "mixed", MemoryOptions("megatron", layout=Layout(data=1))))
     assert sympy.expand(total(one) - 16 * params(graph).total) == 0
 
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from symbert.configs import Config
     from symbert.ir import Graph
     from symbert.training.fit import Fit
+    from symbert.training.planner import Plan
+    from symbert.training.timeline import Timeline
 
 #: symbert's symbols: a formula holding one of them displays in symbert's notation.
 SYMBOLS = frozenset((*ALL, *DEGREES))
@@ -148,3 +150,44 @@ def explanation_markdown(terms: Explanation) -> str:
         + _markdown_table(("term", "part", "node", "what", "component"), rows)
         + notes
     )
+
+
+def plan_markdown(p: Plan) -> str:
+    """The layouts that fit, best first, under the degrees' symbols; then each family that does not, and why."""
+    from symbert.symbols import d, t
+    from symbert.symbols import p as stages
+
+    parts = [f"**{p.config.name}**: {p.summary()}", p.training.describe()]
+    if p.fits:
+        header = (math(t), math(stages), math(d), "ZeRO", "recompute", "micro-batch", "peak", "communication")
+        rows = [
+            (f"{o.layout.tensor}{' (sp)' if o.layout.sequence else ''}", o.layout.pipeline, o.layout.data,
+             o.layout.zero, o.recompute, f"{o.batch:,}", quantity(o.peak.total, "bytes"), o.communication)
+            for o in p.fits
+        ]
+        parts.append(_markdown_table(header, rows).rstrip())
+    if p.rejected:
+        from symbert.training.planner import family
+
+        parts.append("do not fit:\n\n" + "".join(f"- {family(r.layout)}: {r.reason}\n" for r in p.rejected).rstrip())
+    return "\n\n".join(parts) + "\n"
+
+
+def timeline_markdown(tl: Timeline) -> str:
+    """The model states' formulas and bytes, each phase's peak, where it is and its end, and the peak's formula."""
+    states = [(CATEGORIES[k], math(v), quantity(int(v.subs(tl.sizes)), "bytes")) for k, v in tl.states.items()]
+    extra = ("allocated", "reserved") if tl.simulated else ()
+    rows = []
+    for ph in tl.phases:
+        sim = tl.simulated.get(f"{ph.step} {ph.name}")
+        cells = (quantity(sim.allocated, "bytes"), quantity(sim.reserved, "bytes")) if sim else ("",) * len(extra)
+        where = ph.peak.where.split(": ", 1)[1]
+        rows.append((ph.step, ph.name, quantity(ph.peak.total, "bytes"), *cells, where, quantity(ph.end, "bytes")))
+    parts = [
+        f"**{tl.config.name}**: {tl.summary()}",
+        tl.training.describe(),
+        _markdown_table(("model state", "formula", "bytes"), states).rstrip(),
+        _markdown_table(("step", "phase", "peak", *extra, "where", "end"), rows).rstrip(),
+        f"peak formula: {math(tl.formula)}",
+    ]
+    return "\n\n".join(parts) + "\n"

@@ -57,6 +57,26 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def decimal_note(text: str) -> str | None:
+    """What a size in a decimal unit means, where one could read it as binary: ``24GB = 24·10⁹ bytes = 22.35 GiB;
+    write 24GiB for 24·2³⁰``. None for bytes, binary units and text that is not a size."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).upper() if match else ""
+    if unit not in UNITS or unit in ("", "B") or unit.endswith("IB"):
+        return None
+    power = 3 * "KMGTPEZY".index(unit[0]) + 3
+    number, binary = match.group(1), f"{unit[0]}iB"
+    exact = quantity(parse_bytes(text), "bytes")
+    exact += "" if exact.endswith("B") else " bytes"
+    return (
+        f"{number}{unit} = {number}·10{str(power).translate(_SUPERSCRIPT)} bytes = {exact}; write {number}{binary} "
+        f"for {number}·2{str(power // 3 * 10).translate(_SUPERSCRIPT)}"
+    )
+
+
 @dataclass(frozen=True)
 class Knob:
     """One change to the setup, and the peak it gives."""

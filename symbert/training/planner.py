@@ -23,6 +23,7 @@ import sympy
 from symbert.analysis.policy import RECOMPUTE
 from symbert.api import per_gpu, spread_of, trace
 from symbert.configs import MAX_SIZE, Config, ConfigError
+from symbert.display import Displayed
 from symbert.formula import quantity
 from symbert.ir import Graph
 from symbert.ops import OPS
@@ -58,7 +59,10 @@ class Rejected:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(Displayed):
+    """The layouts of ``gpus`` GPUs of ``budget`` bytes each that fit at ``seq_len`` (and micro-batch ``batch``,
+    when given), best first, and the layout families that do not, each with why."""
+
     config: Config
     training: Training
     gpus: int
@@ -67,6 +71,22 @@ class Plan:
     batch: int | None
     fits: tuple[Option, ...]
     rejected: tuple[Rejected, ...]
+
+    def summary(self) -> str:
+        """One line: how many layouts fit, and the best."""
+        shape = f"seq_len {self.seq_len}" + (f", micro-batch {self.batch}" if self.batch else "")
+        head = f"{self.gpus} GPUs of {quantity(self.budget, 'bytes')} at {shape}"
+        if not self.fits:
+            return f"{head}: no layout fits"
+        best = self.fits[0]
+        return (
+            f"{head}: {len(self.fits)} layout{'s' * (len(self.fits) > 1)} fit; best {family(best.layout)}, "
+            f"recompute {best.recompute}, micro-batch {best.batch}, peak {quantity(best.peak.total, 'bytes')}"
+        )
+
+    def __repr__(self) -> str:
+        rejected = f"; {len(self.rejected)} do not" if self.rejected else ""
+        return f"<Plan {self.config.name}: {self.summary()}{rejected}>"
 
 
 def _order(layout: Layout) -> tuple[int, int, int, int]:

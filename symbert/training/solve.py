@@ -11,7 +11,7 @@ from symbert.gpus import gpu as find_gpu
 from symbert.training.allocator import AllocatorError, from_environment, parse_config
 from symbert.training.allocator import Config as AllocatorConfig
 from symbert.training.fit import Fit, fit, parse_bytes
-from symbert.training.oom import Cap, Largest, applies, cap_of, largest, largest_json
+from symbert.training.oom import MAX_RUNS, Cap, Largest, applies, cap_of, largest, largest_json
 from symbert.training.planner import Plan, plan
 from symbert.training.states import Training
 
@@ -74,14 +74,36 @@ def solve(
     The cap is ``gpu_memory``, else the GPU's memory less ``cuda_context`` (default: the measured context);
     ``alloc_conf`` configures the allocator as PYTORCH_ALLOC_CONF does (default: the environment's)."""
     budget = budget_of(gpu_memory, training)
+    cap = None if gpus is not None else cap_of(to_bytes(gpu_memory), training.gpu, to_bytes(cuda_context))
+    why = unsimulated(config, training, cap, batch, length, gpus, closed_form)
+    allocator = [flag for flag, value in (("--cuda-context", cuda_context), ("--alloc-conf", alloc_conf)) if value]
+    if why and allocator:
+        verb = "set" if len(allocator) > 1 else "sets"
+        raise ConfigError(f"{' and '.join(allocator)} {verb} up the allocator's simulation, which does not run: {why}")
     if gpus is not None:
         return plan_gpus(config, training, budget, gpus, batch, length)
-    context = to_bytes(cuda_context)
-    cap = cap_of(to_bytes(gpu_memory), training.gpu, context)
-    if cap is not None and (batch is None) != (length is None) and not closed_form and applies(config, training):
+    if cap is not None and why is None:
         alloc = allocator_config(alloc_conf)
         return Simulated(config, training, cap, largest(config, training, cap.bytes, batch, length, alloc))
     return fit(config, training, budget, batch, length)
+
+
+def unsimulated(
+    config: Config, training: Training, cap: Cap | None, batch: int | None, length: int | None, gpus: int | None,
+    closed_form: bool,
+) -> str | None:
+    """Why ``fit`` answers without the caching allocator's simulation, in words; None where it simulates."""
+    if gpus is not None:
+        return "--gpus plans with the closed form"
+    if closed_form:
+        return "--closed-form leaves it out"
+    if cap is None:
+        return "it needs --gpu or --gpu-memory"
+    if (batch is None) == (length is None):
+        return "it solves for one of --batch and --seq-len, given the other"
+    if not applies(config, training):
+        return f"it runs under --policy torch-cuda on one GPU, up to {MAX_RUNS} layer runs"
+    return None
 
 
 def plan_gpus(

@@ -8,6 +8,8 @@ import sympy
 
 from symbert.api import per_gpu
 from symbert.configs import Config, ConfigError, check_size
+from symbert.display import Displayed
+from symbert.formula import quantity
 from symbert.symbols import B, seq_len
 from symbert.training.allocator import Overhead, PhasePeak
 from symbert.training.memviz import snapshot
@@ -20,7 +22,7 @@ STATES = ("weights", "gradients", "optimizer")
 
 
 @dataclass(frozen=True)
-class Timeline:
+class Timeline(Displayed):
     """Two training steps of ``config`` at one shape: the model states' formulas, each phase's peak and end,
     the step's peak and its formula, and, where the caching allocator is simulated, each phase's allocated and
     reserved peaks by name (``"1 forward"``), what the allocator adds at its allocated peak (``overhead``) and its
@@ -50,6 +52,17 @@ class Timeline:
     @property
     def fits(self) -> bool | None:
         return None if self.budget is None else self.peak.total <= self.budget
+
+    def summary(self) -> str:
+        """One line: the shape, the peak and where, and whether it fits the budget."""
+        peak = self.peak
+        budget = "" if self.budget is None else quantity(self.budget, "bytes")
+        verdict = budget and f"; {'fits in' if self.fits else 'over'} {budget}"
+        return f"B={self.batch}, seq_len={self.seq_len}: peak {quantity(peak.total, 'bytes')} at {peak.where}{verdict}"
+
+    def __repr__(self) -> str:
+        training = f"{self.training.optimizer}, {self.training.precision} precision"
+        return f"<Timeline {self.config.name}, {training}, {self.summary()}>"
 
 
 def check_shape(config: Config, batch: int, length: int) -> None:
