@@ -58,6 +58,7 @@ class Plan:
         self.keys = Keys(graph, runs)
         self._sizes: dict[str, tuple[Size, str]] = {}
         self._pads: dict[frozenset, Size] = {}
+        self._padded: dict[int, tuple[Size, Size]] = {}  # by the id of a size the replay shares
         self._grads: dict[tuple[str, str], Size] = {}
         kept, kept_plain = _by_node(saved(graph, options, values)), _by_node(saved(graph, self.plain, values))
         every = [i for k in (kept, kept_plain) for items in k.values() for i in items]
@@ -249,9 +250,13 @@ class Plan:
         """What the runtime adds to one allocation of ``size`` (its rounding), in the runtime category."""
         if self.runtime is None:
             return {}
+        known = self._padded.get(id(size))
+        if known is not None and known[0] is size:
+            return known[1]
         key = frozenset(size.items())
         if key not in self._pads:
             self._pads[key] = self.runtime.padding(expr_of(size))
+        self._padded[id(size)] = (size, self._pads[key])  # holding the size keeps its id from being reused
         return self._pads[key]
 
     def unit_of(self, unit: Unit) -> Key:
