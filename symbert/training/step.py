@@ -118,18 +118,27 @@ class StepMemory:
             for block, steady in replayed.steady.items()
         }
         self.candidates = [c for event in self.events for c in self._candidates(event)]
-        monomials = {m for c in self.candidates for size in c.memory.values() for m in size}
-        self.monomials = sorted(monomials, key=sympy.default_sort_key)
+        # Candidates share the sizes of the categories nothing was added to (and the ledger's snapshots those that
+        # did not change): each distinct size is checked and made a row of the table once.
+        distinct: dict[int, tuple[Size, Candidate]] = {}
+        for c in self.candidates:
+            for size in c.memory.values():
+                distinct.setdefault(id(size), (size, c))
+        for size, c in distinct.values():
+            for m, coefficient in size.items():
+                whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
+                if not whole:  # never truncated into the int64 table
+                    raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
+        self.monomials = sorted({m for size, _ in distinct.values() for m in size}, key=sympy.default_sort_key)
         column = {m: i for i, m in enumerate(self.monomials)}
-        self.table = np.zeros((len(self.candidates), len(CATEGORIES), len(self.monomials)), dtype=np.int64)
+        rows = np.zeros((len(distinct), len(self.monomials)), dtype=np.int64)
+        for r, (size, _) in enumerate(distinct.values()):
+            for m, coefficient in size.items():
+                rows[r, column[m]] = coefficient
+        row_of = {key: r for r, key in enumerate(distinct)}
+        index = [[row_of[id(c.memory[category])] for category in CATEGORIES] for c in self.candidates]
+        self.table = rows[np.array(index, dtype=np.intp).reshape(len(self.candidates), len(CATEGORIES))]
         self._polynomials: dict[tuple, Polynomials] = {}
-        for i, c in enumerate(self.candidates):
-            for j, category in enumerate(CATEGORIES):
-                for m, coefficient in c.memory[category].items():
-                    whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
-                    if not whole:  # never truncated into the int64 table
-                        raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
-                    self.table[i, j, column[m]] = coefficient
 
     def _candidates(self, event: Snapshot) -> list[Candidate]:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""
@@ -144,15 +153,15 @@ class StepMemory:
             options.append([(block, extra) for extra in choices[status]])
         out = []
         for combo in itertools.product(*options):
-            memory = {c: dict(s) for c, s in event.memory.items()}
+            memory = dict(event.memory)  # a category's size is the snapshot's until something is added to it
             if event.phase in ("forward", "backward"):
                 for c, extra in self.in_flight.items():
-                    add_to(memory[c], extra)
+                    _add(memory, event.memory, c, extra)
                 if self.accumulated is not None:  # a later micro-batch: every gradient is there already
                     memory["gradients"] = dict(self.accumulated)
             for _, extra in combo:
-                for c in CATEGORIES:
-                    add_to(memory[c], (extra or {}).get(c, {}))
+                for c, size in (extra or {}).items():
+                    _add(memory, event.memory, c, size)
             out.append(Candidate(event, memory, self._index(event, dict(combo))))
         return out
 
@@ -424,6 +433,14 @@ def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, in
         category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
         add_to(extra[category], size_of(c.total * others))
     return extra
+
+
+def _add(memory: dict[str, Size], shared: Mapping[str, Size], category: str, extra: Size) -> None:
+    """Add ``extra`` to ``memory``'s ``category``, copying it first where it is still ``shared``'s."""
+    if extra:
+        if memory[category] is shared[category]:
+            memory[category] = dict(memory[category])
+        add_to(memory[category], extra)
 
 
 def step_memory(
