@@ -58,7 +58,8 @@ class Ledger:
                 self.count(event, -1)
             elif isinstance(event, Mark):
                 last = self.snapshots[-1].memory if self.snapshots else {}
-                memory = {c: dict(s) if c in self._changed or c not in last else last[c] for c, s in self.totals.items()}
+                memory = {c: dict(s) if c in self._changed or c not in last else last[c]
+                          for c, s in self.totals.items()}
                 self._changed.clear()
                 self.snapshots.append(Snapshot(event.step, event.phase, event.label, event.run, memory, event.hidden))
             elif isinstance(event, Steady):

@@ -110,6 +110,8 @@ class StepMemory:
         accumulating = training.memory.layout.microbatches > 1
         self.accumulated = size_of(self.states["gradients"]) if accumulating else None
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
+        self._replayed = {b for b, hidden in self.hidden_runs.items() if hidden == 0}  # every run replayed
+        self._indices: dict[tuple[str, int], sympy.Expr] = {}
         self._steady = {
             block: {
                 what: {c: scaled(s, self.hidden_runs[block]) for c, s in state.items()}
@@ -144,7 +146,7 @@ class StepMemory:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""
         options = []
         for block, status in event.hidden.items():
-            if self.hidden_runs[block] == 0:
+            if block in self._replayed:
                 continue
             saved_, grads, cached = (self._steady[block][k] for k in ("saved", "grads", "cached"))
             holding = self._steady[block].get("holding", cached)
@@ -169,14 +171,20 @@ class StepMemory:
         if event.run is None:
             return None
         block, run = event.run
-        count = self.graph.blocks[block].count
-        if self.hidden_runs[block] == 0 or run == 0:
-            return sympy.Integer(run)
+        if block in self._replayed or run == 0:
+            return self._run_index(block, run)
         if run == self.runs[block] - 1:
-            return count - 1
+            return self._run_index(block, -1)
         extra = extras.get(block)
         after = extra is not None and any(extra is self._steady[block].get(k) for k in ("saved", "cached", "holding"))
-        return count - 2 if after else sympy.Integer(1)
+        return self._run_index(block, -2) if after else self._run_index(block, 1)
+
+    def _run_index(self, block: str, run: int) -> sympy.Expr:
+        """Run ``run`` of ``block`` as a formula, counted from the block's end where negative (−1: the last)."""
+        if (block, run) not in self._indices:
+            count = self.graph.blocks[block].count
+            self._indices[(block, run)] = count + run if run < 0 else sympy.Integer(run)
+        return self._indices[(block, run)]
 
     def with_layout(self, values: Mapping[sympy.Symbol, int]) -> dict[sympy.Symbol, int]:
         """``values`` with the parallel degrees (d, …) of the training's layout, which formulas keep symbolic."""
