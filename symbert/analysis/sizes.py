@@ -13,9 +13,18 @@ from symbert.symbols import below
 Size = dict[sympy.Expr, sympy.Expr]
 
 
+#: One object per monomial, so that the sizes keyed by them find them by identity, without sympy's comparison.
+_MONOMIALS: dict[sympy.Expr, sympy.Expr] = {}
+
+
+def _interned(m: sympy.Expr) -> sympy.Expr:
+    return _MONOMIALS.setdefault(m, m)
+
+
 def size_of(expr: sympy.Expr) -> Size:
     """The expanded terms of ``expr``."""
-    return {m: int(c) if c.is_Integer else c for m, c in sympy.expand(expr).as_coefficients_dict().items() if c != 0}
+    return {_interned(m): int(c) if c.is_Integer else c
+            for m, c in sympy.expand(expr).as_coefficients_dict().items() if c != 0}
 
 
 def add_to(into: Size, other: Size, times: sympy.Expr | int = 1) -> None:
@@ -33,7 +42,7 @@ def scaled(size: Size, factor: sympy.Expr) -> Size:
     out: Size = {}
     for m2, c2 in size_of(factor).items():
         for m, c in size.items():
-            add_to(out, {m * m2: c * c2})
+            add_to(out, {_interned(m * m2): c * c2})
     return out
 
 

@@ -310,12 +310,14 @@ class Pool:
 
     def insert(self, block: Block) -> None:
         block.gc_base = self.calls
-        bisect.insort(self.keys, block.key)
-        self.blocks[block.key] = block
+        key = block.key
+        bisect.insort(self.keys, key)
+        self.blocks[key] = block
 
     def remove(self, block: Block) -> None:
-        del self.keys[bisect.bisect_left(self.keys, block.key)]
-        del self.blocks[block.key]
+        key = block.key
+        del self.keys[bisect.bisect_left(self.keys, key)]
+        del self.blocks[key]
 
     def at_least(self, stream: Hashable, size: int) -> Iterator[Block]:
         """The free blocks of ``stream`` of at least ``size`` bytes, smallest first."""
@@ -374,8 +376,10 @@ class Counter:
 
     def add(self, n: int) -> None:
         self.current += n
-        self.peak = max(self.peak, self.current)
-        self.phase_peak = max(self.phase_peak, self.current)
+        if self.current > self.phase_peak:  # the phase's peak is never above the overall one
+            self.phase_peak = self.current
+            if self.current > self.peak:
+                self.peak = self.current
 
     def reset(self) -> None:
         self.phase_peak = self.current
@@ -445,6 +449,7 @@ class Allocator:
         self.rounded = 0
         self.workspaces = 0
         self.at_peak = Overhead(0, 0, 0, 0, 0, 0)
+        self._rounded: dict[int, int] = {}  # round_size at this config, by request
         self.trace: list[tuple[str, int, int, Hashable, Hashable]] = []
 
     def _record(self, action: str, addr: int, size: int, stream: Hashable, key: Hashable = None) -> None:
@@ -485,7 +490,7 @@ class Allocator:
         """Allocate ``size`` bytes for ``key``; ``at``: where cudaMalloc puts a new segment, if one is made."""
         if key in self.live:
             raise AllocatorError(f"allocation {key!r} is already live")
-        rounded = round_size(size, self.config)
+        rounded = self._round(size)
         pool = self.pools[rounded <= SMALL_SIZE]
         block = (self._cached(pool, stream, rounded) or self._grow(pool, stream, rounded, at)
                  or (self._release_oversize(pool, stream, rounded) and self._grow(pool, stream, rounded, at))
@@ -754,9 +759,15 @@ class Allocator:
     def _count(self, block: Block, sign: int) -> None:
         self.requested.add(sign * block.requested)
         self.allocated.add(sign * block.size)
-        self.rounded += sign * round_size(block.requested, self.config)
+        self.rounded += sign * self._round(block.requested)
         if block.tag == "workspace":
             self.workspaces += sign * block.requested
+
+    def _round(self, size: int) -> int:
+        rounded = self._rounded.get(size)
+        if rounded is None:
+            rounded = self._rounded[size] = round_size(size, self.config)
+        return rounded
 
     def overhead(self) -> Overhead:
         """What the allocator adds beyond the requests now: rounding, whole blocks, free tails and holes."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 
-from symbert.analysis.sizes import expr_of, size_of
+from symbert.analysis.sizes import Size, expr_of, size_of
 from symbert.ir import Node, Param
 from symbert.symbols import settled
 from symbert.training.emitter import Buffer, Emitter
@@ -30,6 +30,7 @@ class Gradients:
         self.params: dict[Key, Buffer] = {}
         self.unit_grads: dict[Key, list[Key]] = {}
         self.pending: list[tuple[Unit, Node, Param, Buffer]] = []
+        self._copies: dict[tuple[sympy.Expr, str], Size] = {}  # a relayout copy's size, by bracket and tensor
 
     def loss_gradient(self, unit: Unit) -> None:
         """The loss hands each model output a gradient of its size; a task model's loss gets the seed
@@ -52,7 +53,9 @@ class Gradients:
         for key, t in zip(incoming, unit.op.writes, strict=True):
             if key in self.of:
                 size, category = self.plan.tensor_size(t)
-                buf = self.emitter.alloc(size_of(settled(copy * expr_of(size))), category, unit.owner)
+                if (copy, t) not in self._copies:
+                    self._copies[(copy, t)] = size_of(settled(copy * expr_of(size)))
+                buf = self.emitter.alloc(self._copies[(copy, t)], category, unit.owner)
                 self.emitter.release(self.of[key])
                 self.of[key] = buf
 

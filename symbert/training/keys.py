@@ -17,6 +17,7 @@ class Keys:
     def __init__(self, graph: Graph, runs: Mapping[str, int]) -> None:
         self.graph, self.runs = graph, runs
         self._storages: dict[tuple[str, int | None], Key] = {}
+        self._kept: dict[tuple[int, int | None], tuple[Saved, Key]] = {}  # by the id of a plan's item, and run
 
     def tensor_key(self, name: str, run: int | None) -> Key:
         """The tensor instance a reference from run ``run`` means: a block's input is the previous run's
@@ -38,6 +39,12 @@ class Keys:
         return self._storages[(name, run)]
 
     def kept_key(self, item: Saved, run: int | None) -> Key:
+        known = self._kept.get((id(item), run))
+        if known is None or known[0] is not item:
+            known = self._kept[(id(item), run)] = (item, self._kept_key(item, run))
+        return known[1]
+
+    def _kept_key(self, item: Saved, run: int | None) -> Key:
         if item.param is not None:
             return (f"{item.param}|{item.what}", self.param_key(item.node, item.param, run)[1])
         if item.tensor is None:

@@ -46,6 +46,8 @@ class Ledger:
         self.middle: dict[str, dict[str, Size]] = {b: {c: {} for c in CATEGORIES} for b in blocks}
         self.steady: dict[str, dict[str, dict[str, Size]]] = {b: {} for b in blocks}
         self.snapshots: list[Snapshot] = []
+        #: The categories changed since the last snapshot; the others share its sizes, which stay as they are.
+        self._changed: set[str] = set()
         self.take(events)
 
     def take(self, events: Iterable[Event]) -> None:
@@ -55,7 +57,10 @@ class Ledger:
             elif isinstance(event, Free):
                 self.count(event, -1)
             elif isinstance(event, Mark):
-                memory = {c: dict(s) for c, s in self.totals.items()}
+                last = self.snapshots[-1].memory if self.snapshots else {}
+                memory = {c: dict(s) if c in self._changed or c not in last else last[c]
+                          for c, s in self.totals.items()}
+                self._changed.clear()
                 self.snapshots.append(Snapshot(event.step, event.phase, event.label, event.run, memory, event.hidden))
             elif isinstance(event, Steady):
                 for block in [event.block] if event.block else self.steady:
@@ -68,6 +73,7 @@ class Ledger:
         alone (kind ``scratch``)."""
         if change.kind == "scratch":
             return
+        self._changed.update((change.category, "runtime"))
         add_to(self.totals[change.category], change.size, sign)
         add_to(self.totals["runtime"], change.pad, sign)
         if change.owner is not None and change.owner[1] == 1:

@@ -12,6 +12,7 @@ walk over the plan is :class:`symbert.training.driver.Driver`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -58,6 +59,9 @@ class Plan:
         self.keys = Keys(graph, runs)
         self._sizes: dict[str, tuple[Size, str]] = {}
         self._pads: dict[frozenset, Size] = {}
+        self._padded: dict[int, tuple[Size, Size]] = {}  # by the id of a size the replay shares
+        self._extras: dict[sympy.Expr, tuple[Size, str]] = {}
+        self._casts: dict[sympy.Expr, Size] = {}
         self._grads: dict[tuple[str, str], Size] = {}
         kept, kept_plain = _by_node(saved(graph, options, values)), _by_node(saved(graph, self.plain, values))
         every = [i for k in (kept, kept_plain) for items in k.values() for i in items]
@@ -210,26 +214,28 @@ class Plan:
         """Bytes of tensor ``name`` (or of its gradient) and its category."""
         if name not in self._sizes:
             t = self.graph.tensor(name)
-            category = "attention" if sympy.degree(t.numel, seq_len) >= 2 else "activations"
+            category = _category(t.numel)
             dtype = (is_mask_bias(self.graph, t) and mask_dtype(self.options)) or t.dtype
             nbytes = t.numel * self.options.bytes_of(dtype) * self.graph.presence(t)
             self._sizes[name] = (size_of(nbytes), category)
         return self._sizes[name]
 
-    @staticmethod
-    def extra_size(item: Saved | sdpa.Kept) -> tuple[Size, str]:
+    def extra_size(self, item: Saved | sdpa.Kept) -> tuple[Size, str]:
         """Bytes of a buffer an op keeps beyond its graph tensors (an SDPA kernel's), and its category.
 
         A size rounded up to a multiple (the memory-efficient kernel's logsumexp rows, ⌈seq_len/32⌉) stays
         exact: the closed forms carry it as a generator of their polynomials
         (:func:`~symbert.analysis.sizes.generators`)."""
         nbytes = sympy.sympify(item.nbytes)
-        category = "attention" if sympy.degree(at_least(nbytes), seq_len) >= 2 else "activations"
-        return size_of(nbytes), category
+        if nbytes not in self._extras:
+            self._extras[nbytes] = size_of(nbytes), _category(at_least(nbytes))
+        return self._extras[nbytes]
 
     def cache_size(self, p: Param) -> Size:
         """Bytes of autocast's 16-bit copy of ``p`` (or of its 16-bit gradient)."""
-        return size_of(p.numel * self.options.bytes_of(ACT))
+        if p.numel not in self._casts:
+            self._casts[p.numel] = size_of(p.numel * self.options.bytes_of(ACT))
+        return self._casts[p.numel]
 
     def gradient_size(self, node: Node, p: Param) -> Size:
         """Bytes of ``p``'s gradient as the engine holds it (:meth:`symbert.training.zero.ZeroPlan.gradient_numel`)."""
@@ -249,15 +255,25 @@ class Plan:
         """What the runtime adds to one allocation of ``size`` (its rounding), in the runtime category."""
         if self.runtime is None:
             return {}
+        known = self._padded.get(id(size))
+        if known is not None and known[0] is size:
+            return known[1]
         key = frozenset(size.items())
         if key not in self._pads:
             self._pads[key] = self.runtime.padding(expr_of(size))
+        self._padded[id(size)] = (size, self._pads[key])  # holding the size keeps its id from being reused
         return self._pads[key]
 
     def unit_of(self, unit: Unit) -> Key:
         """The sharding unit a unit's parameters belong to: its layer run, or the root."""
         block = unit.op.block
         return (block, unit.run) if block is not None and block in self.unit_params else ROOT
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _category(numel: sympy.Expr) -> str:
+    """A tensor's category by its elements (or bytes): attention where they grow with seq_len²."""
+    return "attention" if sympy.degree(numel, seq_len) >= 2 else "activations"
 
 
 def _by_node(items: Iterable[Saved]) -> dict[str, list[Saved]]:

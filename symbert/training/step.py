@@ -110,6 +110,8 @@ class StepMemory:
         accumulating = training.memory.layout.microbatches > 1
         self.accumulated = size_of(self.states["gradients"]) if accumulating else None
         self.hidden_runs = {b: sympy.expand(block.count - self.runs[b]) for b, block in graph.blocks.items()}
+        self._replayed = {b for b, hidden in self.hidden_runs.items() if hidden == 0}  # every run replayed
+        self._indices: dict[tuple[str, int], sympy.Expr] = {}
         self._steady = {
             block: {
                 what: {c: scaled(s, self.hidden_runs[block]) for c, s in state.items()}
@@ -118,24 +120,33 @@ class StepMemory:
             for block, steady in replayed.steady.items()
         }
         self.candidates = [c for event in self.events for c in self._candidates(event)]
-        monomials = {m for c in self.candidates for size in c.memory.values() for m in size}
-        self.monomials = sorted(monomials, key=sympy.default_sort_key)
+        # Candidates share the sizes of the categories nothing was added to (and the ledger's snapshots those that
+        # did not change): each distinct size is checked and made a row of the table once.
+        distinct: dict[int, tuple[Size, Candidate]] = {}
+        for c in self.candidates:
+            for size in c.memory.values():
+                distinct.setdefault(id(size), (size, c))
+        for size, c in distinct.values():
+            for m, coefficient in size.items():
+                whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
+                if not whole:  # never truncated into the int64 table
+                    raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
+        self.monomials = sorted({m for size, _ in distinct.values() for m in size}, key=sympy.default_sort_key)
         column = {m: i for i, m in enumerate(self.monomials)}
-        self.table = np.zeros((len(self.candidates), len(CATEGORIES), len(self.monomials)), dtype=np.int64)
+        rows = np.zeros((len(distinct), len(self.monomials)), dtype=np.int64)
+        for r, (size, _) in enumerate(distinct.values()):
+            for m, coefficient in size.items():
+                rows[r, column[m]] = coefficient
+        row_of = {key: r for r, key in enumerate(distinct)}
+        index = [[row_of[id(c.memory[category])] for category in CATEGORIES] for c in self.candidates]
+        self.table = rows[np.array(index, dtype=np.intp).reshape(len(self.candidates), len(CATEGORIES))]
         self._polynomials: dict[tuple, Polynomials] = {}
-        for i, c in enumerate(self.candidates):
-            for j, category in enumerate(CATEGORIES):
-                for m, coefficient in c.memory[category].items():
-                    whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
-                    if not whole:  # never truncated into the int64 table
-                        raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
-                    self.table[i, j, column[m]] = coefficient
 
     def _candidates(self, event: Snapshot) -> list[Candidate]:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""
         options = []
         for block, status in event.hidden.items():
-            if self.hidden_runs[block] == 0:
+            if block in self._replayed:
                 continue
             saved_, grads, cached = (self._steady[block][k] for k in ("saved", "grads", "cached"))
             holding = self._steady[block].get("holding", cached)
@@ -144,15 +155,15 @@ class StepMemory:
             options.append([(block, extra) for extra in choices[status]])
         out = []
         for combo in itertools.product(*options):
-            memory = {c: dict(s) for c, s in event.memory.items()}
+            memory = dict(event.memory)  # a category's size is the snapshot's until something is added to it
             if event.phase in ("forward", "backward"):
                 for c, extra in self.in_flight.items():
-                    add_to(memory[c], extra)
+                    _add(memory, event.memory, c, extra)
                 if self.accumulated is not None:  # a later micro-batch: every gradient is there already
                     memory["gradients"] = dict(self.accumulated)
             for _, extra in combo:
-                for c in CATEGORIES:
-                    add_to(memory[c], (extra or {}).get(c, {}))
+                for c, size in (extra or {}).items():
+                    _add(memory, event.memory, c, size)
             out.append(Candidate(event, memory, self._index(event, dict(combo))))
         return out
 
@@ -160,14 +171,20 @@ class StepMemory:
         if event.run is None:
             return None
         block, run = event.run
-        count = self.graph.blocks[block].count
-        if self.hidden_runs[block] == 0 or run == 0:
-            return sympy.Integer(run)
+        if block in self._replayed or run == 0:
+            return self._run_index(block, run)
         if run == self.runs[block] - 1:
-            return count - 1
+            return self._run_index(block, -1)
         extra = extras.get(block)
         after = extra is not None and any(extra is self._steady[block].get(k) for k in ("saved", "cached", "holding"))
-        return count - 2 if after else sympy.Integer(1)
+        return self._run_index(block, -2) if after else self._run_index(block, 1)
+
+    def _run_index(self, block: str, run: int) -> sympy.Expr:
+        """Run ``run`` of ``block`` as a formula, counted from the block's end where negative (−1: the last)."""
+        if (block, run) not in self._indices:
+            count = self.graph.blocks[block].count
+            self._indices[(block, run)] = count + run if run < 0 else sympy.Integer(run)
+        return self._indices[(block, run)]
 
     def with_layout(self, values: Mapping[sympy.Symbol, int]) -> dict[sympy.Symbol, int]:
         """``values`` with the parallel degrees (d, …) of the training's layout, which formulas keep symbolic."""
@@ -424,6 +441,14 @@ def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, in
         category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
         add_to(extra[category], size_of(c.total * others))
     return extra
+
+
+def _add(memory: dict[str, Size], shared: Mapping[str, Size], category: str, extra: Size) -> None:
+    """Add ``extra`` to ``memory``'s ``category``, copying it first where it is still ``shared``'s."""
+    if extra:
+        if memory[category] is shared[category]:
+            memory[category] = dict(memory[category])
+        add_to(memory[category], extra)
 
 
 def step_memory(

@@ -53,14 +53,20 @@ class Requests:
         self._keys: dict[int, list[int]] = {}
         self._serial = itertools.count()
         self._bytes: dict[frozenset, int | sympy.Expr] = {}
+        self._sized: dict[int, tuple[Size, int | sympy.Expr]] = {}  # by the id of a size the replay shares
+        self._states: dict[State, list[int | sympy.Expr]] = {}
         self._at: tuple[int, str] | None = None
 
     def bytes_of(self, size: Size) -> int | sympy.Expr:
         """The bytes of ``size`` at :attr:`values`: a whole number, or a formula in the sizes left out of them."""
+        known = self._sized.get(id(size))
+        if known is not None and known[0] is size:
+            return known[1]
         key = frozenset(size.items())
         if key not in self._bytes:
             nbytes = sympy.sympify(expr_of(size).subs(self.values))
             self._bytes[key] = int(nbytes) if nbytes.is_Integer else nbytes
+        self._sized[id(size)] = (size, self._bytes[key])  # holding the size keeps its id from being reused
         return self._bytes[key]
 
     def take(self, events: Iterable[Event]) -> None:
@@ -78,7 +84,9 @@ class Requests:
         if event.kind in ("tensor", "workspace", "scratch"):
             return [(self.bytes_of(event.size), "workspace" if event.kind == "workspace" else "")]
         if event.kind == "state" and event.state is not None:
-            return [(nbytes, "") for nbytes in self.state_requests(event.state)]
+            if event.state not in self._states:
+                self._states[event.state] = self.state_requests(event.state)
+            return [(nbytes, "") for nbytes in self._states[event.state]]
         return []
 
     def _mark(self, event: Alloc | Free) -> None:
@@ -90,7 +98,7 @@ class Requests:
         """A request's key; none for 0 bytes (a copy that is a view at these sizes), whose key goes unused, as
         :func:`at` leaves it."""
         key = next(self._serial)
-        if nbytes == 0:
+        if isinstance(nbytes, int) and not nbytes:  # a formula is never 0: bytes_of makes a 0 one an int
             return None
         self._mark(event)
         run = event.owner[1] if event.owner is not None else None
@@ -106,14 +114,15 @@ class Requests:
         if not per_element or not state.tensors:
             return []
         if plan.sharding.sharded(what):
-            sizes = [per_element * e for elements, count in plan.sharding.local(plan.graph, what)
+            items = [(per_element, e) for elements, count in plan.sharding.local(plan.graph, what)
                      for e in [elements] * int(sympy.sympify(count).subs(self.values))]
-            sizes += [nbytes for _, nbytes in buffers(plan)] if what == "weights" else []
+            items += [(1, nbytes) for _, nbytes in buffers(plan)] if what == "weights" else []
         elif what == "weights":
-            sizes = [elements if buffer else per_element * elements for elements, buffer in load_order(plan)]
+            items = [(1 if buffer else per_element, elements) for elements, buffer in load_order(plan)]
         else:
-            sizes = [per_element * elements for _, elements, _ in parameter_order(plan)]
-        return [self.bytes_of(size_of(nbytes)) for nbytes in sizes for _ in range(state.tensors)]
+            items = [(per_element, elements) for _, elements, _ in parameter_order(plan)]
+        nbytes = {item: self.bytes_of(size_of(item[0] * item[1])) for item in dict.fromkeys(items)}
+        return [nbytes[item] for item in items for _ in range(state.tensors)]
 
 
 def replay(

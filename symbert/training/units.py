@@ -3,6 +3,7 @@ the plan (:mod:`symbert.training.plan`) fills in once, and a :class:`Unit`, an o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sympy
@@ -56,11 +57,11 @@ class Op:
     #: Whether an input is a cast's output (under autocast, the cast of its input runs its backward next).
     after_cast: bool = False
 
-    @property
+    @functools.cached_property
     def node(self) -> Node:
         return self.nodes[0]
 
-    @property
+    @functools.cached_property
     def block(self) -> str | None:
         return self.node.block
 
@@ -72,6 +73,6 @@ class Unit:
     op: Op
     run: int | None
 
-    @property
+    @functools.cached_property
     def owner(self) -> Run | None:
         return (self.op.block, self.run) if self.op.block else None
