@@ -550,7 +550,7 @@ def _configs(
         else:
             found.append((resolve(None, value, overrides, task, **options), value))
     names = [c.name for c, _ in found]
-    return [replace(c, name=safe_name(path)) if path and names.count(c.name) > 1 else c for c, path in found]
+    return [replace(c, name=safe_name(path, None)) if path and names.count(c.name) > 1 else c for c, path in found]
 
 
 def config_specs(

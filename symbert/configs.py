@@ -214,11 +214,12 @@ MAX_NAME = 60
 STDIN = "<stdin>"
 
 
-def safe_name(text: str, limit: int = MAX_NAME) -> str:
+def safe_name(text: str, limit: int | None = MAX_NAME) -> str:
     """``text`` fit to print as a name: control characters (terminal escapes, newlines) written as Python
-    escapes (``\\x1b``, ``\\n``), and at most ``limit`` characters, its middle cut to an ellipsis."""
+    escapes (``\\x1b``, ``\\n``), and at most ``limit`` characters, its middle cut to an ellipsis (None: a
+    path the user gave, which tells configs apart and is kept whole)."""
     shown = "".join(repr(c)[1:-1] if not c.isprintable() else c for c in text)
-    if len(shown) <= limit:
+    if limit is None or len(shown) <= limit:
         return shown
     head = (limit - 1) // 2
     return f"{shown[:head]}…{shown[len(shown) - (limit - 1 - head):]}"
