@@ -10,6 +10,8 @@ trusts it, and replays every run where the two differ.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,10 +56,13 @@ def extend(
                 raise Mismatch(f"run {m} is not a middle run of {seg[:2]}")
             span[seg[:2]] = first[order[i + 1]] - first[seg]
             rising[seg[:2]] = order[i - 1][2] == m - 1
-    middles = sorted((first[(*at, m)], extra * n) for at, n in span.items())
+    starts = sorted(first[(*at, m)] for at in span)
+    shifts = list(itertools.accumulate(extra * span[where[start][:2]] for start in starts))
 
     def moved(key: int) -> int:
-        return key + sum(shift for start, shift in middles if start < key)
+        """``key`` moved on by the copies of the middle runs that start before it."""
+        n = bisect.bisect_left(starts, key)
+        return key + shifts[n - 1] if n else key
 
     def run_of(run: int) -> int:
         return run if run < m else run + extra

@@ -9,6 +9,9 @@ matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 op
 the phases' first requests or frees are. Not in the stream yet, because the replay counts them without an
 allocation of their own (:class:`symbert.training.events.Change`): DDP's gradient buckets, the GradScaler's
 scalars, Adam's step counts, and the for-loop AdamW's temporaries (the CPU policies).
+
+:func:`described` replays a model of one repeated block for a few runs and repeats the middle one
+(:mod:`symbert.training.repeats`) where that reproduces the replay of one run more.
 """
 
 from __future__ import annotations
