@@ -155,7 +155,9 @@ def fit_by_layers(layers: tuple[int, ...] = (12, 96, 384)) -> None:
     layers of bert-base's sizes: the closed form's starting point, one replay of the steps, then a few
     simulations. The replay and the simulations still walk every layer, so the time grows with L: on the
     shared two-core machine, 1.06 / 1.55 / 3.93 s of CPU at L=12 / 96 / 384 before the replay's caches
-    (sizes by identity, one object per monomial, memoized rounding), 0.83 / 1.31 / 2.76 s after."""
+    (sizes by identity, one object per monomial, memoized rounding), 0.83 / 1.31 / 2.76 s after. With the
+    allocator's requests from a replay of six and seven runs, the middle run repeated
+    (:mod:`symbert.training.repeats`), 1.1 / 1.3 / 2.3-2.5 s (3.2 s at L=384 before, that day)."""
     cpu = {}
     for n in layers:
         args = ["fit", "--set", f"num_hidden_layers={n}", "--seq-len", "512", "--gpu", "h100"]

@@ -12,9 +12,11 @@ import pytest
 from symbert.analysis.policy import MemoryOptions
 from symbert.api import per_gpu
 from symbert.configs import resolve
+from symbert.parallel import Layout
 from symbert.symbols import B, seq_len
+from symbert.training import stream as stream_module
 from symbert.training.states import Training
-from symbert.training.stream import events
+from symbert.training.stream import events, replay
 from tests.gputrace import TRACE, base_requests, phased
 
 BATCH, LENGTH, HIDDEN = TRACE["case"]["B"], TRACE["case"]["s"], TRACE["config"]["hidden_size"]
@@ -180,3 +182,27 @@ def test_the_bias_gradients_reduction_scratch_is_the_traces():
     assert found == {(width, *column_sum_scratch(BATCH * LENGTH, width, h100)) for width in widths}
     assert found == {(768, 6_291_456, 24), (3072, 25_165_824, 96)}
     assert column_sum_scratch(BATCH, HIDDEN, h100) == (0, 0)
+
+
+@pytest.mark.parametrize("model, layers, training, repeated", [
+    ("bert-base", 24, Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100"), True),
+    ("bert-base", 10, Training("adamw", "mixed", MemoryOptions("torch-cuda", recompute="full"), "h100"), True),
+    ("bert-base", 10, Training("adamw", "fp32", MemoryOptions("torch-cuda", layout=Layout(data=2, zero=3)), "h100"),
+     False),
+    ("bert-base", 10, Training("adamw", "amp", MemoryOptions("torch-cuda"), "h100"), False),
+    ("deberta-v3-base", None, Training("adamw", "fp32", MemoryOptions("torch-cuda"), "h100"), True),
+])
+def test_repeating_the_middle_run_gives_every_runs_replay(model, layers, training, repeated, monkeypatch):
+    """A block's middle run repeated (:mod:`symbert.training.repeats`) makes the requests and causes of the
+    replay of every run; where it does not yet (ZeRO 3's gathers, autocast's caches), every run is replayed."""
+    options = {} if model.startswith("deberta") else {"padding": False}
+    config = resolve(model, None, (f"num_hidden_layers={layers}",) if layers else (), None, **options)
+    graph, sizes = per_gpu(config, training.memory.layout)
+    values = {**sizes, B: 2, seq_len: 16}
+    full = stream_module.described(graph, training, values, full=True)
+    replays = []
+    monkeypatch.setattr(stream_module, "replay", lambda *a, **k: replays.append(a[-1]) or replay(*a, **k))
+    fast = stream_module.described(graph, training, values)
+    assert (fast.stream, fast.causes) == (full.stream, full.causes)
+    few = [stream_module.FEW, stream_module.FEW + 1]
+    assert [r["encoder/layer"] for r in replays] == (few if repeated else [*few, full.plan.runs["encoder/layer"]])

@@ -102,8 +102,8 @@ class Driver(Emitter):
             for unit in plan.units:
                 for _, key in self.keeps(unit, False, _same):
                     self.savers[key] = self.savers.get(key, 0) + 1
-            held = {plan.keys.storage_key(t, u.run) for u in outputs for t in u.op.node.inputs}
-            self.held |= held
+            held = dict.fromkeys(plan.keys.storage_key(t, u.run) for u in outputs for t in u.op.node.inputs)  # in order
+            self.held |= held.keys()
             self.zero.gather(ROOT)
             self.forward(plan.units, False, _same)
             self.zero.drop_last_flat()
@@ -125,7 +125,7 @@ class Driver(Emitter):
             self.backward()
             self.zero.post_backward(ROOT)
             self.zero.end_backward()
-            self.held -= held
+            self.held -= held.keys()
             for key in held:
                 self.maybe_free(key)
             for buf in losses:

@@ -9,6 +9,9 @@ matmul of each thread. Phase markers (``"1 forward"``, ``"1 backward"``, ``"1 op
 the phases' first requests or frees are. Not in the stream yet, because the replay counts them without an
 allocation of their own (:class:`symbert.training.events.Change`): DDP's gradient buckets, the GradScaler's
 scalars, Adam's step counts, and the for-loop AdamW's temporaries (the CPU policies).
+
+:func:`described` replays a model of one repeated block for a few runs and repeats the middle one
+(:mod:`symbert.training.repeats`) where that reproduces the replay of one run more.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from symbert.training.driver import Driver
 from symbert.training.events import Alloc, Event, Free, State
 from symbert.training.order import buffers, load_order, parameter_order
 from symbert.training.plan import Plan
+from symbert.training.repeats import Mismatch, extend
 from symbert.training.states import Training
 
 Request = tuple
@@ -126,11 +130,13 @@ class Requests:
 
 
 def replay(
-    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2
+    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2,
+    runs: Mapping[str, int] | None = None,
 ) -> tuple[Plan, list[Event]]:
-    """``steps`` training steps of every run of each block at ``values``: the plan and its events."""
+    """``steps`` training steps of every run of each block at ``values`` (or of ``runs`` runs): the plan and its
+    events."""
     values = {**training.memory.layout.values(), **values}
-    runs = {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
+    runs = runs or counts(graph, values)
     plan = Plan(graph, training, runs, kernel_values=values)
     return plan, Driver(plan).run(steps)
 
@@ -141,10 +147,40 @@ def events(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int],
     return described(graph, training, values, steps).stream
 
 
-def described(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2) -> Requests:
-    """The requests of :func:`events`, with each one's cause (:attr:`Requests.causes`)."""
-    plan, stream = replay(graph, training, values, steps)
-    requests = Requests(plan, {**training.memory.layout.values(), **values})
+def counts(graph: Graph, values: Mapping[sympy.Symbol, int]) -> dict[str, int]:
+    """The runs of each block at ``values``."""
+    return {name: int(sympy.sympify(block.count).subs(values)) for name, block in graph.blocks.items()}
+
+
+#: The runs a one-block replay walks before it repeats its middle run (:mod:`symbert.training.repeats`).
+FEW = 6
+
+
+def described(
+    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int = 2, full: bool = False
+) -> Requests:
+    """The requests of :func:`events`, with each one's cause (:attr:`Requests.causes`). A block of many runs is
+    replayed for :data:`FEW` runs and its middle run repeated, where that gives a replay of ``FEW + 1`` runs
+    exactly (``full``: every run replayed)."""
+    runs = counts(graph, {**training.memory.layout.values(), **values})
+    if not full and len(runs) == 1 and next(iter(runs.values())) > FEW + 1:
+        (name, count), = runs.items()
+        every = Plan(graph, training, runs, kernel_values={**training.memory.layout.values(), **values})
+        few, more = (_requests(graph, training, values, steps, {name: n}, every) for n in (FEW, FEW + 1))
+        try:
+            if extend(few.stream, few.causes, FEW // 2, 1) == (more.stream, more.causes):
+                few.stream, few.causes = extend(few.stream, few.causes, FEW // 2, count - FEW)
+                return few
+        except Mismatch:
+            pass
+    return _requests(graph, training, values, steps, runs)
+
+
+def _requests(graph: Graph, training: Training, values: Mapping[sympy.Symbol, int], steps: int,
+              runs: Mapping[str, int], every: Plan | None = None) -> Requests:
+    """The requests of a replay of ``runs`` runs, the model states' those of ``every`` run (its plan)."""
+    plan, stream = replay(graph, training, values, steps, runs)
+    requests = Requests(every or plan, {**training.memory.layout.values(), **values})
     requests.take(stream)
     return requests
 
