@@ -19,7 +19,7 @@ from symbert.training.memviz import dump
 from symbert.training.oom import MAX_RUNS, applies
 from symbert.training.planner import Plan, family, plan_json
 from symbert.training.solve import Answer, Simulated
-from symbert.training.states import CATEGORIES, Training
+from symbert.training.states import CATEGORIES, Training, setup_json
 from symbert.training.timeline import Timeline
 
 
@@ -181,12 +181,7 @@ def timeline_json(t: Timeline) -> dict[str, object]:
         "config": t.config.as_dict(),
         "batch": t.batch,
         "seq_len": t.seq_len,
-        "policy": m.policy,
-        "dtype": m.activation_dtype,
-        "attention": m.attention,
-        "recompute": m.recompute,
-        "optimizer": training.optimizer,
-        "precision": training.precision,
+        **setup_json(training),
         "gpu": training.gpu,
         "runtime": training.runtime.describe() if training.runtime else None,
         "layout": layout_json(m.layout),

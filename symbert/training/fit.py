@@ -27,7 +27,7 @@ from symbert.configs import MAX_SIZE, Config, ConfigError, check_size, show
 from symbert.display import Displayed
 from symbert.formula import quantity, text
 from symbert.symbols import B, below, seq_len
-from symbert.training.states import CATEGORIES, Training
+from symbert.training.states import CATEGORIES, Training, setup_json
 from symbert.training.step import Point, Polynomials, StepMemory, reserved, step_memory
 
 #: What fit says about the memory the budget leaves out.
@@ -293,18 +293,12 @@ def knobs(config: Config, training: Training, batch: int, length: int) -> tuple[
 
 def fit_json(result: Fit) -> dict[str, object]:
     """The ``symbert fit --json`` document."""
-    m = result.training.memory
     peak = result.peak
     runtime = result.training.runtime
     return {
         "config": result.config.as_dict(),
         "gpu_memory": result.budget,
-        "policy": m.policy,
-        "dtype": m.activation_dtype,
-        "attention": m.attention,
-        "recompute": m.recompute,
-        "optimizer": result.training.optimizer,
-        "precision": result.training.precision,
+        **setup_json(result.training),
         "solved_for": result.unknown,
         "batch": result.batch,
         "seq_len": result.seq_len,

@@ -262,3 +262,17 @@ def model_states(graph: Graph, training: Training) -> dict[str, sympy.Expr]:
         "counters": sympy.expand(counters),
         "buckets": buckets,
     }
+
+
+def setup_json(training: Training) -> dict[str, object]:
+    """A training setup as the commands' JSON documents give it: the memory policy, activation dtype,
+    attention kernel and recomputation, then the optimizer and the precision."""
+    m = training.memory
+    return {
+        "policy": m.policy,
+        "dtype": m.activation_dtype,
+        "attention": m.attention,
+        "recompute": m.recompute,
+        "optimizer": training.optimizer,
+        "precision": training.precision,
+    }
