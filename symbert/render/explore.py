@@ -22,6 +22,7 @@ The output is deterministic: the same command writes the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import itertools
@@ -29,7 +30,7 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
@@ -42,6 +43,7 @@ from symbert.analysis.breakdown import Breakdown
 from symbert.analysis.flops import flops
 from symbert.analysis.params import params
 from symbert.analysis.policy import ATTENTION, RECOMPUTE
+from symbert.analysis.sizes import Size
 from symbert.api import per_gpu, trace
 from symbert.configs import Config, ConfigError
 from symbert.formula import human
@@ -56,7 +58,8 @@ from symbert.symbols import B, below, pad512, seq_len
 from symbert.training import exact
 from symbert.training.oom import Simulation, applies, cap_of, largest
 from symbert.training.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
-from symbert.training.step import StepMemory, step_memory
+from symbert.training.step import Candidate, step_memory, table_of
+from symbert.training.swap import OptimizerSwap
 
 #: The diagram levels the page shows.
 LEVELS = ("overview", "layer")
@@ -169,27 +172,44 @@ def _per_box(breakdown: Breakdown, levels: dict[str, dict[str, str]], sizes: dic
     }
 
 
-def _memory_setups(config: Config, base: Training, axes: Axes, page: Page) -> tuple[dict, list[str]]:
-    """Totals and per-box amounts of activation bytes and FLOPs per (precision, attention, recompute),
-    each box's parameters, and the attention kinds the model runs."""
+def _attentions(config: Config, base: Training, axes: Axes) -> list[str]:
+    """The attention kinds of ``axes`` the model runs, at some precision and recomputation."""
+    graph, sizes = trace(config), config.symbols()
+
+    def runs(p: str, a: str, r: str) -> bool:
+        try:
+            activations(graph, training_for(base, p, a, r, axes.optimizer[0], axes.gpu[0]).memory, sizes)
+        except ConfigError:
+            return False
+        return True
+
+    choices = list(itertools.product(axes.precision, axes.recompute))
+    found = [a for a in axes.attention if any(runs(p, a, r) for p, r in choices)]
+    if not found:
+        raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
+    return found
+
+
+def _memory_setups(config: Config, base: Training, axes: Axes, attentions: list[str], page: Page) -> dict:
+    """Totals and per-box amounts of activation bytes and FLOPs per (precision, attention, recompute) the
+    model runs, and each box's parameters."""
     graph, sizes = trace(config), config.symbols()
     drawn = {level: diagram_boxes(graph, level) for level in LEVELS}
     levels = {level: {n.name: box.id for box in boxes for n in box.nodes} for level, boxes in drawn.items()}
-    totals, per_box, attentions = {}, {}, []
-    for p, a, r in itertools.product(axes.precision, axes.attention, axes.recompute):
+    totals, per_box = {}, {}
+    for p, a, r in itertools.product(axes.precision, attentions, axes.recompute):
         memory = training_for(base, p, a, r, axes.optimizer[0], axes.gpu[0]).memory
         try:
             act = activations(graph, memory, sizes)
         except ConfigError:
             continue
-        attentions += [a] if a not in attentions else []
         f = flops(graph, memory, sizes)
         quantities = {"activation_bytes": act, "flops_forward": f["forward"], "flops_backward": f["backward"]}
         totals[_key(p, a, r)] = {q: page.function(b.total.subs(sizes)) for q, b in quantities.items()}
         per_box[_key(p, a, r)] = {q: _per_box(b, levels, sizes, page) for q, b in quantities.items()}
     param_boxes = _per_box(params(graph), levels, sizes, page)
     boxes = {level: [{"id": b.id, "params": param_boxes[level].get(b.id)} for b in drawn[level]] for level in LEVELS}
-    return {"totals": totals, "boxes": per_box, "levels": boxes}, attentions
+    return {"totals": totals, "boxes": per_box, "levels": boxes}
 
 
 def _positive(term: sympy.Expr) -> bool:
@@ -200,38 +220,47 @@ def _positive(term: sympy.Expr) -> bool:
 Sizes = tuple[tuple[sympy.Symbol, int], ...]
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def _split(monomial: sympy.Expr, sizes: Sizes) -> tuple[int, sympy.Expr]:
-    """A replay monomial at the sizes: an integer times a term in B and seq_len."""
-    coefficient, term = sympy.expand(monomial.subs(dict(sizes))).as_coeff_Mul()
-    return (int(coefficient), term) if coefficient.is_Integer else (1, coefficient * term)
-
-
 @functools.lru_cache(maxsize=1 << 10)
 def _index(index: sympy.Expr, sizes: Sizes) -> int:
     return int(sympy.sympify(index).subs(dict(sizes)))
 
 
-def _basis(memory: StepMemory, sizes: Sizes) -> tuple[list[sympy.Expr], np.ndarray]:
-    """The replay's monomials at the config's sizes, as integer multiples of fewer terms in B and seq_len
-    (12·H·B·seq_len and 3·I·B·seq_len are both multiples of B·seq_len): the terms, and the matrix that
-    takes the monomials' coefficients to theirs."""
-    terms: dict[sympy.Expr, int] = {}
-    entries = []
-    for m in memory.monomials:
-        coefficient, term = _split(m, sizes)
-        entries.append((terms.setdefault(term, len(terms)), coefficient))
-    matrix = [[0] * len(terms) for _ in entries]
-    for i, (j, c) in enumerate(entries):
-        matrix[i][j] = c
-    return list(terms), exact.int_array(matrix).reshape(len(entries), len(terms))
+#: Per config's sizes, each replay monomial as :meth:`Terms._split` splits it (shared by the replays of a process).
+_SPLITS: dict[Sizes, dict[sympy.Expr, tuple[int, sympy.Expr]]] = {}
 
 
-def _where(memory: StepMemory, i: int, sizes: Sizes) -> str:
-    """Where candidate i is, its run's index evaluated, as :attr:`Point.where` writes it."""
-    c = memory.candidates[i]
-    index = None if c.index is None else _index(c.index, tuple(memory.with_layout(dict(sizes)).items()))
-    return replace(c, index=index).where
+class Terms:
+    """Terms in B and seq_len, each numbered once: the replays' monomials at a config's sizes are integer
+    multiples of fewer terms (12·H·B·seq_len and 3·I·B·seq_len are both multiples of B·seq_len)."""
+
+    def __init__(self, sizes: Sizes) -> None:
+        self.sizes, self.index = dict(sizes), {}
+        self.splits = _SPLITS.setdefault(sizes, {})
+
+    def _split(self, monomial: sympy.Expr) -> tuple[int, int]:
+        """A replay monomial at the sizes: an integer times a term in B and seq_len, by number."""
+        if monomial not in self.splits:
+            coefficient, term = sympy.expand(monomial.subs(self.sizes)).as_coeff_Mul()
+            self.splits[monomial] = (int(coefficient), term) if coefficient.is_Integer else (1, coefficient * term)
+        coefficient, term = self.splits[monomial]
+        return coefficient, self.index.setdefault(term, len(self.index))
+
+    def of(self, size: Size) -> dict[int, int]:
+        """``size`` (monomial → coefficient) as term number → coefficient."""
+        out: dict[int, int] = {}
+        for m, c in size.items():
+            coefficient, j = self._split(m)
+            out[j] = out.get(j, 0) + coefficient * int(c)
+        return {j: v for j, v in out.items() if v}
+
+    def matrix(self, monomials: Sequence[sympy.Expr]) -> np.ndarray:
+        """The matrix that takes coefficients of ``monomials`` to the terms' (numbering new terms)."""
+        rows = [self.of({m: 1}) for m in monomials]
+        out = [[0] * len(self.index) for _ in rows]
+        for row, entries in zip(out, rows, strict=True):
+            for j, v in entries.items():
+                row[j] = v
+        return exact.int_array(out).reshape(len(rows), len(self.index))
 
 
 def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]:
@@ -246,43 +275,86 @@ def _kept(rows: np.ndarray, group: list[int], positive: np.ndarray) -> list[int]
     return [i for i, d in zip(group, dropped.tolist(), strict=True) if not d]
 
 
+#: A candidate on the page: where it is, and per category its (term number, coefficient) pairs.
+Kept = tuple[str, tuple[tuple[tuple[int, int], ...], ...]]
+
+
 @dataclass(frozen=True)
 class Replayed:
     """A setup's training step, reduced: the terms in B and seq_len, and per phase its candidates for
-    the peak, each a label and, per category, (term, coefficient) pairs."""
+    the peak."""
 
     terms: tuple[sympy.Expr, ...]
-    phases: tuple[tuple[int, str, tuple[tuple[str, tuple[tuple[tuple[int, int], ...], ...]], ...]], ...]
+    phases: tuple[tuple[int, str, tuple[Kept, ...]], ...]
 
 
-def replayed(config: Config, training: Training) -> Replayed:
-    """Replay the training step of ``config`` under ``training`` and keep what the page needs: the
-    candidates of each phase that may be its peak, over terms in B and seq_len.
+def _reduced(candidates: Sequence[Candidate], table: tuple[list[sympy.Expr], np.ndarray], terms: Terms, values: dict
+             ) -> list[tuple[int, str, tuple[Kept, ...]]]:
+    """Per phase of ``candidates`` (those of step 0, loading, left out), the ones that may be its peak;
+    ``table``: their monomials and coefficients (:func:`~symbert.training.step.table_of`).
 
     A candidate is left out when an earlier one's coefficients are all at least as large (ties go to
     the earlier, as in :meth:`StepMemory.peak`), or a later one's are, and larger at a term that never
     vanishes. Terms are non-negative, so what is left out is never the peak. The phase's last
     candidate is always kept: its total is the memory the phase ends with.
     """
-    sizes = tuple(sorted(config.symbols().items(), key=str))
-    memory = step_memory(trace(config), training, dict(sizes))
-    terms, to_terms = _basis(memory, sizes)
-    table = exact.matmul(memory.table, to_terms)
-    positive = np.array([_positive(t) for t in terms], dtype=bool)
+    monomials, coefficients = table
+    table = exact.matmul(coefficients, terms.matrix(monomials))
+    positive = np.array([_positive(t) for t in terms.index], dtype=bool)
     rows = table.sum(axis=1)
     phases = []
-    events = [(c.event.step, c.event.phase) for c in memory.candidates]
+    events = [(c.event.step, c.event.phase) for c in candidates]
     for (step, phase), group in itertools.groupby(range(len(events)), key=lambda i: events[i]):
         if not step:
             continue
-        candidates = []
+        kept = []
         for i in _kept(rows, list(group), positive):
             cats = tuple(
                 tuple((j, int(v)) for j, v in enumerate(table[i, c].tolist()) if v) for c in range(len(CATEGORIES))
             )
-            candidates.append((_where(memory, i, sizes), cats))
-        phases.append((step, phase, tuple(candidates)))
-    return Replayed(tuple(terms), tuple(phases))
+            kept.append((_where(candidates[i], values), cats))
+        phases.append((step, phase, tuple(kept)))
+    return phases
+
+
+def _where(candidate: Candidate, values: dict) -> str:
+    """Where a candidate is, its run's index evaluated, as :attr:`Point.where` writes it."""
+    index = None if candidate.index is None else _index(candidate.index, tuple(values.items()))
+    return replace(candidate, index=index).where
+
+
+def _shifted(kept: Kept, shift: dict[str, dict[int, int]]) -> Kept:
+    """A candidate with ``shift`` (per category, term number → coefficient) added."""
+    cats = []
+    for c, row in zip(CATEGORIES, kept[1], strict=True):
+        total = dict(row)
+        for j, v in shift[c].items():
+            total[j] = total.get(j, 0) + v
+        cats.append(tuple(sorted((j, v) for j, v in total.items() if v)))
+    return kept[0], tuple(cats)
+
+
+def replayed(config: Config, trainings: Sequence[Training]) -> list[Replayed]:
+    """Replay the training step of ``config`` under each of ``trainings``, which differ in the optimizer
+    alone, and keep what the page needs: the candidates of each phase that may be its peak, over terms in
+    B and seq_len. The first is replayed; the others swap their optimizer in (:mod:`symbert.training.swap`):
+    a uniform shift leaves the same candidates of a phase in the running, so only their optimizer phases
+    are reduced anew."""
+    sizes = tuple(sorted(config.symbols().items(), key=str))
+    memory = step_memory(trace(config), trainings[0], dict(sizes))
+    terms, values = Terms(sizes), memory.with_layout(dict(sizes))
+    phases, swap = [_reduced(memory.candidates, (memory.monomials, memory.table), terms, values)], OptimizerSwap(memory)
+    for training in trainings[1:]:
+        other = swap.of(training)
+        updates = {s: _reduced(c, table_of(c), terms, values) for s, c in other.updates.items()}
+        shifts = {s: {c: terms.of(size) for c, size in shift.items()} for s, shift in other.shifts.items()}
+        phases.append([
+            updates[step][0] if phase == "optimizer" else
+            (step, phase, tuple(_shifted(k, shifts[step]) for k in kept))
+            for step, phase, kept in phases[0]
+        ])
+    listed = tuple(terms.index)
+    return [Replayed(listed, tuple(p)) for p in phases]
 
 
 def _phases(step: Replayed, model: Model) -> list:
@@ -328,14 +400,18 @@ def _call(task: tuple) -> object:
     return task[0](*task[1:])
 
 
-def _each(tasks: list[tuple]) -> list:
-    """Each task's ``fn(*args)`` (a task is ``(fn, *args)``), in order, spread over the CPUs (forked
-    processes) when there are several."""
+@contextlib.contextmanager
+def _started(tasks: list[tuple]) -> Iterator[Callable[[], list]]:
+    """Start each task's ``fn(*args)`` (a task is ``(fn, *args)``), spread over the CPUs (forked processes)
+    when there are several; the context gives what waits for the results, in order. The caller works on
+    meanwhile."""
     workers = min(len(tasks), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_call(t) for t in tasks]
+        yield lambda: [_call(t) for t in tasks]
+        return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_call, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+        futures = [pool.submit(_call, t) for t in tasks]
+        yield lambda: [f.result() for f in futures]
 
 
 @dataclass
@@ -375,16 +451,11 @@ Grid = tuple[Sequence[int], Sequence[int]]
 def model_data(config: Config, base: Training, axes: Axes, batch: int, length: int, grid: Grid, page: Page) -> dict:
     """Everything the page shows of one config."""
     graph, sizes = trace(config), config.symbols()
-    memory_data, attentions = _memory_setups(config, base, axes, page)
+    attentions = _attentions(config, base, axes)
     runtimes = _runtimes(base, axes)
-    states, tables = {}, Model(page)
+    tables = Model(page)
     representative = {r: g for g, r in reversed(runtimes.items())}
-    for p, o in itertools.product(axes.precision, axes.optimizer):
-        s = model_states(graph, training_for(base, p, axes.attention[0], axes.recompute[0], o, axes.gpu[0]))
-        states[_key(p, o)] = [str(int(s[k].subs(sizes))) for k in STATES]
     setups = list(itertools.product(axes.precision, attentions, axes.recompute, axes.optimizer, representative))
-    if not attentions:
-        raise ConfigError(f"{config.name} runs none of the attention kinds {', '.join(axes.attention)}")
     # The command's setup, with the model's first attention kind where it cannot run the command's
     # (DeBERTa is eager only): the formulas and the allocator's answers are given at it.
     own = _firsts(axes)
@@ -398,12 +469,25 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     firsts: dict[tuple, Training] = {}  # each distinct replay, at the first setup that asks for it
     for t in trainings:
         firsts.setdefault(_replay_key(t), t)
-    replays, tasks = list(firsts), [(replayed, config, t) for t in firsts.values()]
+    walks: dict[Training, list[tuple]] = {}  # the replays that differ in the optimizer alone share one walk
+    for key in firsts:
+        walks.setdefault(key[0], []).append(key)
     sims = [(_allocator, config, training_for(base, *own[:4], gpus[0]), gpus, grid[0], s) for _, gpus, s in simulated]
-    done = _each(tasks + sims)
-    step_of = dict(zip(replays, done, strict=False))
+    tasks = [(replayed, config, [firsts[k] for k in keys]) for keys in walks.values()]
+    with _started(sims + tasks) as results:  # the longest first; what needs no replay is done meanwhile
+        memory_data = _memory_setups(config, base, axes, attentions, page)
+        states = {}
+        for p, o in itertools.product(axes.precision, axes.optimizer):
+            s = model_states(graph, training_for(base, p, axes.attention[0], axes.recompute[0], o, axes.gpu[0]))
+            states[_key(p, o)] = [str(int(s[k].subs(sizes))) for k in STATES]
+        formulas = _formulas(config, cli, batch, length)
+        diagrams = {level: _svg(config, level) for level in LEVELS}
+        done = results()
+    step_of = {
+        k: r for keys, rs in zip(walks.values(), done[len(sims) :], strict=True) for k, r in zip(keys, rs, strict=True)
+    }
     steps = {_key(*setup): _phases(step_of[_replay_key(t)], tables) for setup, t in zip(setups, trainings, strict=True)}
-    answers = {(rt, s): answer for (rt, _, s), answer in zip(simulated, done[len(replays) :], strict=True)}
+    answers = {(rt, s): answer for (rt, _, s), answer in zip(simulated, done[: len(sims)], strict=True)}
     allocator = {
         "setup": _key(*own[:4]),
         "grid": [[b, s, {rt: answers[rt, s][0][i] for rt in representative}] for i, b in enumerate(grid[0])
@@ -423,14 +507,15 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
         "labels": tables.labels.listed(),
         "setup": cli.describe(),
         "allocator": allocator,
-        "formulas": _formulas(config, cli, batch, length, page),
-        "diagrams": {level: _svg(config, level) for level in LEVELS},
+        "formulas": [[name, page.formula(e), str(value), human(e)] for name, e, value in formulas],
+        "diagrams": diagrams,
         **memory_data,
     }
 
 
-def _formulas(config: Config, training: Training, batch: int, length: int, page: Page) -> list:
-    """The formulas at the command's setup: totals, model states and the step's peak at its shape."""
+def _formulas(config: Config, training: Training, batch: int, length: int) -> list[tuple[str, sympy.Expr, int]]:
+    """The formulas at the command's setup, with their values: totals, model states and the step's peak at
+    its shape."""
     graph, sizes = trace(config), config.symbols()
     f = flops(graph, training.memory, sizes)
     states = model_states(graph, training)
@@ -444,7 +529,7 @@ def _formulas(config: Config, training: Training, batch: int, length: int, page:
         *((CATEGORIES[k], states[k]) for k in STATES),
         (f"training-step peak at B = {values[B]}, seq_len = {values[seq_len]}", peak),
     ]
-    return [[name, page.formula(e), str(int(e.subs(values))), human(e)] for name, e in rows]
+    return [(name, e, int(e.subs(values))) for name, e in rows]
 
 
 _XML_HEAD = re.compile(r"^<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?(<!--.*?-->\s*)*", re.S)

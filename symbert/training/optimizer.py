@@ -29,12 +29,14 @@ from symbert.training.states import (
 def state_pads(plan: Plan, per_element: int, what: str, tensors: int = 1) -> Size:
     """The rounding of ``tensors`` allocations of ``per_element`` bytes per element for each parameter, or
     for each of this GPU's shards of the model state ``what``."""
-    out: Size = {}
-    if plan.runtime is None or not per_element or not tensors:
-        return out
-    for elements, count in plan.sharding.local(plan.graph, what):
-        add_to(out, scaled(plan.pad_of(size_of(per_element * elements)), count), tensors)
-    return out
+    key = (per_element, what, tensors)
+    if key not in plan.state_pads:
+        out: Size = {}
+        if plan.runtime is not None and per_element and tensors:
+            for elements, count in plan.sharding.local(plan.graph, what):
+                add_to(out, scaled(plan.pad_of(size_of(per_element * elements)), count), tensors)
+        plan.state_pads[key] = out
+    return plan.state_pads[key]
 
 
 def load(emitter: Emitter) -> None:
@@ -83,8 +85,18 @@ def create_states(emitter: Emitter) -> None:
 
 
 def update(emitter: Emitter, grads: Gradients, zero: Gathers, first: bool) -> None:
-    """The optimizer step (states created at the first one, Adam's temporaries), then zero_grad, which frees
-    ``grads``' parameter gradients and ``zero``'s shards of them."""
+    """The optimizer step, then zero_grad, which frees ``grads``' parameter gradients and ``zero``'s shards of
+    them."""
+    optimizer_step(emitter, first)
+    zero_grad(emitter, [*grads.params.values(), *zero.grad_shards])
+    grads.params.clear()
+    zero.grad_shards.clear()
+    grads.unit_grads.clear()
+
+
+def optimizer_step(emitter: Emitter, first: bool) -> None:
+    """What the optimizer step allocates and frees: the states at the first one, Adam's temporaries. It reads
+    the plan alone, none of the walk's state."""
     plan, training = emitter.plan, emitter.plan.training
     emitter.phase, emitter.cause, emitter.scope = "optimizer", "optimizer step", ""
     held = training.step_scalars
@@ -113,13 +125,14 @@ def update(emitter: Emitter, grads: Gradients, zero: Gathers, first: bool) -> No
         emitter.release(found_inf)
     if partition is not None:
         emitter.release(partition)
+
+
+def zero_grad(emitter: Emitter, gradients: list[Buffer]) -> None:
+    """``zero_grad(set_to_none=True)``: ``gradients`` freed, and no run not replayed holds any."""
     emitter.cause = "zero_grad"
-    for buf in [*grads.params.values(), *zero.grad_shards]:
+    for buf in gradients:
         emitter.release(buf)
-    grads.params.clear()
-    zero.grad_shards.clear()
-    grads.unit_grads.clear()
-    emitter.hidden = dict.fromkeys(plan.graph.blocks, "none")
+    emitter.hidden = dict.fromkeys(emitter.plan.graph.blocks, "none")
     emitter.record("zero_grad")
 
 

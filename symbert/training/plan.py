@@ -12,6 +12,7 @@ walk over the plan is :class:`symbert.training.driver.Driver`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,8 @@ class Plan:
         self.keys = Keys(graph, runs)
         self._sizes: dict[str, tuple[Size, str]] = {}
         self._pads: dict[frozenset, Size] = {}
+        #: The runtime's rounding of whole model states (:func:`symbert.training.optimizer.state_pads`).
+        self.state_pads: dict[tuple[int, str, int], Size] = {}
         self._padded: dict[int, tuple[Size, Size]] = {}  # by the id of a size the replay shares
         self._extras: dict[sympy.Expr, tuple[Size, str]] = {}
         self._casts: dict[sympy.Expr, Size] = {}
@@ -89,6 +92,16 @@ class Plan:
         ordered = [u for u in self.units if not u.op.placeholder]
         self.first_of = {self.unit_of(u): u for u in reversed(ordered)}
         self.last_of = {self.unit_of(u): u for u in ordered}
+
+    def with_optimizer(self, training: Training) -> Plan:
+        """This plan under ``training``, which differs from the plan's in the optimizer alone: the walk's ops
+        are the same, the model states are the new optimizer's."""
+        training = training.for_model(model_of(self.graph))
+        if replace(training, optimizer=self.training.optimizer) != self.training:
+            raise ValueError(f"{training.describe()} differs from the plan's setup in more than the optimizer")
+        plan = copy.copy(self)
+        plan.training, plan.states = training, model_states(self.graph, training)
+        return plan
 
     # ---- what each op does
 

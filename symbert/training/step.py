@@ -102,7 +102,7 @@ class StepMemory:
     ) -> None:
         training = training.for_model(model_of(graph))
         self.graph, self.training, self.runs = graph, training, dict(runs)
-        plan = Plan(graph, training, self.runs, values)
+        self.plan = plan = Plan(graph, training, self.runs, values)
         replayed = Ledger(plan.graph.blocks, Driver(plan).run(steps))
         self.events = replayed.snapshots
         self.states = plan.states
@@ -119,30 +119,11 @@ class StepMemory:
             }
             for block, steady in replayed.steady.items()
         }
-        self.candidates = [c for event in self.events for c in self._candidates(event)]
-        # Candidates share the sizes of the categories nothing was added to (and the ledger's snapshots those that
-        # did not change): each distinct size is checked and made a row of the table once.
-        distinct: dict[int, tuple[Size, Candidate]] = {}
-        for c in self.candidates:
-            for size in c.memory.values():
-                distinct.setdefault(id(size), (size, c))
-        for size, c in distinct.values():
-            for m, coefficient in size.items():
-                whole = isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer
-                if not whole:  # never truncated into the int64 table
-                    raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
-        self.monomials = sorted({m for size, _ in distinct.values() for m in size}, key=sympy.default_sort_key)
-        column = {m: i for i, m in enumerate(self.monomials)}
-        rows = np.zeros((len(distinct), len(self.monomials)), dtype=np.int64)
-        for r, (size, _) in enumerate(distinct.values()):
-            for m, coefficient in size.items():
-                rows[r, column[m]] = coefficient
-        row_of = {key: r for r, key in enumerate(distinct)}
-        index = [[row_of[id(c.memory[category])] for category in CATEGORIES] for c in self.candidates]
-        self.table = rows[np.array(index, dtype=np.intp).reshape(len(self.candidates), len(CATEGORIES))]
+        self.candidates = [c for event in self.events for c in self.candidates_at(event)]
+        self.monomials, self.table = table_of(self.candidates)
         self._polynomials: dict[tuple, Polynomials] = {}
 
-    def _candidates(self, event: Snapshot) -> list[Candidate]:
+    def candidates_at(self, event: Snapshot) -> list[Candidate]:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""
         options = []
         for block, status in event.hidden.items():
@@ -441,6 +422,35 @@ def in_flight(graph: Graph, training: Training, values: Mapping[sympy.Symbol, in
         category = "attention" if sympy.degree(at_least(c.total), seq_len) >= 2 else "activations"
         add_to(extra[category], size_of(c.total * others))
     return extra
+
+
+def table_of(candidates: Sequence[Candidate]) -> tuple[list[sympy.Expr], np.ndarray]:
+    """The candidates' monomials, in a fixed order, and their coefficients: ``table[i, c, j]``, candidate i's
+    category c at monomial j, int64.
+
+    Candidates share the sizes of the categories nothing was added to (and the ledger's snapshots those that
+    did not change): each distinct size is checked and made a row once."""
+    distinct: dict[int, tuple[Size, Candidate]] = {}
+    for c in candidates:
+        for size in c.memory.values():
+            distinct.setdefault(id(size), (size, c))
+    column: dict[sympy.Expr, int] = {}  # in the order met; sorted below
+    rows, columns, values = [], [], []
+    for r, (size, c) in enumerate(distinct.values()):
+        for m, coefficient in size.items():
+            if not (isinstance(coefficient, (int, sympy.Integer)) or sympy.sympify(coefficient).is_Integer):
+                raise ValueError(f"{c.event.label}: a size with a fractional coefficient, {coefficient}·{m}")
+            rows.append(r)
+            columns.append(column.setdefault(m, len(column)))
+            values.append(int(coefficient))  # never truncated: past int64, numpy raises
+    monomials = sorted(column, key=sympy.default_sort_key)
+    place = np.empty(len(column), dtype=np.intp)
+    place[[column[m] for m in monomials]] = np.arange(len(monomials))
+    table = np.zeros((len(distinct), len(monomials)), dtype=np.int64)
+    table[np.array(rows, dtype=np.intp), place[np.array(columns, dtype=np.intp)]] = np.array(values, dtype=np.int64)
+    row_of = {key: r for r, key in enumerate(distinct)}
+    index = [[row_of[id(c.memory[category])] for category in CATEGORIES] for c in candidates]
+    return monomials, table[np.array(index, dtype=np.intp).reshape(len(candidates), len(CATEGORIES))]
 
 
 def _add(memory: dict[str, Size], shared: Mapping[str, Size], category: str, extra: Size) -> None:
