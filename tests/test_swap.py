@@ -58,17 +58,26 @@ def test_only_the_optimizer_may_differ():
 
 
 def test_the_pages_replays_of_a_walk_are_each_its_own():
-    """explore's replays share a walk across optimizers, shifting each phase's candidates: the same as
-    reducing each optimizer's replay alone."""
+    """explore replays one walk for every optimizer and GPU: the workspaces' sizes left open, each GPU's
+    evaluated at its own, the other optimizers swapped in, each phase's candidates shifted. That is what
+    reducing each setup's replay alone gives."""
     config = resolve("bert-base", None, ("num_hidden_layers=4",))
-    trainings = [Training(o, p, MemoryOptions(**CUDA), "h100") for p in ("fp32", "amp")
+    for precision in ("fp32", "amp"):
+        group = [Training(o, precision, MemoryOptions(**CUDA), gpu) for gpu in ("h100", "a100-40gb")
                  for o in ("sgd", "momentum", "adamw-fused", "adamw-foreach", "adamw-single")]
-    for group in (trainings[:5], trainings[5:]):
         shared = replayed(config, group)
         alone = [replayed(config, [t])[0] for t in group]
-        for s, a in zip(shared, alone, strict=True):
-            terms = dict(enumerate(s.terms))
-            assert [(step, phase, [(where, [{terms[j]: v for j, v in row} for row in cats]) for where, cats in kept])
-                    for step, phase, kept in s.phases] == \
-                   [(step, phase, [(where, [{a.terms[j]: v for j, v in row} for row in cats]) for where, cats in kept])
-                    for step, phase, kept in a.phases]
+        assert [_listed(s) for s in shared] == [_listed(a) for a in alone]
+
+
+def _listed(step) -> list:
+    """A reduced replay's phases, each candidate's rows by term rather than by term number."""
+    terms = dict(enumerate(step.terms))
+    return [(number, phase, [(where, [{terms[j]: v for j, v in row} for row in cats]) for where, cats in kept])
+            for number, phase, kept in step.phases]
+
+
+def test_cards_whose_workspaces_differ_in_more_than_size_share_no_walk():
+    config = resolve("bert-base", None, ("num_hidden_layers=4",))
+    with pytest.raises(ValueError, match="other workspaces"):
+        replayed(config, [Training("sgd", "fp32", MemoryOptions(**CUDA), "h100"), Training("sgd", "fp32")])

@@ -57,6 +57,7 @@ from symbert.render.reports import describe
 from symbert.symbols import B, below, pad512, seq_len
 from symbert.training import exact
 from symbert.training.oom import Simulation, applies, cap_of, largest
+from symbert.training.runtime import Runtime
 from symbert.training.states import CATEGORIES, OPTIMIZERS, PRECISIONS, Training, model_states
 from symbert.training.step import Candidate, step_memory, table_of
 from symbert.training.swap import OptimizerSwap
@@ -334,45 +335,65 @@ def _shifted(kept: Kept, shift: dict[str, dict[int, int]]) -> Kept:
     return kept[0], tuple(cats)
 
 
+def _opened(runtime: Runtime | None) -> tuple | None:
+    """A runtime's workspaces, their sizes left open."""
+    return runtime and runtime.opened().workspaces
+
+
 def replayed(config: Config, trainings: Sequence[Training]) -> list[Replayed]:
-    """Replay the training step of ``config`` under each of ``trainings``, which differ in the optimizer
-    alone, and keep what the page needs: the candidates of each phase that may be its peak, over terms in
-    B and seq_len. The first is replayed; the others swap their optimizer in (:mod:`symbert.training.swap`):
-    a uniform shift leaves the same candidates of a phase in the running, so only their optimizer phases
-    are reduced anew."""
-    sizes = tuple(sorted(config.symbols().items(), key=str))
-    memory = step_memory(trace(config), trainings[0], dict(sizes))
-    terms, values = Terms(sizes), memory.with_layout(dict(sizes))
-    phases, swap = [_reduced(memory.candidates, (memory.monomials, memory.table), terms, values)], OptimizerSwap(memory)
-    for training in trainings[1:]:
-        other = swap.of(training)
+    """Replay the training step of ``config`` under each of ``trainings``, which differ in the optimizer and
+    the GPU alone, and keep what the page needs: the candidates of each phase that may be its peak, over
+    terms in B and seq_len.
+
+    One walk serves them all. It is replayed under the first, with the runtime's workspace sizes left open
+    (:meth:`~symbert.training.runtime.Runtime.opened`): each GPU evaluates the candidates at its own. The
+    other optimizers are swapped in (:mod:`symbert.training.swap`): a uniform shift leaves the same
+    candidates of a phase in the running, so only their optimizer phases are reduced anew.
+    """
+    sizes = dict(config.symbols())
+    first = trainings[0]
+    memory = step_memory(trace(config), first, sizes, open_workspaces=True)
+    swap, values, swapped = OptimizerSwap(memory), memory.with_layout(sizes), {}
+    by_runtime: dict[tuple, tuple[Terms, list]] = {}
+    out = []
+    for training in trainings:
+        runtime = training.runtime
+        if _opened(runtime) != _opened(first.runtime):
+            raise ValueError(f"{training.describe()} has other workspaces than {first.describe()}")
+        at = tuple(sorted({**sizes, **(runtime.workspace_values() if runtime else {})}.items(), key=str))
+        if at not in by_runtime:
+            terms = Terms(at)
+            by_runtime[at] = terms, _reduced(memory.candidates, (memory.monomials, memory.table), terms, values)
+        terms, walk = by_runtime[at]
+        if training.optimizer == first.optimizer:
+            out.append((terms, walk))
+            continue
+        if training.optimizer not in swapped:
+            swapped[training.optimizer] = swap.of(replace(training, gpu=first.gpu))
+        other = swapped[training.optimizer]
         updates = {s: _reduced(c, table_of(c), terms, values) for s, c in other.updates.items()}
         shifts = {s: {c: terms.of(size) for c, size in shift.items()} for s, shift in other.shifts.items()}
-        phases.append([
+        out.append((terms, [
             updates[step][0] if phase == "optimizer" else
             (step, phase, tuple(_shifted(k, shifts[step]) for k in kept))
-            for step, phase, kept in phases[0]
-        ])
-    listed = tuple(terms.index)
-    return [Replayed(listed, tuple(p)) for p in phases]
+            for step, phase, kept in walk
+        ]))
+    return [Replayed(tuple(terms.index), tuple(phases)) for terms, phases in out]
 
 
 def _phases(step: Replayed, model: Model) -> list:
     """``[step, phase, [[label, row per category], …]]``, the rows (``function:coefficient,…``) and the
     labels by index into the model's tables."""
     functions = [model.page.function(t) for t in step.terms]
+    numbered = model.numbered.setdefault(tuple(functions), {})  # a row over these functions → its index
+
+    def row_of(row: tuple[tuple[int, int], ...]) -> int:
+        if row not in numbered:
+            numbered[row] = model.rows.add(",".join(f"{functions[j]}:{v}" for j, v in row))
+        return numbered[row]
+
     return [
-        [
-            number,
-            phase,
-            [
-                [
-                    model.labels.add(where),
-                    *(model.rows.add(",".join(f"{functions[j]}:{v}" for j, v in row)) for row in cats),
-                ]
-                for where, cats in candidates
-            ],
-        ]
+        [number, phase, [[model.labels.add(where), *map(row_of, cats)] for where, cats in candidates]]
         for number, phase, candidates in step.phases
     ]
 
@@ -421,6 +442,7 @@ class Model:
     page: Page
     rows: Table = field(default_factory=Table)
     labels: Table = field(default_factory=Table)
+    numbered: dict[tuple[int, ...], dict[tuple, int]] = field(default_factory=dict)
 
 
 def _runtimes(base: Training, axes: Axes) -> dict[str, str]:
@@ -469,9 +491,9 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     firsts: dict[tuple, Training] = {}  # each distinct replay, at the first setup that asks for it
     for t in trainings:
         firsts.setdefault(_replay_key(t), t)
-    walks: dict[Training, list[tuple]] = {}  # the replays that differ in the optimizer alone share one walk
+    walks: dict[Training, list[tuple]] = {}  # the replays that differ in the optimizer and GPU alone share one walk
     for key in firsts:
-        walks.setdefault(key[0], []).append(key)
+        walks.setdefault(replace(key[0], gpu=None), []).append(key)
     sims = [(_allocator, config, training_for(base, *own[:4], gpus[0]), gpus, grid[0], s) for _, gpus, s in simulated]
     tasks = [(replayed, config, [firsts[k] for k in keys]) for keys in walks.values()]
     with _started(sims + tasks) as results:  # the longest first; what needs no replay is done meanwhile
@@ -486,7 +508,11 @@ def model_data(config: Config, base: Training, axes: Axes, batch: int, length: i
     step_of = {
         k: r for keys, rs in zip(walks.values(), done[len(sims) :], strict=True) for k, r in zip(keys, rs, strict=True)
     }
-    steps = {_key(*setup): _phases(step_of[_replay_key(t)], tables) for setup, t in zip(setups, trainings, strict=True)}
+    listed: dict[tuple, list] = {}  # each replay's phases, listed once (setups that share a replay share them)
+    for t in trainings:
+        if _replay_key(t) not in listed:
+            listed[_replay_key(t)] = _phases(step_of[_replay_key(t)], tables)
+    steps = {_key(*setup): listed[_replay_key(t)] for setup, t in zip(setups, trainings, strict=True)}
     answers = {(rt, s): answer for (rt, _, s), answer in zip(simulated, done[: len(sims)], strict=True)}
     allocator = {
         "setup": _key(*own[:4]),

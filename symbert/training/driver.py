@@ -71,7 +71,7 @@ class Driver(Emitter):
         self.workspaces.add(thread)
         for w in self.plan.runtime.workspaces:
             if w.phase == thread:
-                self.alloc({sympy.S.One: w.nbytes}, "runtime", None, "workspace", pad={})
+                self.alloc(size_of(sympy.sympify(w.nbytes)), "runtime", None, "workspace", pad={})
 
     def keeps(self, unit: Unit, plain: bool, rekey: Rekey) -> list[tuple]:
         """What the unit keeps for backward (``plain``: as if nothing were recomputed), with its keys."""

@@ -158,6 +158,9 @@ def _largest(poly: sympy.Expr, x: sympy.Symbol, budget: int) -> int | None:
     p = sympy.Poly(poly - budget, x)
     if p.degree() <= 0:
         return None if p.eval(0) <= 0 else -1
+    if p.degree() == 1:  # a·n + b: its one root is a fraction, found without isolating roots
+        a, b = p.all_coeffs()
+        return int(sympy.floor(-b / a)) if -b / a >= 0 else -1
     roots = [r for r in p.real_roots() if r >= 0]
     return int(sympy.floor(max(roots))) if roots else -1
 

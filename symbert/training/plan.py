@@ -46,10 +46,12 @@ class Plan:
         runs: Mapping[str, int],
         values: Values = None,
         kernel_values: Values = None,
+        open_workspaces: bool = False,
     ) -> None:
         """``values`` (a config's sizes) decide what depends on a concrete size
         (:func:`~symbert.analysis.activations.saved`); ``kernel_values``, where given instead, the kernels
-        whose transients an attention call holds."""
+        whose transients an attention call holds. ``open_workspaces``: the runtime's workspace sizes are left
+        as symbols (:meth:`~symbert.training.runtime.Runtime.opened`)."""
         training = training.for_model(model_of(graph))
         self.options = options = training.memory
         graph = with_dtypes(graph, options)
@@ -57,6 +59,8 @@ class Plan:
         self.kernel_values = values if kernel_values is None else kernel_values
         self.plain = replace(options, recompute="none")
         self.sharding, self.runtime, self.states = training.sharding, training.runtime, model_states(graph, training)
+        if open_workspaces and self.runtime is not None:
+            self.runtime = self.runtime.opened()
         self.keys = Keys(graph, runs)
         self._sizes: dict[str, tuple[Size, str]] = {}
         self._pads: dict[frozenset, Size] = {}

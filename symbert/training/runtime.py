@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
@@ -70,7 +70,7 @@ class Workspace:
 
     label: str
     phase: str
-    nbytes: int
+    nbytes: int | sympy.Symbol
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,17 @@ class Runtime:
     def workspace_bytes(self) -> int:
         return sum(w.nbytes for w in self.workspaces)
 
+    def opened(self) -> Runtime:
+        """This runtime with its workspaces' bytes left open (:func:`workspace_symbol`): one replay under it
+        serves every runtime whose workspaces differ from its in size alone, each at its
+        :meth:`workspace_values`."""
+        opened = tuple(replace(w, nbytes=workspace_symbol(i)) for i, w in enumerate(self.workspaces))
+        return replace(self, workspaces=opened)
+
+    def workspace_values(self) -> dict[sympy.Symbol, int]:
+        """What the symbols of :meth:`opened` stand for on this runtime."""
+        return {workspace_symbol(i): w.nbytes for i, w in enumerate(self.workspaces)}
+
     def describe(self) -> str:
         where = self.gpu.key if self.gpu else "unnamed CUDA GPU"
         cublas = self.workspaces[0].nbytes
@@ -98,6 +109,11 @@ class Runtime:
             f"{where}: cuBLAS workspaces 2 × {_mib(cublas)}{config} + cuBLASLt {_mib(self.workspaces[1].nbytes)}, "
             "allocations rounded to 512 bytes"
         )
+
+
+def workspace_symbol(i: int) -> sympy.Symbol:
+    """The bytes of a runtime's ``i``-th workspace, left open (:meth:`Runtime.opened`)."""
+    return sympy.Symbol(f"workspace_{i}", integer=True, positive=True)
 
 
 def _mib(n: int) -> str:

@@ -99,10 +99,11 @@ class StepMemory:
         runs: Mapping[str, int],
         steps: int = 2,
         values: Mapping[sympy.Symbol, int] | None = None,
+        open_workspaces: bool = False,
     ) -> None:
         training = training.for_model(model_of(graph))
         self.graph, self.training, self.runs = graph, training, dict(runs)
-        self.plan = plan = Plan(graph, training, self.runs, values)
+        self.plan = plan = Plan(graph, training, self.runs, values, open_workspaces=open_workspaces)
         replayed = Ledger(plan.graph.blocks, Driver(plan).run(steps))
         self.events = replayed.snapshots
         self.states = plan.states
@@ -462,12 +463,14 @@ def _add(memory: dict[str, Size], shared: Mapping[str, Size], category: str, ext
 
 
 def step_memory(
-    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None, full: bool = False
+    graph: Graph, training: Training, values: Mapping[sympy.Symbol, int] | None = None, full: bool = False,
+    open_workspaces: bool = False,
 ) -> StepMemory:
     """Replay two training steps of ``graph``.
 
     Each block is replayed three times and the rest is symbolic, unless it runs fewer times at
-    ``values``, or ``full`` asks for every run (an exact timeline at ``values``).
+    ``values``, or ``full`` asks for every run (an exact timeline at ``values``). ``open_workspaces``: the
+    runtime's workspace sizes stay symbols (:meth:`~symbert.training.runtime.Runtime.opened`).
     """
     runs = {}
     for name, block in graph.blocks.items():
@@ -475,7 +478,7 @@ def step_memory(
         if full and not count.is_Integer:
             raise ValueError(f"a full replay needs the count of {name}: {block.count}")
         runs[name] = int(count) if count.is_Integer and (full or count < 3) else 3
-    return StepMemory(graph, training, runs, values=values)
+    return StepMemory(graph, training, runs, values=values, open_workspaces=open_workspaces)
 
 
 #: The most runs of repeated blocks :func:`reserved` replays one by one.
