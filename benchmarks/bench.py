@@ -122,7 +122,7 @@ def explore_figures() -> None:
         cpu, build = cpu_and_wall([*explore, "--preset", "bert-base", "-o", str(page)])
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         print(f"symbert explore --preset bert-base: {build:.1f} s, {cpu:.1f} s of CPU over {cores} cores"
-              " (target: under 5 s; 23 to 25 s of CPU before the replay's caches, 15 s after)")
+              " (target: under 5 s; 9 s, 13 s of CPU with a walk per setup)")
         compared = [*explore, "bert-base", "modernbert-base", "deberta-v3-base", "-o", str(page.with_suffix(".3"))]
         cpu, build = cpu_and_wall(compared)
         print(f"symbert explore bert-base modernbert-base deberta-v3-base: {build:.1f} s, {cpu:.1f} s of CPU")
