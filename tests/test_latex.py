@@ -234,3 +234,20 @@ def test_latex_output_file(tmp_path) -> None:
     assert path.read_text() == invoke("latex", "bert-base", "--document").stdout
     missing = invoke("latex", "bert-base", "-o", str(tmp_path / "no" / "bert.tex"))
     assert missing.refused and "does not exist" in missing.stderr
+
+
+def test_a_comparison_of_three_families_fits_the_page(tmp_path) -> None:
+    """`compare --format latex` over three families: every table fits the line (one wider than it is scaled
+    down to it), and a crossover with two roots gives both as formulas, not as sympy text."""
+    out = invoke("compare", "bert-base", "modernbert-base", "deberta-v3-base", "--format", "latex")
+    assert out.code == 0, out.stderr
+    crossovers = out.stdout[out.stdout.index(r"\caption{crossover"):]
+    crossovers = crossovers[: crossovers.index(r"\end{table}")]
+    assert "sqrt(" not in crossovers and "**" not in crossovers
+    row = r"activation\_bytes & per layer & bert-base"
+    bert = next(line for line in crossovers.splitlines() if line.startswith(row))
+    # the general roots and their values at bert-base: two cells of two roots, each root from the left of its line
+    assert bert.count(r", \\ & ") == 2 and bert.endswith(r"\end{aligned}$ & 0.0577312, 6512.94 \\")
+    assert overfull_boxes(tmp_path, "compare", latex.document(out.stdout)) == []
+    unscaled = out.stdout.replace(r"\ifdim\wd0>\linewidth", r"\ifdim\wd0>\maxdimen")  # never scaled down
+    assert len(overfull_boxes(tmp_path, "unscaled", latex.document(unscaled))) >= 3

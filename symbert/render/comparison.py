@@ -106,7 +106,7 @@ def comparison_tables(c: Comparison) -> list[Table]:
 
 
 def _roots(roots: Sequence[sympy.Expr]) -> Cell:
-    return roots[0] if len(roots) == 1 else ", ".join(text(r) for r in roots) or "none"
+    return tuple(roots) or "none"
 
 
 def _decimals(roots: Sequence[sympy.Expr]) -> str:

@@ -472,6 +472,7 @@ def grouped_equations(
 
 
 def document(*snippets: str) -> str:
-    """A complete pdflatex document around ``snippets`` (amsmath for align, booktabs for tables)."""
-    preamble = "\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage{booktabs}\n"
+    """A complete pdflatex document around ``snippets`` (amsmath for align, booktabs and graphicx for
+    tables)."""
+    preamble = "\\documentclass{article}\n\\usepackage{amsmath}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
     return preamble + "\\begin{document}\n" + "\n".join(snippets) + "\\end{document}\n"

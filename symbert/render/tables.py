@@ -23,7 +23,15 @@ from symbert.formula import human, text
 from symbert.models import ROLES
 from symbert.render.latex import NOTATIONS, Notation, broken, by_structure, component_formula, escape
 
-Cell = str | int | sympy.Expr
+#: A table cell: text, an integer, a formula, or several formulas (the roots of a crossover).
+Cell = str | int | sympy.Expr | tuple[sympy.Expr, ...]
+
+
+def formulas_of(value: Cell) -> tuple[sympy.Expr, ...] | None:
+    """The formulas a cell holds, None for text and integers."""
+    if isinstance(value, sympy.Basic):
+        return (value,)
+    return value if isinstance(value, tuple) else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,9 @@ class Table:
 
     def __repr__(self) -> str:
         def cell(v: Cell) -> str:
-            return human(v) if isinstance(v, sympy.Basic) else f"{v:,}" if isinstance(v, int) else str(v)
+            if (formulas := formulas_of(v)) is not None:
+                return ", ".join(map(human, formulas))
+            return f"{v:,}" if isinstance(v, int) else str(v)
 
         lines = [f"<Table {self.title}", "  " + " | ".join(self.header)]
         lines += ["  " + " | ".join(cell(v) for v in row) for row in self.rows[:ROWS]]
@@ -88,15 +98,21 @@ CELL_WIDTH = 24
 
 def to_latex(table: Table, notation: Notation = NOTATIONS["seed"], cell_width: float | None = CELL_WIDTH) -> str:
     """A booktabs ``table`` float, captioned with the title; a formula wider than ``cell_width`` letters
-    breaks before a + or − into lines of an ``aligned`` block (None: never)."""
+    breaks before a + or − into lines of an ``aligned`` block (None: never). A table still wider than the
+    line is scaled down to it (graphicx's ``\\resizebox``), so that none runs off the page."""
+
+    def formula_lines(formula: sympy.Expr) -> list[str]:
+        tex = notation.latex(formula)
+        return [tex] if cell_width is None else broken(tex, cell_width, cell_width - 2)
 
     def cell(value: Cell) -> str:
-        if isinstance(value, sympy.Basic):
-            tex = notation.latex(value)
-            parts = [tex] if cell_width is None else broken(tex, cell_width, cell_width - 2)
-            if len(parts) == 1:
-                return f"${tex}$"
-            return r"$\begin{aligned}[t] & " + r" \\ & \quad {} ".join(parts) + r"\end{aligned}$"
+        if (formulas := formulas_of(value)) is not None:
+            parts = [formula_lines(f) for f in formulas]
+            if len(parts) == 1 and len(parts[0]) == 1:
+                return f"${parts[0][0]}$"
+            # each formula from the left, its further lines indented, a comma after each but the last
+            rows = [" \\\\ & \\quad {} ".join(p) for p in parts]
+            return r"$\begin{aligned}[t] & " + r", \\ & ".join(rows) + r"\end{aligned}$"
         if isinstance(value, int):
             return f"{value:,}" if value >= 0 else f"$-${-value:,}"
         return escape(value)
@@ -106,13 +122,14 @@ def to_latex(table: Table, notation: Notation = NOTATIONS["seed"], cell_width: f
         r"\begin{table}[htbp]",
         r"\centering",
         rf"\caption{{{escape(table.title)}}}",
-        rf"\begin{{tabular}}{{{spec}}}",
+        rf"\sbox0{{\begin{{tabular}}{{{spec}}}",
         r"\toprule",
         " & ".join(escape(h) for h in table.header) + r" \\",
         r"\midrule",
         *(" & ".join(cell(v) for v in row) + r" \\" for row in table.rows),
         r"\bottomrule",
-        r"\end{tabular}",
+        r"\end{tabular}}%",
+        r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi",
         *(rf"\par\smallskip{{\footnotesize {escape(note)}\par}}" for note in table.notes),
         r"\end{table}",
     ]
@@ -123,8 +140,8 @@ def to_markdown(table: Table, notation: Notation = NOTATIONS["seed"]) -> str:
     """A GitHub-flavoured Markdown table under a bold title; formulas as ``$…$`` math."""
 
     def cell(value: Cell) -> str:
-        if isinstance(value, sympy.Basic):
-            return f"${notation.latex(value)}$"
+        if (formulas := formulas_of(value)) is not None:
+            return ", ".join(f"${notation.latex(f)}$" for f in formulas)
         if isinstance(value, int):
             return f"{value:,}"
         return value.replace("|", r"\|")
@@ -141,7 +158,7 @@ def to_csv(table: Table) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.header)
     for row in table.rows:
-        writer.writerow([text(v) if isinstance(v, sympy.Basic) else v for v in row])
+        writer.writerow([v if (fs := formulas_of(v)) is None else ", ".join(map(text, fs)) for v in row])
     return out.getvalue()
 
 
@@ -152,8 +169,15 @@ def to_rich(table: Table) -> RichTable:
     for i, name in enumerate(table.header):
         out.add_column(name, justify="right" if table.numeric(i) else "left")
     for row in table.rows:
-        out.add_row(*(human(v) if isinstance(v, sympy.Basic) else f"{v:,}" if isinstance(v, int) else v for v in row))
+        out.add_row(*(_plain(v) for v in row))
     return out
+
+
+def _plain(value: Cell) -> str:
+    """A cell in the terminal: formulas in the ``12·H²·L`` form, integers with thousands separators."""
+    if (formulas := formulas_of(value)) is not None:
+        return ", ".join(map(human, formulas))
+    return f"{value:,}" if isinstance(value, int) else value
 
 
 def render(tables: Sequence[Table], fmt: str, notation: Notation = NOTATIONS["seed"]) -> str:
