@@ -881,8 +881,8 @@ def fit(
     Give --gpu-memory (or --gpu) and one of --batch and --seq-len to solve for the other. Under torch-cuda on
     one GPU the caching allocator is simulated over two training steps: the answer is the largest value that
     runs without an allocation failing under the cap (--gpu-memory, what set_per_process_memory_fraction allows;
-    or --gpu's memory less the CUDA context), starting from the closed form's. Otherwise (or with --closed-form),
-    and for a given shape, the peak's closed form answers, checked at the answer and one above it.
+    or --gpu's memory less the CUDA context), starting from the closed form's; given both, whether that shape
+    runs. Otherwise (or with --closed-form), the peak's closed form answers, checked at the answer and one above.
     """
     from symbert.render.training import answer_json, print_answer
     from symbert.training.solve import Simulated, solve

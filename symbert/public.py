@@ -216,8 +216,9 @@ def fit(
     """``symbert fit``: the largest batch or seq_len (the one left None) whose two training steps run in
     ``gpu_memory`` bytes (``16GiB`` or a number; default: ``gpu``'s memory), or the peak of a given shape.
 
-    Returns the closed form's :class:`~symbert.training.fit.Fit`; under torch-cuda on one GPU the caching
-    allocator's :class:`~symbert.training.solve.Simulated` search (unless ``closed_form``); with ``gpus``, a
+    Returns the closed form's :class:`~symbert.training.fit.Fit`; under torch-cuda on one GPU (unless
+    ``closed_form``) the caching allocator's :class:`~symbert.training.solve.Simulated` search, or for a shape
+    given whole its :class:`~symbert.training.solve.Checked` verdict; with ``gpus``, a
     :class:`~symbert.training.planner.Plan` as :func:`plan` returns."""
     from symbert.training.solve import solve
 

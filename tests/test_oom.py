@@ -90,6 +90,22 @@ def test_the_dev_sets_fit() -> None:
     assert not result.above.runs and result.above.failed.startswith("2 backward")
 
 
+def test_a_given_shape_is_decided_by_the_simulation() -> None:
+    """`fit` for one shape answers as the H100 did: BertForMaskedLM at batch 38 ran under the 16 GiB cap and
+    batch 39 did not, though the closed form puts both within it (its own answer is 43)."""
+    (case,) = DEV["fit"]
+    args = ("fit", "--head", "mlm", "--no-padding", "-s", str(case["s"]), "--precision", "amp", "--dtype",
+            case["dtype"], "--attention", case["attn"], "--gpu", "h100", "--gpu-memory", f"{case['gib']}GiB")
+    ran, failed = (json.loads(run_cli(*args, "-b", str(b), "--json").stdout) for b in (38, 39))
+    assert (ran["fits"], failed["fits"]) == (True, False)
+    assert ran["allocator"]["closed_form_fits"] and failed["allocator"]["closed_form_fits"]
+    assert ran["headroom"] == case["gib"] * 2**30 - ran["allocator"]["at"]["reserved"] > 0
+    assert failed["headroom"] is None and failed["allocator"]["at"]["failed"].startswith("2 backward")
+    text = run_cli(*args, "-b", "39").stdout
+    assert "batch 39, seq_len 512: runs out of memory (the caching allocator simulated" in text
+    assert "within the cap" in text
+
+
 def test_the_answer_runs_and_one_more_does_not() -> None:
     """On bert-tiny at a budget that cuts into the activations: the answer runs, the next batch fails, and
     every batch the search tried below the answer ran (the answer is the largest, not one of several)."""

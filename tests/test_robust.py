@@ -159,7 +159,8 @@ def test_fit_never_wraps_around() -> None:
     assert data["fits"] is False
     assert data["memory"] == exact_peak(preset("bert-base"), DEFAULTS, 10**11, 512) > 0
     text = invoke("fit", "--batch", "100000000000", "--seq-len", "512", "--gpu-memory", "16GiB").stdout
-    assert "does NOT fit" in text and "-" not in text.split("peak", 1)[1].split("at", 1)[0]
+    assert "runs out of memory" in text and "-" not in text.split("the closed form: peak", 1)[1].split(" at ", 1)[0]
+    assert "over the cap" in text
 
 
 def test_fit_with_a_huge_budget() -> None:

@@ -16,9 +16,9 @@ from symbert.symbols import pad512
 from symbert.training.allocator import Overhead, PhasePeak
 from symbert.training.fit import CUDA_CONTEXT_NOTE, Fit, fit_json, step_of
 from symbert.training.memviz import dump
-from symbert.training.oom import MAX_RUNS, applies
+from symbert.training.oom import MAX_RUNS, Cap, applies
 from symbert.training.planner import Plan, family, plan_json
-from symbert.training.solve import Answer, Simulated
+from symbert.training.solve import Answer, Checked, Simulated
 from symbert.training.states import CATEGORIES, Training, setup_json
 from symbert.training.timeline import Timeline
 
@@ -27,6 +27,8 @@ def print_answer(answer: Answer) -> None:
     """``fit``'s answer as text, whichever way it was found."""
     if isinstance(answer, Simulated):
         print_simulated(answer)
+    elif isinstance(answer, Checked):
+        print_checked(answer)
     elif isinstance(answer, Plan):
         print_plan(answer)
     else:
@@ -35,21 +37,48 @@ def print_answer(answer: Answer) -> None:
 
 def answer_json(answer: Answer) -> dict[str, object]:
     """``fit --json``'s document."""
-    if isinstance(answer, Simulated):
+    if isinstance(answer, Simulated | Checked):
         return answer.json()
     return plan_json(answer) if isinstance(answer, Plan) else fit_json(answer)
 
 
 def print_simulated(answer: Simulated) -> None:
     """The simulated answer, with the setup and the cap it ran under."""
-    cap, training = answer.cap, answer.training
     out = console()
-    out.print(describe(answer.config))
+    print_cap(out, answer.config, answer.training, answer.cap)
+    for line in simulated_lines(answer):
+        out.print(line)
+
+
+def print_cap(out: Console, config: Model, training: Training, cap: Cap) -> None:
+    """The config, the setup and the cap a simulation ran under."""
+    out.print(describe(config))
     context = f" = {quantity(cap.card, 'bytes')} less the CUDA context {quantity(cap.context, 'bytes')}"
     source = f" ({cap.source})" if cap.context else " (--gpu-memory)"
     out.print(f"{training.describe()}; cap {quantity(cap.bytes, 'bytes')}{context if cap.context else ''}{source}")
-    for line in simulated_lines(answer):
-        out.print(line)
+
+
+def print_checked(answer: Checked) -> None:
+    """One shape, decided by the simulation, with the closed form's peak and its parts there."""
+    out, run, closed = console(), answer.run, answer.closed
+    print_cap(out, answer.config, answer.training, answer.cap)
+    verdict = "runs" if run.runs else "runs out of memory"
+    out.print(f"batch {run.batch}, seq_len {run.length}: {verdict} (the caching allocator simulated over two "
+              "training steps)")
+    if run.runs:
+        top = max(run.phases, key=lambda p: p.allocated)
+        out.print(f"  allocated peak {quantity(run.allocated, 'bytes')} = {run.allocated:,} bytes ({top.name}), "
+                  f"reserved peak {quantity(run.reserved, 'bytes')} = {run.reserved:,} bytes; "
+                  f"headroom {quantity(answer.cap.bytes - run.reserved, 'bytes')}")
+    else:
+        out.print(f"  {run.failed}")
+    peak = closed.peak
+    within = "within" if closed.fits else "over"
+    out.print(f"  the closed form: peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}, "
+              f"{within} the cap")
+    out.print("  " + ", ".join(f"{name} {quantity(peak.bytes[c], 'bytes')}" for c, name in CATEGORIES.items()))
+    out.print(f"  peak formula: {human(closed.formula)}")
+    print_knobs(out, closed)
 
 
 def simulated_lines(answer: Simulated) -> list[str]:

@@ -24,8 +24,8 @@ from symbert.configs import Config as Model
 from symbert.gpus import CUDA_CONTEXT, CUDA_CONTEXT_SOURCE, gpu
 from symbert.symbols import B, seq_len
 from symbert.training.allocator import AddressSpace, Allocator, Config, OutOfMemory, PhasePeak
+from symbert.training.fit import Fit, fit_json, step_of
 from symbert.training.fit import fit as closed_form
-from symbert.training.fit import fit_json, step_of
 from symbert.training.states import Training
 from symbert.training.step import StepMemory
 from symbert.training.stream import Cause, Request, at, described
@@ -184,18 +184,25 @@ def _bracket(run: Callable[[int], Run], start: int, step: int, limit: int) -> tu
     return 0, hi
 
 
+def run_json(run: Run | None) -> dict[str, object] | None:
+    """A simulated run in ``fit --json``: the shape, whether it ran (else the failure), the peaks, each phase's."""
+    if run is None:
+        return None
+    phases = [{"phase": p.name, "requested": p.requested, "allocated": p.allocated, "reserved": p.reserved}
+              for p in run.phases]
+    return {"batch": run.batch, "seq_len": run.length, "runs": run.runs, "failed": run.failed,
+            "allocated": run.allocated, "reserved": run.reserved, "phases": phases}
+
+
+def cap_json(cap: Cap) -> dict[str, object]:
+    """The cap in ``fit --json``: the bytes, the CUDA context left out of the card's memory and the card."""
+    source = cap.source if cap.context else None
+    return {"gpu_memory": cap.bytes, "cuda_context": cap.context, "cuda_context_source": source, "card": cap.card}
+
+
 def largest_json(config: Model, training: Training, cap: Cap, result: Largest) -> dict[str, object]:
     """The ``symbert fit --json`` document of a simulated answer: the closed form's document at the answer
     (``memory``: its allocated peak, ``formula``, ``peak``), with the cap and the simulation's runs."""
-
-    def run_json(run: Run | None) -> dict[str, object] | None:
-        if run is None:
-            return None
-        phases = [{"phase": p.name, "requested": p.requested, "allocated": p.allocated, "reserved": p.reserved}
-                  for p in run.phases]
-        return {"batch": run.batch, "seq_len": run.length, "runs": run.runs, "failed": run.failed,
-                "allocated": run.allocated, "reserved": run.reserved, "phases": phases}
-
     shape = result.run or result.above
     closed = closed_form(config, training, None, shape.batch, shape.length, estimate_reserved=False)
     doc = fit_json(closed)
@@ -205,7 +212,6 @@ def largest_json(config: Model, training: Training, cap: Cap, result: Largest) -
         if result.above is not None and result.value is not None else None
     doc.update(solved)
     doc.update({
-        "gpu_memory": cap.bytes,
         "solved_for": result.unknown,
         "fits": result.value is not None,
         "memory_above": above.peak.total if above else None,
@@ -214,11 +220,24 @@ def largest_json(config: Model, training: Training, cap: Cap, result: Largest) -
         "headroom_reserved_estimate": None,
         "capped_by_positions": result.capped == "positions",
         "capped_by_size_limit": result.capped == "size limit",
-        "cuda_context": cap.context,
-        "cuda_context_source": cap.source if cap.context else None,
-        "card": cap.card,
+        **cap_json(cap),
         "allocator": {"closed_form": result.closed, "simulations": result.simulations,
                       "at": run_json(result.run), "above": run_json(result.above)},
+    })
+    return doc
+
+
+def checked_json(closed: Fit, cap: Cap, run: Run) -> dict[str, object]:
+    """The ``symbert fit --json`` document of one shape decided by the simulation: the closed form's document
+    (``memory``, ``formula``, ``peak``) with the cap, the simulation's verdict and its run."""
+    doc = fit_json(closed)
+    doc.update({
+        "fits": run.runs,
+        "reserved_estimate": None,
+        "headroom": cap.bytes - run.reserved if run.runs else None,
+        "headroom_reserved_estimate": None,
+        **cap_json(cap),
+        "allocator": {"closed_form_fits": closed.fits, "simulations": 1, "at": run_json(run), "above": None},
     })
     return doc
 

@@ -11,7 +11,18 @@ from symbert.gpus import gpu as find_gpu
 from symbert.training.allocator import AllocatorError, from_environment, parse_config
 from symbert.training.allocator import Config as AllocatorConfig
 from symbert.training.fit import Fit, fit, parse_bytes
-from symbert.training.oom import MAX_RUNS, Cap, Largest, applies, cap_of, largest, largest_json
+from symbert.training.oom import (
+    MAX_RUNS,
+    Cap,
+    Largest,
+    Run,
+    Simulation,
+    applies,
+    cap_of,
+    checked_json,
+    largest,
+    largest_json,
+)
 from symbert.training.planner import Plan, plan
 from symbert.training.states import Training
 
@@ -29,7 +40,22 @@ class Simulated:
         return largest_json(self.config, self.training, self.cap, self.result)
 
 
-Answer = Fit | Simulated | Plan
+@dataclass(frozen=True)
+class Checked:
+    """``fit`` for one shape, decided by the caching allocator's simulation of its two training steps under
+    ``cap``; ``closed`` is the closed form's peak there, against the same cap."""
+
+    config: Config
+    training: Training
+    cap: Cap
+    closed: Fit
+    run: Run
+
+    def json(self) -> dict[str, object]:
+        return checked_json(self.closed, self.cap, self.run)
+
+
+Answer = Fit | Simulated | Checked | Plan
 
 
 #: A size in bytes: a whole number, or text such as 16GiB, 16GB or 16000MiB.
@@ -68,8 +94,8 @@ def solve(
     closed_form: bool = False,
 ) -> Answer:
     """With ``gpus``, the layouts of that many GPUs that fit (:func:`plan_gpus`). Else, under torch-cuda on one GPU
-    with a cap and one of ``batch`` and ``length`` to solve for, the simulated answer (unless ``closed_form``);
-    otherwise the closed form's (:func:`symbert.training.fit.fit`).
+    with a cap, the simulated answer (unless ``closed_form``): the largest of ``batch`` and ``length`` left None,
+    or whether the shape given runs; otherwise the closed form's (:func:`symbert.training.fit.fit`).
 
     The cap is ``gpu_memory``, else the GPU's memory less ``cuda_context`` (default: the measured context);
     ``alloc_conf`` configures the allocator as PYTORCH_ALLOC_CONF does (default: the environment's)."""
@@ -84,6 +110,10 @@ def solve(
         return plan_gpus(config, training, budget, gpus, batch, length)
     if cap is not None and why is None:
         alloc = allocator_config(alloc_conf)
+        if batch is not None and length is not None:
+            closed = fit(config, training, cap.bytes, batch, length, estimate_reserved=False)
+            run = Simulation(config, training, length, alloc).run(batch, length, cap.bytes)
+            return Checked(config, training, cap, closed, run)
         return Simulated(config, training, cap, largest(config, training, cap.bytes, batch, length, alloc))
     return fit(config, training, budget, batch, length)
 
@@ -99,8 +129,8 @@ def unsimulated(
         return "--closed-form leaves it out"
     if cap is None:
         return "it needs --gpu or --gpu-memory"
-    if (batch is None) == (length is None):
-        return "it solves for one of --batch and --seq-len, given the other"
+    if batch is None and length is None:
+        return "it needs --batch or --seq-len"
     if not applies(config, training):
         return f"it runs under --policy torch-cuda on one GPU, up to {MAX_RUNS} layer runs"
     return None
