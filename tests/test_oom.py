@@ -91,8 +91,8 @@ def test_the_dev_sets_fit() -> None:
 
 
 def test_a_given_shape_is_decided_by_the_simulation() -> None:
-    """`fit` for one shape answers as the H100 did: BertForMaskedLM at batch 38 ran under the 16 GiB cap and
-    batch 39 did not, though the closed form puts both within it (its own answer is 43)."""
+    """`fit` and `timeline` for one shape answer as the H100 did: BertForMaskedLM at batch 38 ran under the
+    16 GiB cap and batch 39 did not, though the closed form puts both within it (its own answer is 43)."""
     (case,) = DEV["fit"]
     args = ("fit", "--head", "mlm", "--no-padding", "-s", str(case["s"]), "--precision", "amp", "--dtype",
             case["dtype"], "--attention", case["attn"], "--gpu", "h100", "--gpu-memory", f"{case['gib']}GiB")
@@ -104,6 +104,11 @@ def test_a_given_shape_is_decided_by_the_simulation() -> None:
     text = run_cli(*args, "-b", "39").stdout
     assert "batch 39, seq_len 512: runs out of memory (the caching allocator simulated" in text
     assert "within the cap" in text
+    # timeline checks the shape as fit does
+    timelines = [json.loads(run_cli("timeline", *args[1:], "-b", str(b), "--json").stdout) for b in (38, 39)]
+    assert [t["fits"] for t in timelines] == [True, False]
+    assert [t["cap"]["run"]["runs"] for t in timelines] == [True, False]
+    assert timelines[1]["cap"]["run"]["failed"] == failed["allocator"]["at"]["failed"]
 
 
 def test_the_answer_runs_and_one_more_does_not() -> None:

@@ -16,7 +16,7 @@ from symbert.symbols import pad512
 from symbert.training.allocator import Overhead, PhasePeak
 from symbert.training.fit import CUDA_CONTEXT_NOTE, Fit, fit_json, step_of
 from symbert.training.memviz import dump
-from symbert.training.oom import MAX_RUNS, Cap, applies
+from symbert.training.oom import MAX_RUNS, Cap, applies, cap_json, run_json
 from symbert.training.planner import Plan, family, plan_json
 from symbert.training.solve import Answer, Checked, Simulated
 from symbert.training.states import CATEGORIES, Training, setup_json
@@ -53,9 +53,13 @@ def print_simulated(answer: Simulated) -> None:
 def print_cap(out: Console, config: Model, training: Training, cap: Cap) -> None:
     """The config, the setup and the cap a simulation ran under."""
     out.print(describe(config))
+    out.print(f"{training.describe()}; cap {quantity(cap.bytes, 'bytes')}{cap_words(cap)}")
+
+
+def cap_words(cap: Cap) -> str:
+    """Where a cap comes from: the card's memory less the CUDA context, and its source; or --gpu-memory."""
     context = f" = {quantity(cap.card, 'bytes')} less the CUDA context {quantity(cap.context, 'bytes')}"
-    source = f" ({cap.source})" if cap.context else " (--gpu-memory)"
-    out.print(f"{training.describe()}; cap {quantity(cap.bytes, 'bytes')}{context if cap.context else ''}{source}")
+    return f"{context} ({cap.source})" if cap.context else " (--gpu-memory)"
 
 
 def print_checked(answer: Checked) -> None:
@@ -224,6 +228,7 @@ def timeline_json(t: Timeline) -> dict[str, object]:
         "allocator_overhead": overhead_json(t.overhead),
         "gpu_memory": t.budget,
         "fits": t.fits,
+        "cap": None if t.cap is None or t.capped is None else {**cap_json(t.cap), "run": run_json(t.capped)},
     }
 
 
@@ -292,8 +297,15 @@ def print_timeline(t: Timeline) -> None:
     if t.overhead is not None:
         out.print(overhead_line(t.overhead))
     peak, budget = t.peak, t.budget
-    verdict = "" if budget is None else ("; fits" if t.fits else f"; over {quantity(budget, 'bytes')}")
+    verdict = "" if budget is None or t.capped is not None else (
+        "; fits" if t.fits else f"; over {quantity(budget, 'bytes')}")
     out.print(f"peak {quantity(peak.total, 'bytes')} = {peak.total:,} bytes at {peak.where}{verdict}")
+    if t.cap is not None and t.capped is not None:
+        run, cap = t.capped, t.cap
+        outcome = f"runs, headroom {quantity(cap.bytes - run.reserved, 'bytes')}" if run.runs else (
+            f"runs out of memory: {run.failed}")
+        out.print(f"the two steps under a cap of {quantity(cap.bytes, 'bytes')}{cap_words(cap)}, as fit runs them: "
+                  f"{outcome}")
     substitutions = t.config.spec.substitutions
     conventions = ", ".join(f"{k} = {human(v)}" for k, v in substitutions.items())
     expr = sympy.expand(t.formula.subs(substitutions))
