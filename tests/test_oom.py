@@ -17,7 +17,7 @@ from symbert.api import per_gpu
 from symbert.configs import ConfigError, resolve
 from symbert.gpus import CUDA_CONTEXT, GPUS
 from symbert.symbols import B, seq_len
-from symbert.training.oom import Cap, Simulation, cap_of, largest
+from symbert.training.oom import SCAN, Cap, Simulation, cap_of, largest
 from symbert.training.states import Training
 from symbert.training.stream import at, events
 from tests.conftest import ROOT, hf, random_configs, run_cli
@@ -121,6 +121,30 @@ def test_the_answer_runs_and_one_more_does_not() -> None:
     sim = Simulation(config, training, 128)
     assert sim.run(result.value, cap=cap).runs and not sim.run(result.value + 1, cap=cap).runs
     assert result.run.reserved <= cap < Simulation(config, training, 128).run(result.value + 1).reserved
+
+
+def test_the_answer_is_the_largest_that_runs_up_to_the_closed_forms() -> None:
+    """Near the cap, whether the steps run is not monotone in the batch (bert-base, seq_len 128, an H200's cap):
+    a batch below the answer fails, yet the answer runs and every batch above it up to the closed form's fails.
+    None above the closed form's can run: its allocated peak alone is over the cap."""
+    config = symbert.preset("bert-base")
+    training = Training("adamw-fused", "fp32", MemoryOptions("torch-cuda", attention="sdpa"), "h200")
+    cap, sim = cap_of(None, "h200").bytes, Simulation(config, training, 128)
+    result = largest(config, training, cap, length=128, sim=sim)
+    assert result.untried == 0 and sim.run(result.value, cap=cap).runs
+    assert not any(sim.run(n, cap=cap).runs for n in range(result.value + 1, result.closed + 1))
+    assert any(not sim.run(n, cap=cap).runs for n in range(result.value - 16, result.value))
+
+
+def test_past_the_scan_limit_the_search_says_how_many_it_left() -> None:
+    """bert-tiny at seq_len 8 on an H200: tens of thousands of batches between the search's answer and the closed
+    form's, too many to simulate one by one; the answer runs, the next fails, and the output counts the rest."""
+    args = ("fit", "--preset", "bert-tiny", "--seq-len", "8", "--gpu", "h200")
+    doc = json.loads(run_cli(*args, "--json").stdout)
+    allocator = doc["allocator"]
+    assert allocator["untried"] > SCAN and allocator["at"]["runs"] and not allocator["above"]["runs"]
+    assert allocator["untried"] < allocator["closed_form"] - doc["batch"]
+    assert f"{allocator['untried']:,} values between {doc['batch']} and" in run_cli(*args).stdout
 
 
 def test_one_replay_serves_every_batch() -> None:

@@ -111,6 +111,9 @@ def simulated_lines(answer: Simulated) -> list[str]:
         lines.append(f"  {result.unknown} {result.value} is {limit}")
     lines.append(f"  the closed form (allocated peak within the cap) gave {result.closed}; "
                  f"{result.simulations} simulation{'s' if result.simulations != 1 else ''} decided")
+    if result.untried:
+        lines.append(f"  {result.untried:,} values between {result.value} and {result.closed} were not simulated: "
+                     "near the cap the allocator is not monotone, and one of them may run too")
     return lines
 
 

@@ -126,7 +126,9 @@ class Simulation:
 class Largest:
     """The largest value of ``unknown`` whose steps run under the cap (None: not even the smallest), the run
     there and at the next value (None where the search stopped at a limit: ``capped``, the model's
-    ``positions`` or the ``size limit``), the closed form's answer and how many simulations decided."""
+    ``positions`` or the ``size limit``), the closed form's answer and how many simulations decided.
+    ``untried``: how many values between the answer and the closed form's were not simulated (more than
+    :data:`SCAN`); one of them may run too, so the answer is then one that runs with the next failing."""
 
     unknown: str
     value: int | None
@@ -135,6 +137,11 @@ class Largest:
     closed: int | None
     simulations: int
     capped: str | None = None
+    untried: int = 0
+
+
+#: The most values between the search's answer and the closed form's that ``largest`` simulates one by one.
+SCAN = 64
 
 
 def largest(config: Model, training: Training, cap: int, batch: int | None = None, length: int | None = None,
@@ -161,9 +168,20 @@ def largest(config: Model, training: Training, cap: int, batch: int | None = Non
     while hi is not None and hi - lo > step:
         mid = (lo + hi) // 2 // step * step
         lo, hi = (mid, hi) if run(mid).runs else (lo, mid)
+    # Near the cap, whether the steps run is not monotone in the value: one between the answer and the closed
+    # form's may run too (none above the closed form's can: its allocated peak alone is over the cap). Those
+    # are tried from the top, where there are at most SCAN of them.
+    top = min(closed or 0, limit) // step * step
+    untried = 0
+    if hi is not None and top > hi:
+        untried = (top - hi) // step - sum(1 for n in runs if hi < n <= top and n % step == 0)
+    if 0 < untried <= SCAN:
+        lo = next((n for n in range(top, hi, -step) if run(n).runs), lo)
+        hi, untried = lo + step, 0
+        run(hi)  # the failure one above, to name
     capped = None if hi is not None or not lo else ("positions" if positions else "size limit")
     return Largest(unknown, lo or None, runs.get(lo), runs.get(hi) if hi is not None else None, closed, len(runs),
-                   capped)
+                   capped, untried)
 
 
 def _bracket(run: Callable[[int], Run], start: int, step: int, limit: int) -> tuple[int, int | None]:
@@ -221,7 +239,7 @@ def largest_json(config: Model, training: Training, cap: Cap, result: Largest) -
         "capped_by_positions": result.capped == "positions",
         "capped_by_size_limit": result.capped == "size limit",
         **cap_json(cap),
-        "allocator": {"closed_form": result.closed, "simulations": result.simulations,
+        "allocator": {"closed_form": result.closed, "simulations": result.simulations, "untried": result.untried,
                       "at": run_json(result.run), "above": run_json(result.above)},
     })
     return doc
