@@ -847,14 +847,6 @@ def _budget(text: str | None, training: Any) -> int | None:
     return budget_of(text, training)
 
 
-def _cap(text: str | None, training: Any) -> Any:
-    """What the caching allocator may reserve: --gpu-memory, else --gpu's memory less the CUDA context."""
-    from symbert.training.oom import cap_of
-    from symbert.training.solve import to_bytes
-
-    return cap_of(to_bytes(text), training.gpu)
-
-
 @cli.command()
 @config_options
 @click.option("--gpu-memory", type=SIZE, help="GPU memory: 16GiB, 16GB, 16000MiB or bytes (default: --gpu's).")
@@ -930,6 +922,7 @@ def timeline(
     """
     from symbert.render import training as render
     from symbert.render.plots import check_timeline_plot, plot_timeline
+    from symbert.training.solve import cap_for
     from symbert.training.timeline import check_shape
     from symbert.training.timeline import timeline as build_timeline
 
@@ -939,7 +932,7 @@ def timeline(
         check_timeline_plot(config, plot_file, training.memory.layout)
     if viz_file:
         render.check_memory_viz(config, training, viz_file)
-    steps = build_timeline(config, training, batch, length, budget, _cap(gpu_memory, training))
+    steps = build_timeline(config, training, batch, length, budget, cap_for(gpu_memory, training))
     if viz_file:
         render.write_memory_viz(steps, viz_file)
     if plot_file:

@@ -271,15 +271,13 @@ def timeline(
     """``symbert timeline``: memory over two training steps, phase by phase, and the step's peak, checked against
     ``gpu_memory`` (default: ``gpu``'s, if named; where the allocator is simulated, as ``fit`` checks it, under
     ``gpu_memory`` or ``gpu``'s memory less the CUDA context)."""
-    from symbert.training.oom import cap_of
-    from symbert.training.solve import budget_of, to_bytes
+    from symbert.training.solve import budget_of, cap_for
     from symbert.training.timeline import timeline as build
 
     config = config_of(config)
     training = setup(policy, dtype, attention, recompute, optimizer, precision, gpu, zero_engine, layout)
     training = training.for_model(config.spec)
-    cap = cap_of(to_bytes(gpu_memory), training.gpu)
-    return build(config, training, batch, seq_len, budget_of(gpu_memory, training), cap)
+    return build(config, training, batch, seq_len, budget_of(gpu_memory, training), cap_for(gpu_memory, training))
 
 
 def setups(

@@ -368,10 +368,11 @@ def replayed(config: Config, trainings: Sequence[Training]) -> list[Replayed]:
         if training.optimizer == first.optimizer:
             out.append((terms, walk))
             continue
-        if training.optimizer not in swapped:
-            swapped[training.optimizer] = swap.of(replace(training, gpu=first.gpu))
-        other = swapped[training.optimizer]
-        updates = {s: _reduced(c, table_of(c), terms, values) for s, c in other.updates.items()}
+        if training.optimizer not in swapped:  # its optimizer steps' candidates, with their table
+            other = swap.of(replace(training, gpu=first.gpu))
+            swapped[training.optimizer] = other, {s: (c, table_of(c)) for s, c in other.updates.items()}
+        other, tabled = swapped[training.optimizer]
+        updates = {s: _reduced(c, table, terms, values) for s, (c, table) in tabled.items()}
         shifts = {s: {c: terms.of(size) for c, size in shift.items()} for s, shift in other.shifts.items()}
         out.append((terms, [
             updates[step][0] if phase == "optimizer" else

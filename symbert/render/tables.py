@@ -50,13 +50,8 @@ class Table:
         return bool(self.rows) and all(isinstance(row[column], int) for row in self.rows)
 
     def __repr__(self) -> str:
-        def cell(v: Cell) -> str:
-            if (formulas := formulas_of(v)) is not None:
-                return ", ".join(map(human, formulas))
-            return f"{v:,}" if isinstance(v, int) else str(v)
-
         lines = [f"<Table {self.title}", "  " + " | ".join(self.header)]
-        lines += ["  " + " | ".join(cell(v) for v in row) for row in self.rows[:ROWS]]
+        lines += ["  " + " | ".join(_plain(v) for v in row) for row in self.rows[:ROWS]]
         lines += [f"  … {len(self.rows) - ROWS} more rows"] if len(self.rows) > ROWS else []
         return "\n".join(lines) + ">"
 

@@ -104,6 +104,13 @@ class Simulation:
         """The steps at ``batch`` (and ``length``, when the replay left it open) under ``cap`` bytes reserved."""
         return self.replay(batch, length, cap)[1]
 
+    def capped(self, run: Run, cap: int) -> Run:
+        """``run``, made without a cap, under ``cap``: the same run where its reserved peak stays within the cap
+        (the allocator never meets it; with a garbage-collection threshold it would act sooner), else a new one."""
+        if run.reserved <= cap and not self.alloc.garbage_collection_threshold:
+            return run
+        return self.run(run.batch, run.length, cap)
+
     def replay(self, batch: int, length: int | None = None, cap: int | None = None,
                itemize: bool = False, record: bool = False) -> tuple[Allocator, Run]:
         """The allocator after the steps (``itemize``: with what it adds at the peak; ``record``: with its trace)

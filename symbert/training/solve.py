@@ -74,6 +74,12 @@ def budget_of(gpu_memory: Size | None, training: Training) -> int | None:
     return find_gpu(training.gpu).memory if training.gpu else None
 
 
+def cap_for(gpu_memory: Size | None, training: Training, cuda_context: Size | None = None) -> Cap | None:
+    """What the caching allocator may reserve: ``gpu_memory``, else the training's GPU's memory less
+    ``cuda_context`` (default: the measured context); None without either."""
+    return cap_of(to_bytes(gpu_memory), training.gpu, to_bytes(cuda_context))
+
+
 def allocator_config(alloc_conf: str | None) -> AllocatorConfig:
     """PYTORCH_ALLOC_CONF's settings from ``alloc_conf``, else from the environment (or PYTORCH_CUDA_ALLOC_CONF)."""
     try:
@@ -100,7 +106,7 @@ def solve(
     The cap is ``gpu_memory``, else the GPU's memory less ``cuda_context`` (default: the measured context);
     ``alloc_conf`` configures the allocator as PYTORCH_ALLOC_CONF does (default: the environment's)."""
     budget = budget_of(gpu_memory, training)
-    cap = None if gpus is not None else cap_of(to_bytes(gpu_memory), training.gpu, to_bytes(cuda_context))
+    cap = None if gpus is not None else cap_for(gpu_memory, training, cuda_context)
     why = unsimulated(config, training, cap, batch, length, gpus, closed_form)
     allocator = [flag for flag, value in (("--cuda-context", cuda_context), ("--alloc-conf", alloc_conf)) if value]
     if why and allocator:

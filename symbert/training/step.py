@@ -106,7 +106,6 @@ class StepMemory:
         self.plan = plan = Plan(graph, training, self.runs, values, open_workspaces=open_workspaces)
         replayed = Ledger(plan.graph.blocks, Driver(plan).run(steps))
         self.events = replayed.snapshots
-        self.states = plan.states
         self.in_flight = in_flight(graph, training, values)
         accumulating = training.memory.layout.microbatches > 1
         self.accumulated = size_of(self.states["gradients"]) if accumulating else None
@@ -123,6 +122,11 @@ class StepMemory:
         self.candidates = [c for event in self.events for c in self.candidates_at(event)]
         self.monomials, self.table = table_of(self.candidates)
         self._polynomials: dict[tuple, Polynomials] = {}
+
+    @property
+    def states(self) -> dict[str, sympy.Expr]:
+        """The model states' bytes, as the plan has them."""
+        return self.plan.states
 
     def candidates_at(self, event: Snapshot) -> list[Candidate]:
         """The event, once per place the runs not replayed may stand (an event in a middle run: two)."""

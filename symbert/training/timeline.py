@@ -102,6 +102,6 @@ def timeline(config: Config, training: Training, batch: int, length: int, budget
     sim = Simulation(config, training, length)
     allocator, run = sim.replay(batch, itemize=True, record=True)
     simulated = {p.name: p for p in run.phases}
-    capped = sim.run(batch, cap=cap.bytes) if cap is not None else None
+    capped = sim.capped(run, cap.bytes) if cap is not None else None
     return Timeline(config, training, batch, length, sizes, states, steps, formula, simulated, budget,
                     allocator.at_peak, snapshot(allocator, sim.causes), cap, capped)
